@@ -1,0 +1,139 @@
+"""One exception tree for the runtime and one table from error to HTTP status.
+
+Third-party errors (httpx, openai, SQLAlchemy, redis) are mapped to these at the boundary
+where they are caught; the ingress turns any ``AgentRuntimeError`` into a JSON body with
+:func:`error_body` and the status from :data:`HTTP_STATUS`. Messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentRuntimeError(Exception):
+    """Root of every error the runtime raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(AgentRuntimeError):
+    code = "unauthorized"
+
+
+class Forbidden(AgentRuntimeError):
+    code = "forbidden"
+
+
+class NotFound(AgentRuntimeError):
+    code = "not_found"
+
+
+class Conflict(AgentRuntimeError):
+    code = "conflict"
+
+
+class PayloadTooLarge(AgentRuntimeError):
+    code = "payload_too_large"
+
+
+class InvalidRequest(AgentRuntimeError):
+    code = "invalid_request"
+
+
+class RateLimited(AgentRuntimeError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(AgentRuntimeError):
+    code = "budget_exceeded"
+
+
+class ProviderError(AgentRuntimeError):
+    """One provider call failed (5xx, timeout, connection). Counts against its breaker."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, model: str, status: int | None = None) -> None:
+        super().__init__(message, model=model, status=status)
+        self.model = model
+        self.status = status
+
+
+class ProviderRejected(AgentRuntimeError):
+    """The provider refused the caller's request (400/422): the caller's fault, no fallback."""
+
+    code = "provider_rejected"
+
+
+class CircuitOpen(AgentRuntimeError):
+    code = "circuit_open"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"circuit breaker for model {model!r} is open", model=model)
+        self.model = model
+
+
+class ProviderChainExhausted(AgentRuntimeError):
+    code = "provider_chain_exhausted"
+
+    def __init__(self, alias: str, attempts: list[str]) -> None:
+        super().__init__(
+            f"every model for {alias!r} failed or is unavailable ({'; '.join(attempts)}); "
+            "retry later or check the provider's status",
+            alias=alias,
+            attempts=attempts,
+        )
+        self.alias = alias
+        self.attempts = attempts
+
+
+class DependencyUnavailable(AgentRuntimeError):
+    """A backing service (database, Redis, a deployment) cannot be reached."""
+
+    code = "service_unavailable"
+
+
+class RunFailed(AgentRuntimeError):
+    """A graph run raised; the thread stays at its last good checkpoint."""
+
+    code = "run_failed"
+
+
+HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
+    Unauthorized: 401,
+    BudgetExceeded: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    InvalidRequest: 422,
+    ProviderRejected: 422,
+    RateLimited: 429,
+    RunFailed: 500,
+    ProviderError: 502,
+    CircuitOpen: 503,
+    ProviderChainExhausted: 503,
+    DependencyUnavailable: 503,
+}
+
+
+def http_status(error: AgentRuntimeError) -> int:
+    """Status for an error, walking up the class tree; unknown runtime errors are 500."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def error_body(error: AgentRuntimeError) -> dict[str, Any]:
+    """JSON body for an error, in the ``{"detail": ...}`` shape FastAPI and the SDK expect."""
+    return {"detail": error.message, "error": error.code, **error.details}

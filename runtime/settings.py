@@ -1,0 +1,205 @@
+"""Every tunable of the runtime, one ``BaseSettings`` per concern.
+
+Settings are read from ``AGENT_*`` environment variables (and a ``.env`` file) once, at
+start-up, by :meth:`RuntimeSettings.from_env`, then passed down to each part. Nothing in
+this module reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ENV = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
+
+DEFAULT_HTTP_PORT = 8000
+FAKE_PROVIDER_ROUTE = "/fake-provider"
+
+
+class StorageSettings(BaseSettings):
+    """Where metadata (tenants, keys, threads, runs) and checkpoints live."""
+
+    model_config = _ENV
+
+    data_dir: Path = Field(default=Path(".agent-data"), description="Embedded databases' folder.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://... or sqlite:///path; default: SQLite under data_dir.",
+    )
+    db_pool_size: int = Field(default=10, ge=4, description="Postgres pool size per replica.")
+    db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("AGENT_DATABASE_URL must start with postgresql:// or sqlite:///")
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url is not None and self.database_url.startswith("postgres")
+
+    @property
+    def postgres_dsn(self) -> str:
+        """libpq DSN (psycopg) for the Postgres database."""
+        assert self.database_url is not None and self.is_postgres
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Metadata SQLite file (embedded default)."""
+        if self.database_url and self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return self.data_dir / "runtime.db"
+
+    @property
+    def checkpoint_sqlite_path(self) -> Path:
+        """Checkpoints get their own SQLite file so the saver's connection never blocks metadata."""
+        return self.sqlite_path.with_name(self.sqlite_path.stem + "-checkpoints.db")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Async SQLAlchemy URL: asyncpg for Postgres, aiosqlite for SQLite."""
+        if self.is_postgres:
+            return "postgresql+asyncpg://" + self.postgres_dsn.split("://", 1)[1]
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+
+class LimitSettings(BaseSettings):
+    """Per-key request limits (token bucket) and where they are kept."""
+
+    model_config = _ENV
+
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://host:port/db; unset means an in-process limiter."
+    )
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    rate_limit_per_second: float = Field(default=50.0, gt=0, description="Refill rate per key.")
+    rate_limit_burst: int = Field(default=100, ge=1, description="Bucket size per key.")
+    auth_cache_ttl_s: float = Field(default=2.0, ge=0, description="Key lookup cache.")
+
+
+class FakeProviderSettings(BaseSettings):
+    """The built-in OpenAI-compatible fake provider: latency and injected faults."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_FAKE_", env_file=".env", extra="ignore")
+
+    latency_ms: float = Field(default=50.0, ge=0, description="Fixed latency of every answer.")
+    jitter_ms: float = Field(default=0.0, ge=0, description="Uniform extra latency, 0..jitter.")
+    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of calls that fail.")
+    fail_status: int = Field(default=500, ge=400, le=599)
+    failing_models: list[str] = Field(
+        default_factory=list, description="Models that always fail with fail_status."
+    )
+    hanging_models: list[str] = Field(
+        default_factory=list, description="Models that never answer (tests timeouts)."
+    )
+    seed: int = 0
+
+
+class ProviderSettings(BaseSettings):
+    """The OpenAI-compatible provider the router calls, its models and fallback chains."""
+
+    model_config = _ENV
+
+    provider_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (ends in /v1); unset means the built-in fake.",
+    )
+    provider_api_key: SecretStr = Field(default=SecretStr("fake-key"))
+    provider_timeout_s: float = Field(default=30.0, gt=0)
+    model_aliases: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "fast": ["fake-fast", "fake-fallback"],
+            "smart": ["fake-smart", "fake-fallback"],
+        },
+        description='JSON alias -> fallback chain, e.g. {"smart": ["gpt-4o", "gpt-4o-mini"]}',
+    )
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _non_empty_chains(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for alias, chain in value.items():
+            if not chain:
+                raise ValueError(f"model alias {alias!r} has an empty fallback chain")
+        return value
+
+    def base_url(self, http_port: int) -> str:
+        if self.provider_base_url:
+            return self.provider_base_url.rstrip("/")
+        return f"http://127.0.0.1:{http_port}{FAKE_PROVIDER_ROUTE}/v1"
+
+    @property
+    def uses_fake(self) -> bool:
+        return not self.provider_base_url
+
+
+class DeploymentScaling(BaseModel):
+    """Autoscaling and concurrency of one Serve deployment (Serve's own option names)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=32, gt=0)
+    max_ongoing_requests: int = Field(default=128, ge=1)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+    num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per replica.")
+
+    def autoscaling_config(self) -> dict[str, float | int]:
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": max(self.min_replicas, 1),
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
+
+
+class ServeSettings(BaseSettings):
+    """HTTP address and per-deployment scaling; a Serve config file can override the latter."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = Field(default=8085, description="Ray's Prometheus endpoint.")
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    run_timeout_s: float = Field(default=300.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    router: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    fake_provider: DeploymentScaling = Field(
+        default_factory=lambda: DeploymentScaling(max_replicas=1)
+    )
+
+
+class RuntimeSettings(BaseModel):
+    """All concerns together, built once by the launcher and passed to every deployment."""
+
+    storage: StorageSettings
+    limits: LimitSettings
+    provider: ProviderSettings
+    fake: FakeProviderSettings
+    serve: ServeSettings
+
+    @classmethod
+    def from_env(cls) -> RuntimeSettings:
+        return cls(
+            storage=StorageSettings(),
+            limits=LimitSettings(),
+            provider=ProviderSettings(),
+            fake=FakeProviderSettings(),
+            serve=ServeSettings(),
+        )
