@@ -20,6 +20,23 @@ class AgentRuntimeError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross Ray handles by pickle; subclasses take other constructor arguments,
+        # so rebuild from message + details instead of from ``args``.
+        return (_rebuild, (type(self), self.message, self.details))
+
+
+def _rebuild(
+    cls: type[AgentRuntimeError], message: str, details: dict[str, Any]
+) -> AgentRuntimeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.message = message
+    error.details = details
+    for name, value in details.items():
+        setattr(error, name, value)
+    return error
+
 
 class Unauthorized(AgentRuntimeError):
     code = "unauthorized"

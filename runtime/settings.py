@@ -151,7 +151,8 @@ class DeploymentScaling(BaseModel):
     max_ongoing_requests: int = Field(default=128, ge=1)
     upscale_delay_s: float = Field(default=5.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
-    num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per replica.")
+    # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
+    num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
 
     def autoscaling_config(self) -> dict[str, float | int]:
         return {
@@ -174,6 +175,11 @@ class ServeSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
     metrics_port: int = Field(default=8085, description="Ray's Prometheus endpoint.")
+    local_num_cpus: int = Field(
+        default=8,
+        ge=1,
+        description="Logical CPUs of the local Ray cluster (replicas are I/O-bound).",
+    )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     run_timeout_s: float = Field(default=300.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

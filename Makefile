@@ -1,0 +1,51 @@
+# Quick start: `make run` (serve locally) and `make test` (the whole suite). Both set up
+# .venv with the pinned dependencies first. See README.md for every target and setting.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIDFILE := .agent-data/launcher.pid
+
+# Ray 2.60 turns token auth on by default; the local stack runs without it.
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install run stop test lint typecheck loadtest bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m deployments.launch --pid-file $(PIDFILE)
+
+stop:
+	@if [ -f $(PIDFILE) ] && kill -0 $$(cat $(PIDFILE)) 2>/dev/null; then \
+	  kill -TERM $$(cat $(PIDFILE)); \
+	  for i in $$(seq 1 60); do kill -0 $$(cat $(PIDFILE) 2>/dev/null) 2>/dev/null || break; sleep 0.5; done; \
+	  echo "stopped"; \
+	else echo "no running stack (no live $(PIDFILE))"; fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy --strict runtime
+	$(BIN)/mypy deployments graphs loadtests
+
+test: lint typecheck
+	$(BIN)/pytest
+
+loadtest: install
+	$(BIN)/python loadtests/loadtest.py
+
+bench: install
+	$(BIN)/python loadtests/bench.py
+
+clean:
+	rm -rf .agent-data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,192 @@
+"""The ingress's FastAPI application: dependencies, error mapping and middleware.
+
+Routes live in ``deployments.routes``; this module wires them to the per-replica services.
+Every error leaves as JSON with the status from ``runtime.errors.HTTP_STATUS``; nothing
+here ever sends a traceback or a secret to a client or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.handles import unwrap
+from deployments.metrics import IngressMetrics
+from graphs.registry import GraphRegistry
+from runtime.auth import Authenticator, extract_api_key
+from runtime.errors import (
+    AgentRuntimeError,
+    PayloadTooLarge,
+    RateLimited,
+    error_body,
+    http_status,
+)
+from runtime.limits import RateLimiter
+from runtime.records import Principal
+from runtime.settings import RuntimeSettings
+from runtime.storage import MetadataStore
+
+logger = logging.getLogger("agent_runtime.ingress")
+
+
+@dataclass
+class Services:
+    """What one ingress replica holds, built once in its constructor."""
+
+    settings: RuntimeSettings
+    store: MetadataStore
+    auth: Authenticator
+    limiter: RateLimiter
+    orchestrator: DeploymentHandle
+    router: DeploymentHandle
+    metrics: IngressMetrics
+    graphs: GraphRegistry
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """API key from ``x-api-key`` or ``Authorization: Bearer``, then the per-key limit."""
+    principal = await services.auth.authenticate(extract_api_key(request.headers))
+    decision = await services.limiter.hit(f"key:{principal.key_id}")
+    request.state.limit_headers = decision.headers()
+    if not decision.allowed:
+        services.metrics.rate_limited.inc(tags={"limit": "requests_per_key"})
+        raise RateLimited(
+            f"rate limit of {decision.limit} requests (burst) for this API key exceeded; "
+            f"retry after {decision.retry_after_s:.1f} s",
+            retry_after=decision.retry_after_s,
+            limit="requests_per_key",
+        )
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def _error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
+    headers = dict(getattr(request.state, "limit_headers", {}) or {})
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return JSONResponse(error_body(error), status_code=http_status(error), headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentRuntimeError)
+    async def runtime_error(request: Request, error: AgentRuntimeError) -> JSONResponse:
+        return _error_response(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_name(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
+            for e in error.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return JSONResponse(
+            {"detail": f"invalid request: {summary}", "error": "invalid_request", "errors": errors},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(error.detail), "error": "http_error"},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        cause = unwrap(error)
+        if isinstance(cause, AgentRuntimeError):
+            return _error_response(request, cause)
+        # Type only: messages of unknown errors may quote inputs or connection strings.
+        logger.error(
+            "unhandled %s on %s %s (request %s)",
+            type(cause).__name__,
+            request.method,
+            _route_template(request),
+            getattr(request.state, "request_id", "-"),
+        )
+        return JSONResponse(
+            {
+                "detail": "internal error; the request id is in the x-request-id header",
+                "error": "internal_error",
+            },
+            status_code=500,
+        )
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def install_middleware(app: FastAPI, services: Services) -> None:
+    max_bytes = services.settings.serve.max_request_bytes
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id
+        length = request.headers.get("content-length")
+        response: Response
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            error = PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of {max_bytes} bytes",
+                limit=max_bytes,
+            )
+            response = JSONResponse(error_body(error), status_code=http_status(error))
+        else:
+            response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        for name, value in (getattr(request.state, "limit_headers", None) or {}).items():
+            response.headers.setdefault(name, value)
+        services.metrics.observe(
+            _route_template(request),
+            request.method,
+            response.status_code,
+            (time.perf_counter() - start) * 1000,
+        )
+        return response
+
+
+def create_api(services: Services) -> FastAPI:
+    from deployments.openai_routes import openai
+    from deployments.routes import assistants, system, threads  # routes import api's deps
+
+    app = FastAPI(
+        title="Agent Runtime",
+        version="0.1.0",
+        description="LangGraph agents on Ray Serve, speaking the Agent Protocol.",
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    install_middleware(app, services)
+    app.include_router(system)
+    app.include_router(assistants)
+    app.include_router(threads)
+    app.include_router(openai)
+    return app

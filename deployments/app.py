@@ -1,0 +1,54 @@
+"""The app builders: compose the deployments with ``.bind()``.
+
+``serve run deployments.app:build_app`` (or a Serve config file naming the same import
+path) builds the main application; ``deployments.app:build_fake_provider_app`` builds the
+built-in fake provider as its own application at ``/fake-provider``. Scaling comes from
+``ServeSettings`` (``AGENT_INGRESS__MAX_REPLICAS=4`` ...) and a Serve config file's
+``deployments:`` section overrides it, as Serve always does for options set in code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from deployments.fake_provider import FakeProviderDeployment
+from deployments.ingress import IngressDeployment
+from deployments.orchestrator import OrchestratorDeployment
+from deployments.router import ModelRouterDeployment
+from runtime.settings import DeploymentScaling, RuntimeSettings
+
+# Serve's per-request access log costs ~20% throughput here; the runtime logs itself.
+LOGGING = {"enable_access_log": False}
+
+
+def scaled(deployment: Any, scaling: DeploymentScaling) -> Deployment:
+    """Apply one deployment's validated scaling settings."""
+    return deployment.options(
+        autoscaling_config=scaling.autoscaling_config(),
+        max_ongoing_requests=scaling.max_ongoing_requests,
+        ray_actor_options={"num_cpus": scaling.num_cpus},
+        logging_config=LOGGING,
+    )
+
+
+def build_app(
+    args: dict[str, Any] | None = None, settings: RuntimeSettings | None = None
+) -> Application:
+    """The runtime: Ingress -> Orchestrator -> ModelRouter. ``args`` are Serve's builder args."""
+    settings = settings or RuntimeSettings.from_env()
+    serve_settings = settings.serve
+    router = scaled(ModelRouterDeployment, serve_settings.router).bind(settings)
+    orchestrator = scaled(OrchestratorDeployment, serve_settings.orchestrator).bind(
+        router, settings
+    )
+    return scaled(IngressDeployment, serve_settings.ingress).bind(orchestrator, router, settings)
+
+
+def build_fake_provider_app(
+    args: dict[str, Any] | None = None, settings: RuntimeSettings | None = None
+) -> Application:
+    settings = settings or RuntimeSettings.from_env()
+    return scaled(FakeProviderDeployment, settings.serve.fake_provider).bind(settings.fake)

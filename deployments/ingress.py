@@ -1,0 +1,55 @@
+"""Ingress deployment: the HTTP API (Agent Protocol subset, health) under ``@serve.ingress``.
+
+The ingress authenticates, rate-limits and validates; the orchestrator does the work. The
+FastAPI app is built per replica by ``__serve_build_asgi_app__`` (see ``deployments.api``),
+so nothing is constructed at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.api import Services, create_api
+from deployments.metrics import IngressMetrics
+from graphs.registry import default_registry
+from runtime.auth import Authenticator
+from runtime.limits import build_limiter
+from runtime.settings import RuntimeSettings
+from runtime.storage import MetadataStore
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class IngressDeployment:
+    # Serve awaits async constructors (replica start-up waits for the store and saver).
+    async def __init__(  # type: ignore[misc]
+        self,
+        orchestrator: DeploymentHandle,
+        router: DeploymentHandle,
+        settings: RuntimeSettings,
+    ) -> None:
+        store = MetadataStore(settings.storage)
+        await store.setup()
+        self._services = Services(
+            settings=settings,
+            store=store,
+            auth=Authenticator(store, settings.limits.auth_cache_ttl_s),
+            limiter=build_limiter(settings.limits),
+            orchestrator=orchestrator,
+            router=router,
+            metrics=IngressMetrics(),
+            graphs=default_registry(),
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self._services)
+
+    async def __del__(self) -> None:
+        await self._services.limiter.close()
+        await self._services.store.close()

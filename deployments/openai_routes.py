@@ -1,0 +1,123 @@
+"""OpenAI-compatible gateway: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+The routes take the same API keys (``Authorization: Bearer``, as OpenAI clients send them,
+or ``x-api-key``) and the same per-key limits as the rest of the API, and call the model
+router deployment directly: ``model`` is an alias (a fallback chain) or a provider model.
+Errors leave in OpenAI's shape (see :class:`OpenAIRoute`) so OpenAI clients show them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from langchain_core.messages import AIMessageChunk
+
+from deployments.api import CurrentPrincipal, ServicesDep
+from deployments.handles import call, iterate
+from runtime.errors import AgentRuntimeError, RateLimited, http_status
+from runtime.openai_compat import (
+    ChatCompletionRequest,
+    ChunkEncoder,
+    ModelList,
+    completion_response,
+    models_response,
+    new_completion_id,
+    runtime_error_body,
+    sse_stream,
+    to_chat_request,
+    validation_error_body,
+)
+from runtime.types import ChatResult
+
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def _runtime_error(request: Request, error: AgentRuntimeError) -> JSONResponse:
+    headers = dict(getattr(request.state, "limit_headers", None) or {})
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return JSONResponse(
+        runtime_error_body(error).model_dump(), status_code=http_status(error), headers=headers
+    )
+
+
+class OpenAIRoute(APIRoute):
+    """Answers runtime and validation errors (auth included) in OpenAI's error shape.
+
+    The app's handlers use ``{"detail": ...}``, which OpenAI clients cannot read; errors
+    raised while solving dependencies surface here, so the key check is covered too.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                body = validation_error_body(error.errors())
+                return JSONResponse(body.model_dump(), status_code=422)
+            except AgentRuntimeError as error:
+                return _runtime_error(request, error)
+
+        return handle
+
+
+openai = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+
+
+@openai.get("/models")
+async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> ModelList:
+    """The configured aliases and every model of their fallback chains."""
+    return models_response(services.settings.provider.model_aliases)
+
+
+@openai.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, services: ServicesDep, principal: CurrentPrincipal
+) -> Response:
+    request = to_chat_request(body, tenant_id=principal.tenant_id)
+    completion_id = new_completion_id()
+    created = int(time.time())
+    if not body.stream:
+        result: ChatResult = await call(services.router.chat.remote(request))
+        completion = completion_response(result, completion_id, created)
+        timing = f"provider;dur={result.provider_ms:.2f}, router;dur={result.router_ms:.2f}"
+        return JSONResponse(completion.model_dump(), headers={"Server-Timing": timing})
+
+    generator = services.router.options(stream=True).stream.remote(request)
+    chunks: AsyncIterator[AIMessageChunk] = iterate(generator)
+    # The router settles on a model before its first chunk: waiting for it turns an
+    # exhausted chain or a rejected request into a proper status instead of a broken stream.
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    encoder = ChunkEncoder(completion_id, created, body.model, body.include_usage)
+
+    async def events() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for event in sse_stream(encoder, _prepend(first, chunks)):
+                yield event
+            finished = True
+        finally:
+            if not finished:
+                generator.cancel()  # the client left: stop the provider call too
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _prepend(
+    first: AIMessageChunk | None, rest: AsyncIterator[AIMessageChunk]
+) -> AsyncIterator[AIMessageChunk]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk

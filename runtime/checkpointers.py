@@ -1,0 +1,275 @@
+"""The LangGraph checkpointer for the configured database, timed per run.
+
+:class:`Checkpointers` builds an ``AsyncPostgresSaver`` over a psycopg connection pool, or
+an ``AsyncSqliteSaver`` over its own SQLite file, runs the saver's migrations and hands
+back a :class:`TimedSaver` that adds the time of every checkpoint write to the current
+run's ``checkpoint_ms`` (:mod:`runtime.timing`).
+
+Measured limit: ``AsyncPostgresSaver`` serialises every call behind one ``asyncio.Lock``
+per saver, even over a pool, so one replica writes one checkpoint at a time whatever the
+pool size. Working around it (several savers, or a lock-free saver) is a later issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from psycopg import AsyncConnection, OperationalError
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from runtime import timing
+from runtime.errors import DependencyUnavailable
+from runtime.settings import StorageSettings
+from runtime.storage import retry_while_locked
+
+# Serialises the saver's migrations across replicas ("agentck" in hex): two processes
+# running them at once would both insert the same migration version.
+_MIGRATION_LOCK_KEY = 0x6167656E74636B
+_POOL_MIN_SIZE = 4
+
+
+class TimedSaver(BaseCheckpointSaver[Any]):
+    """Delegates every call to ``inner``; checkpoint writes are timed into the run."""
+
+    def __init__(self, inner: BaseCheckpointSaver[Any]) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self.serde = inner.serde
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return list(self.inner.config_specs)
+
+    # -- writes (timed) ---------------------------------------------------------------
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        with timing.timed("checkpoint_ms"):
+            return await self.inner.aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        with timing.timed("checkpoint_ms"):
+            await self.inner.aput_writes(config, writes, task_id, task_path)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        with timing.timed("checkpoint_ms"):
+            return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        with timing.timed("checkpoint_ms"):
+            self.inner.put_writes(config, writes, task_id, task_path)
+
+    # -- reads and maintenance (plain delegation) -------------------------------------
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.inner.aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.inner.adelete_thread(thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self.inner.adelete_for_runs(run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self.inner.aprune(thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self.inner.delete_for_runs(run_ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self.inner.copy_thread(source_thread_id, target_thread_id)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.inner.prune(thread_ids, strategy=strategy)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        # Versions must be the inner saver's (both built-in savers use strings).
+        return self.inner.get_next_version(current, channel)
+
+    def with_allowlist(self, extra_allowlist: Any) -> BaseCheckpointSaver[Any]:
+        """Graph compilation narrows the serde allowlist: apply it to the inner saver."""
+        inner = self.inner.with_allowlist(extra_allowlist)
+        return self if inner is self.inner else TimedSaver(inner)
+
+
+class Checkpointers:
+    """Builds, owns and closes the checkpointer for the configured database."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self._settings = settings
+        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
+        self._sqlite: aiosqlite.Connection | None = None
+        self._saver: TimedSaver | None = None
+
+    @property
+    def saver(self) -> TimedSaver:
+        if self._saver is None:
+            raise RuntimeError("Checkpointers.setup() has not been called")
+        return self._saver
+
+    async def setup(self) -> TimedSaver:
+        """Open the connection(s), run the saver's migrations, return the timed saver."""
+        if self._saver is not None:
+            return self._saver
+        inner: BaseCheckpointSaver[Any]
+        if self._settings.is_postgres:
+            inner = await self._setup_postgres()
+        else:
+            inner = await self._setup_sqlite()
+        self._saver = TimedSaver(inner)
+        return self._saver
+
+    async def _setup_postgres(self) -> AsyncPostgresSaver:
+        settings = self._settings
+        timeout_s = settings.db_timeout_s
+        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+            settings.postgres_dsn,
+            min_size=_POOL_MIN_SIZE,
+            max_size=max(_POOL_MIN_SIZE, settings.db_pool_size),
+            # The saver needs autocommit and dict rows; prepare_threshold=0 keeps it
+            # usable behind transaction-mode poolers (PgBouncer).
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "row_factory": dict_row,
+                "connect_timeout": max(1, math.ceil(timeout_s)),
+                "application_name": "agent-runtime-checkpoints",
+            },
+            timeout=timeout_s,
+            open=False,
+            name="agent-checkpoints",
+        )
+        self._pool = pool
+        try:
+            await pool.open(wait=True, timeout=timeout_s)
+            saver = AsyncPostgresSaver(pool)
+            async with pool.connection(timeout=timeout_s) as conn:
+                await _acquire_migration_lock(conn, timeout_s)
+                try:
+                    await saver.setup()
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+        except (PoolTimeout, OperationalError, OSError) as exc:
+            await self.close()
+            raise DependencyUnavailable(
+                f"checkpoint database unavailable ({type(exc).__name__})"
+            ) from exc
+        return saver
+
+    async def _setup_sqlite(self) -> AsyncSqliteSaver:
+        path = self._settings.checkpoint_sqlite_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A busy timeout, so replicas sharing the file wait for each other's writes.
+        conn = aiosqlite.connect(path, timeout=self._settings.db_timeout_s)
+        self._sqlite = await conn
+        saver = AsyncSqliteSaver(self._sqlite)
+        # The saver's setup script switches the file to WAL, which fails at once when
+        # another process opens the new file at the same moment: retry (it is idempotent).
+        await retry_while_locked(saver.setup, self._settings.db_timeout_s)
+        return saver
+
+    async def close(self) -> None:
+        self._saver = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close(timeout=self._settings.db_timeout_s)
+        if self._sqlite is not None:
+            conn, self._sqlite = self._sqlite, None
+            await conn.close()
+
+
+async def _acquire_migration_lock(conn: AsyncConnection[DictRow], timeout_s: float) -> None:
+    """Take the setup lock by polling ``pg_try_advisory_lock``.
+
+    A blocking ``pg_advisory_lock`` would keep the waiter's statement open, and the
+    holder's ``CREATE INDEX CONCURRENTLY`` waits for every open statement: a deadlock
+    Postgres does not detect. A waiter that polls is idle between tries.
+    """
+    deadline = asyncio.get_running_loop().time() + max(timeout_s, 30.0)
+    while True:
+        cursor = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s) AS locked", (_MIGRATION_LOCK_KEY,)
+        )
+        row = await cursor.fetchone()
+        if row is not None and row["locked"]:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise DependencyUnavailable("timed out waiting for another replica's checkpoint setup")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,282 @@
+"""JSON and server-sent events exactly as langgraph-api writes them.
+
+An event is ``event: NAME\\r\\ndata: JSON\\r\\n[id: ID\\r\\n]\\r\\n``; the SDK's parser
+(``langgraph_sdk.sse.SSEDecoder``) splits on any line ending and parses ``data`` as JSON.
+A run's stream starts with a ``metadata`` event and simply ends when the response closes;
+a failure is an ``error`` event whose data is ``{"error": ClassName, "message": text}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import ipaddress
+import math
+import re
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from typing import Any, Literal, cast
+
+import orjson
+from langchain_core.messages import (
+    BaseMessage,
+    BaseMessageChunk,
+    convert_to_messages,
+    message_chunk_to_message,
+)
+from langgraph.types import Interrupt
+from langgraph.types import StreamMode as GraphStreamMode
+from pydantic import TypeAdapter
+
+SSE_MEDIA_TYPE = "text/event-stream"
+# What sse_starlette sends as a keep-alive every few seconds; parsers skip comments.
+HEARTBEAT = b": heartbeat\r\n\r\n"
+_SEP = b"\r\n"
+_JSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+# Encoded as their str(); orjson has no native form for these.
+_STR_TYPES = (
+    uuid.UUID,
+    PurePath,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
+# Modes LangGraph's astream understands; the others are produced by the server.
+_GRAPH_MODES = frozenset(
+    {"values", "updates", "checkpoints", "tasks", "debug", "messages", "custom"}
+)
+
+
+def interrupt_to_wire(interrupt: Any) -> dict[str, Any]:
+    """``{"id", "value"}`` plus ``response_schema`` only when the graph gave one."""
+    if isinstance(interrupt, Interrupt):
+        out: dict[str, Any] = {"id": interrupt.id, "value": to_jsonable(interrupt.value)}
+        schema = interrupt.response_schema
+        if isinstance(schema, type):
+            schema = TypeAdapter(schema).json_schema()
+        if schema is not None:
+            out["response_schema"] = to_jsonable(schema)
+        return out
+    return cast(dict[str, Any], to_jsonable(interrupt))
+
+
+def checkpoint_from_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The wire ``Checkpoint`` of a RunnableConfig, or None without a checkpoint id."""
+    conf = (config or {}).get("configurable") or {}
+    if not conf.get("thread_id") or not conf.get("checkpoint_id"):
+        return None
+    out = {"checkpoint_id": conf["checkpoint_id"], "thread_id": conf["thread_id"]}
+    if "checkpoint_ns" in conf:
+        out["checkpoint_ns"] = conf["checkpoint_ns"] or ""
+    if "checkpoint_map" in conf:
+        out["checkpoint_map"] = conf["checkpoint_map"]
+    return out
+
+
+def _convert(obj: Any) -> Any:
+    """One step of langgraph-api's orjson ``default``; unknown types become None like there."""
+    if isinstance(obj, Interrupt):
+        return interrupt_to_wire(obj)
+    if hasattr(obj, "model_dump") and callable(obj.model_dump) and not isinstance(obj, type):
+        return obj.model_dump()  # pydantic models, LangChain messages
+    if hasattr(obj, "dict") and callable(obj.dict) and not isinstance(obj, type):
+        return obj.dict()
+    if hasattr(obj, "_asdict") and callable(obj._asdict):
+        return obj._asdict()  # NamedTuple
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # orjson's own dataclass encoding, which skips private fields
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name[0] != "_"}
+    if isinstance(obj, BaseException):
+        return error_payload(obj)
+    if isinstance(obj, set | frozenset | deque):
+        return list(obj)
+    if isinstance(obj, dt.tzinfo):
+        return obj.tzname(None)
+    if isinstance(obj, dt.timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, decimal.Decimal):
+        exponent = obj.as_tuple().exponent
+        return int(obj) if isinstance(exponent, int) and exponent >= 0 else float(obj)
+    if isinstance(obj, _STR_TYPES):
+        return str(obj)
+    if isinstance(obj, re.Pattern):
+        return obj.pattern
+    if isinstance(obj, bytes | bytearray):
+        return base64.b64encode(obj).decode()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()  # numpy; orjson encodes these natively
+    return None
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, enum.Enum):
+        return _key(key.value)
+    if isinstance(key, str):
+        return key.replace("\x00", "")
+    if key is None or isinstance(key, bool):
+        return "null" if key is None else str(key).lower()
+    if isinstance(key, dt.date | dt.time):
+        return key.isoformat()
+    return str(key)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON data equal to ``orjson.loads(json_dumpb(obj))``, built without encoding.
+
+    LangChain messages become their ``model_dump()`` (``content``, ``additional_kwargs``,
+    ``response_metadata``, ``type``, ``name``, ``id``, ``tool_calls``...), the shape
+    LangGraph's ``add_messages`` accepts back as input.
+    """
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | int):
+        return obj
+    if isinstance(obj, str):
+        return obj.replace("\x00", "")
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_key(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list) or type(obj) is tuple:
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return obj.isoformat()
+    return to_jsonable(_convert(obj))
+
+
+def json_dumpb(obj: Any) -> bytes:
+    """Encode as langgraph-api does: orjson, non-str keys, NUL characters dropped."""
+    return orjson.dumps(obj, default=_convert, option=_JSON_OPTIONS).replace(b"\\u0000", b"")
+
+
+def _field(value: str) -> bytes:
+    # A line break inside a field would end it early and corrupt the stream.
+    return value.replace("\r", "").replace("\n", "").encode()
+
+
+def encode_event(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One SSE event; ``data`` that is already bytes is taken as encoded JSON."""
+    body = data if isinstance(data, bytes | bytearray) else json_dumpb(data)
+    out = b"event: " + _field(event) + _SEP + b"data: " + bytes(body) + _SEP
+    if event_id is not None:
+        out += b"id: " + _field(event_id) + _SEP
+    return out + _SEP
+
+
+def metadata_payload(run_id: str, attempt: int = 1) -> dict[str, Any]:
+    """Data of the first event of every run stream."""
+    return {"run_id": run_id, "attempt": attempt}
+
+
+def error_payload(error: BaseException) -> dict[str, str]:
+    """Data of an ``error`` event and of ``runs.wait``'s ``__error__``."""
+    return {"error": type(error).__name__, "message": str(error)}
+
+
+def sse_headers() -> dict[str, str]:
+    """Headers sse_starlette puts on every event stream (proxies must not buffer it)."""
+    return {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+
+
+def run_location_headers(
+    run_id: str,
+    thread_id: str | None,
+    kind: Literal["stream", "wait", "create"],
+) -> dict[str, str]:
+    """``Location``/``Content-Location`` as langgraph-api sets them. The SDK reads the run
+    id from ``Content-Location`` and reconnects to ``Location`` (a stream resumes there with
+    ``Last-Event-ID``; a wait re-joins there). ``thread_id`` None means a stateless run."""
+    run = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
+    if kind == "create":
+        return {"Content-Location": run}
+    return {
+        "Location": f"{run}/{'stream' if kind == 'stream' else 'join'}",
+        "Content-Location": run,
+    }
+
+
+def _debug_checkpoint(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not payload:
+        return None
+    tasks = []
+    for task in payload.get("tasks", []):
+        state = task.get("state")
+        if isinstance(state, Mapping) and state.get("configurable"):
+            task = {k: v for k, v in task.items() if k != "state"}
+            task["checkpoint"] = state["configurable"]
+        tasks.append(task)
+    return {
+        **payload,
+        "checkpoint": checkpoint_from_config(payload.get("config")),
+        "parent_checkpoint": checkpoint_from_config(payload.get("parent_config")),
+        "tasks": tasks,
+    }
+
+
+class StreamTranslator:
+    """Turns LangGraph ``astream`` parts into the Agent Protocol's events for one run.
+
+    Pass :meth:`graph_stream_modes` to ``astream(stream_mode=..., subgraphs=...)`` and feed
+    every part to :meth:`translate`. As in langgraph-api: ``messages-tuple`` streams
+    ``messages`` events of ``[message, metadata]``; ``messages`` streams
+    ``messages/metadata`` then ``messages/partial`` (token chunks, accumulated) or
+    ``messages/complete``; an interrupt is always streamed, as a ``values`` event of
+    ``{"__interrupt__": [...]}`` when ``updates`` was not asked for; subgraph events are
+    named ``mode|ns1|ns2``. ``events``, ``tools`` and ``lifecycle`` are not produced here.
+    """
+
+    def __init__(self, stream_modes: Sequence[str], *, subgraphs: bool = False) -> None:
+        self.stream_modes = list(stream_modes)
+        self.subgraphs = subgraphs
+        self._messages: dict[str | None, BaseMessage] = {}
+
+    def graph_stream_modes(self) -> list[GraphStreamMode]:
+        """Always includes ``updates``: interrupts arrive there."""
+        modes = {m for m in self.stream_modes if m in _GRAPH_MODES} | {"updates"}
+        if "messages-tuple" in self.stream_modes:
+            modes.add("messages")
+        return cast(list[GraphStreamMode], sorted(modes))
+
+    def translate(
+        self, mode: str, chunk: Any, namespace: Sequence[str] = ()
+    ) -> list[tuple[str, Any]]:
+        suffix = "|" + "|".join(namespace) if self.subgraphs and namespace else ""
+        if mode == "debug" and isinstance(chunk, dict) and chunk.get("type") == "checkpoint":
+            chunk = {**chunk, "payload": _debug_checkpoint(chunk.get("payload"))}
+        if mode == "messages":
+            if "messages-tuple" in self.stream_modes:
+                return [(f"messages{suffix}", chunk)]
+            return self._message_events(chunk) if "messages" in self.stream_modes else []
+        if mode in self.stream_modes:
+            return [(f"{mode}{suffix}", chunk)]
+        if (
+            mode == "updates"
+            and isinstance(chunk, dict)
+            and chunk.get("__interrupt__")
+            and "updates" not in self.stream_modes
+        ):
+            return [(f"values{suffix}", chunk)]
+        return []
+
+    def _message_events(self, chunk: Any) -> list[tuple[str, Any]]:
+        raw, meta = chunk
+        msg = raw if isinstance(raw, BaseMessage) else convert_to_messages([raw])[0]
+        out: list[tuple[str, Any]] = []
+        seen = self._messages.get(msg.id)
+        if seen is None:
+            out.append(("messages/metadata", {msg.id: {"metadata": meta}}))
+            self._messages[msg.id] = msg
+        elif isinstance(seen, BaseMessageChunk) and isinstance(msg, BaseMessageChunk):
+            self._messages[msg.id] = seen + msg
+        else:
+            self._messages[msg.id] = msg
+        kind = "messages/partial" if isinstance(msg, BaseMessageChunk) else "messages/complete"
+        return [*out, (kind, [message_chunk_to_message(self._messages[msg.id])])]

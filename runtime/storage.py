@@ -1,0 +1,469 @@
+"""The metadata store: tenants, API keys, threads and runs, on Postgres or SQLite.
+
+One class, :class:`MetadataStore`, over SQLAlchemy's async engine (asyncpg for Postgres,
+aiosqlite for SQLite). It returns the pydantic records of :mod:`runtime.records`, never ORM
+objects, and maps driver errors to the runtime's own: a database that cannot be reached
+(or a pool that stays exhausted) is :class:`DependencyUnavailable`, a duplicate id is
+:class:`Conflict`, a row that is missing or belongs to another tenant is :class:`NotFound`.
+
+Hot-path calls (``get_key``, ``get_thread``, ``create_run``, ``update_run``) are one
+statement each. Checkpoints live elsewhere (:mod:`runtime.checkpointers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Connection, delete, event, insert, select, text, update
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlmodel import SQLModel
+
+from runtime.errors import Conflict, DependencyUnavailable, NotFound
+from runtime.records import (
+    ApiKeyRecord,
+    RunRecord,
+    RunStatus,
+    Tenant,
+    ThreadRecord,
+    ThreadStatus,
+)
+from runtime.settings import StorageSettings
+from runtime.tables import ALL_TABLES, API_KEYS, RUNS, TENANTS, THREADS, utcnow
+
+# Serialises table creation across processes on one Postgres database ("agentrt" in hex).
+_DDL_LOCK_KEY = 0x6167656E747274
+# Errors that mean "the database cannot serve us right now", not "the request is wrong".
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+
+T = TypeVar("T")
+
+
+async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """Run ``operation`` again while SQLite answers "database is locked".
+
+    Switching a new file to WAL (and the DDL right after) can fail at once, without
+    waiting for the busy timeout, when several processes open the file together.
+    Only for idempotent operations.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await operation()
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _create_all(connection: Connection) -> None:
+    SQLModel.metadata.create_all(connection, tables=list(ALL_TABLES), checkfirst=True)
+
+
+class MetadataStore:
+    """Tenants, keys, threads and runs behind one async SQLAlchemy engine.
+
+    Tables are created by :meth:`setup` with ``create_all``; versioned Alembic migrations
+    replace that in a later issue. Also satisfies the auth ``KeyStore`` protocol
+    (:meth:`get_key`, :meth:`get_tenant`).
+    """
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self._settings = settings
+        self._engine: AsyncEngine | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Create the engine and the tables; idempotent, safe from several processes.
+
+        If the database is unreachable this raises :class:`DependencyUnavailable`; the
+        engine is kept, so :meth:`ping` reports the same and :meth:`close` releases it.
+        """
+        if self._engine is None:
+            self._engine = self._create_engine()
+        if not self._settings.is_postgres:
+            await retry_while_locked(self._enable_wal, self._settings.db_timeout_s)
+        # SQLite: the write lock taken up front makes a concurrent process wait (busy
+        # timeout) instead of failing on "table already exists".
+        async with self._tx(write_lock=True) as conn:
+            if self._settings.is_postgres:
+                # Two replicas racing through create_all would both see a table missing
+                # and one CREATE would fail; the lock makes them take turns.
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY}
+                )
+            await conn.run_sync(_create_all)
+
+    def _create_engine(self) -> AsyncEngine:
+        settings = self._settings
+        timeout_s = settings.db_timeout_s
+        if settings.is_postgres:
+            return create_async_engine(
+                settings.sqlalchemy_url,
+                pool_size=settings.db_pool_size,
+                max_overflow=0,
+                pool_timeout=timeout_s,
+                # No pre-ping on the hot path: a dropped connection fails one call, and
+                # SQLAlchemy then invalidates the whole pool.
+                pool_recycle=1800,
+                connect_args={
+                    "timeout": timeout_s,
+                    "command_timeout": timeout_s,
+                    "server_settings": {
+                        "statement_timeout": str(int(timeout_s * 1000)),
+                        "application_name": "agent-runtime",
+                    },
+                },
+            )
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            settings.sqlalchemy_url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}
+        )
+        busy_ms = int(timeout_s * 1000)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # The busy timeout makes writers from other processes wait rather than fail;
+            # SQLite needs FKs switched on. WAL is set once, by setup (it is persistent).
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.close()
+
+        event.listen(engine.sync_engine, "connect", on_connect)
+        return engine
+
+    async def _enable_wal(self) -> None:
+        """WAL lets readers run beside the one writer, also across processes."""
+        async with self._require_engine().connect() as conn:
+            await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> None:
+        engine = self._require_engine()
+        try:
+            async with asyncio.timeout(self._settings.db_timeout_s), engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise DependencyUnavailable("database unreachable") from exc
+
+    def _require_engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("MetadataStore.setup() has not been called")
+        return self._engine
+
+    @asynccontextmanager
+    async def _tx(self, write_lock: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction; connection-level failures become DependencyUnavailable.
+
+        ``write_lock`` is for read-then-write transactions: SQLite takes its write lock
+        up front (``BEGIN IMMEDIATE``) so the read cannot go stale; on Postgres the caller
+        reads its rows ``FOR UPDATE``. Messages name only the error class: driver
+        messages may carry the URL.
+        """
+        engine = self._require_engine()
+        try:
+            async with engine.connect() as conn, conn.begin():
+                if write_lock and not self._settings.is_postgres:
+                    # pysqlite begins lazily, so this statement opens the real transaction.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+
+    # -- tenants ----------------------------------------------------------------------
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._tx() as conn:
+            result = await conn.execute(select(TENANTS).where(TENANTS.c.tenant_id == tenant_id))
+            row = result.mappings().one_or_none()
+        return None if row is None else Tenant.model_validate(dict(row))
+
+    async def ensure_tenant(self, tenant_id: str, name: str) -> Tenant:
+        """Insert the tenant if absent; an existing one is returned unchanged."""
+        existing = await self.get_tenant(tenant_id)
+        if existing is not None:
+            return existing
+        tenant = Tenant(tenant_id=tenant_id, name=name, disabled=False, created_at=utcnow())
+        try:
+            async with self._tx() as conn:
+                await conn.execute(insert(TENANTS).values(**tenant.model_dump()))
+        except IntegrityError:
+            # Another process created it between our read and our insert.
+            raced = await self.get_tenant(tenant_id)
+            if raced is None:
+                raise
+            return raced
+        return tenant
+
+    async def set_tenant_disabled(self, tenant_id: str, disabled: bool) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(TENANTS).where(TENANTS.c.tenant_id == tenant_id).values(disabled=disabled)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"tenant {tenant_id} not found")
+
+    # -- API keys ---------------------------------------------------------------------
+    async def add_key(self, record: ApiKeyRecord) -> None:
+        """Store a key of an existing tenant; a duplicate ``key_id`` is a Conflict."""
+        try:
+            async with self._tx() as conn:
+                tenant = await conn.execute(
+                    select(TENANTS.c.tenant_id).where(TENANTS.c.tenant_id == record.tenant_id)
+                )
+                if tenant.first() is None:
+                    raise NotFound(f"tenant {record.tenant_id} not found")
+                await conn.execute(insert(API_KEYS).values(**record.model_dump()))
+        except IntegrityError as exc:
+            raise Conflict(f"api key {record.key_id} already exists") from exc
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._tx() as conn:
+            result = await conn.execute(select(API_KEYS).where(API_KEYS.c.key_id == key_id))
+            row = result.mappings().one_or_none()
+        return None if row is None else ApiKeyRecord.model_validate(dict(row))
+
+    async def revoke_key(self, key_id: str) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(API_KEYS).where(API_KEYS.c.key_id == key_id).values(revoked=True)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"api key {key_id} not found")
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                select(API_KEYS)
+                .where(API_KEYS.c.tenant_id == tenant_id)
+                .order_by(API_KEYS.c.created_at, API_KEYS.c.key_id)
+            )
+            rows = result.mappings().all()
+        return [ApiKeyRecord.model_validate(dict(row)) for row in rows]
+
+    # -- threads ----------------------------------------------------------------------
+    async def create_thread(
+        self,
+        tenant_id: str,
+        thread_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        graph_id: str | None = None,
+        if_exists: Literal["raise", "do_nothing"] = "raise",
+    ) -> ThreadRecord:
+        """Create a thread (a uuid4 id when none is given).
+
+        An existing id is a Conflict, or with ``if_exists="do_nothing"`` the existing
+        thread is returned. An id another tenant owns is always a Conflict with the same
+        message, so callers learn nothing about other tenants' threads.
+        """
+        now = utcnow()
+        record = ThreadRecord(
+            thread_id=thread_id or _new_id(),
+            tenant_id=tenant_id,
+            graph_id=graph_id,
+            status="idle",
+            metadata=metadata or {},
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._tx() as conn:
+                await conn.execute(insert(THREADS).values(**record.model_dump()))
+        except IntegrityError as exc:
+            conflict = Conflict(f"thread {record.thread_id} already exists")
+            if if_exists == "raise":
+                raise conflict from exc
+            try:
+                return await self.get_thread(tenant_id, record.thread_id)
+            except NotFound:
+                raise conflict from exc
+        return record
+
+    async def get_thread(self, tenant_id: str, thread_id: str) -> ThreadRecord:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                select(THREADS).where(
+                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
+                )
+            )
+            row = result.mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"thread {thread_id} not found")
+        return ThreadRecord.model_validate(dict(row))
+
+    async def update_thread(
+        self,
+        tenant_id: str,
+        thread_id: str,
+        *,
+        status: ThreadStatus | None = None,
+        graph_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ThreadRecord:
+        """Set status and/or graph id; ``metadata`` is merged key by key into the stored."""
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = status
+        if graph_id is not None:
+            values["graph_id"] = graph_id
+        if metadata is None and not values:
+            return await self.get_thread(tenant_id, thread_id)
+        where = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
+        async with self._tx(write_lock=metadata is not None) as conn:
+            if metadata is not None:
+                # Read and write in one locked transaction so concurrent merges all land.
+                result = await conn.execute(
+                    select(THREADS.c["metadata"]).where(*where).with_for_update()
+                )
+                current = result.scalar_one_or_none()
+                if current is None:
+                    raise NotFound(f"thread {thread_id} not found")
+                values["metadata"] = {**current, **metadata}
+            result = await conn.execute(
+                update(THREADS)
+                .where(*where)
+                .values(**values, updated_at=utcnow())
+                .returning(*THREADS.c)
+            )
+            row = result.mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"thread {thread_id} not found")
+        return ThreadRecord.model_validate(dict(row))
+
+    async def delete_thread(self, tenant_id: str, thread_id: str) -> None:
+        """Delete the thread row. Its runs stay: they are the usage (token) record."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                delete(THREADS).where(
+                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"thread {thread_id} not found")
+
+    async def try_mark_thread_busy(self, tenant_id: str, thread_id: str) -> bool:
+        """Atomically set the thread busy unless it already is; False if it was.
+
+        One compare-and-set UPDATE, so of several replicas starting a run on one thread
+        exactly one wins. A missing (or another tenant's) thread is NotFound.
+        """
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(THREADS)
+                .where(
+                    THREADS.c.thread_id == thread_id,
+                    THREADS.c.tenant_id == tenant_id,
+                    THREADS.c.status != "busy",
+                )
+                .values(status="busy", updated_at=utcnow())
+            )
+            if result.rowcount == 1:
+                return True
+            exists = await conn.execute(
+                select(THREADS.c.thread_id).where(
+                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
+                )
+            )
+            if exists.first() is None:
+                raise NotFound(f"thread {thread_id} not found")
+            return False
+
+    # -- runs -------------------------------------------------------------------------
+    async def create_run(
+        self,
+        tenant_id: str,
+        thread_id: str | None,
+        assistant_id: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Record a pending run. The caller has checked the thread belongs to the tenant."""
+        now = utcnow()
+        record = RunRecord(
+            run_id=_new_id(),
+            thread_id=thread_id,
+            tenant_id=tenant_id,
+            assistant_id=assistant_id,
+            status="pending",
+            metadata=metadata or {},
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._tx() as conn:
+            await conn.execute(insert(RUNS).values(**record.model_dump()))
+        return record
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        error: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> RunRecord:
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+        if error is not None:
+            values["error"] = error
+        if input_tokens is not None:
+            values["input_tokens"] = input_tokens
+        if output_tokens is not None:
+            values["output_tokens"] = output_tokens
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(RUNS).where(RUNS.c.run_id == run_id).values(**values).returning(*RUNS.c)
+            )
+            row = result.mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"run {run_id} not found")
+        return RunRecord.model_validate(dict(row))
+
+    async def get_run(self, tenant_id: str, run_id: str) -> RunRecord:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                select(RUNS).where(RUNS.c.run_id == run_id, RUNS.c.tenant_id == tenant_id)
+            )
+            row = result.mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"run {run_id} not found")
+        return RunRecord.model_validate(dict(row))
+
+    async def list_runs(
+        self, tenant_id: str, thread_id: str, limit: int = 10, offset: int = 0
+    ) -> list[RunRecord]:
+        """The thread's runs, newest first."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                select(RUNS)
+                .where(RUNS.c.thread_id == thread_id, RUNS.c.tenant_id == tenant_id)
+                .order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            rows = result.mappings().all()
+        return [RunRecord.model_validate(dict(row)) for row in rows]

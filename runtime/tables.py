@@ -1,0 +1,117 @@
+"""SQLModel table definitions of the metadata store (tenants, API keys, threads, runs).
+
+The classes define the schema; :mod:`runtime.storage` queries the Core ``Table`` objects
+(``TENANTS`` ...) directly because the hot path needs no ORM identity map. Column names
+match the fields of the records in :mod:`runtime.records`, so a row validates into one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Dialect, ForeignKey, Index, String, Table, Text
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on both backends (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSON_TYPE = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_column() -> Any:
+    # ``metadata`` is reserved on declarative classes, hence the attribute ``metadata_``.
+    return Field(default_factory=dict, sa_column=Column("metadata", JSON_TYPE, nullable=False))
+
+
+class TenantRow(SQLModel, table=True):
+    __tablename__ = "agent_tenants"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    name: str = Field(max_length=256)
+    disabled: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "agent_api_keys"
+
+    key_id: str = Field(primary_key=True, max_length=128)
+    tenant_id: str = Field(
+        sa_column=Column(
+            String(128), ForeignKey("agent_tenants.tenant_id"), nullable=False, index=True
+        )
+    )
+    key_hash: str = Field(max_length=256)
+    name: str = Field(default="", max_length=256)
+    revoked: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class ThreadRow(SQLModel, table=True):
+    __tablename__ = "agent_threads"
+
+    thread_id: str = Field(primary_key=True, max_length=128)
+    tenant_id: str = Field(index=True, max_length=128)
+    graph_id: str | None = Field(default=None, max_length=256)
+    status: str = Field(default="idle", max_length=32)
+    metadata_: dict[str, Any] = _json_column()
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "agent_runs"
+    # list_runs filters on the thread and sorts newest first: one index serves both.
+    __table_args__ = (Index("ix_agent_runs_thread_created", "thread_id", "created_at"),)
+
+    run_id: str = Field(primary_key=True, max_length=128)
+    thread_id: str | None = Field(default=None, max_length=128)
+    tenant_id: str = Field(index=True, max_length=128)
+    assistant_id: str = Field(max_length=256)
+    status: str = Field(default="pending", max_length=32)
+    metadata_: dict[str, Any] = _json_column()
+    error: str | None = Field(default=None, sa_type=Text)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+TENANTS = _table(TenantRow)
+API_KEYS = _table(ApiKeyRow)
+THREADS = _table(ThreadRow)
+RUNS = _table(RunRow)
+ALL_TABLES = (TENANTS, API_KEYS, THREADS, RUNS)

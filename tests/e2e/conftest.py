@@ -1,0 +1,128 @@
+"""One Ray cluster and one Serve deployment of the whole stack per test session.
+
+The stack runs on the real PostgreSQL and Redis, with the built-in fake provider as its
+only faked part (behind the OpenAI wire protocol). Each test gets its own tenant and key.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runtime.auth import generate_key
+from runtime.settings import (
+    FakeProviderSettings,
+    LimitSettings,
+    ProviderSettings,
+    RuntimeSettings,
+    ServeSettings,
+    StorageSettings,
+)
+from runtime.storage import MetadataStore
+
+RATE_PER_S = 5.0
+BURST = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stack:
+    url: str
+    settings: RuntimeSettings
+
+
+@pytest.fixture(scope="session")
+def stack_settings(
+    postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> RuntimeSettings:
+    data_dir: Path = tmp_path_factory.mktemp("agent-data")
+    return RuntimeSettings(
+        storage=StorageSettings(data_dir=data_dir, database_url=postgres_url),
+        limits=LimitSettings(
+            redis_url=redis_url, rate_limit_per_second=RATE_PER_S, rate_limit_burst=BURST
+        ),
+        provider=ProviderSettings(
+            provider_timeout_s=5.0,
+            model_aliases={
+                "fast": ["fake-fast", "fake-fallback"],
+                # The primary always fails: every run proves the fallback chain.
+                "smart": ["fake-down", "fake-smart"],
+            },
+        ),
+        fake=FakeProviderSettings(latency_ms=5.0, failing_models=["fake-down", "fake-broken"]),
+        serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: RuntimeSettings) -> Iterator[Stack]:
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app, build_fake_provider_app
+    from deployments.launch import wait_until_ok
+
+    port = stack_settings.serve.http_port
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        namespace=f"agent-runtime-tests-{uuid.uuid4().hex[:6]}",
+        log_to_driver=False,
+        _metrics_export_port=stack_settings.serve.metrics_port,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(
+            build_fake_provider_app(settings=stack_settings),
+            name="fake-provider",
+            route_prefix="/fake-provider",
+        )
+        serve.run(build_app(settings=stack_settings), name="agent-runtime", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ok(url, timeout_s=60)
+        yield Stack(url=url, settings=stack_settings)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    api_key: str
+
+
+@pytest.fixture
+async def store(stack_settings: RuntimeSettings) -> AsyncIterator[MetadataStore]:
+    metadata = MetadataStore(stack_settings.storage)
+    await metadata.setup()
+    yield metadata
+    await metadata.close()
+
+
+@pytest.fixture
+async def tenant(store: MetadataStore) -> Tenant:
+    """A fresh tenant with one key, so tests never share a rate-limit bucket or data."""
+    tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    await store.ensure_tenant(tenant_id, "e2e test tenant")
+    raw, record = generate_key(tenant_id, name="e2e")
+    await store.add_key(record)
+    return Tenant(tenant_id=tenant_id, api_key=raw)
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30.0) as client:
+        yield client
