@@ -124,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def abort_start(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through the finally below, which stops Ray
+
+    signal.signal(signal.SIGTERM, abort_start)
+
     url = f"http://{settings.serve.http_host}:{settings.serve.http_port}"
     try:
         print("Starting Ray and the Serve applications (about 10-20 s)...", flush=True)
         deploy(settings)
+        # After ray.init: Ray's driver installs its own SIGTERM handler, which aborts.
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         wait_until_ok(url, timeout_s=120)
         print(
             f"\nAgent runtime ready in {time.monotonic() - started:.1f} s\n"
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping:
             time.sleep(0.2)
         print("Stopping Serve and Ray...", flush=True)
+    except KeyboardInterrupt:
+        print("Interrupted while starting; stopping Serve and Ray...", flush=True)
     finally:
         shutdown()
         if pid_file is not None:

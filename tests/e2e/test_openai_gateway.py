@@ -208,3 +208,12 @@ async def test_models_lists_aliases_and_chain_models(
     assert set(ids) == set(aliases) | {m for chain in aliases.values() for m in chain}
     assert len(ids) == len(set(ids))
     assert all(model.object == "model" for model in models)
+
+
+async def test_per_key_rate_limit_applies(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.RateLimitError) as raised:
+        for _ in range(100):  # the e2e key allows a burst of 20 at 5 per second
+            await client.models.list()
+    assert raised.value.code == "rate_limited"
+    assert int(raised.value.response.headers["Retry-After"]) >= 1
+    assert raised.value.response.headers["X-RateLimit-Remaining"] == "0"
