@@ -278,8 +278,10 @@ def _tool_calls(message: AIMessage) -> list[OutToolCall]:
 def _finish_reason(reported: object, tool_calls: bool) -> FinishReason:
     if tool_calls:
         return "tool_calls"
-    if reported in ("length", "content_filter"):
-        return cast(FinishReason, reported)
+    if reported == "length":
+        return "length"
+    if reported == "content_filter":
+        return "content_filter"
     return "stop"
 
 

@@ -21,7 +21,7 @@ import pytest
 from runtime.settings import StorageSettings
 
 POSTGRES_ADMIN_DSN = os.environ.get(
-    "AGENT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+    "AGENT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 BACKENDS = ["sqlite", "postgres"]
 
@@ -31,22 +31,32 @@ async def isolated_postgres() -> AsyncIterator[str]:
     """Yield the DSN of a fresh role that sees only its own, empty schema."""
     name = f"agent_test_{secrets.token_hex(6)}"
     password = secrets.token_hex(16)
-    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    parts = urlsplit(POSTGRES_ADMIN_DSN)
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    dsn = f"postgresql://{name}:{password}@{host}{parts.path}"
     try:
-        await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
-        await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
-        parts = urlsplit(POSTGRES_ADMIN_DSN)
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or 5432
-        yield f"postgresql://{name}:{password}@{host}:{port}{parts.path}"
-    finally:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name
+        await _admin(
+            f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+            f"CREATE SCHEMA {name} AUTHORIZATION {name}",
+            f"ALTER ROLE {name} SET search_path = {name}",
         )
-        await admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        await admin.execute(f"DROP ROLE IF EXISTS {name}")
-        await admin.close()
+        yield dsn
+    finally:
+        # A fresh admin connection: one held through the test could have been dropped.
+        await _admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'",
+            f"DROP SCHEMA IF EXISTS {name} CASCADE",
+            f"DROP ROLE IF EXISTS {name}",
+        )
+
+
+async def _admin(*statements: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager

@@ -144,7 +144,7 @@ async def test_concurrent_setup_of_fresh_database(storage_settings: StorageSetti
 async def test_unreachable_postgres_is_dependency_unavailable() -> None:
     password = "s3cret-pw"
     settings = StorageSettings(
-        database_url=f"postgresql://postgres:{password}@127.0.0.1:1/test", db_timeout_s=1.0
+        database_url=f"postgresql://postgres:{password}@127.0.0.1:1/test", db_timeout_s=0.5
     )
     factory = Checkpointers(settings)
     with pytest.raises(DependencyUnavailable) as error:

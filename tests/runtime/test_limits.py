@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from runtime.limits import (
 )
 from runtime.settings import LimitSettings
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Time passing between calls in the real-clock (Redis) runs.
 TOLERANCE_S = 0.05
 

@@ -159,14 +159,14 @@ async def test_unknown_thread_and_assistant_are_not_found(
 
 
 async def test_interrupt_then_resume(service: tuple[RunService, Any]) -> None:
-    runs, (store, _) = service
+    runs, _ = service
     thread_id = await new_thread(runs)
     outcome = await runs.wait(TENANT, thread_id, body("ask"))
     assert outcome.status == "interrupted"
     assert json.loads(outcome.body)["__interrupt__"][0]["value"] == {"question": "approve?"}
     thread = await runs.get_thread(TENANT, thread_id)
     assert thread["status"] == "interrupted"
-    assert list(thread["interrupts"].values())[0][0]["value"] == {"question": "approve?"}
+    assert next(iter(thread["interrupts"].values()))[0]["value"] == {"question": "approve?"}
     resumed = await runs.wait(
         TENANT,
         thread_id,

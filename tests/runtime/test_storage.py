@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
 
@@ -68,7 +69,7 @@ async def test_ping(store: MetadataStore) -> None:
     await store.ping()
 
 
-async def test_unreachable_database_is_dependency_unavailable(tmp_path: object) -> None:
+async def test_unreachable_database_is_dependency_unavailable() -> None:
     password = "s3cret-pw"
     url = f"postgresql://postgres:{password}@127.0.0.1:1/test"
     store = MetadataStore(StorageSettings(database_url=url, db_timeout_s=2.0))
@@ -157,9 +158,10 @@ async def test_create_thread_if_exists(store: MetadataStore) -> None:
     assert existing == original
 
     # Another tenant's id: always a Conflict, worded exactly like one's own duplicate.
-    for mode in ("raise", "do_nothing"):
+    modes: tuple[Literal["raise", "do_nothing"], ...] = ("raise", "do_nothing")
+    for mode in modes:
         with pytest.raises(Conflict) as foreign:
-            await store.create_thread("t2", thread_id="th-1", if_exists=mode)  # type: ignore[arg-type]
+            await store.create_thread("t2", thread_id="th-1", if_exists=mode)
         assert foreign.value.message == own.value.message
         assert "t1" not in foreign.value.message
     assert await store.get_thread("t1", "th-1") == original
@@ -248,9 +250,7 @@ async def test_try_mark_thread_busy_admits_exactly_one(
 # -- runs ---------------------------------------------------------------------------------
 async def test_run_lifecycle_and_list_order(store: MetadataStore) -> None:
     thread = await store.create_thread("t1")
-    created = [
-        await store.create_run("t1", thread.thread_id, "chat", {"n": n}) for n in range(3)
-    ]
+    created = [await store.create_run("t1", thread.thread_id, "chat", {"n": n}) for n in range(3)]
     first = created[0]
     assert _is_uuid4(first.run_id)
     assert first.status == "pending"
