@@ -29,8 +29,9 @@ class ModelRouterDeployment:
             on_call=self._on_call,
         )
 
-    def _on_call(self, model: str, attempt: Attempt, usage: TokenUsage | None) -> None:
-        self._metrics.record_attempt(model, attempt, usage)
+    def _on_call(self, alias: str, attempt: Attempt, usage: TokenUsage | None) -> None:
+        # Label by the provider model that was tried, not the alias asked for.
+        self._metrics.record_attempt(attempt.model, attempt, usage)
         self._metrics.record_breakers(self._breakers.states())
 
     async def chat(self, request: ChatRequest) -> ChatResult:

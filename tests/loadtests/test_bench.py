@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from loadtests.baseline_app import create_baseline_app, openai_models
 from loadtests.bench import (
+    ADVICE,
     END_MARK,
     HOP_LABELS,
     START_MARK,
@@ -32,12 +33,14 @@ from loadtests.bench import (
     RunSettings,
     ServerTiming,
     Throughput,
+    critical_parts,
     parse_server_timing,
     percentile,
     render_section,
     render_table,
     replace_section,
     run_body,
+    run_error,
     where_time_goes,
     write_doc,
 )
@@ -125,14 +128,30 @@ def test_breakdown_means_add_up_to_the_mean_latency() -> None:
         (210.0, ServerTiming(provider=104, router=130, checkpoint=14, orchestrator=190, graph=171)),
         (199.0, ServerTiming(provider=101, router=121, checkpoint=11, orchestrator=181, graph=160)),
     ]
-    overhead = Overhead.from_runs(runs, errors=1)
+    overhead = Overhead.from_runs(runs, errors=["HTTP 503"])
     assert overhead.runs == 3 and overhead.errors == 1
+    assert overhead.error_kinds == {"HTTP 503": 1}
     assert overhead.mean.total == pytest.approx(statistics.fmean(c for c, _ in runs))
     assert overhead.median.provider == 101.0
     assert overhead.median.client_ingress == 20.0  # medians of 20, 20, 18
     assert overhead.p50_ms == pytest.approx(98.0)  # overheads 80, 106, 98
     assert overhead.latency_p50_ms == 199.0
     assert set(HOP_LABELS) == set(overhead.median.model_dump())
+
+
+def test_run_error_accepts_only_a_final_answer() -> None:
+    request = httpx.Request("POST", "http://x/threads/t/runs/wait")
+
+    def response(status: int, body: Any) -> httpx.Response:
+        return httpx.Response(status, json=body, request=request)
+
+    answer = {"messages": [{"type": "human", "content": "hi"}, {"type": "ai", "content": "yo"}]}
+    assert run_error(response(200, answer)) is None
+    assert run_error(response(503, {"detail": "down"})) == "HTTP 503"
+    assert run_error(response(200, {"__error__": {"error": "X"}})) == (
+        "no answer in the final values"
+    )
+    assert run_error(response(200, [1, 2])) == "body is not a JSON object"
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -199,7 +218,7 @@ def bench_result(*, with_throughput: bool = True) -> BenchResult:
             idle_cpu_pct=8.0,
             rss_mib_by_kind={"raylet": 31.0, "ray::ServeReplica:agent-runtime:Ingress": 228.0},
         ),
-        overhead=Overhead.from_runs(runs, errors=0),
+        overhead=Overhead.from_runs(runs),
         throughput=throughput if with_throughput else None,
     )
 
@@ -237,6 +256,18 @@ def test_render_section_has_every_figure_and_the_command() -> None:
     assert where_time_goes(bench_result()) in text
 
 
+def test_render_section_lists_errors_by_kind() -> None:
+    result = bench_result()
+    assert result.throughput is not None
+    result.throughput.ours.errors = 3
+    result.throughput.ours.error_kinds = {"HTTP 503": 2, "ReadTimeout": 1}
+    text = render_section(result)
+    assert "Errors by kind: ours: {'HTTP 503': 2, 'ReadTimeout': 1}." in text
+    result.throughput.baseline.runs_per_s = 20.0
+    assert result.throughput.ratio == pytest.approx(0.9)
+    assert not result.throughput.met  # errors fail the throughput target whatever the ratio
+
+
 def test_render_without_throughput_and_as_a_table() -> None:
     result = bench_result(with_throughput=False)
     text = render_section(result)
@@ -249,11 +280,35 @@ def test_render_without_throughput_and_as_a_table() -> None:
 
 def test_where_time_goes_names_the_biggest_hops() -> None:
     result = bench_result()
-    median = result.overhead.median
+    median = result.overhead.median  # client_ingress ~21.5, ingress_orchestrator 19, ...
     text = where_time_goes(result)
-    assert f"{median.client_ingress:.1f} ms" in text  # 170-ish - 158: the largest part
-    assert HOP_LABELS["client_ingress"] in text
-    assert "0.45x" in text
+    assert f"{ADVICE['client_ingress'][0]} ({median.client_ingress:.1f} ms)" in text
+    assert f"{ADVICE['ingress_orchestrator'][0]} ({median.ingress_orchestrator:.1f} ms)" in text
+    assert "about 2 ms a call" in text  # 104 ms for two calls of 50 ms
+    assert "overlap" not in text  # the graph part is positive here
+    assert "(0.45x)" in text
+
+
+def test_critical_parts_merge_a_negative_graph_part_with_checkpoints() -> None:
+    hops = HopBreakdown(
+        client_ingress=16,
+        ingress_orchestrator=19,
+        graph=-14,
+        router=13,
+        provider=115,
+        checkpoint=25,
+    )
+    parts = critical_parts(hops)
+    assert list(parts) == ["ingress_orchestrator", "client_ingress", "router", "graph_checkpoint"]
+    assert parts["graph_checkpoint"] == 11
+    positive = critical_parts(hops.model_copy(update={"graph": 3}))
+    assert list(positive) == [
+        "checkpoint",
+        "ingress_orchestrator",
+        "client_ingress",
+        "router",
+        "graph",
+    ]
 
 
 def test_replace_section_keeps_the_rest_of_the_document() -> None:
