@@ -189,9 +189,7 @@ async def test_stream_sends_metadata_then_modes_then_error(
 ) -> None:
     runs, _ = service
     thread_id = await new_thread(runs)
-    events = [
-        e async for e in runs.stream(TENANT, thread_id, body("ok", stream_mode=["updates"]))
-    ]
+    events = [e async for e in runs.stream(TENANT, thread_id, body("ok", stream_mode=["updates"]))]
     names = [e.split(b"\r\n", 1)[0] for e in events]
     assert names == [b"event: metadata", b"event: updates", b"event: updates"]
     failing = [e async for e in runs.stream(TENANT, thread_id, body("crash"))]
