@@ -9,6 +9,7 @@ completed, never a half-written one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -118,35 +119,34 @@ class RunService:
     async def _begin(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> tuple[str, str, RunRecord, bool]:
-        """Resolve the graph, make sure the thread exists and is free, record the run."""
+        """Resolve the graph, claim the thread and record the run (one transaction)."""
         graph_id = self.graph_id_for(body.assistant_id)
         temporary = thread_id is None
         if thread_id is None:
             thread = await self._store.create_thread(principal.tenant_id, graph_id=graph_id)
             thread_id = thread.thread_id
-        else:
-            try:
-                await self._store.get_thread(principal.tenant_id, thread_id)
-            except NotFound:
-                if body.if_not_exists != "create":
-                    raise
-                await self._store.create_thread(
-                    principal.tenant_id, thread_id=thread_id, graph_id=graph_id
-                )
-        if not await self._store.try_mark_thread_busy(principal.tenant_id, thread_id):
+        start = functools.partial(
+            self._store.start_run,
+            principal.tenant_id,
+            thread_id,
+            graph_id=graph_id,
+            assistant_id=body.assistant_id,
+            metadata=body.metadata or {},
+        )
+        try:
+            run = await start()
+        except NotFound:
+            if body.if_not_exists != "create":
+                raise
+            await self._store.create_thread(
+                principal.tenant_id, thread_id=thread_id, graph_id=graph_id, if_exists="do_nothing"
+            )
+            run = await start()
+        if run is None:
             raise Conflict(
                 f"thread {thread_id} already has a run in progress; wait for it to finish "
                 "(multitask strategies other than reject come with the full Agent Protocol)"
             )
-        try:
-            await self._store.update_thread(principal.tenant_id, thread_id, graph_id=graph_id)
-            run = await self._store.create_run(
-                principal.tenant_id, thread_id, body.assistant_id, body.metadata or {}
-            )
-            await self._store.update_run(run.run_id, status="running")
-        except BaseException:
-            await self._store.update_thread(principal.tenant_id, thread_id, status="idle")
-            raise
         return graph_id, thread_id, run, temporary
 
     def _invoke_args(
@@ -181,35 +181,34 @@ class RunService:
         error: BaseException | None,
         temporary: bool,
         started: float,
+        interrupted: bool | None = None,
     ) -> RunStatus:
+        """Record the outcome and release the thread. ``interrupted=None``: read the state."""
         status: RunStatus
         thread_status: ThreadStatus
         if error is None:
-            snapshot = await self._snapshot(graph_id, thread_id)
-            interrupted = bool(snapshot and (snapshot.interrupts or snapshot.next))
+            if interrupted is None:
+                snapshot = await self._snapshot(graph_id, thread_id)
+                interrupted = bool(snapshot and (snapshot.interrupts or snapshot.next))
             status, thread_status = (
-                ("interrupted", "interrupted")
-                if interrupted
-                else (
-                    "success",
-                    "idle",
-                )
+                ("interrupted", "interrupted") if interrupted else ("success", "idle")
             )
         elif isinstance(error, TimeoutError):
             status, thread_status = "timeout", "idle"
         else:
             status, thread_status = "error", "error"
-        await self._store.update_run(
+        await self._store.finish_run(
+            principal.tenant_id,
+            thread_id,
             run.run_id,
             status=status,
+            thread_status=thread_status,
             error=_describe(error) if error is not None else None,
             input_tokens=timings.input_tokens,
             output_tokens=timings.output_tokens,
         )
         if temporary:
             await self._store.delete_thread(principal.tenant_id, thread_id)
-        else:
-            await self._store.update_thread(principal.tenant_id, thread_id, status=thread_status)
         if self._on_run_finished is not None:
             duration_ms = (time.perf_counter() - started) * 1000
             self._on_run_finished(graph_id, status, duration_ms, timings)
@@ -232,7 +231,15 @@ class RunService:
                 error = exc
             graph_ms = (time.perf_counter() - start) * 1000
             status = await self._finish(
-                principal, graph_id, thread_id, run, timings, error, temporary, start
+                principal,
+                graph_id,
+                thread_id,
+                run,
+                timings,
+                error,
+                temporary,
+                start,
+                interrupted=_interrupted(values, body),
             )
         if isinstance(error, asyncio.CancelledError):
             raise error
@@ -285,6 +292,17 @@ class RunService:
             _as_runtime_error(error, run.run_id)  # logs it
             seq += 1
             yield encode_event("error", _error_payload(error), str(seq))
+
+
+def _interrupted(values: Any, body: RunCreate) -> bool | None:
+    """Whether a finished ``ainvoke`` stopped at an interrupt, when its output tells.
+
+    ``interrupt()`` shows as ``__interrupt__`` in the output; static breakpoints
+    (``interrupt_before/after``) may not, so then the state is read instead.
+    """
+    if body.interrupt_before or body.interrupt_after or not isinstance(values, dict):
+        return None
+    return bool(values.get("__interrupt__"))
 
 
 def empty_state(thread_id: str) -> dict[str, Any]:

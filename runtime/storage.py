@@ -394,6 +394,86 @@ class MetadataStore:
                 raise NotFound(f"thread {thread_id} not found")
             return False
 
+    # -- run lifecycle (one transaction at each end of a run: the hot path) -------------
+    async def start_run(
+        self,
+        tenant_id: str,
+        thread_id: str,
+        *,
+        graph_id: str,
+        assistant_id: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunRecord | None:
+        """Mark the thread busy (compare-and-set) and record a running run, atomically.
+
+        None when the thread already has a run in progress; NotFound when it does not exist
+        or belongs to another tenant.
+        """
+        now = utcnow()
+        record = RunRecord(
+            run_id=_new_id(),
+            thread_id=thread_id,
+            tenant_id=tenant_id,
+            assistant_id=assistant_id,
+            status="running",
+            metadata=metadata or {},
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._tx() as conn:
+            claimed = await conn.execute(
+                update(THREADS)
+                .where(
+                    THREADS.c.thread_id == thread_id,
+                    THREADS.c.tenant_id == tenant_id,
+                    THREADS.c.status != "busy",
+                )
+                .values(status="busy", graph_id=graph_id, updated_at=now)
+            )
+            if claimed.rowcount == 1:
+                await conn.execute(insert(RUNS).values(**record.model_dump()))
+                return record
+            exists = await conn.execute(
+                select(THREADS.c.thread_id).where(
+                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
+                )
+            )
+        if exists.first() is None:
+            raise NotFound(f"thread {thread_id} not found")
+        return None
+
+    async def finish_run(
+        self,
+        tenant_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        status: RunStatus,
+        thread_status: ThreadStatus,
+        error: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """Record a run's outcome and release its thread, in one transaction."""
+        now = utcnow()
+        async with self._tx() as conn:
+            await conn.execute(
+                update(RUNS)
+                .where(RUNS.c.run_id == run_id)
+                .values(
+                    status=status,
+                    error=error,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                update(THREADS)
+                .where(THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
+                .values(status=thread_status, updated_at=now)
+            )
+
     # -- runs -------------------------------------------------------------------------
     async def create_run(
         self,

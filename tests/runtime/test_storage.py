@@ -289,3 +289,55 @@ async def test_stateless_run_has_no_thread(store: MetadataStore) -> None:
     run = await store.create_run("t1", None, "chat")
     assert run.thread_id is None
     assert await store.get_run("t1", run.run_id) == run
+
+
+async def test_start_run_claims_the_thread_for_exactly_one_replica(
+    store: MetadataStore, storage_settings: StorageSettings
+) -> None:
+    replica = MetadataStore(storage_settings)
+    await replica.setup()
+    try:
+        thread = await store.create_thread("t1")
+        started = await asyncio.gather(
+            *(
+                (store if i % 2 else replica).start_run(
+                    "t1", thread.thread_id, graph_id="g", assistant_id="g"
+                )
+                for i in range(20)
+            )
+        )
+        winners = [run for run in started if run is not None]
+        assert len(winners) == 1
+        run = winners[0]
+        assert run.status == "running"
+        assert (await store.get_run("t1", run.run_id)).status == "running"
+        claimed = await store.get_thread("t1", thread.thread_id)
+        assert (claimed.status, claimed.graph_id) == ("busy", "g")
+
+        await store.finish_run(
+            "t1",
+            thread.thread_id,
+            run.run_id,
+            status="success",
+            thread_status="idle",
+            input_tokens=7,
+            output_tokens=3,
+        )
+        done = await store.get_run("t1", run.run_id)
+        assert (done.status, done.input_tokens, done.output_tokens) == ("success", 7, 3)
+        assert (await store.get_thread("t1", thread.thread_id)).status == "idle"
+        again = await store.start_run("t1", thread.thread_id, graph_id="g", assistant_id="g")
+        assert again is not None and again.run_id != run.run_id
+    finally:
+        await replica.close()
+
+
+async def test_start_run_on_a_missing_or_foreign_thread_is_not_found(
+    store: MetadataStore,
+) -> None:
+    thread = await store.create_thread("t1")
+    with pytest.raises(NotFound):
+        await store.start_run("t2", thread.thread_id, graph_id="g", assistant_id="g")
+    with pytest.raises(NotFound):
+        await store.start_run("t1", "no-such-thread", graph_id="g", assistant_id="g")
+    assert (await store.get_thread("t1", thread.thread_id)).status == "idle"
