@@ -367,33 +367,6 @@ class MetadataStore:
             if result.rowcount == 0:
                 raise NotFound(f"thread {thread_id} not found")
 
-    async def try_mark_thread_busy(self, tenant_id: str, thread_id: str) -> bool:
-        """Atomically set the thread busy unless it already is; False if it was.
-
-        One compare-and-set UPDATE, so of several replicas starting a run on one thread
-        exactly one wins. A missing (or another tenant's) thread is NotFound.
-        """
-        async with self._tx() as conn:
-            result = await conn.execute(
-                update(THREADS)
-                .where(
-                    THREADS.c.thread_id == thread_id,
-                    THREADS.c.tenant_id == tenant_id,
-                    THREADS.c.status != "busy",
-                )
-                .values(status="busy", updated_at=utcnow())
-            )
-            if result.rowcount == 1:
-                return True
-            exists = await conn.execute(
-                select(THREADS.c.thread_id).where(
-                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
-                )
-            )
-            if exists.first() is None:
-                raise NotFound(f"thread {thread_id} not found")
-            return False
-
     # -- run lifecycle (one transaction at each end of a run: the hot path) -------------
     async def start_run(
         self,

@@ -137,7 +137,7 @@ async def test_runtime_errors_keep_their_type(service: tuple[RunService, Any]) -
 async def test_busy_thread_is_a_conflict(service: tuple[RunService, Any]) -> None:
     runs, (store, _) = service
     thread_id = await new_thread(runs)
-    assert await store.try_mark_thread_busy(TENANT.tenant_id, thread_id)
+    assert await store.start_run(TENANT.tenant_id, thread_id, graph_id="steps", assistant_id="x")
     with pytest.raises(Conflict):
         await runs.wait(TENANT, thread_id, body("ok"))
 

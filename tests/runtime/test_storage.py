@@ -179,7 +179,7 @@ async def test_get_thread_of_another_tenant_is_not_found(store: MetadataStore) -
         store.update_thread("t2", thread.thread_id, status="busy"),
         store.update_thread("t2", thread.thread_id, metadata={"x": 1}),
         store.delete_thread("t2", thread.thread_id),
-        store.try_mark_thread_busy("t2", thread.thread_id),
+        store.start_run("t2", thread.thread_id, graph_id="g", assistant_id="g"),
     ):
         with pytest.raises(NotFound):
             await call
@@ -221,33 +221,6 @@ async def test_delete_thread(store: MetadataStore) -> None:
         await store.delete_thread("t1", thread.thread_id)
 
 
-async def test_try_mark_thread_busy_admits_exactly_one(
-    store: MetadataStore, storage_settings: StorageSettings
-) -> None:
-    # Two stores stand for two replicas sharing the database.
-    replica = MetadataStore(storage_settings)
-    await replica.setup()
-    try:
-        thread = await store.create_thread("t1")
-        results = await asyncio.gather(
-            *(
-                (store if i % 2 else replica).try_mark_thread_busy("t1", thread.thread_id)
-                for i in range(20)
-            )
-        )
-        assert results.count(True) == 1
-        assert (await store.get_thread("t1", thread.thread_id)).status == "busy"
-
-        await replica.update_thread("t1", thread.thread_id, status="idle")
-        assert await store.try_mark_thread_busy("t1", thread.thread_id) is True
-        assert await replica.try_mark_thread_busy("t1", thread.thread_id) is False
-    finally:
-        await replica.close()
-    with pytest.raises(NotFound):
-        await store.try_mark_thread_busy("t1", "no-such-thread")
-
-
-# -- runs ---------------------------------------------------------------------------------
 async def test_run_lifecycle_and_list_order(store: MetadataStore) -> None:
     thread = await store.create_thread("t1")
     created = [await store.create_run("t1", thread.thread_id, "chat", {"n": n}) for n in range(3)]
