@@ -34,9 +34,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime import timing
+from runtime.db import retry_while_locked
 from runtime.errors import DependencyUnavailable
 from runtime.settings import StorageSettings
-from runtime.storage import retry_while_locked
 
 # Serialises the saver's migrations across replicas ("agentck" in hex): two processes
 # running them at once would both insert the same migration version.

@@ -5,6 +5,8 @@ aiosqlite for SQLite). It returns the pydantic records of :mod:`runtime.records`
 objects, and maps driver errors to the runtime's own: a database that cannot be reached
 (or a pool that stays exhausted) is :class:`DependencyUnavailable`, a duplicate id is
 :class:`Conflict`, a row that is missing or belongs to another tenant is :class:`NotFound`.
+Engine construction, SQLite's WAL and lock retry, and the error mapping live in
+:mod:`runtime.db`.
 
 Hot-path calls (``get_key``, ``get_thread``, ``create_run``, ``update_run``) are one
 statement each. Checkpoints live elsewhere (:mod:`runtime.checkpointers`).
@@ -12,27 +14,18 @@ statement each. Checkpoints live elsewhere (:mod:`runtime.checkpointers`).
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import time
+import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal
 
-from sqlalchemy import Connection, delete, event, insert, select, text, update
-from sqlalchemy.exc import (
-    DBAPIError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runtime.errors import Conflict, DependencyUnavailable, NotFound
+from runtime import db
+from runtime.db import retry_while_locked
+from runtime.errors import Conflict, NotFound
 from runtime.records import (
     ApiKeyRecord,
     RunRecord,
@@ -42,40 +35,14 @@ from runtime.records import (
     ThreadStatus,
 )
 from runtime.settings import StorageSettings
-from runtime.tables import ALL_TABLES, API_KEYS, RUNS, TENANTS, THREADS, utcnow
+from runtime.tables import API_KEYS, RUNS, TENANTS, THREADS, utcnow
 
-# Serialises table creation across processes on one Postgres database ("agentrt" in hex).
-_DDL_LOCK_KEY = 0x6167656E747274
-# Errors that mean "the database cannot serve us right now", not "the request is wrong".
-_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
-
-
-T = TypeVar("T")
-
-
-async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: float) -> T:
-    """Run ``operation`` again while SQLite answers "database is locked".
-
-    Switching a new file to WAL (and the DDL right after) can fail at once, without
-    waiting for the busy timeout, when several processes open the file together.
-    Only for idempotent operations.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await operation()
-        except (sqlite3.OperationalError, OperationalError) as exc:
-            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(0.05)
+# retry_while_locked moved to runtime.db; re-exported for callers that import it from here.
+__all__ = ["MetadataStore", "retry_while_locked"]
 
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-def _create_all(connection: Connection) -> None:
-    SQLModel.metadata.create_all(connection, tables=list(ALL_TABLES), checkfirst=True)
 
 
 class MetadataStore:
@@ -98,63 +65,14 @@ class MetadataStore:
         engine is kept, so :meth:`ping` reports the same and :meth:`close` releases it.
         """
         if self._engine is None:
-            self._engine = self._create_engine()
+            self._engine = db.build_engine(self._settings)
         if not self._settings.is_postgres:
-            await retry_while_locked(self._enable_wal, self._settings.db_timeout_s)
+            enable_wal = functools.partial(db.enable_wal, self._engine)
+            await retry_while_locked(enable_wal, self._settings.db_timeout_s)
         # SQLite: the write lock taken up front makes a concurrent process wait (busy
         # timeout) instead of failing on "table already exists".
         async with self._tx(write_lock=True) as conn:
-            if self._settings.is_postgres:
-                # Two replicas racing through create_all would both see a table missing
-                # and one CREATE would fail; the lock makes them take turns.
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY}
-                )
-            await conn.run_sync(_create_all)
-
-    def _create_engine(self) -> AsyncEngine:
-        settings = self._settings
-        timeout_s = settings.db_timeout_s
-        if settings.is_postgres:
-            return create_async_engine(
-                settings.sqlalchemy_url,
-                pool_size=settings.db_pool_size,
-                max_overflow=0,
-                pool_timeout=timeout_s,
-                # No pre-ping on the hot path: a dropped connection fails one call, and
-                # SQLAlchemy then invalidates the whole pool.
-                pool_recycle=1800,
-                connect_args={
-                    "timeout": timeout_s,
-                    "command_timeout": timeout_s,
-                    "server_settings": {
-                        "statement_timeout": str(int(timeout_s * 1000)),
-                        "application_name": "agent-runtime",
-                    },
-                },
-            )
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            settings.sqlalchemy_url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}
-        )
-        busy_ms = int(timeout_s * 1000)
-
-        def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # The busy timeout makes writers from other processes wait rather than fail;
-            # SQLite needs FKs switched on. WAL is set once, by setup (it is persistent).
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.close()
-
-        event.listen(engine.sync_engine, "connect", on_connect)
-        return engine
-
-    async def _enable_wal(self) -> None:
-        """WAL lets readers run beside the one writer, also across processes."""
-        async with self._require_engine().connect() as conn:
-            await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            await db.create_tables(conn, self._settings.is_postgres)
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -162,40 +80,22 @@ class MetadataStore:
             self._engine = None
 
     async def ping(self) -> None:
-        engine = self._require_engine()
-        try:
-            async with asyncio.timeout(self._settings.db_timeout_s), engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise DependencyUnavailable("database unreachable") from exc
+        await db.ping(self._require_engine(), self._settings.db_timeout_s)
 
     def _require_engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError("MetadataStore.setup() has not been called")
         return self._engine
 
-    @asynccontextmanager
-    async def _tx(self, write_lock: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _tx(self, write_lock: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         """One transaction; connection-level failures become DependencyUnavailable.
 
         ``write_lock`` is for read-then-write transactions: SQLite takes its write lock
         up front (``BEGIN IMMEDIATE``) so the read cannot go stale; on Postgres the caller
-        reads its rows ``FOR UPDATE``. Messages name only the error class: driver
-        messages may carry the URL.
+        reads its rows ``FOR UPDATE``.
         """
-        engine = self._require_engine()
-        try:
-            async with engine.connect() as conn, conn.begin():
-                if write_lock and not self._settings.is_postgres:
-                    # pysqlite begins lazily, so this statement opens the real transaction.
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
-        except _UNAVAILABLE as exc:
-            raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        begin_immediate = write_lock and not self._settings.is_postgres
+        return db.transaction(self._require_engine(), begin_immediate=begin_immediate)
 
     # -- tenants ----------------------------------------------------------------------
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
