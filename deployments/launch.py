@@ -23,8 +23,6 @@ from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
 
 DEV_TENANT = "default"
-MAIN_APP = "agent-runtime"
-FAKE_APP = "fake-provider"
 
 
 async def ensure_dev_key(settings: RuntimeSettings, existing: str | None) -> str:
@@ -77,7 +75,7 @@ def deploy(settings: RuntimeSettings) -> None:
     import ray
     from ray import serve
 
-    from deployments.app import build_app, build_fake_provider_app
+    from deployments.app import run_targets
 
     ray.init(
         num_cpus=settings.serve.local_num_cpus,
@@ -87,11 +85,7 @@ def deploy(settings: RuntimeSettings) -> None:
         _metrics_export_port=settings.serve.metrics_port,
     )
     serve.start(http_options={"host": settings.serve.http_host, "port": settings.serve.http_port})
-    if settings.provider.uses_fake:
-        serve.run(
-            build_fake_provider_app(settings=settings), name=FAKE_APP, route_prefix="/fake-provider"
-        )
-    serve.run(build_app(settings=settings), name=MAIN_APP, route_prefix="/")
+    serve.run_many(run_targets(settings))
 
 
 def shutdown() -> None:

@@ -73,7 +73,9 @@ def create_baseline_app(models: ModelFactory, registry: GraphRegistry | None = N
     """The baseline app: every registry graph compiled with one ``InMemorySaver``."""
     registry = registry or default_registry()
     saver = InMemorySaver()
-    graphs = {spec.graph_id: spec.build(models).compile(checkpointer=saver) for spec in registry.specs()}
+    graphs = {
+        spec.graph_id: spec.build(models).compile(checkpointer=saver) for spec in registry.specs()
+    }
     by_assistant = {default_assistant_id(graph_id): graph_id for graph_id in graphs}
     # Threads live as long as the process, as the InMemorySaver's checkpoints do.
     threads: dict[str, Thread] = {}

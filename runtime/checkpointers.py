@@ -243,6 +243,9 @@ class Checkpointers:
         # The saver's setup script switches the file to WAL, which fails at once when
         # another process opens the new file at the same moment: retry (it is idempotent).
         await retry_while_locked(saver.setup, self._settings.db_timeout_s)
+        # In WAL mode NORMAL syncs at WAL checkpoints, not every commit: a crash of the
+        # process loses nothing; a power cut may lose the last commits (as for metadata).
+        await self._sqlite.execute("PRAGMA synchronous = NORMAL")
         return saver
 
     async def close(self) -> None:

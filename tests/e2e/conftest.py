@@ -71,7 +71,7 @@ def stack(stack_settings: RuntimeSettings) -> Iterator[Stack]:
     import ray
     from ray import serve
 
-    from deployments.app import build_app, build_fake_provider_app
+    from deployments.app import run_targets
     from deployments.launch import wait_until_ok
 
     port = stack_settings.serve.http_port
@@ -84,12 +84,7 @@ def stack(stack_settings: RuntimeSettings) -> Iterator[Stack]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_fake_provider_app(settings=stack_settings),
-            name="fake-provider",
-            route_prefix="/fake-provider",
-        )
-        serve.run(build_app(settings=stack_settings), name="agent-runtime", route_prefix="/")
+        serve.run_many(run_targets(stack_settings))
         url = f"http://127.0.0.1:{port}"
         wait_until_ok(url, timeout_s=60)
         yield Stack(url=url, settings=stack_settings)

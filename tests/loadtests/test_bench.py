@@ -172,6 +172,7 @@ def load_result(system: str, runs_per_s: float, server_cpu: float) -> LoadResult
         provider_cpu_pct=6.0,
         machine_cpu_pct=97.0,
         other_cpu_pct=3.0,
+        server_processes=(13, 15) if system == "ours" else (1, 1),
     )
 
 
@@ -251,6 +252,7 @@ def test_render_section_has_every_figure_and_the_command() -> None:
     for label in HOP_LABELS.values():
         assert f"| {label} |" in text
     assert "| ours | 18.0 |" in text and "| baseline | 40.0 |" in text
+    assert "The stack had 13 processes when the window opened and 15 at its end." in text
     assert "ray::ServeReplica:agent-runtime:Ingress 228 MiB" in text
     assert "python loadtests/bench.py --runs 20" in text
     assert where_time_goes(bench_result()) in text
