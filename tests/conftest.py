@@ -13,6 +13,8 @@ import pytest
 # Ray 2.60 turns token auth on by default; the test cluster runs without it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The same Serve mode `make run` uses (deployments/launch.py).
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
 @pytest.fixture(scope="session")
