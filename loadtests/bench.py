@@ -373,7 +373,7 @@ ADVICE = {
     ),
     "ingress_orchestrator": (
         "the orchestrator handle call with the run bookkeeping around the graph",
-        "write a run's metadata once to begin it and once to finish it",
+        "batch the two run-bookkeeping transactions with the first and last checkpoint writes",
     ),
     "graph": (
         "LangGraph's own work",
