@@ -37,6 +37,9 @@ from runtime.storage import MetadataStore
 
 logger = logging.getLogger(__name__)
 
+# A thread claimed longer than the run timeout plus this was left by a dead replica.
+STALE_CLAIM_MARGIN_S = 60.0
+
 # (graph_id, status, duration_ms, timings) once a run has ended, e.g. for metrics.
 RunListener = Callable[[str, RunStatus, float, timing.RunTimings], None]
 
@@ -132,6 +135,7 @@ class RunService:
             graph_id=graph_id,
             assistant_id=body.assistant_id,
             metadata=body.metadata or {},
+            stale_after_s=self._run_timeout_s + STALE_CLAIM_MARGIN_S,
         )
         try:
             run = await start()

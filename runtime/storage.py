@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import uuid
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -276,11 +277,14 @@ class MetadataStore:
         graph_id: str,
         assistant_id: str,
         metadata: dict[str, Any] | None = None,
+        stale_after_s: float | None = None,
     ) -> RunRecord | None:
         """Mark the thread busy (compare-and-set) and record a running run, atomically.
 
         None when the thread already has a run in progress; NotFound when it does not exist
-        or belongs to another tenant.
+        or belongs to another tenant. A busy claim older than ``stale_after_s`` (its run's
+        replica died; runs cannot last that long) is taken over, so a crash never leaves a
+        thread locked.
         """
         now = utcnow()
         record = RunRecord(
@@ -293,13 +297,16 @@ class MetadataStore:
             created_at=now,
             updated_at=now,
         )
+        free = THREADS.c.status != "busy"
+        if stale_after_s is not None:
+            free = or_(free, THREADS.c.updated_at < now - timedelta(seconds=stale_after_s))
         async with self._tx() as conn:
             claimed = await conn.execute(
                 update(THREADS)
                 .where(
                     THREADS.c.thread_id == thread_id,
                     THREADS.c.tenant_id == tenant_id,
-                    THREADS.c.status != "busy",
+                    free,
                 )
                 .values(status="busy", graph_id=graph_id, updated_at=now)
             )

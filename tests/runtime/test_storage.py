@@ -314,3 +314,22 @@ async def test_start_run_on_a_missing_or_foreign_thread_is_not_found(
     with pytest.raises(NotFound):
         await store.start_run("t1", "no-such-thread", graph_id="g", assistant_id="g")
     assert (await store.get_thread("t1", thread.thread_id)).status == "idle"
+
+
+async def test_a_stale_busy_claim_is_taken_over(store: MetadataStore) -> None:
+    """A replica that died mid-run must not leave its thread locked forever."""
+    thread = await store.create_thread("t1")
+    first = await store.start_run("t1", thread.thread_id, graph_id="g", assistant_id="g")
+    assert first is not None
+    # Within the window the claim holds; past it (the run cannot still be going), it lapses.
+    assert (
+        await store.start_run(
+            "t1", thread.thread_id, graph_id="g", assistant_id="g", stale_after_s=3600
+        )
+        is None
+    )
+    await asyncio.sleep(0.05)
+    second = await store.start_run(
+        "t1", thread.thread_id, graph_id="g", assistant_id="g", stale_after_s=0.01
+    )
+    assert second is not None and second.run_id != first.run_id
