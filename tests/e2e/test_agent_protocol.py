@@ -211,3 +211,25 @@ async def test_run_response_carries_hop_timings(http: httpx.AsyncClient, tenant:
     assert set(timing) >= {"provider", "router", "checkpoint", "orchestrator", "graph"}
     assert float(timing["provider"]) > 0
     assert float(timing["orchestrator"]) >= float(timing["graph"]) > float(timing["provider"])
+
+
+async def test_stream_messages_tuple_streams_provider_tokens(stack: Stack, tenant: Tenant) -> None:
+    """Tokens come from the provider through the router and orchestrator as they arrive."""
+    client = get_client(url=stack.url, api_key=tenant.api_key)
+    thread = await client.threads.create()
+    parts = [
+        part
+        async for part in client.runs.stream(
+            thread["thread_id"],
+            "multi_agent",
+            input={"messages": [{"role": "user", "content": "tell me about the weather today"}]},
+            stream_mode="messages-tuple",
+        )
+    ]
+    tokens = [p.data for p in parts if p.event == "messages"]
+    assert len(tokens) > 3, [p.event for p in parts]
+    chunk, metadata = tokens[0]
+    assert chunk["type"] == "AIMessageChunk"
+    assert metadata["langgraph_node"] == "general"
+    text = "".join(message["content"] for message, _ in tokens)
+    assert text == "[fake-smart] You said: tell me about the weather today"
