@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from runtime.auth import generate_key
 from runtime.settings import (
@@ -26,6 +27,8 @@ from runtime.settings import (
 )
 from runtime.storage import MetadataStore
 
+# Must never show up in a log line or a response (tests/e2e/test_secrets.py).
+PROVIDER_SECRET = "sk-e2e-provider-secret-7f3a9c"
 RATE_PER_S = 5.0
 BURST = 20
 
@@ -54,6 +57,7 @@ def stack_settings(
             redis_url=redis_url, rate_limit_per_second=RATE_PER_S, rate_limit_burst=BURST
         ),
         provider=ProviderSettings(
+            provider_api_key=SecretStr(PROVIDER_SECRET),
             provider_timeout_s=5.0,
             model_aliases={
                 "fast": ["fake-fast", "fake-fallback"],
