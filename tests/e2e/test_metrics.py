@@ -69,9 +69,8 @@ async def test_runtime_metrics_are_exported(
     assert not any(thread["thread_id"] in r for r in routes), "raw paths must not be labels"
     calls = samples(text, "ray_agent_llm_calls_total")
     # "smart" is [fake-down, fake-smart]: the failing primary is counted as an error.
-    assert {"model": "fake-down", "outcome": "error"}.items() <= next(
-        s for s in calls if s["model"] == "fake-down"
-    ).items()
+    # (once its breaker opens, later calls are counted as circuit_open instead).
+    assert any(s["model"] == "fake-down" and s["outcome"] == "error" for s in calls)
     assert any(s["model"] == "fake-smart" and s["outcome"] == "ok" for s in calls)
     assert any(
         s["graph"] == "multi_agent" and s["status"] == "success"
