@@ -7,7 +7,6 @@ Most tests go through httpx's in-process ASGI transport; the ones that need a re
 from __future__ import annotations
 
 import ast
-import asyncio
 import functools
 import json
 import math
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -30,6 +28,7 @@ from pydantic import SecretStr
 from runtime.fake_llm import tool_call_id
 from runtime.fake_provider import DEFAULT_MODELS, create_fake_provider_app
 from runtime.settings import FakeProviderSettings
+from tests.servers import served
 
 BASE_URL = "http://fake-provider.test/v1"
 CALCULATOR = {
@@ -67,31 +66,6 @@ async def openai_client(settings: FakeProviderSettings) -> AsyncIterator[openai.
         yield openai.AsyncOpenAI(
             api_key="test-key", base_url=BASE_URL, http_client=http, max_retries=0
         )
-
-
-@asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port; yields its ``/v1`` base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn stopped before it started"
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
 
 
 async def ask(client: openai.AsyncOpenAI, text: str, model: str = "fake-fast", **kw: Any) -> Any:

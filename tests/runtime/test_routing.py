@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from langchain_core.messages import (
     AIMessage,
@@ -41,6 +40,7 @@ from runtime.fake_provider import create_fake_provider_app
 from runtime.routing import STREAM_SUMMARY_KEY, ModelRouter, StreamSummary
 from runtime.settings import FakeProviderSettings, ProviderSettings
 from runtime.types import Attempt, ChatRequest, TokenUsage
+from tests.servers import served
 
 BASE_URL = "http://fake/v1"
 API_KEY = "sk-router-test-secret"
@@ -141,31 +141,6 @@ async def harness(
         await router.close()
         assert not client.is_closed, "a client passed in belongs to the caller"
         await client.aclose()
-
-
-@asynccontextmanager
-async def served(app: ASGIApp) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port; yields its ``/v1`` base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="critical",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn stopped before it started"
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
 
 
 def ask(text: str, alias: str = "smart", **fields: Any) -> ChatRequest:
