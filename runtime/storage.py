@@ -42,6 +42,26 @@ from runtime.tables import API_KEYS, RUNS, TENANTS, THREADS, utcnow
 __all__ = ["MetadataStore", "retry_while_locked"]
 
 
+def _new_run(
+    tenant_id: str,
+    thread_id: str | None,
+    assistant_id: str,
+    metadata: dict[str, Any] | None,
+    status: RunStatus,
+) -> RunRecord:
+    now = utcnow()
+    return RunRecord(
+        run_id=_new_id(),
+        thread_id=thread_id,
+        tenant_id=tenant_id,
+        assistant_id=assistant_id,
+        status=status,
+        metadata=metadata or {},
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -286,17 +306,8 @@ class MetadataStore:
         replica died; runs cannot last that long) is taken over, so a crash never leaves a
         thread locked.
         """
-        now = utcnow()
-        record = RunRecord(
-            run_id=_new_id(),
-            thread_id=thread_id,
-            tenant_id=tenant_id,
-            assistant_id=assistant_id,
-            status="running",
-            metadata=metadata or {},
-            created_at=now,
-            updated_at=now,
-        )
+        record = _new_run(tenant_id, thread_id, assistant_id, metadata, "running")
+        now = record.created_at
         free = THREADS.c.status != "busy"
         if stale_after_s is not None:
             free = or_(free, THREADS.c.updated_at < now - timedelta(seconds=stale_after_s))
@@ -363,17 +374,7 @@ class MetadataStore:
         metadata: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Record a pending run. The caller has checked the thread belongs to the tenant."""
-        now = utcnow()
-        record = RunRecord(
-            run_id=_new_id(),
-            thread_id=thread_id,
-            tenant_id=tenant_id,
-            assistant_id=assistant_id,
-            status="pending",
-            metadata=metadata or {},
-            created_at=now,
-            updated_at=now,
-        )
+        record = _new_run(tenant_id, thread_id, assistant_id, metadata, "pending")
         async with self._tx() as conn:
             await conn.execute(insert(RUNS).values(**record.model_dump()))
         return record
