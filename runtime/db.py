@@ -1,7 +1,7 @@
 """SQLAlchemy plumbing for :class:`runtime.storage.MetadataStore`.
 
 The async engine for Postgres (asyncpg) or SQLite (aiosqlite), SQLite's WAL switch and its
-"database is locked" retry, table creation, and the transaction helper that maps
+"database is locked" retry, schema migrations, and the transaction helper that maps
 connection-level driver errors to :class:`DependencyUnavailable`.
 """
 
@@ -14,15 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
+from runtime import migrations
 from runtime.errors import DependencyUnavailable
 from runtime.settings import StorageSettings
-from runtime.tables import ALL_TABLES
 
 # Serialises table creation across processes on one Postgres database ("agentrt" in hex).
 DDL_LOCK_KEY = 0x6167656E747274
@@ -95,17 +94,12 @@ async def enable_wal(engine: AsyncEngine) -> None:
         await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
 
 
-def _create_all(connection: Connection) -> None:
-    SQLModel.metadata.create_all(connection, tables=list(ALL_TABLES), checkfirst=True)
-
-
-async def create_tables(conn: AsyncConnection, is_postgres: bool) -> None:
-    """``create_all`` inside the caller's transaction (SQLite: one holding the write lock)."""
+async def migrate(conn: AsyncConnection, is_postgres: bool) -> None:
+    """Run the schema migrations inside the caller's transaction (SQLite: one holding the
+    write lock), so replicas starting together take turns and none sees a half schema."""
     if is_postgres:
-        # Two replicas racing through create_all would both see a table missing
-        # and one CREATE would fail; the lock makes them take turns.
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK_KEY})
-    await conn.run_sync(_create_all)
+    await conn.run_sync(migrations.upgrade)
 
 
 async def ping(engine: AsyncEngine, timeout_s: float) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+CancelAction = Literal["interrupt", "rollback"]
+ACTIVE_RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running")
 
 
 class Tenant(BaseModel):
@@ -40,13 +43,28 @@ class ThreadRecord(BaseModel):
     thread_id: str
     tenant_id: str
     graph_id: str | None = None
+    # "busy" while the thread has a pending or running run.
     status: ThreadStatus = "idle"
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
+    config: dict[str, Any] = Field(default_factory=dict)
+    # The latest state's values (JSON) and interrupts by task id, kept with the row so
+    # reads and searches need no checkpoint; None until a run or update wrote state.
+    state_values: Any = None
+    interrupts: dict[str, Any] = Field(default_factory=dict)
+    current_run_id: str | None = None
+    ttl_strategy: str | None = None
+    ttl_minutes: float | None = None
+    expires_at: datetime | None = None
+    state_updated_at: datetime | None = None
 
 
 class RunRecord(BaseModel):
+    # "forbid" also keeps pydantic's mypy plugin from adding a ``**kwargs`` to __init__,
+    # which would clash with the ``kwargs`` field.
+    model_config = ConfigDict(extra="forbid")
+
     run_id: str
     thread_id: str | None
     tenant_id: str
@@ -56,5 +74,30 @@ class RunRecord(BaseModel):
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    created_at: datetime
+    updated_at: datetime
+    graph_id: str | None = None
+    # The validated run request (input, command, config, stream modes ...), so that any
+    # replica can execute a queued run or resume one whose replica died.
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    multitask_strategy: MultitaskStrategy = "reject"
+    attempt: int = 1
+    worker_id: str | None = None
+    heartbeat_at: datetime | None = None
+    cancel_action: CancelAction | None = None
+    # A stateless run's thread, deleted (or kept) when the run ends.
+    temporary: bool = False
+
+
+class AssistantRecord(BaseModel):
+    tenant_id: str
+    assistant_id: str
+    graph_id: str
+    name: str
+    description: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    version: int = 1
     created_at: datetime
     updated_at: datetime

@@ -69,8 +69,8 @@ def _new_id() -> str:
 class MetadataStore:
     """Tenants, keys, threads and runs behind one async SQLAlchemy engine.
 
-    Tables are created by :meth:`setup` with ``create_all``; versioned Alembic migrations
-    replace that in a later issue. Also satisfies the auth ``KeyStore`` protocol
+    :meth:`setup` creates or upgrades the schema with the Alembic revisions of
+    :mod:`runtime.migrations`. Also satisfies the auth ``KeyStore`` protocol
     (:meth:`get_key`, :meth:`get_tenant`).
     """
 
@@ -93,7 +93,7 @@ class MetadataStore:
         # SQLite: the write lock taken up front makes a concurrent process wait (busy
         # timeout) instead of failing on "table already exists".
         async with self._tx(write_lock=True) as conn:
-            await db.create_tables(conn, self._settings.is_postgres)
+            await db.migrate(conn, self._settings.is_postgres)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -1,8 +1,10 @@
-"""SQLModel table definitions of the metadata store (tenants, API keys, threads, runs).
+"""SQLModel table definitions of the metadata store (tenants, keys, assistants, threads, runs).
 
 The classes define the schema; :mod:`runtime.storage` queries the Core ``Table`` objects
 (``TENANTS`` ...) directly because the hot path needs no ORM identity map. Column names
 match the fields of the records in :mod:`runtime.records`, so a row validates into one.
+The schema is created and upgraded by the Alembic revisions in :mod:`runtime.migrations`;
+a change here needs a new revision there.
 """
 
 from __future__ import annotations
@@ -10,7 +12,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, ForeignKey, Index, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -45,9 +58,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _json_column() -> Any:
+def _json_column(name: str = "metadata") -> Any:
     # ``metadata`` is reserved on declarative classes, hence the attribute ``metadata_``.
-    return Field(default_factory=dict, sa_column=Column("metadata", JSON_TYPE, nullable=False))
+    return Field(default_factory=dict, sa_column=Column(name, JSON_TYPE, nullable=False))
 
 
 class TenantRow(SQLModel, table=True):
@@ -84,12 +97,25 @@ class ThreadRow(SQLModel, table=True):
     metadata_: dict[str, Any] = _json_column()
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # Since revision 0002: the latest state's values and interrupts (searchable), the
+    # run that holds the thread, and the retention deadline.
+    config: dict[str, Any] = _json_column("config")
+    state_values: Any = Field(default=None, sa_column=Column("state_values", JSON_TYPE))
+    interrupts: dict[str, Any] = _json_column("interrupts")
+    current_run_id: str | None = Field(default=None, max_length=128)
+    ttl_strategy: str | None = Field(default=None, max_length=32)
+    ttl_minutes: float | None = None
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    state_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RunRow(SQLModel, table=True):
     __tablename__ = "agent_runs"
     # list_runs filters on the thread and sorts newest first: one index serves both.
-    __table_args__ = (Index("ix_agent_runs_thread_created", "thread_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_agent_runs_thread_created", "thread_id", "created_at"),
+        Index("ix_agent_runs_status_created", "status", "created_at"),
+    )
 
     run_id: str = Field(primary_key=True, max_length=128)
     thread_id: str | None = Field(default=None, max_length=128)
@@ -102,6 +128,59 @@ class RunRow(SQLModel, table=True):
     output_tokens: int = 0
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # Since revision 0002: what to run (so any replica can), double-texting, the lease.
+    graph_id: str | None = Field(default=None, max_length=256)
+    kwargs_: dict[str, Any] = _json_column("kwargs")
+    multitask_strategy: str = Field(default="reject", max_length=16)
+    attempt: int = 1
+    worker_id: str | None = Field(default=None, max_length=128)
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancel_action: str | None = Field(default=None, max_length=16)
+    temporary: bool = False
+
+
+class RunEventRow(SQLModel, table=True):
+    """A run's stream events, kept so a client can join or resume it from any replica."""
+
+    __tablename__ = "agent_run_events"
+
+    run_id: str = Field(primary_key=True, max_length=128)
+    seq: int = Field(primary_key=True)
+    event: str = Field(max_length=256)
+    data: bytes = Field(sa_type=LargeBinary, nullable=False)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class AssistantRow(SQLModel, table=True):
+    __tablename__ = "agent_assistants"
+    __table_args__ = (Index("ix_agent_assistants_tenant_graph", "tenant_id", "graph_id"),)
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    assistant_id: str = Field(primary_key=True, max_length=128)
+    graph_id: str = Field(max_length=256)
+    name: str = Field(max_length=256)
+    description: str | None = Field(default=None, sa_type=Text)
+    config: dict[str, Any] = _json_column("config")
+    context: dict[str, Any] = _json_column("context")
+    metadata_: dict[str, Any] = _json_column()
+    version: int = 1
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class AssistantVersionRow(SQLModel, table=True):
+    __tablename__ = "agent_assistant_versions"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    assistant_id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    graph_id: str = Field(max_length=256)
+    name: str = Field(max_length=256)
+    description: str | None = Field(default=None, sa_type=Text)
+    config: dict[str, Any] = _json_column("config")
+    context: dict[str, Any] = _json_column("context")
+    metadata_: dict[str, Any] = _json_column()
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -114,4 +193,7 @@ TENANTS = _table(TenantRow)
 API_KEYS = _table(ApiKeyRow)
 THREADS = _table(ThreadRow)
 RUNS = _table(RunRow)
-ALL_TABLES = (TENANTS, API_KEYS, THREADS, RUNS)
+RUN_EVENTS = _table(RunEventRow)
+ASSISTANTS = _table(AssistantRow)
+ASSISTANT_VERSIONS = _table(AssistantVersionRow)
+ALL_TABLES = (TENANTS, API_KEYS, THREADS, RUNS, RUN_EVENTS, ASSISTANTS, ASSISTANT_VERSIONS)
