@@ -175,7 +175,8 @@ def install_middleware(app: FastAPI, services: Services) -> None:
 
 def create_api(services: Services) -> FastAPI:
     from deployments.openai_routes import openai
-    from deployments.routes import assistants, system, threads  # routes import api's deps
+    from deployments.routes import assistants, system  # routes import api's deps
+    from deployments.thread_routes import threads
 
     app = FastAPI(
         title="Agent Runtime",

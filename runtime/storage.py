@@ -92,7 +92,7 @@ class MetadataStore:
             await retry_while_locked(enable_wal, self._settings.db_timeout_s)
         # SQLite: the write lock taken up front makes a concurrent process wait (busy
         # timeout) instead of failing on "table already exists".
-        async with self._tx(write_lock=True) as conn:
+        async with self.transaction(write_lock=True) as conn:
             await db.migrate(conn, self._settings.is_postgres)
 
     async def close(self) -> None:
@@ -108,7 +108,11 @@ class MetadataStore:
             raise RuntimeError("MetadataStore.setup() has not been called")
         return self._engine
 
-    def _tx(self, write_lock: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
+    @property
+    def is_postgres(self) -> bool:
+        return self._settings.is_postgres
+
+    def transaction(self, write_lock: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         """One transaction; connection-level failures become DependencyUnavailable.
 
         ``write_lock`` is for read-then-write transactions: SQLite takes its write lock
@@ -120,7 +124,7 @@ class MetadataStore:
 
     # -- tenants ----------------------------------------------------------------------
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(select(TENANTS).where(TENANTS.c.tenant_id == tenant_id))
             row = result.mappings().one_or_none()
         return None if row is None else Tenant.model_validate(dict(row))
@@ -132,7 +136,7 @@ class MetadataStore:
             return existing
         tenant = Tenant(tenant_id=tenant_id, name=name, disabled=False, created_at=utcnow())
         try:
-            async with self._tx() as conn:
+            async with self.transaction() as conn:
                 await conn.execute(insert(TENANTS).values(**tenant.model_dump()))
         except IntegrityError:
             # Another process created it between our read and our insert.
@@ -143,7 +147,7 @@ class MetadataStore:
         return tenant
 
     async def set_tenant_disabled(self, tenant_id: str, disabled: bool) -> None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 update(TENANTS).where(TENANTS.c.tenant_id == tenant_id).values(disabled=disabled)
             )
@@ -154,7 +158,7 @@ class MetadataStore:
     async def add_key(self, record: ApiKeyRecord) -> None:
         """Store a key of an existing tenant; a duplicate ``key_id`` is a Conflict."""
         try:
-            async with self._tx() as conn:
+            async with self.transaction() as conn:
                 tenant = await conn.execute(
                     select(TENANTS.c.tenant_id).where(TENANTS.c.tenant_id == record.tenant_id)
                 )
@@ -165,13 +169,13 @@ class MetadataStore:
             raise Conflict(f"api key {record.key_id} already exists") from exc
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(select(API_KEYS).where(API_KEYS.c.key_id == key_id))
             row = result.mappings().one_or_none()
         return None if row is None else ApiKeyRecord.model_validate(dict(row))
 
     async def revoke_key(self, key_id: str) -> None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 update(API_KEYS).where(API_KEYS.c.key_id == key_id).values(revoked=True)
             )
@@ -179,7 +183,7 @@ class MetadataStore:
                 raise NotFound(f"api key {key_id} not found")
 
     async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 select(API_KEYS)
                 .where(API_KEYS.c.tenant_id == tenant_id)
@@ -214,7 +218,7 @@ class MetadataStore:
             updated_at=now,
         )
         try:
-            async with self._tx() as conn:
+            async with self.transaction() as conn:
                 await conn.execute(insert(THREADS).values(**record.model_dump()))
         except IntegrityError as exc:
             conflict = Conflict(f"thread {record.thread_id} already exists")
@@ -227,7 +231,7 @@ class MetadataStore:
         return record
 
     async def get_thread(self, tenant_id: str, thread_id: str) -> ThreadRecord:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 select(THREADS).where(
                     THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
@@ -256,7 +260,7 @@ class MetadataStore:
         if metadata is None and not values:
             return await self.get_thread(tenant_id, thread_id)
         where = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
-        async with self._tx(write_lock=metadata is not None) as conn:
+        async with self.transaction(write_lock=metadata is not None) as conn:
             if metadata is not None:
                 # Read and write in one locked transaction so concurrent merges all land.
                 result = await conn.execute(
@@ -279,7 +283,7 @@ class MetadataStore:
 
     async def delete_thread(self, tenant_id: str, thread_id: str) -> None:
         """Delete the thread row. Its runs stay: they are the usage (token) record."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 delete(THREADS).where(
                     THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
@@ -311,7 +315,7 @@ class MetadataStore:
         free = THREADS.c.status != "busy"
         if stale_after_s is not None:
             free = or_(free, THREADS.c.updated_at < now - timedelta(seconds=stale_after_s))
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             claimed = await conn.execute(
                 update(THREADS)
                 .where(
@@ -347,7 +351,7 @@ class MetadataStore:
     ) -> None:
         """Record a run's outcome and release its thread, in one transaction."""
         now = utcnow()
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 update(RUNS)
                 .where(RUNS.c.run_id == run_id)
@@ -375,7 +379,7 @@ class MetadataStore:
     ) -> RunRecord:
         """Record a pending run. The caller has checked the thread belongs to the tenant."""
         record = _new_run(tenant_id, thread_id, assistant_id, metadata, "pending")
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(insert(RUNS).values(**record.model_dump()))
         return record
 
@@ -395,7 +399,7 @@ class MetadataStore:
             values["input_tokens"] = input_tokens
         if output_tokens is not None:
             values["output_tokens"] = output_tokens
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 update(RUNS).where(RUNS.c.run_id == run_id).values(**values).returning(*RUNS.c)
             )
@@ -405,7 +409,7 @@ class MetadataStore:
         return RunRecord.model_validate(dict(row))
 
     async def get_run(self, tenant_id: str, run_id: str) -> RunRecord:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 select(RUNS).where(RUNS.c.run_id == run_id, RUNS.c.tenant_id == tenant_id)
             )
@@ -418,7 +422,7 @@ class MetadataStore:
         self, tenant_id: str, thread_id: str, limit: int = 10, offset: int = 0
     ) -> list[RunRecord]:
         """The thread's runs, newest first."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             result = await conn.execute(
                 select(RUNS)
                 .where(RUNS.c.thread_id == thread_id, RUNS.c.tenant_id == tenant_id)
