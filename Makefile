@@ -10,7 +10,7 @@ PIDFILE := .agent-data/launcher.pid
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install run stop test lint typecheck loadtest bench clean
+.PHONY: install run stop test lint typecheck loadtest bench bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ loadtest: install
 
 bench: install
 	$(BIN)/python loadtests/bench.py
+
+bench-checkpointer: install
+	$(BIN)/python loadtests/bench_checkpointer.py
 
 clean:
 	rm -rf .agent-data .mypy_cache .ruff_cache .pytest_cache

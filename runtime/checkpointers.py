@@ -5,9 +5,10 @@ an ``AsyncSqliteSaver`` over its own SQLite file, runs the saver's migrations an
 back a :class:`TimedSaver` that adds the time of every checkpoint write to the current
 run's ``checkpoint_ms`` (:mod:`runtime.timing`).
 
-Measured limit: ``AsyncPostgresSaver`` serialises every call behind one ``asyncio.Lock``
-per saver, even over a pool, so one replica writes one checkpoint at a time whatever the
-pool size. Working around it (several savers, or a lock-free saver) is a later issue.
+``AsyncPostgresSaver`` serialises every call behind one ``asyncio.Lock`` per saver, even
+over a pool, so one replica would write one checkpoint at a time whatever the pool size.
+The factory uses :class:`PooledPostgresSaver` instead, which drops that lock: over a pool,
+every call takes its own connection (``loadtests/bench_checkpointer.py`` measures it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 from langchain_core.runnables import RunnableConfig
@@ -28,6 +29,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
@@ -42,6 +44,41 @@ from runtime.settings import StorageSettings
 # running them at once would both insert the same migration version.
 _MIGRATION_LOCK_KEY = 0x6167656E74636B
 _POOL_MIN_SIZE = 4
+
+
+class _NoLock(asyncio.Lock):
+    """An ``asyncio.Lock`` that never blocks: ``async with`` it is a no-op."""
+
+    async def acquire(self) -> Literal[True]:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def locked(self) -> bool:
+        return False
+
+
+class PooledPostgresSaver(AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` over a connection pool, without the saver-wide lock.
+
+    The stock saver's lock guards its one connection (or pipeline) when it is given a
+    single ``AsyncConnection``. Over a pool each ``_cursor()`` checks out its own
+    connection, so the lock only serialises independent calls (runs on different
+    threads) behind each other. Valid for a pool only: a single connection still needs it.
+    """
+
+    def __init__(
+        self,
+        conn: AsyncConnectionPool[AsyncConnection[DictRow]],
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        if not isinstance(conn, AsyncConnectionPool):
+            raise TypeError(
+                f"PooledPostgresSaver needs an AsyncConnectionPool, not {type(conn).__name__}"
+            )
+        super().__init__(conn, serde=serde)
+        self.lock = _NoLock()
 
 
 class TimedSaver(BaseCheckpointSaver[Any]):
@@ -196,7 +233,7 @@ class Checkpointers:
         self._saver = TimedSaver(inner)
         return self._saver
 
-    async def _setup_postgres(self) -> AsyncPostgresSaver:
+    async def _setup_postgres(self) -> PooledPostgresSaver:
         settings = self._settings
         timeout_s = settings.db_timeout_s
         pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
@@ -219,7 +256,7 @@ class Checkpointers:
         self._pool = pool
         try:
             await pool.open(wait=True, timeout=timeout_s)
-            saver = AsyncPostgresSaver(pool)
+            saver = PooledPostgresSaver(pool)
             async with pool.connection(timeout=timeout_s) as conn:
                 await _acquire_migration_lock(conn, timeout_s)
                 try:
