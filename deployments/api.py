@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments.handles import unwrap
 from deployments.metrics import IngressMetrics
 from graphs.registry import GraphRegistry
+from runtime.assistants import AssistantStore
 from runtime.auth import Authenticator, extract_api_key
 from runtime.errors import (
     AgentRuntimeError,
@@ -50,6 +51,7 @@ class Services:
     router: DeploymentHandle
     metrics: IngressMetrics
     graphs: GraphRegistry
+    assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
 
 
 def get_services(request: Request) -> Services:

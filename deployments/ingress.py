@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.api import Services, create_api
+from deployments.graph_info import assistant_store
 from deployments.metrics import IngressMetrics
 from graphs.registry import default_registry
 from runtime.auth import Authenticator
@@ -36,6 +37,7 @@ class IngressDeployment:
     ) -> None:
         store = MetadataStore(settings.storage)
         await store.setup()
+        registry = default_registry()
         self._services = Services(
             settings=settings,
             store=store,
@@ -44,7 +46,8 @@ class IngressDeployment:
             orchestrator=orchestrator,
             router=router,
             metrics=IngressMetrics(),
-            graphs=default_registry(),
+            graphs=registry,
+            assistants=assistant_store(store, registry),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

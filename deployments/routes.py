@@ -1,25 +1,42 @@
-"""HTTP routes: liveness and health, and assistants."""
+"""HTTP routes: liveness and health, and the assistants API (LangGraph Platform's).
+
+Assistant routes only validate and shape: :class:`runtime.assistants.AssistantStore` owns
+the behaviour (versions, tenant scoping, default assistants) and
+:mod:`deployments.graph_info` the drawings and schemas. They never call the orchestrator
+or the router, so they answer even when those deployments are busy.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
-from deployments.api import CurrentPrincipal, ServicesDep
+from deployments import graph_info
+from deployments.api import CurrentPrincipal, Services, ServicesDep
 from deployments.handles import call
+from graphs.registry import GraphSpec
+from runtime.assistants import BOTH_CONFIGURABLE_AND_CONTEXT, AssistantStore
 from runtime.errors import NotFound
-from runtime.protocol import default_assistant_id
+from runtime.protocol import (
+    AssistantCount,
+    AssistantCreate,
+    AssistantPatch,
+    AssistantSearch,
+    AssistantVersion,
+    AssistantVersionChange,
+    AssistantVersionsSearch,
+    assistant_to_wire,
+    dumps,
+)
 
 system = APIRouter(tags=["system"])
 assistants = APIRouter(tags=["assistants"])
 
 HEALTH_TIMEOUT_S = 3.0
-# The registry is fixed for a deployment's life, so assistants share one creation time.
-_EPOCH = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
 
 
 @system.get("/ok")
@@ -58,44 +75,198 @@ async def health(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def _assistant(graph_id: str, description: str) -> dict[str, Any]:
-    return {
-        "assistant_id": default_assistant_id(graph_id),
-        "graph_id": graph_id,
-        "name": graph_id,
-        "description": description,
-        "config": {},
-        "context": {},
-        "metadata": {"created_by": "system"},
-        "version": 1,
-        "created_at": _EPOCH,
-        "updated_at": _EPOCH,
-    }
+def get_assistants(services: ServicesDep) -> AssistantStore:
+    """The replica's assistant store (built on first use where Services has none)."""
+    if services.assistants is None:
+        services.assistants = graph_info.assistant_store(services.store, services.graphs)
+    return services.assistants
 
 
-@assistants.get("/assistants/{assistant_id}")
-async def get_assistant(
-    assistant_id: str, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    for spec in services.graphs.specs():
-        if assistant_id in (spec.graph_id, default_assistant_id(spec.graph_id)):
-            return _assistant(spec.graph_id, spec.description)
-    raise NotFound(f"assistant {assistant_id!r} not found")
+AssistantsDep = Annotated[AssistantStore, Depends(get_assistants)]
+
+
+def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # orjson, as langgraph-api encodes bodies (see runtime.protocol.dumps).
+    return Response(dumps(body), status_code, headers, media_type="application/json")
+
+
+def _both_configurable_and_context(config: dict[str, Any] | None, context: Any) -> None:
+    """Platform's 400 (not 422): each is valid alone, the pair is inconsistent."""
+    if (config or {}).get("configurable") and context:
+        raise HTTPException(400, detail=BOTH_CONFIGURABLE_AND_CONTEXT)
+
+
+@assistants.post("/assistants")
+async def create_assistant(
+    body: AssistantCreate, store: AssistantsDep, principal: CurrentPrincipal
+) -> Response:
+    _both_configurable_and_context(body.config, body.context)
+    record = await store.create(
+        principal.tenant_id,
+        graph_id=body.graph_id,
+        assistant_id=body.assistant_id,
+        config=body.config,
+        context=body.context,
+        metadata=body.metadata,
+        if_exists=body.if_exists,
+        name=body.name,
+        description=body.description,
+    )
+    return _json(assistant_to_wire(record))
 
 
 @assistants.post("/assistants/search")
 async def search_assistants(
-    services: ServicesDep,
+    store: AssistantsDep,
     principal: CurrentPrincipal,
-    body: Annotated[dict[str, Any] | None, Body()] = None,
-) -> list[dict[str, Any]]:
-    query = body or {}
-    graph_filter = query.get("graph_id")
-    limit = int(query.get("limit", 10))
-    offset = int(query.get("offset", 0))
-    found = [
-        _assistant(spec.graph_id, spec.description)
-        for spec in services.graphs.specs()
-        if graph_filter in (None, spec.graph_id)
-    ]
-    return found[offset : offset + limit]
+    body: Annotated[AssistantSearch | None, Body()] = None,
+) -> Response:
+    query = body or AssistantSearch()
+    page, next_offset = await store.search(
+        principal.tenant_id,
+        graph_id=query.graph_id,
+        name=query.name,
+        metadata=query.metadata,
+        limit=query.limit,
+        offset=query.offset,
+        sort_by=query.sort_by,
+        sort_order=query.sort_order,
+    )
+    # Platform's headers: the total is a lower bound while there is a next page.
+    if next_offset is None:
+        headers = {"X-Pagination-Total": str(query.offset + len(page))}
+    else:
+        headers = {
+            "X-Pagination-Total": str(next_offset + 1),
+            "X-Pagination-Next": str(next_offset),
+        }
+    return _json([assistant_to_wire(r, query.select) for r in page], headers=headers)
+
+
+@assistants.post("/assistants/count")
+async def count_assistants(
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[AssistantCount | None, Body()] = None,
+) -> Response:
+    query = body or AssistantCount()
+    count = await store.count(
+        principal.tenant_id, graph_id=query.graph_id, name=query.name, metadata=query.metadata
+    )
+    return _json(count)
+
+
+@assistants.get("/assistants/{assistant_id}")
+async def get_assistant(
+    assistant_id: str, store: AssistantsDep, principal: CurrentPrincipal
+) -> Response:
+    return _json(assistant_to_wire(await store.get(principal.tenant_id, assistant_id)))
+
+
+@assistants.patch("/assistants/{assistant_id}")
+async def patch_assistant(
+    assistant_id: str,
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[AssistantPatch | None, Body()] = None,
+) -> Response:
+    patch = body or AssistantPatch()
+    _both_configurable_and_context(patch.config, patch.context)
+    record = await store.update(
+        principal.tenant_id,
+        assistant_id,
+        graph_id=patch.graph_id,
+        config=patch.config,
+        context=patch.context,
+        metadata=patch.metadata,
+        name=patch.name,
+        description=patch.description,
+    )
+    return _json(assistant_to_wire(record))
+
+
+@assistants.delete("/assistants/{assistant_id}", status_code=204)
+async def delete_assistant(
+    assistant_id: str, store: AssistantsDep, principal: CurrentPrincipal, delete_threads: str = ""
+) -> Response:
+    await store.delete(
+        principal.tenant_id, assistant_id, delete_threads=delete_threads.lower() == "true"
+    )
+    return Response(status_code=204)
+
+
+@assistants.post("/assistants/{assistant_id}/versions")
+async def list_assistant_versions(
+    assistant_id: str,
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[AssistantVersionsSearch | None, Body()] = None,
+) -> Response:
+    query = body or AssistantVersionsSearch()
+    found = await store.versions(
+        principal.tenant_id,
+        assistant_id,
+        metadata=query.metadata,
+        limit=query.limit,
+        offset=query.offset,
+    )
+    if not found:
+        # Platform answers 404 for an empty page too (a filter matching nothing).
+        raise NotFound(f"Assistant {assistant_id} not found")
+    versions = [AssistantVersion.model_validate(v.model_dump(exclude={"tenant_id"})) for v in found]
+    return _json([v.wire() for v in versions])
+
+
+@assistants.post("/assistants/{assistant_id}/latest")
+async def set_latest_assistant_version(
+    assistant_id: str,
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    body: Annotated[AssistantVersionChange | None, Body()] = None,
+) -> Response:
+    version = (body or AssistantVersionChange()).version
+    record = await store.set_latest(principal.tenant_id, assistant_id, version)
+    return _json(assistant_to_wire(record))
+
+
+async def _graph_spec(
+    services: Services, store: AssistantStore, tenant_id: str, assistant_id: str
+) -> GraphSpec:
+    record = await store.get(tenant_id, assistant_id)
+    return services.graphs.get(record.graph_id)
+
+
+@assistants.get("/assistants/{assistant_id}/graph")
+async def get_assistant_graph(
+    assistant_id: str,
+    services: ServicesDep,
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    xray: str | None = None,
+) -> Response:
+    depth = graph_info.parse_xray(xray)
+    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
+    return _json(await graph_info.drawing(spec, depth))
+
+
+@assistants.get("/assistants/{assistant_id}/schemas")
+async def get_assistant_schemas(
+    assistant_id: str, services: ServicesDep, store: AssistantsDep, principal: CurrentPrincipal
+) -> Response:
+    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
+    return _json(graph_info.schemas(spec))
+
+
+@assistants.get("/assistants/{assistant_id}/subgraphs")
+@assistants.get("/assistants/{assistant_id}/subgraphs/{namespace}")
+async def get_assistant_subgraphs(
+    assistant_id: str,
+    services: ServicesDep,
+    store: AssistantsDep,
+    principal: CurrentPrincipal,
+    namespace: str | None = None,
+    recurse: str = "false",
+) -> Response:
+    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
+    found = await graph_info.subgraphs(spec, namespace, recurse in ("true", "True"))
+    return _json(found)

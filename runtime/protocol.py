@@ -19,7 +19,7 @@ from langgraph.types import StateSnapshot
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runtime.errors import InvalidRequest
-from runtime.records import RunRecord, RunStatus, ThreadRecord, ThreadStatus
+from runtime.records import AssistantRecord, RunRecord, RunStatus, ThreadRecord, ThreadStatus
 from runtime.sse import checkpoint_from_config, interrupt_to_wire, json_dumpb, to_jsonable
 
 StreamMode = Literal[
@@ -213,15 +213,85 @@ class RunCreate(_Request):
         return config, context
 
 
+AssistantSortBy = Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"]
+AssistantField = Literal[
+    "assistant_id", "graph_id", "name", "description", "config", "context",
+    "created_at", "updated_at", "metadata", "version",
+]  # fmt: skip
+ASSISTANT_FIELDS: tuple[str, ...] = get_args(AssistantField)
+
+
+class AssistantConfig(_Request):
+    """The shape langgraph-api checks an assistant's ``config`` against; other keys pass."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    tags: list[str] = Field(default_factory=list)
+    recursion_limit: int = 0
+    configurable: dict[str, Any] = Field(default_factory=dict)
+
+
+def _checked_config(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        AssistantConfig.model_validate(value)
+    return value
+
+
+class AssistantCreate(_Request):
+    """``POST /assistants``. Defaults are applied by the store (name "Untitled" ...)."""
+
+    graph_id: str
+    assistant_id: str | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: IfExists = "raise"
+    name: str | None = None
+    description: str | None = None
+
+    _config_shape = field_validator("config")(_checked_config)
+
+
+class AssistantPatch(_Request):
+    """``PATCH /assistants/{id}``: omitted fields keep their value; metadata is merged."""
+
+    graph_id: str | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+
+    _config_shape = field_validator("config")(_checked_config)
+
+
 class AssistantSearch(_Request):
     metadata: dict[str, Any] | None = None
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
-    sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] | None = None
+    sort_by: AssistantSortBy | None = None
     sort_order: SortOrder | None = None
-    select: list[str] | None = None
+    select: list[AssistantField] | None = None
+
+
+class AssistantCount(_Request):
+    metadata: dict[str, Any] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+
+
+class AssistantVersionsSearch(_Request):
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class AssistantVersionChange(_Request):
+    """``POST /assistants/{id}/latest``; a missing version is Platform's 404, not a 422."""
+
+    version: int | None = None
 
 
 class _Response(BaseModel):
@@ -257,16 +327,40 @@ class Run(_Response):
 
 
 class Assistant(_Response):
+    """An assistant (its latest version), fields in langgraph-api's order."""
+
     assistant_id: str
     graph_id: str
     config: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    version: int = 1
     name: str
-    description: str | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
+    version: int = 1
+    description: str | None = None
+
+
+class AssistantVersion(_Response):
+    """One item of ``POST /assistants/{id}/versions`` (no ``updated_at``)."""
+
+    assistant_id: str
+    version: int
+    graph_id: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: dt.datetime
+    name: str
+    description: str | None = None
+
+
+def assistant_to_wire(
+    record: AssistantRecord, select: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """An ``Assistant`` body; ``select`` keeps only those fields (search's ``select``)."""
+    body = Assistant.model_validate(record.model_dump(exclude={"tenant_id"})).wire()
+    return body if not select else {k: v for k, v in body.items() if k in select}
 
 
 def dumps(obj: Any) -> bytes:
