@@ -128,6 +128,9 @@ class CpuUse:
     steal_pct: float = 0.0  # taken by the hypervisor: high means noisy figures
 
 
+CPU_FIELDS = ("process_pct", "machine_pct", "steal_pct")
+
+
 @dataclass
 class ConfigResult:
     name: str
@@ -339,11 +342,7 @@ class _Tally:
             runs_per_s=len(self.latencies) / window_s,
             p50_ms=percentile(self.latencies, 50),
             p99_ms=percentile(self.latencies, 99),
-            cpu=CpuUse(
-                process_pct=sum(c.process_pct for c in self.cpu) / rounds,
-                machine_pct=sum(c.machine_pct for c in self.cpu) / rounds,
-                steal_pct=sum(c.steal_pct for c in self.cpu) / rounds,
-            ),
+            cpu=CpuUse(*(sum(getattr(c, f) for c in self.cpu) / rounds for f in CPU_FIELDS)),
             first_error=self.errors[0] if self.errors else None,
         )
 
@@ -429,11 +428,6 @@ async def run_benchmark(
             progress=progress,
         )
         result.workloads.append(workload)
-        for c in workload.configs:
-            progress(
-                f"{ms:g} ms, {c.label}: {c.runs_per_s:.1f} runs/s ({c.ratio:.2f}x),"
-                f" p50 {c.p50_ms:.1f} ms, p99 {c.p99_ms:.1f} ms"
-            )
     return result
 
 
@@ -469,12 +463,8 @@ def _model_ms(value: str) -> list[float]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=32, help="concurrent users (threads)")
-    parser.add_argument(
-        "--duration", type=float, default=10.0, help="measured s per config, over all rounds"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=ROUNDS, help="configs take turns this many times"
-    )
+    parser.add_argument("--duration", type=float, default=10.0, help="s per config, all rounds")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="configs take turns N times")
     parser.add_argument(
         "--model-ms",
         type=_model_ms,

@@ -65,7 +65,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     The stock saver's lock guards its one connection (or pipeline) when it is given a
     single ``AsyncConnection``. Over a pool each ``_cursor()`` checks out its own
     connection, so the lock only serialises independent calls (runs on different
-    threads) behind each other. Valid for a pool only: a single connection still needs it.
+    threads) behind each other. Nothing relies on it for order: LangGraph already chains
+    a thread's checkpoint puts, and a run's calls write different rows (upserts).
+    Valid for a pool only: a single connection still needs the lock.
     """
 
     def __init__(
