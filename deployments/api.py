@@ -35,6 +35,7 @@ from runtime.limits import RateLimiter
 from runtime.records import Principal
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
+from runtime.store import ItemStores
 
 logger = logging.getLogger("agent_runtime.ingress")
 
@@ -52,6 +53,7 @@ class Services:
     metrics: IngressMetrics
     graphs: GraphRegistry
     assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
+    items: ItemStores | None = None  # the store's items; ingress builds and sets it up
 
 
 def get_services(request: Request) -> Services:
@@ -178,6 +180,7 @@ def install_middleware(app: FastAPI, services: Services) -> None:
 def create_api(services: Services) -> FastAPI:
     from deployments.openai_routes import openai
     from deployments.routes import assistants, system  # routes import api's deps
+    from deployments.store_routes import store
     from deployments.thread_routes import threads
 
     app = FastAPI(
@@ -191,5 +194,6 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(system)
     app.include_router(assistants)
     app.include_router(threads)
+    app.include_router(store)
     app.include_router(openai)
     return app

@@ -21,6 +21,7 @@ from runtime.auth import Authenticator
 from runtime.limits import build_limiter
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
+from runtime.store import ItemStores
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class IngressDeployment:
     ) -> None:
         store = MetadataStore(settings.storage)
         await store.setup()
+        items = ItemStores(settings.storage)
+        await items.setup()
         registry = default_registry()
         self._services = Services(
             settings=settings,
@@ -48,6 +51,7 @@ class IngressDeployment:
             metrics=IngressMetrics(),
             graphs=registry,
             assistants=assistant_store(store, registry),
+            items=items,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -55,4 +59,6 @@ class IngressDeployment:
 
     async def __del__(self) -> None:
         await self._services.limiter.close()
+        if self._services.items is not None:
+            await self._services.items.close()
         await self._services.store.close()
