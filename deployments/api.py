@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -33,9 +33,11 @@ from runtime.errors import (
 )
 from runtime.limits import RateLimiter
 from runtime.records import Principal
+from runtime.run_store import RunStore
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
 from runtime.store import ItemStores
+from runtime.thread_store import ThreadStore
 
 logger = logging.getLogger("agent_runtime.ingress")
 
@@ -54,6 +56,13 @@ class Services:
     graphs: GraphRegistry
     assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
+    # Row queries over the same engine, answered without a hop to the orchestrator.
+    threads: ThreadStore = field(init=False)
+    runs: RunStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.threads = ThreadStore(self.store)
+        self.runs = RunStore(self.store)
 
 
 def get_services(request: Request) -> Services:
@@ -180,6 +189,7 @@ def install_middleware(app: FastAPI, services: Services) -> None:
 def create_api(services: Services) -> FastAPI:
     from deployments.openai_routes import openai
     from deployments.routes import assistants, system  # routes import api's deps
+    from deployments.run_routes import runs
     from deployments.store_routes import store
     from deployments.thread_routes import threads
 
@@ -194,6 +204,7 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(system)
     app.include_router(assistants)
     app.include_router(threads)
+    app.include_router(runs)
     app.include_router(store)
     app.include_router(openai)
     return app

@@ -38,7 +38,7 @@ class IngressDeployment:
     ) -> None:
         store = MetadataStore(settings.storage)
         await store.setup()
-        items = ItemStores(settings.storage)
+        items = ItemStores(settings.storage, settings.items)
         await items.setup()
         registry = default_registry()
         self._services = Services(

@@ -1,12 +1,17 @@
 """Orchestrator deployment: runs LangGraph graphs on checkpointed threads.
 
-A thin Serve wrapper: the logic is ``runtime.runs.RunService``. Graph code reaches models
-only through ``RouterChatModel``, whose calls go to the model router deployment.
+A thin Serve wrapper. The logic lives in ``runtime``: :class:`RunService` (runs, their
+queue and streams), :class:`ThreadService` (state, history, copies, deletes, TTL) and
+the executor that runs each run in a task of its own with a lease in the database. Graph
+code reaches models only through ``RouterChatModel``, whose calls go to the router.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk
@@ -16,15 +21,30 @@ from ray.serve.handle import DeploymentHandle
 from deployments.handles import call, iterate
 from deployments.metrics import OrchestratorMetrics
 from graphs.registry import default_registry
+from runtime.assistants import AssistantStore
 from runtime.chat_model import RouterChatModel
 from runtime.checkpointers import Checkpointers
-from runtime.protocol import RunCreate, ThreadCreate
-from runtime.records import Principal, RunStatus
+from runtime.errors import AgentRuntimeError
+from runtime.executor import ExecutorSettings, RunExecutor
+from runtime.graph_runner import GraphRunner
+from runtime.protocol import (
+    CheckpointConfig,
+    RunCreate,
+    ThreadCreate,
+    ThreadStateUpdate,
+)
+from runtime.records import CancelAction, Principal, RunRecord, RunStatus
+from runtime.run_store import RunStore
 from runtime.runs import RunOutcome, RunService
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
+from runtime.store import ItemStores, tenant_scope
+from runtime.thread_store import ThreadStore
+from runtime.threads import ThreadService
 from runtime.timing import RunTimings
 from runtime.types import ChatRequest, ChatResult
+
+logger = logging.getLogger(__name__)
 
 
 @serve.deployment(name="Orchestrator")
@@ -40,18 +60,62 @@ class OrchestratorDeployment:
         await self._store.setup()
         self._checkpointers = Checkpointers(settings.storage)
         saver = await self._checkpointers.setup()
+        self._items = ItemStores(settings.storage, settings.items)
+        await self._items.setup()
         registry = default_registry()
         graphs = {
-            spec.graph_id: spec.build(self._model).compile(checkpointer=saver)
+            spec.graph_id: spec.build(self._model).compile(
+                checkpointer=saver, store=self._items.contextual
+            )
             for spec in registry.specs()
         }
-        self._runs = RunService(
-            self._store,
+        limits = settings.runs
+        runner = GraphRunner(
             graphs,
-            run_timeout_s=settings.serve.run_timeout_s,
+            saver,
+            run_timeout_s=limits.run_timeout_s,
+            scope=_tenant_scope,
             on_run_finished=self._record_run,
         )
+        executor_settings = ExecutorSettings(
+            heartbeat_s=limits.run_heartbeat_s,
+            lease_s=limits.run_lease_s,
+            poll_s=limits.run_poll_s,
+            max_attempts=limits.run_max_attempts,
+            max_concurrent_runs=limits.run_max_concurrent,
+        )
+        thread_store = ThreadStore(self._store)
+        self._threads = ThreadService(
+            self._store,
+            thread_store,
+            graphs,
+            saver,
+            default_ttl_minutes=limits.thread_ttl_minutes,
+            stop_runs=self._stop_runs,
+        )
 
+        def executor(runs: RunStore) -> RunExecutor:
+            return RunExecutor(
+                runs,
+                runner,
+                executor_settings,
+                persist_events=RunService.persist_events,
+                after_finish=self._after_run,
+            )
+
+        self._runs = RunService(
+            self._store,
+            RunStore(self._store),
+            AssistantStore(self._store, registry.ids()),
+            executor,
+            max_steps=limits.run_max_steps,
+            on_temporary_done=self._drop_temporary,
+        )
+        self._runs.executor.start()
+        self._sweep_interval_s = limits.thread_sweep_interval_s
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    # -- wiring -------------------------------------------------------------------------
     def _model(self, alias: str) -> RouterChatModel:
         return RouterChatModel(alias=alias, call=self._chat, stream_call=self._stream)
 
@@ -68,19 +132,80 @@ class OrchestratorDeployment:
     ) -> None:
         self._metrics.record_run(graph_id, status, duration_ms, timings.llm_calls)
 
+    def _stop_runs(self, run_ids: Any) -> None:
+        for run_id in run_ids:
+            self._runs.executor.cancel(run_id, "interrupt")
+
+    async def _after_run(self, run: RunRecord, result: Any) -> None:
+        await self._runs.after_run(run, result)
+
+    async def _drop_temporary(self, run: RunRecord) -> None:
+        principal = Principal(tenant_id=run.tenant_id, key_id="stateless-run")
+        await self._threads.delete(principal, run.thread_id or "")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            try:
+                swept = await self._threads.sweep()
+                if swept:
+                    logger.info("TTL sweeper removed or pruned %d threads", swept)
+            except AgentRuntimeError as exc:
+                logger.warning("TTL sweep failed: %s", exc.message)
+
+    # -- threads ------------------------------------------------------------------------
     async def create_thread(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
-        return await self._runs.create_thread(principal, body)
+        return await self._threads.create(principal, body)
 
-    async def get_thread(self, principal: Principal, thread_id: str) -> dict[str, Any]:
-        return await self._runs.get_thread(principal, thread_id)
+    async def get_state(
+        self,
+        principal: Principal,
+        thread_id: str,
+        subgraphs: bool = False,
+        checkpoint: CheckpointConfig | None = None,
+    ) -> dict[str, Any]:
+        return await self._threads.get_state(
+            principal, thread_id, subgraphs=subgraphs, checkpoint=checkpoint
+        )
 
-    async def get_state(self, principal: Principal, thread_id: str) -> dict[str, Any]:
-        return await self._runs.get_state(principal, thread_id)
+    async def update_state(
+        self, principal: Principal, thread_id: str, body: ThreadStateUpdate
+    ) -> dict[str, Any]:
+        return await self._threads.update_state(principal, thread_id, body)
+
+    async def history(
+        self, principal: Principal, thread_id: str, query: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return await self._threads.history(principal, thread_id, **query)
+
+    async def copy_thread(self, principal: Principal, thread_id: str) -> dict[str, Any]:
+        return await self._threads.copy(principal, thread_id)
+
+    async def delete_thread(self, principal: Principal, thread_id: str) -> None:
+        await self._threads.delete(principal, thread_id)
+
+    async def prune_threads(
+        self, principal: Principal, thread_ids: list[str], strategy: str
+    ) -> int:
+        return await self._threads.prune(principal, thread_ids, strategy)
+
+    async def sweep_threads(self) -> int:
+        return await self._threads.sweep()
+
+    # -- runs ---------------------------------------------------------------------------
+    async def create_run(
+        self, principal: Principal, thread_id: str | None, body: RunCreate
+    ) -> RunRecord:
+        started = await self._runs.start(principal, thread_id, body, "background")
+        return started.run
 
     async def wait(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> RunOutcome:
         return await self._runs.wait(principal, thread_id, body)
+
+    async def join(self, principal: Principal, thread_id: str, run_id: str) -> RunOutcome:
+        return await self._runs.join(principal, thread_id, run_id)
 
     async def stream(
         self, principal: Principal, thread_id: str | None, body: RunCreate
@@ -88,9 +213,61 @@ class OrchestratorDeployment:
         async for event in self._runs.stream(principal, thread_id, body):
             yield event
 
+    async def join_stream(
+        self,
+        principal: Principal,
+        thread_id: str,
+        run_id: str,
+        last_event_id: str | None,
+        cancel_on_disconnect: bool,
+    ) -> AsyncIterator[bytes]:
+        async for event in self._runs.join_stream(
+            principal,
+            thread_id,
+            run_id,
+            last_event_id=last_event_id,
+            cancel_on_disconnect=cancel_on_disconnect,
+        ):
+            yield event
+
+    async def cancel(
+        self,
+        principal: Principal,
+        thread_id: str | None,
+        run_ids: list[str] | None,
+        action: CancelAction,
+        status: str | None = None,
+        wait: bool = False,
+    ) -> list[RunRecord]:
+        return await self._runs.cancel(
+            principal, thread_id, run_ids, action=action, status=status, wait=wait
+        )
+
+    async def delete_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
+        """A run in flight is rolled back (so it goes with what it wrote); a finished one
+        is deleted with its checkpoints."""
+        run = await self._runs.runs.get(principal.tenant_id, run_id, thread_id)
+        if run.status in ("pending", "running"):
+            await self._runs.cancel(principal, thread_id, [run_id], action="rollback")
+            return
+        await self._runs.runs.delete(principal.tenant_id, thread_id, run_id)
+        await self._threads.forget_run(principal, thread_id, run_id)
+
     async def ping(self) -> None:
         await self._store.ping()
 
     async def __del__(self) -> None:
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+        await self._runs.executor.close()
+        await self._items.close()
         await self._checkpointers.close()
         await self._store.close()
+
+
+@contextlib.contextmanager
+def _tenant_scope(run: RunRecord) -> Iterator[None]:
+    """Graph code's store calls see only the run's tenant."""
+    with tenant_scope(run.tenant_id):
+        yield

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
 from graphs.react import (
     DEFAULT_MAX_TOOL_ROUNDS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -25,6 +25,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
+from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
 from graphs.tools import default_tools
 

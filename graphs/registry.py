@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
 
-from graphs import multi_agent, react
+from graphs import approval, memory, multi_agent, react
 from runtime.errors import NotFound
 
 ModelFactory = Callable[[str], BaseChatModel]
@@ -75,6 +75,19 @@ def default_registry() -> GraphRegistry:
                 graph_id="react",
                 description="A ReAct agent with a calculator and a clock.",
                 build=react.build,
+            ),
+            GraphSpec(
+                graph_id="memory",
+                description=(
+                    'Remembers facts each user tells it ("remember that ...", "forget ...") '
+                    "across threads and answers with them in mind."
+                ),
+                build=memory.build,
+            ),
+            GraphSpec(
+                graph_id="approval",
+                description="A tool-calling agent that asks a human to approve each tool call.",
+                build=approval.build,
             ),
         ]
     )

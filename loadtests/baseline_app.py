@@ -96,6 +96,7 @@ def create_baseline_app(models: ModelFactory, registry: GraphRegistry | None = N
             thread_id=body.thread_id or str(uuid.uuid4()),
             created_at=now,
             updated_at=now,
+            state_updated_at=now,
             metadata=body.metadata,
             status="idle",
         )

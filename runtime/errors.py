@@ -38,6 +38,12 @@ def _rebuild(
     return error
 
 
+class BadRequest(AgentRuntimeError):
+    """Well-formed but inconsistent (the Platform's 400s, e.g. resume without a thread)."""
+
+    code = "bad_request"
+
+
 class Unauthorized(AgentRuntimeError):
     code = "unauthorized"
 
@@ -126,6 +132,7 @@ class RunFailed(AgentRuntimeError):
 
 
 HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
+    BadRequest: 400,
     Unauthorized: 401,
     BudgetExceeded: 402,
     Forbidden: 403,

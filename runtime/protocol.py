@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from langgraph.types import Command as LangGraphCommand
@@ -19,7 +19,14 @@ from langgraph.types import StateSnapshot
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runtime.errors import InvalidRequest
-from runtime.records import AssistantRecord, RunRecord, RunStatus, ThreadRecord, ThreadStatus
+from runtime.records import (
+    AssistantRecord,
+    MultitaskStrategy,
+    RunRecord,
+    RunStatus,
+    ThreadRecord,
+    ThreadStatus,
+)
 from runtime.sse import checkpoint_from_config, interrupt_to_wire, json_dumpb, to_jsonable
 
 StreamMode = Literal[
@@ -27,7 +34,6 @@ StreamMode = Literal[
     "debug", "custom", "messages-tuple", "tools", "lifecycle",
 ]  # fmt: skip
 STREAM_MODES: tuple[str, ...] = get_args(StreamMode)
-MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 IfExists = Literal["raise", "do_nothing"]
 IfNotExists = Literal["create", "reject"]
 OnCompletion = Literal["delete", "keep"]
@@ -100,6 +106,35 @@ class ThreadPatch(_Request):
     ttl: dict[str, Any] | None = None
 
 
+class ThreadCount(_Request):
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    status: ThreadStatus | None = None
+
+
+class ThreadPrune(_Request):
+    thread_ids: list[str] = Field(default_factory=list)
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+
+class ThreadHistory(_Request):
+    """``POST /threads/{id}/history`` (``threads.get_history``)."""
+
+    limit: int = Field(default=10, ge=1, le=1000)
+    before: str | dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    select: list[str] | None = None
+
+
+class RunsCancel(_Request):
+    """``POST /runs/cancel``: by thread and run ids, or every run with a status."""
+
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+    status: Literal["pending", "running", "all"] | None = None
+
+
 class ThreadSearch(_Request):
     ids: list[str] | None = None
     metadata: dict[str, Any] | None = None
@@ -168,6 +203,13 @@ class RunCreate(_Request):
         ]
         if unknown:
             raise ValueError(f"unknown stream mode(s) {unknown}; expected any of {STREAM_MODES}")
+        v2_only = sorted({"tools", "lifecycle"} & set([value] if isinstance(value, str) else value))
+        if v2_only:
+            # As langgraph-api: these belong to the v2 event-streaming protocol only.
+            raise ValueError(
+                f"stream_mode entries {v2_only!r} are only supported on the v2 event "
+                "streaming endpoints."
+            )
         return value
 
     @property
@@ -306,10 +348,10 @@ class Thread(_Response):
     thread_id: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    state_updated_at: dt.datetime
     metadata: dict[str, Any]
     status: ThreadStatus
     config: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
     values: Any = None
     interrupts: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
@@ -396,6 +438,15 @@ def parse_request(model: type[_ModelT], data: Any) -> _ModelT:
         raise InvalidRequest(validation_detail(exc)) from None
 
 
+def require_uuid(value: str | None, message: str) -> str:
+    """``value`` when it is a UUID; otherwise the Platform's 422 (e.g. "Invalid thread ID")."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidRequest(message) from None
+    return str(value)
+
+
 def default_assistant_id(graph_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
 
@@ -427,32 +478,36 @@ def default_assistant(
     )
 
 
-def thread_to_wire(
-    record: ThreadRecord,
-    values: Any = None,
-    interrupts: Mapping[str, Sequence[Any]] | None = None,
-    *,
-    config: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A ``Thread`` body; ``interrupts`` maps task id to its interrupts."""
-    return Thread(
+def thread_to_wire(record: ThreadRecord, *, include_ttl: bool = False) -> dict[str, Any]:
+    """A ``Thread`` body from its row (which keeps the latest values and interrupts)."""
+    body = Thread(
         thread_id=record.thread_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        state_updated_at=record.state_updated_at or record.updated_at,
         metadata=record.metadata,
         status=record.status,
-        config=config or {},
-        values=values,
-        interrupts={k: [interrupt_to_wire(i) for i in v] for k, v in (interrupts or {}).items()},
+        config=record.config,
+        values=record.state_values,
+        interrupts=record.interrupts,
     ).wire()
+    if include_ttl and record.ttl_minutes is not None:
+        body["ttl"] = to_jsonable(
+            {
+                "strategy": record.ttl_strategy,
+                "ttl_minutes": record.ttl_minutes,
+                "expires_at": record.expires_at,
+            }
+        )
+    return body
 
 
-def run_to_wire(
-    record: RunRecord,
-    *,
-    kwargs: dict[str, Any] | None = None,
-    multitask_strategy: MultitaskStrategy = "enqueue",
-) -> dict[str, Any]:
+# Run kwargs that are the runtime's own bookkeeping, not part of the Platform's shape.
+_PRIVATE_KWARGS = ("background", "on_completion")
+
+
+def run_to_wire(record: RunRecord) -> dict[str, Any]:
+    kwargs = {k: v for k, v in record.kwargs.items() if k not in _PRIVATE_KWARGS}
     return Run(
         run_id=record.run_id,
         thread_id=record.thread_id,
@@ -461,8 +516,8 @@ def run_to_wire(
         updated_at=record.updated_at,
         status=record.status,
         metadata=record.metadata,
-        kwargs=kwargs or {},
-        multitask_strategy=multitask_strategy,
+        kwargs=kwargs,
+        multitask_strategy=record.multitask_strategy,
     ).wire()
 
 

@@ -1,352 +1,360 @@
-"""Thread and run execution: the orchestrator's logic, free of Ray.
+"""Runs as the Agent Protocol sees them: create, wait, stream, join, cancel.
 
-A run is recorded before any graph code runs; the thread is marked busy with one atomic
-UPDATE (so two replicas cannot run the same thread at once) and released whatever happens.
-A failed run leaves the checkpoint where LangGraph left it: the last superstep that
-completed, never a half-written one.
+:class:`RunService` is the orchestrator's run logic, free of Ray. A run is recorded (and,
+when its thread is free, claimed) in one transaction before anything else happens; the
+executor then runs it in a task of its own. ``wait`` and ``stream`` follow that task on
+this replica, or, when the run is queued or runs elsewhere, the database (its status and
+its stored events), so double-texting and joins work across replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import json
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
-from langchain_core.runnables import RunnableConfig
-from langgraph.pregel import Pregel
-from langgraph.types import StateSnapshot
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from runtime import timing
-from runtime.errors import AgentRuntimeError, Conflict, NotFound, RunFailed
-from runtime.protocol import (
-    RunCreate,
-    ThreadCreate,
-    default_assistant_id,
-    dumps,
-    state_to_wire,
-    thread_interrupts,
-    thread_to_wire,
-)
-from runtime.records import Principal, RunRecord, RunStatus, ThreadStatus
-from runtime.sse import StreamTranslator, encode_event, metadata_payload, to_jsonable
+from runtime.errors import AgentRuntimeError, BadRequest, NotFound
+from runtime.executor import LocalRun, RunExecutor, RunResult
+from runtime.protocol import RunCreate, dumps
+from runtime.records import AssistantRecord, CancelAction, Principal, RunRecord
+from runtime.run_store import FINAL_STATUSES, CreatedRun, NewRun, RunStore
+from runtime.sse import encode_event
 from runtime.storage import MetadataStore
 
 logger = logging.getLogger(__name__)
 
-# A thread claimed longer than the run timeout plus this was left by a dead replica.
-STALE_CLAIM_MARGIN_S = 60.0
+RunKind = Literal["background", "wait", "stream"]
+# Keys of configurable the runtime sets; a caller's values for them are replaced.
+RESERVED_CONFIGURABLE = ("run_id", "thread_id", "graph_id", "assistant_id", "tenant_id")
 
-# (graph_id, status, duration_ms, timings) once a run has ended, e.g. for metrics.
-RunListener = Callable[[str, RunStatus, float, timing.RunTimings], None]
+
+class AssistantResolver(Protocol):
+    async def resolve(self, tenant_id: str, assistant_id: str) -> AssistantRecord: ...
 
 
 @dataclass
 class RunOutcome:
-    """What a finished run hands back to the ingress."""
+    """What a finished ``wait`` hands back to the ingress."""
 
     run_id: str
     thread_id: str
-    status: RunStatus
+    status: str | None
     body: bytes
-    timings: timing.RunTimings
-    graph_ms: float
+    timings: timing.RunTimings = field(default_factory=timing.RunTimings)
+    graph_ms: float = 0.0
+
+
+@dataclass
+class StartedRun:
+    created: CreatedRun
+    local: LocalRun | None
+
+    @property
+    def run(self) -> RunRecord:
+        return self.created.run
+
+
+def _merge(*parts: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part or {})
+    return out
 
 
 class RunService:
-    """Creates threads, runs graphs on them and reads their state back."""
-
     def __init__(
         self,
         store: MetadataStore,
-        graphs: Mapping[str, Pregel[Any, Any]],
+        runs: RunStore,
+        assistants: AssistantResolver,
+        executor_factory: Callable[[RunStore], RunExecutor],
         *,
-        run_timeout_s: float,
-        recursion_limit: int = 25,
-        on_run_finished: RunListener | None = None,
+        max_steps: int,
+        poll_s: float = 0.1,
+        on_temporary_done: Callable[[RunRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
-        self._graphs = dict(graphs)
-        self._assistants = {default_assistant_id(g): g for g in self._graphs}
-        self._run_timeout_s = run_timeout_s
-        self._recursion_limit = recursion_limit
-        self._on_run_finished = on_run_finished
+        self.runs = runs
+        self._assistants = assistants
+        self.executor = executor_factory(runs)
+        self._max_steps = max_steps
+        self._poll_s = poll_s
+        self._on_temporary_done = on_temporary_done
 
-    # -- assistants -------------------------------------------------------------------
-    def graph_id_for(self, assistant_id: str) -> str:
-        if assistant_id in self._graphs:
-            return assistant_id
-        if assistant_id in self._assistants:
-            return self._assistants[assistant_id]
-        raise NotFound(
-            f"assistant {assistant_id!r} not found; use a graph id ({', '.join(self._graphs)})"
-        )
+    # -- creation -----------------------------------------------------------------------
+    async def start(
+        self, principal: Principal, thread_id: str | None, body: RunCreate, kind: RunKind
+    ) -> StartedRun:
+        """Validate, record and (when the thread is free) start a run."""
+        problem = body.semantic_error(thread_id)
+        if problem is not None:
+            raise BadRequest(problem)
+        assistant = await self._assistants.resolve(principal.tenant_id, body.assistant_id)
+        new = self._new_run(principal, thread_id, body, assistant, kind)
+        created = await self.runs.create(new, self.executor.worker_id)
+        for run_id in created.superseded:
+            self.executor.cancel(run_id, new.multitask_strategy)  # type: ignore[arg-type]
+        local = None
+        if created.started:
+            local = self.executor.submit(created.run, subscriber=kind == "stream", at_creation=True)
+        return StartedRun(created, local)
 
-    # -- threads ----------------------------------------------------------------------
-    async def create_thread(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
-        record = await self._store.create_thread(
-            principal.tenant_id,
-            thread_id=body.thread_id,
-            metadata=body.metadata,
-            graph_id=body.graph_id,
-            if_exists=body.if_exists,
-        )
-        return thread_to_wire(record, values=None, interrupts={})
-
-    async def get_thread(self, principal: Principal, thread_id: str) -> dict[str, Any]:
-        record = await self._store.get_thread(principal.tenant_id, thread_id)
-        snapshot = await self._snapshot(record.graph_id, thread_id)
-        if snapshot is None or snapshot.created_at is None:
-            return thread_to_wire(record, values=None, interrupts={})
-        return thread_to_wire(
-            record, values=to_jsonable(snapshot.values), interrupts=thread_interrupts(snapshot)
-        )
-
-    async def get_state(self, principal: Principal, thread_id: str) -> dict[str, Any]:
-        record = await self._store.get_thread(principal.tenant_id, thread_id)
-        snapshot = await self._snapshot(record.graph_id, thread_id)
-        if snapshot is None or snapshot.created_at is None:
-            return empty_state(thread_id)
-        return state_to_wire(snapshot)
-
-    async def _snapshot(self, graph_id: str | None, thread_id: str) -> StateSnapshot | None:
-        if graph_id is None or graph_id not in self._graphs:
-            return None
-        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        return await self._graphs[graph_id].aget_state(config)
-
-    # -- runs -------------------------------------------------------------------------
-    async def _begin(
-        self, principal: Principal, thread_id: str | None, body: RunCreate
-    ) -> tuple[str, str, RunRecord, bool]:
-        """Resolve the graph, claim the thread and record the run (one transaction)."""
-        graph_id = self.graph_id_for(body.assistant_id)
-        temporary = thread_id is None
-        if thread_id is None:
-            thread = await self._store.create_thread(principal.tenant_id, graph_id=graph_id)
-            thread_id = thread.thread_id
-        start = functools.partial(
-            self._store.start_run,
-            principal.tenant_id,
-            thread_id,
-            graph_id=graph_id,
-            assistant_id=body.assistant_id,
-            metadata=body.metadata or {},
-            stale_after_s=self._run_timeout_s + STALE_CLAIM_MARGIN_S,
-        )
-        try:
-            run = await start()
-        except NotFound:
-            if body.if_not_exists != "create":
-                raise
-            await self._store.create_thread(
-                principal.tenant_id, thread_id=thread_id, graph_id=graph_id, if_exists="do_nothing"
-            )
-            run = await start()
-        if run is None:
-            raise Conflict(
-                f"thread {thread_id} already has a run in progress; wait for it to finish "
-                "(multitask strategies other than reject come with the full Agent Protocol)"
-            )
-        return graph_id, thread_id, run, temporary
-
-    def _invoke_args(
-        self, principal: Principal, thread_id: str, run_id: str, body: RunCreate
-    ) -> tuple[Any, RunnableConfig, dict[str, Any]]:
-        config: dict[str, Any] = dict(body.config or {})
-        configurable = dict(config.get("configurable") or {})
-        configurable.update(thread_id=thread_id, run_id=run_id, tenant_id=principal.tenant_id)
-        config["configurable"] = configurable
-        config.setdefault("recursion_limit", self._recursion_limit)
-        config["metadata"] = {**(config.get("metadata") or {}), **(body.metadata or {})}
-        if body.command is not None:
-            graph_input: Any = body.command.to_langgraph()
-        else:
-            graph_input = body.input
-        kwargs: dict[str, Any] = {}
-        if body.interrupt_before is not None:
-            kwargs["interrupt_before"] = body.interrupt_before
-        if body.interrupt_after is not None:
-            kwargs["interrupt_after"] = body.interrupt_after
-        if body.context is not None:
-            kwargs["context"] = body.context
-        return graph_input, RunnableConfig(**config), kwargs  # type: ignore[typeddict-item]
-
-    async def _finish(
+    def _new_run(
         self,
         principal: Principal,
-        graph_id: str,
-        thread_id: str,
-        run: RunRecord,
-        timings: timing.RunTimings,
-        error: BaseException | None,
-        temporary: bool,
-        started: float,
-        interrupted: bool | None = None,
-    ) -> RunStatus:
-        """Record the outcome and release the thread. ``interrupted=None``: read the state."""
-        status: RunStatus
-        thread_status: ThreadStatus
-        if error is None:
-            if interrupted is None:
-                snapshot = await self._snapshot(graph_id, thread_id)
-                interrupted = bool(snapshot and (snapshot.interrupts or snapshot.next))
-            status, thread_status = (
-                ("interrupted", "interrupted") if interrupted else ("success", "idle")
-            )
-        elif isinstance(error, TimeoutError):
-            status, thread_status = "timeout", "idle"
-        else:
-            status, thread_status = "error", "error"
-        await self._store.finish_run(
-            principal.tenant_id,
-            thread_id,
-            run.run_id,
-            status=status,
-            thread_status=thread_status,
-            error=_describe(error) if error is not None else None,
-            input_tokens=timings.input_tokens,
-            output_tokens=timings.output_tokens,
+        thread_id: str | None,
+        body: RunCreate,
+        assistant: AssistantRecord,
+        kind: RunKind,
+    ) -> NewRun:
+        temporary = thread_id is None
+        thread_id = thread_id or str(uuid.uuid4())
+        run_id = str(uuid.uuid4())
+        request_config, request_context = body.config_and_context()
+        metadata = _merge(
+            assistant.metadata,
+            request_config.get("metadata"),
+            body.metadata,
+            {"assistant_id": assistant.assistant_id},
         )
-        if temporary:
-            await self._store.delete_thread(principal.tenant_id, thread_id)
-        if self._on_run_finished is not None:
-            duration_ms = (time.perf_counter() - started) * 1000
-            self._on_run_finished(graph_id, status, duration_ms, timings)
-        return status
+        configurable = _merge(
+            (assistant.config or {}).get("configurable"),
+            request_config.get("configurable"),
+        )
+        configurable.update(
+            run_id=run_id,
+            thread_id=thread_id,
+            graph_id=assistant.graph_id,
+            assistant_id=assistant.assistant_id,
+            tenant_id=principal.tenant_id,
+        )
+        config = _merge(assistant.config, request_config)
+        config["configurable"] = configurable
+        config["metadata"] = metadata
+        steps = config.get("recursion_limit")
+        config["recursion_limit"] = min(
+            steps if isinstance(steps, int) and steps > 0 else self._max_steps, self._max_steps
+        )
+        kwargs: dict[str, Any] = {
+            "input": body.input,
+            "command": body.command.model_dump(mode="json") if body.command else None,
+            "config": config,
+            "context": _merge(assistant.context, request_context),
+            "stream_mode": body.stream_modes,
+            "interrupt_before": body.interrupt_before,
+            "interrupt_after": body.interrupt_after,
+            "subgraphs": body.stream_subgraphs,
+            "resumable": body.stream_resumable,
+            "temporary": temporary,
+            "on_completion": body.effective_on_completion(temporary),
+            "durability": body.effective_durability(),
+            "webhook": body.webhook,
+            "feedback_keys": body.feedback_keys,
+            "background": kind == "background",
+        }
+        return NewRun(
+            tenant_id=principal.tenant_id,
+            thread_id=thread_id,
+            graph_id=assistant.graph_id,
+            assistant_id=assistant.assistant_id,
+            kwargs=kwargs,
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy,
+            if_not_exists=body.if_not_exists,
+            after_seconds=body.after_seconds or 0.0,
+            temporary=temporary,
+            thread_metadata={
+                "graph_id": assistant.graph_id,
+                "assistant_id": assistant.assistant_id,
+            },
+            run_id=run_id,
+        )
 
+    @staticmethod
+    def persist_events(run: RunRecord, at_creation: bool) -> bool:
+        """Store a run's events when someone else may read them: background and resumable
+        runs, and any run not started by the request that created it."""
+        kwargs = run.kwargs
+        return bool(kwargs.get("resumable") or kwargs.get("background") or not at_creation)
+
+    # -- wait ---------------------------------------------------------------------------
     async def wait(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> RunOutcome:
-        graph_id, thread_id, run, temporary = await self._begin(principal, thread_id, body)
-        graph = self._graphs[graph_id]
-        graph_input, config, kwargs = self._invoke_args(principal, thread_id, run.run_id, body)
-        error: BaseException | None = None
-        values: Any = None
-        start = time.perf_counter()
-        with timing.track_run() as timings:
-            try:
-                async with asyncio.timeout(self._run_timeout_s):
-                    values = await graph.ainvoke(graph_input, config, **kwargs)
-            except (Exception, asyncio.CancelledError) as exc:
-                error = exc
-            graph_ms = (time.perf_counter() - start) * 1000
-            status = await self._finish(
-                principal,
-                graph_id,
-                thread_id,
-                run,
-                timings,
-                error,
-                temporary,
-                start,
-                interrupted=_interrupted(values, body),
-            )
-        if isinstance(error, asyncio.CancelledError):
-            raise error
-        if isinstance(error, AgentRuntimeError):
-            # Runtime failures (provider chain exhausted, a dependency down) keep their
-            # HTTP status; graph code failures answer 200 with ``__error__`` as the
-            # Platform does, which the SDK raises unless ``raise_error=False``.
-            raise _as_runtime_error(error, run.run_id)
-        if error is not None:
-            _as_runtime_error(error, run.run_id)  # logs it
-            values = {"__error__": _error_payload(error)}
-        return RunOutcome(run.run_id, thread_id, status, dumps(values), timings, graph_ms)
+        started = await self.start(principal, thread_id, body, "wait")
+        run = started.run
+        try:
+            if started.local is not None:
+                result = await asyncio.shield(started.local.done)
+                return _outcome(run, result)
+            return await self._await_outcome(run)
+        except asyncio.CancelledError:
+            if body.on_disconnect == "cancel":
+                await self._cancel_quietly(principal, run)
+            raise
 
+    async def join(self, principal: Principal, thread_id: str, run_id: str) -> RunOutcome:
+        run = await self.runs.get(principal.tenant_id, run_id, thread_id)
+        return await self._await_outcome(run)
+
+    async def _await_outcome(self, run: RunRecord) -> RunOutcome:
+        """Wait for ``run`` to end, here or on another replica; its wait body."""
+        while True:
+            local = self.executor.local(run.run_id)
+            if local is not None:
+                return _outcome(run, await asyncio.shield(local.done))
+            status = await self.runs.status(run.run_id)
+            if status is None or status in FINAL_STATUSES:
+                return await self._stored_outcome(run, status)
+            await asyncio.sleep(self._poll_s)
+
+    async def _stored_outcome(self, run: RunRecord, status: str | None) -> RunOutcome:
+        output: Any = None
+        if status is not None:
+            run = await self.runs.get(run.tenant_id, run.run_id)
+        if status == "error" and run.error:
+            output = {"__error__": _error_json(run.error)}
+        elif run.thread_id is not None:
+            try:
+                thread = await self._store.get_thread(run.tenant_id, run.thread_id)
+            except NotFound:
+                thread = None
+            if thread is not None:
+                output = thread.state_values
+                flat = [i for task in (thread.interrupts or {}).values() for i in task]
+                if flat and isinstance(output, dict):
+                    output = {**output, "__interrupt__": flat}
+        return RunOutcome(run.run_id, run.thread_id or "", status, dumps(output))
+
+    # -- streams ------------------------------------------------------------------------
     async def stream(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> AsyncIterator[bytes]:
-        """SSE bytes: ``metadata`` first, then one event per chunk, ``error`` on failure."""
-        translator = StreamTranslator(body.stream_modes, subgraphs=bool(body.stream_subgraphs))
-        graph_id, thread_id, run, temporary = await self._begin(principal, thread_id, body)
-        graph = self._graphs[graph_id]
-        graph_input, config, kwargs = self._invoke_args(principal, thread_id, run.run_id, body)
-        error: BaseException | None = None
-        seq = 0
-        start = time.perf_counter()
-        yield encode_event("metadata", metadata_payload(run.run_id), str(seq))
-        with timing.track_run() as timings:
+        """SSE frames: ``metadata`` first, then the run's events until it ends."""
+        started = await self.start(principal, thread_id, body, "stream")
+        async for frame in self.follow(
+            principal, started.run, 0, cancel_on_disconnect=body.on_disconnect == "cancel"
+        ):
+            yield frame
+
+    async def join_stream(
+        self,
+        principal: Principal,
+        thread_id: str,
+        run_id: str,
+        *,
+        last_event_id: str | None,
+        cancel_on_disconnect: bool,
+    ) -> AsyncIterator[bytes]:
+        run = await self.runs.get(principal.tenant_id, run_id, thread_id)
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        async for frame in self.follow(
+            principal, run, after, cancel_on_disconnect=cancel_on_disconnect
+        ):
+            yield frame
+
+    async def follow(
+        self, principal: Principal, run: RunRecord, after: int, *, cancel_on_disconnect: bool
+    ) -> AsyncIterator[bytes]:
+        """A run's events after number ``after``: live from this replica's stream, or
+        polled from the database while the run is queued or runs elsewhere."""
+        try:
+            while True:
+                local = self.executor.local(run.run_id)
+                if local is not None:
+                    async for seq, name, data in local.stream.subscribe(after):
+                        after = seq
+                        yield encode_event(name, data, str(seq))
+                    return
+                events = await self.runs.read_events(run.run_id, after)
+                for seq, name, data in events:
+                    after = seq
+                    yield encode_event(name, data, str(seq))
+                if events:
+                    continue
+                status = await self.runs.status(run.run_id)
+                if status is None or status in FINAL_STATUSES:
+                    for seq, name, data in await self.runs.read_events(run.run_id, after):
+                        yield encode_event(name, data, str(seq))
+                    return
+                await asyncio.sleep(self._poll_s)
+        except (asyncio.CancelledError, GeneratorExit):
+            if cancel_on_disconnect:
+                await asyncio.shield(self._cancel_quietly(principal, run))
+            raise
+
+    # -- cancel -------------------------------------------------------------------------
+    async def cancel(
+        self,
+        principal: Principal,
+        thread_id: str | None,
+        run_ids: list[str] | None,
+        *,
+        action: CancelAction,
+        status: str | None = None,
+        wait: bool = False,
+    ) -> list[RunRecord]:
+        runs = await self.runs.cancel(
+            principal.tenant_id, run_ids, action, thread_id=thread_id, status=status
+        )
+        if not runs and status is None:
+            raise NotFound(
+                "No matching runs to cancel. Please verify the thread ID and run IDs are "
+                "correct, and the runs haven't been deleted or completed."
+            )
+        for run in runs:
+            self.executor.cancel(run.run_id, action)
+        if wait:
+            for run in runs:
+                await self._await_outcome(run)
+        return runs
+
+    async def _cancel_quietly(self, principal: Principal, run: RunRecord) -> None:
+        """The client went away and asked for its run to stop with it."""
+        try:
+            await self.runs.cancel(principal.tenant_id, [run.run_id], "interrupt")
+        except AgentRuntimeError as exc:
+            logger.warning("run %s: cancel on disconnect failed: %s", run.run_id, exc.message)
+        self.executor.cancel(run.run_id, "interrupt")
+
+    # -- after a run --------------------------------------------------------------------
+    async def after_run(self, run: RunRecord, result: RunResult) -> None:
+        """Stateless runs drop their temporary thread unless asked to keep it."""
+        kwargs = run.kwargs
+        dropped = kwargs.get("temporary") and kwargs.get("on_completion", "delete") == "delete"
+        if dropped and self._on_temporary_done is not None:
             try:
-                async with asyncio.timeout(self._run_timeout_s):
-                    async for namespace, mode, chunk in graph.astream(
-                        graph_input,
-                        config,
-                        stream_mode=translator.graph_stream_modes(),
-                        subgraphs=True,
-                        **kwargs,
-                    ):
-                        for name, data in translator.translate(mode, chunk, namespace):
-                            seq += 1
-                            yield encode_event(name, data, str(seq))
-            except (Exception, asyncio.CancelledError) as exc:
-                error = exc
-            finally:
-                await asyncio.shield(
-                    self._finish(
-                        principal, graph_id, thread_id, run, timings, error, temporary, start
-                    )
-                )
-        if isinstance(error, asyncio.CancelledError):
-            raise error
-        if error is not None:
-            _as_runtime_error(error, run.run_id)  # logs it
-            seq += 1
-            yield encode_event("error", _error_payload(error), str(seq))
+                await self._on_temporary_done(run)
+            except AgentRuntimeError as exc:
+                logger.warning("run %s: temporary thread kept: %s", run.run_id, exc.message)
 
 
-def _interrupted(values: Any, body: RunCreate) -> bool | None:
-    """Whether a finished ``ainvoke`` stopped at an interrupt, when its output tells.
-
-    ``interrupt()`` shows as ``__interrupt__`` in the output; static breakpoints
-    (``interrupt_before/after``) may not, so then the state is read instead.
-    """
-    if body.interrupt_before or body.interrupt_after or not isinstance(values, dict):
-        return None
-    return bool(values.get("__interrupt__"))
-
-
-def empty_state(thread_id: str) -> dict[str, Any]:
-    """The state of a thread no run has touched yet."""
-    return {
-        "values": {},
-        "next": [],
-        "tasks": [],
-        "metadata": {},
-        "created_at": None,
-        "checkpoint": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": None},
-        "parent_checkpoint": None,
-        "interrupts": [],
-        "checkpoint_id": None,
-        "parent_checkpoint_id": None,
-    }
-
-
-def _error_payload(error: BaseException) -> dict[str, str]:
-    """``{"error": class, "message": ...}`` as the Platform names a failed run's error."""
+def _outcome(run: RunRecord, result: RunResult) -> RunOutcome:
+    timings = result.extra.get("timings") or timing.RunTimings()
+    error = result.extra.get("error")
     if isinstance(error, AgentRuntimeError):
-        return {"error": type(error).__name__, "message": error.message}
-    if isinstance(error, TimeoutError):
-        return {"error": "TimeoutError", "message": "run timed out; raise AGENT_RUN_TIMEOUT_S"}
-    return {"error": type(error).__name__, "message": str(error)[:500]}
+        # Runtime failures (provider chain exhausted, a dependency down) keep their
+        # HTTP status; graph code failures answer 200 with ``__error__`` as the Platform
+        # does, which the SDK raises unless ``raise_error=False``.
+        error.details.setdefault("run_id", run.run_id)
+        raise error
+    return RunOutcome(
+        run.run_id,
+        run.thread_id or "",
+        result.status,
+        dumps(result.output),
+        timings,
+        float(result.extra.get("graph_ms") or 0.0),
+    )
 
 
-def _describe(error: BaseException) -> str:
-    if isinstance(error, AgentRuntimeError):
-        return error.message
-    if isinstance(error, TimeoutError):
-        return "run timed out"
-    return f"{type(error).__name__}: {str(error)[:500]}"
-
-
-def _as_runtime_error(error: BaseException, run_id: str) -> AgentRuntimeError:
-    if isinstance(error, AgentRuntimeError):
-        error.details.setdefault("run_id", run_id)
-        return error
-    if isinstance(error, TimeoutError):
-        return RunFailed("run timed out; raise AGENT_RUN_TIMEOUT_S", run_id=run_id)
-    logger.warning("run %s failed: %s", run_id, _describe(error))
-    return RunFailed(f"run failed: {_describe(error)}", run_id=run_id)
+def _error_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"error": "RunError", "message": text}

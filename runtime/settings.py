@@ -103,6 +103,22 @@ class FakeProviderSettings(BaseSettings):
     seed: int = 0
 
 
+class ItemStoreSettings(BaseSettings):
+    """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_STORE_", env_file=".env", extra="ignore")
+
+    default_ttl_minutes: float | None = Field(
+        default=None, gt=0, description="TTL of items put without one; unset: they never expire."
+    )
+    refresh_on_read: bool = Field(
+        default=True, description="Reads restart an item's TTL unless the caller says otherwise."
+    )
+    sweep_interval_minutes: float = Field(
+        default=5.0, gt=0, description="How often each replica deletes expired items."
+    )
+
+
 class ProviderSettings(BaseSettings):
     """The OpenAI-compatible provider the router calls, its models and fallback chains."""
 
@@ -181,7 +197,6 @@ class ServeSettings(BaseSettings):
         description="Logical CPUs of the local Ray cluster (replicas are I/O-bound).",
     )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    run_timeout_s: float = Field(default=300.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
     orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
@@ -189,6 +204,35 @@ class ServeSettings(BaseSettings):
     fake_provider: DeploymentScaling = Field(
         default_factory=lambda: DeploymentScaling(max_replicas=1)
     )
+
+
+class RunSettings(BaseSettings):
+    """Limits of runs, the run queue's leases and the thread retention sweeper."""
+
+    model_config = _ENV
+
+    run_timeout_s: float = Field(default=300.0, gt=0, description="A run past this: timeout.")
+    run_max_steps: int = Field(
+        default=100, ge=1, description="Most graph supersteps per run (recursion_limit cap)."
+    )
+    run_heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
+    run_lease_s: float = Field(
+        default=10.0, gt=0, description="A running run not heartbeated this long is resumed."
+    )
+    run_poll_s: float = Field(default=0.5, gt=0, description="Run queue and reaper interval.")
+    run_max_attempts: int = Field(default=3, ge=1, description="Tries when replicas die.")
+    run_max_concurrent: int = Field(
+        default=64, ge=1, description="Queued runs one orchestrator replica takes at once."
+    )
+    thread_ttl_minutes: float | None = Field(
+        default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
+    )
+    thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+
+    @field_validator("thread_ttl_minutes", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class RuntimeSettings(BaseModel):
@@ -199,6 +243,8 @@ class RuntimeSettings(BaseModel):
     provider: ProviderSettings
     fake: FakeProviderSettings
     serve: ServeSettings
+    runs: RunSettings = Field(default_factory=RunSettings)
+    items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
@@ -208,4 +254,6 @@ class RuntimeSettings(BaseModel):
             provider=ProviderSettings(),
             fake=FakeProviderSettings(),
             serve=ServeSettings(),
+            runs=RunSettings(),
+            items=ItemStoreSettings(),
         )

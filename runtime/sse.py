@@ -8,7 +8,9 @@ a failure is an ``error`` event whose data is ``{"error": ClassName, "message": 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -18,7 +20,7 @@ import math
 import re
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any, Literal, cast
 
@@ -36,6 +38,7 @@ from pydantic import TypeAdapter
 SSE_MEDIA_TYPE = "text/event-stream"
 # What sse_starlette sends as a keep-alive every few seconds; parsers skip comments.
 HEARTBEAT = b": heartbeat\r\n\r\n"
+HEARTBEAT_INTERVAL_S = 5.0
 _SEP = b"\r\n"
 _JSON_OPTIONS = (
     orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -157,6 +160,37 @@ def json_dumpb(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_convert, option=_JSON_OPTIONS).replace(b"\\u0000", b"")
 
 
+async def with_heartbeats(
+    events: AsyncIterator[bytes], interval_s: float = HEARTBEAT_INTERVAL_S
+) -> AsyncIterator[bytes]:
+    """``events`` with a ``: heartbeat`` comment after every ``interval_s`` of silence, as
+    sse_starlette sends them: proxies and clients then keep a quiet stream open."""
+    iterator = aiter(events)
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield HEARTBEAT
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
 def _field(value: str) -> bytes:
     # A line break inside a field would end it early and corrupt the stream.
     return value.replace("\r", "").replace("\n", "").encode()
@@ -228,9 +262,11 @@ class StreamTranslator:
     every part to :meth:`translate`. As in langgraph-api: ``messages-tuple`` streams
     ``messages`` events of ``[message, metadata]``; ``messages`` streams
     ``messages/metadata`` then ``messages/partial`` (token chunks, accumulated) or
-    ``messages/complete``; an interrupt is always streamed, as a ``values`` event of
-    ``{"__interrupt__": [...]}`` when ``updates`` was not asked for; subgraph events are
-    named ``mode|ns1|ns2``. ``events``, ``tools`` and ``lifecycle`` are not produced here.
+    ``messages/complete``; subgraph events are named ``mode|ns1|ns2`` with
+    ``stream_subgraphs`` and left out without it (LLM messages excepted). Interrupts travel
+    inside ``values`` (LangGraph >= 1.0 puts ``__interrupt__`` there) and ``updates``; as in
+    langgraph-api on this LangGraph, nothing else re-emits them. ``events``, ``tools`` and
+    ``lifecycle`` are not produced here.
     """
 
     def __init__(self, stream_modes: Sequence[str], *, subgraphs: bool = False) -> None:
@@ -239,8 +275,7 @@ class StreamTranslator:
         self._messages: dict[str | None, BaseMessage] = {}
 
     def graph_stream_modes(self) -> list[GraphStreamMode]:
-        """Always includes ``updates``: interrupts arrive there."""
-        modes = {m for m in self.stream_modes if m in _GRAPH_MODES} | {"updates"}
+        modes = {m for m in self.stream_modes if m in _GRAPH_MODES}
         if "messages-tuple" in self.stream_modes:
             modes.add("messages")
         return cast(list[GraphStreamMode], sorted(modes))
@@ -255,15 +290,10 @@ class StreamTranslator:
             if "messages-tuple" in self.stream_modes:
                 return [(f"messages{suffix}", chunk)]
             return self._message_events(chunk) if "messages" in self.stream_modes else []
+        if namespace and not self.subgraphs:
+            return []
         if mode in self.stream_modes:
             return [(f"{mode}{suffix}", chunk)]
-        if (
-            mode == "updates"
-            and isinstance(chunk, dict)
-            and chunk.get("__interrupt__")
-            and "updates" not in self.stream_modes
-        ):
-            return [(f"values{suffix}", chunk)]
         return []
 
     def _message_events(self, chunk: Any) -> list[tuple[str, Any]]:

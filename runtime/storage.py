@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import uuid
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -200,8 +200,9 @@ class MetadataStore:
         metadata: dict[str, Any] | None = None,
         graph_id: str | None = None,
         if_exists: Literal["raise", "do_nothing"] = "raise",
+        ttl: tuple[str, float] | None = None,
     ) -> ThreadRecord:
-        """Create a thread (a uuid4 id when none is given).
+        """Create a thread (a uuid4 id when none is given); ``ttl`` is (strategy, minutes).
 
         An existing id is a Conflict, or with ``if_exists="do_nothing"`` the existing
         thread is returned. An id another tenant owns is always a Conflict with the same
@@ -216,12 +217,16 @@ class MetadataStore:
             metadata=metadata or {},
             created_at=now,
             updated_at=now,
+            state_updated_at=now,
         )
+        if ttl is not None:
+            record.ttl_strategy, record.ttl_minutes = ttl
+            record.expires_at = now + timedelta(minutes=ttl[1])
         try:
             async with self.transaction() as conn:
                 await conn.execute(insert(THREADS).values(**record.model_dump()))
         except IntegrityError as exc:
-            conflict = Conflict(f"thread {record.thread_id} already exists")
+            conflict = Conflict(f"Thread with ID {record.thread_id} already exists")
             if if_exists == "raise":
                 raise conflict from exc
             try:
@@ -239,7 +244,7 @@ class MetadataStore:
             )
             row = result.mappings().one_or_none()
         if row is None:
-            raise NotFound(f"thread {thread_id} not found")
+            raise NotFound(f"Thread with ID {thread_id} not found")
         return ThreadRecord.model_validate(dict(row))
 
     async def update_thread(
@@ -250,13 +255,23 @@ class MetadataStore:
         status: ThreadStatus | None = None,
         graph_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        ttl: tuple[str, float] | None = None,
+        expires_at: datetime | None = None,
     ) -> ThreadRecord:
-        """Set status and/or graph id; ``metadata`` is merged key by key into the stored."""
+        """Set status, graph id or TTL; ``metadata`` is merged key by key into the stored."""
         values: dict[str, Any] = {}
         if status is not None:
             values["status"] = status
         if graph_id is not None:
             values["graph_id"] = graph_id
+        if ttl is not None:
+            values.update(
+                ttl_strategy=ttl[0],
+                ttl_minutes=ttl[1],
+                expires_at=utcnow() + timedelta(minutes=ttl[1]),
+            )
+        if expires_at is not None:
+            values["expires_at"] = expires_at
         if metadata is None and not values:
             return await self.get_thread(tenant_id, thread_id)
         where = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
@@ -268,7 +283,7 @@ class MetadataStore:
                 )
                 current = result.scalar_one_or_none()
                 if current is None:
-                    raise NotFound(f"thread {thread_id} not found")
+                    raise NotFound(f"Thread with ID {thread_id} not found")
                 values["metadata"] = {**current, **metadata}
             result = await conn.execute(
                 update(THREADS)
@@ -278,7 +293,7 @@ class MetadataStore:
             )
             row = result.mappings().one_or_none()
         if row is None:
-            raise NotFound(f"thread {thread_id} not found")
+            raise NotFound(f"Thread with ID {thread_id} not found")
         return ThreadRecord.model_validate(dict(row))
 
     async def delete_thread(self, tenant_id: str, thread_id: str) -> None:
@@ -290,7 +305,7 @@ class MetadataStore:
                 )
             )
             if result.rowcount == 0:
-                raise NotFound(f"thread {thread_id} not found")
+                raise NotFound(f"Thread with ID {thread_id} not found")
 
     # -- run lifecycle (one transaction at each end of a run: the hot path) -------------
     async def start_run(
@@ -334,7 +349,7 @@ class MetadataStore:
                 )
             )
         if exists.first() is None:
-            raise NotFound(f"thread {thread_id} not found")
+            raise NotFound(f"Thread with ID {thread_id} not found")
         return None
 
     async def finish_run(

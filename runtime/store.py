@@ -49,12 +49,10 @@ from langgraph.store.sqlite.aio import AsyncSqliteStore
 from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.db import retry_while_locked
 from runtime.errors import DependencyUnavailable
-from runtime.settings import StorageSettings
+from runtime.settings import ItemStoreSettings, StorageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -68,29 +66,14 @@ current_tenant: ContextVar[str | None] = ContextVar("agent_runtime_store_tenant"
 """The tenant whose items :class:`ContextualStore` reads and writes (see :func:`tenant_scope`)."""
 
 
-class ItemStoreSettings(BaseSettings):
-    """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
-
-    model_config = SettingsConfigDict(env_prefix="AGENT_STORE_", env_file=".env", extra="ignore")
-
-    default_ttl_minutes: float | None = Field(
-        default=None, gt=0, description="TTL of items put without one; unset: they never expire."
+def ttl_config(options: ItemStoreSettings) -> TTLConfig:
+    # omit_expired hides expired rows the sweeper has not reached yet (Postgres only;
+    # the SQLite store returns them until the next sweep).
+    return TTLConfig(
+        refresh_on_read=options.refresh_on_read,
+        omit_expired=True,
+        default_ttl=options.default_ttl_minutes,
     )
-    refresh_on_read: bool = Field(
-        default=True, description="Reads restart an item's TTL unless the caller says otherwise."
-    )
-    sweep_interval_minutes: float = Field(
-        default=5.0, gt=0, description="How often each replica deletes expired items."
-    )
-
-    def ttl_config(self) -> TTLConfig:
-        # omit_expired hides expired rows the sweeper has not reached yet (Postgres only;
-        # the SQLite store returns them until the next sweep).
-        return TTLConfig(
-            refresh_on_read=self.refresh_on_read,
-            omit_expired=True,
-            default_ttl=self.default_ttl_minutes,
-        )
 
 
 class NoTenantScope(RuntimeError):
@@ -243,7 +226,7 @@ class ContextualStore(BaseStore):
     def __init__(self, stores: ItemStores) -> None:
         self._stores = stores
         self.supports_ttl = True
-        self.ttl_config = stores.options.ttl_config()
+        self.ttl_config = ttl_config(stores.options)
 
     def scoped(self) -> TenantScopedStore:
         tenant_id = current_tenant.get()
@@ -325,7 +308,7 @@ class ItemStores:
         self._pool = pool
         try:
             await pool.open(wait=True, timeout=timeout_s)
-            store = AsyncPostgresStore(pool, ttl=self.options.ttl_config())
+            store = AsyncPostgresStore(pool, ttl=ttl_config(self.options))
             async with pool.connection(timeout=timeout_s) as conn:
                 await _acquire_advisory_lock(conn, timeout_s)
                 try:
@@ -346,7 +329,7 @@ class ItemStores:
         # Autocommit: the store issues its own BEGIN/COMMIT. The busy timeout makes
         # replicas sharing the file wait for each other's writes.
         self._sqlite = await aiosqlite.connect(path, timeout=timeout_s, isolation_level=None)
-        store = AsyncSqliteStore(self._sqlite, ttl=self.options.ttl_config())
+        store = AsyncSqliteStore(self._sqlite, ttl=ttl_config(self.options))
         try:
             async with _file_lock(path.with_name(path.name + ".setup-lock"), timeout_s):
                 await retry_while_locked(self._enable_wal, timeout_s)

@@ -147,8 +147,14 @@ async def test_unknown_ids_are_404(stack: Stack, tenant: Tenant) -> None:
     thread = await client.threads.create()
     with pytest.raises(httpx.HTTPStatusError) as missing_graph:
         await client.runs.wait(thread["thread_id"], "no_such_graph", input={"messages": []})
-    assert missing_graph.value.response.status_code == 404
+    # As LangGraph Platform: a name that is neither a graph nor a UUID is invalid (422).
+    assert missing_graph.value.response.status_code == 422
     assert "no_such_graph" in missing_graph.value.response.json()["detail"]
+    with pytest.raises(httpx.HTTPStatusError) as missing_assistant:
+        await client.runs.wait(
+            thread["thread_id"], "00000000-0000-4000-8000-000000000000", input={"messages": []}
+        )
+    assert missing_assistant.value.response.status_code == 404
 
 
 async def test_threads_are_tenant_isolated(

@@ -16,7 +16,7 @@ GRAPHS_DIR = Path(multi_agent.__file__).parent
 
 def test_default_registry_ids() -> None:
     registry = default_registry()
-    assert registry.ids() == ["multi_agent", "react"]
+    assert registry.ids() == ["multi_agent", "react", "memory", "approval"]
     assert [spec.graph_id for spec in registry.specs()] == registry.ids()
     assert all(spec.description for spec in registry.specs())
     assert "react" in registry
@@ -32,7 +32,9 @@ def test_get_known_graph() -> None:
 def test_get_unknown_graph_lists_known_ones() -> None:
     with pytest.raises(NotFound) as raised:
         default_registry().get("nope")
-    assert raised.value.message == "graph 'nope' not found; known graphs: multi_agent, react"
+    assert raised.value.message == (
+        "graph 'nope' not found; known graphs: multi_agent, react, memory, approval"
+    )
 
 
 def test_empty_registry() -> None:

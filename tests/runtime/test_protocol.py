@@ -208,14 +208,20 @@ async def test_threads_get_update_delete_search() -> None:
         if request.method == "DELETE":
             return httpx.Response(204)
         if request.url.path == "/threads/search":
-            return json_response([thread_to_wire(stored, values={"messages": []})])
+            return json_response(
+                [thread_to_wire(stored.model_copy(update={"state_values": {"messages": []}}))]
+            )
         if request.method == "PATCH":
             patch = ThreadPatch.model_validate(orjson.loads(request.content))
             return json_response(
                 thread_to_wire(stored.model_copy(update={"metadata": patch.metadata}))
             )
         return json_response(
-            thread_to_wire(stored, values={"messages": []}, interrupts={"task-1": []})
+            thread_to_wire(
+                stored.model_copy(
+                    update={"state_values": {"messages": []}, "interrupts": {"task-1": []}}
+                )
+            )
         )
 
     recorder = Recorder(respond)
@@ -406,7 +412,8 @@ async def test_runs_create_get_list_join() -> None:
         headers = (
             run_location_headers(run_id, thread_id, "create") if request.method == "POST" else {}
         )
-        return json_response(run_to_wire(run, multitask_strategy="enqueue"), headers=headers)
+        enqueued = run.model_copy(update={"multitask_strategy": "enqueue"})
+        return json_response(run_to_wire(enqueued), headers=headers)
 
     created_meta: list[Any] = []
     recorder = Recorder(respond)

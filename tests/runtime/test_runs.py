@@ -1,198 +1,263 @@
-"""RunService on both storage backends: run lifecycle, failures, interrupts, streaming."""
+"""RunService on both storage backends: outcomes, interrupts, streams, limits."""
 
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypedDict
 
+import orjson
 import pytest
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
 
-from runtime.checkpointers import Checkpointers
-from runtime.errors import Conflict, NotFound, ProviderChainExhausted
-from runtime.protocol import RunCreate, ThreadCreate
-from runtime.records import Principal
-from runtime.runs import RunService
+from runtime.errors import BadRequest, NotFound, ProviderChainExhausted
+from runtime.executor import ExecutorSettings
 from runtime.settings import StorageSettings
-from runtime.storage import MetadataStore
-
-TENANT = Principal(tenant_id="runs-tenant", key_id="k1")
-
-
-class State(TypedDict):
-    steps: Annotated[list[str], operator.add]
-    mode: str
-
-
-async def first(state: State) -> dict[str, Any]:
-    return {"steps": ["first"]}
-
-
-async def second(state: State) -> dict[str, Any]:
-    if state["mode"] == "crash":
-        raise ValueError("second step broke")
-    if state["mode"] == "provider":
-        raise ProviderChainExhausted("smart", ["fake-smart: HTTP 500"])
-    if state["mode"] == "ask":
-        answer = interrupt({"question": "approve?"})
-        return {"steps": [f"approved:{answer}"]}
-    return {"steps": ["second"]}
-
-
-def build() -> StateGraph[State]:
-    graph = StateGraph(State)
-    graph.add_node("first", first)
-    graph.add_node("second", second)
-    graph.add_edge(START, "first")
-    graph.add_edge("first", "second")
-    graph.add_edge("second", END)
-    return graph
+from tests.runtime.run_harness import (
+    GRAPH,
+    OTHER,
+    TENANT,
+    Replica,
+    body,
+    new_thread,
+    replica,
+)
 
 
 @pytest.fixture
-async def service(storage_settings: StorageSettings) -> AsyncIterator[tuple[RunService, Any]]:
-    store = MetadataStore(storage_settings)
-    await store.setup()
-    await store.ensure_tenant(TENANT.tenant_id, "runs")
-    checkpointers = Checkpointers(storage_settings)
-    saver = await checkpointers.setup()
-    finished: list[tuple[str, str]] = []
-    runs = RunService(
-        store,
-        {"steps": build().compile(checkpointer=saver)},
-        run_timeout_s=30,
-        on_run_finished=lambda graph, status, ms, timings: finished.append((graph, status)),
-    )
-    yield runs, (store, finished)
-    await checkpointers.close()
-    await store.close()
+async def one(storage_settings: StorageSettings) -> AsyncIterator[Replica]:
+    async with replica(storage_settings) as r:
+        yield r
 
 
-async def new_thread(runs: RunService) -> str:
-    thread = await runs.create_thread(TENANT, ThreadCreate())
-    thread_id: str = thread["thread_id"]
-    return thread_id
+def frames(raw: list[bytes]) -> list[tuple[str, object, str]]:
+    """(event, data, id) of each SSE frame."""
+    out = []
+    for frame in raw:
+        lines = dict(line.split(": ", 1) for line in frame.decode().strip().split("\r\n"))
+        out.append((lines["event"], orjson.loads(lines["data"]), lines.get("id", "")))
+    return out
 
 
-def body(mode: str, **extra: Any) -> RunCreate:
-    return RunCreate.model_validate(
-        {"assistant_id": "steps", "input": {"steps": [], "mode": mode}, **extra}
-    )
-
-
-async def test_successful_run_records_success(service: tuple[RunService, Any]) -> None:
-    runs, (store, finished) = service
-    thread_id = await new_thread(runs)
-    outcome = await runs.wait(TENANT, thread_id, body("ok"))
+async def test_wait_returns_final_values_and_records_success(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    outcome = await one.runs.wait(TENANT, thread_id, body())
     assert outcome.status == "success"
     assert json.loads(outcome.body) == {"steps": ["first", "second"], "mode": "ok"}
-    run = await store.get_run(TENANT.tenant_id, outcome.run_id)
+    run = await one.runs.runs.get(TENANT.tenant_id, outcome.run_id)
     assert run.status == "success"
-    thread = await runs.get_thread(TENANT, thread_id)
-    assert thread["status"] == "idle"
-    assert thread["values"]["steps"] == ["first", "second"]
-    assert finished == [("steps", "success")]
+    assert run.graph_id == GRAPH
+    thread = await one.store.get_thread(TENANT.tenant_id, thread_id)
+    assert thread.status == "idle"
+    assert thread.state_values == {"steps": ["first", "second"], "mode": "ok"}
+    assert thread.metadata["graph_id"] == GRAPH
+    assert one.finished == [(GRAPH, "success")]
 
 
-async def test_failed_run_leaves_the_last_good_checkpoint(
-    service: tuple[RunService, Any],
+async def test_graph_error_is_an_error_body_and_keeps_the_last_good_checkpoint(
+    one: Replica,
 ) -> None:
-    runs, (store, finished) = service
-    thread_id = await new_thread(runs)
-    await runs.wait(TENANT, thread_id, body("ok"))
-    outcome = await runs.wait(TENANT, thread_id, body("crash"))
-    # As LangGraph Platform: a graph error is a 200 body with __error__.
+    thread_id = await new_thread(one)
+    await one.runs.wait(TENANT, thread_id, body())
+    outcome = await one.runs.wait(TENANT, thread_id, body("crash"))
     assert json.loads(outcome.body) == {
         "__error__": {"error": "ValueError", "message": "second step broke"}
     }
-    assert outcome.status == "error"
-    run = await store.get_run(TENANT.tenant_id, outcome.run_id)
+    run = await one.runs.runs.get(TENANT.tenant_id, outcome.run_id)
     assert run.status == "error"
-    assert run.error == "ValueError: second step broke"
-    state = await runs.get_state(TENANT, thread_id)
-    # "first" of the failed run completed and was checkpointed; "second" never was.
+    assert json.loads(run.error or "")["error"] == "ValueError"
+    thread = await one.store.get_thread(TENANT.tenant_id, thread_id)
+    assert thread.status == "error"
+    state = await one.threads.get_state(TENANT, thread_id)
+    # "first" of the failed run landed; "second" never did.
     assert state["values"]["steps"] == ["first", "second", "first"]
     assert state["next"] == ["second"]
-    assert (await runs.get_thread(TENANT, thread_id))["status"] == "error"
-    # The thread is usable again after the failure.
-    retry = await runs.wait(TENANT, thread_id, body("ok"))
-    assert retry.status == "success"
-    assert finished[-2:] == [("steps", "error"), ("steps", "success")]
 
 
-async def test_runtime_errors_keep_their_type(service: tuple[RunService, Any]) -> None:
-    runs, (store, _) = service
-    thread_id = await new_thread(runs)
-    with pytest.raises(ProviderChainExhausted) as raised:
-        await runs.wait(TENANT, thread_id, body("provider"))
-    assert raised.value.details["run_id"]
-    run = await store.get_run(TENANT.tenant_id, raised.value.details["run_id"])
+async def test_runtime_errors_keep_their_type(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    with pytest.raises(ProviderChainExhausted):
+        await one.runs.wait(TENANT, thread_id, body("provider"))
+    [run] = await one.runs.runs.search(TENANT.tenant_id, thread_id)
     assert run.status == "error"
-    assert (await runs.get_thread(TENANT, thread_id))["status"] == "error"
 
 
-async def test_busy_thread_is_a_conflict(service: tuple[RunService, Any]) -> None:
-    runs, (store, _) = service
-    thread_id = await new_thread(runs)
-    assert await store.start_run(TENANT.tenant_id, thread_id, graph_id="steps", assistant_id="x")
-    with pytest.raises(Conflict):
-        await runs.wait(TENANT, thread_id, body("ok"))
+async def test_interrupt_then_resume(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    outcome = await one.runs.wait(TENANT, thread_id, body("ask"))
+    output = json.loads(outcome.body)
+    assert output["__interrupt__"][0]["value"] == {"question": "approve?"}
+    assert outcome.status == "success"
+    thread = await one.store.get_thread(TENANT.tenant_id, thread_id)
+    assert thread.status == "interrupted"
+    [task_interrupts] = thread.interrupts.values()
+    assert task_interrupts[0]["value"] == {"question": "approve?"}
 
-
-async def test_unknown_thread_and_assistant_are_not_found(
-    service: tuple[RunService, Any],
-) -> None:
-    runs, _ = service
-    with pytest.raises(NotFound):
-        await runs.wait(TENANT, "00000000-0000-0000-0000-000000000000", body("ok"))
-    thread_id = await new_thread(runs)
-    with pytest.raises(NotFound, match="nope"):
-        await runs.wait(
-            TENANT, thread_id, RunCreate.model_validate({"assistant_id": "nope", "input": {}})
-        )
-    other = Principal(tenant_id="someone-else", key_id="k2")
-    with pytest.raises(NotFound):
-        await runs.get_state(other, thread_id)
-
-
-async def test_interrupt_then_resume(service: tuple[RunService, Any]) -> None:
-    runs, _ = service
-    thread_id = await new_thread(runs)
-    outcome = await runs.wait(TENANT, thread_id, body("ask"))
-    assert outcome.status == "interrupted"
-    assert json.loads(outcome.body)["__interrupt__"][0]["value"] == {"question": "approve?"}
-    thread = await runs.get_thread(TENANT, thread_id)
-    assert thread["status"] == "interrupted"
-    assert next(iter(thread["interrupts"].values()))[0]["value"] == {"question": "approve?"}
-    resumed = await runs.wait(
+    resumed = await one.runs.wait(
         TENANT,
         thread_id,
-        RunCreate.model_validate({"assistant_id": "steps", "command": {"resume": "yes"}}),
+        body().model_copy(update={"input": None, "command": _resume("yes")}),
     )
-    assert resumed.status == "success"
     assert json.loads(resumed.body)["steps"] == ["first", "approved:yes"]
+    thread = await one.store.get_thread(TENANT.tenant_id, thread_id)
+    assert (thread.status, thread.interrupts) == ("idle", {})
 
 
-async def test_stateless_run_deletes_its_thread(service: tuple[RunService, Any]) -> None:
-    runs, (store, _) = service
-    outcome = await runs.wait(TENANT, None, body("ok"))
-    assert outcome.status == "success"
+def _resume(value: str):  # type: ignore[no-untyped-def]
+    from runtime.protocol import Command
+
+    return Command(resume=value)
+
+
+async def test_interrupt_before_a_node(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    await one.runs.wait(TENANT, thread_id, body(interrupt_before=["second"]))
+    state = await one.threads.get_state(TENANT, thread_id)
+    assert state["next"] == ["second"]
+    assert (await one.store.get_thread(TENANT.tenant_id, thread_id)).status == "interrupted"
+    resumed = await one.runs.wait(TENANT, thread_id, body().model_copy(update={"input": None}))
+    assert json.loads(resumed.body)["steps"] == ["first", "second"]
+
+
+async def test_stream_starts_with_metadata_and_numbers_events(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    raw = [
+        f async for f in one.runs.stream(TENANT, thread_id, body(stream_mode=["values", "updates"]))
+    ]
+    parsed = frames(raw)
+    assert parsed[0][0] == "metadata"
+    assert [int(i) for _, _, i in parsed] == list(range(1, len(parsed) + 1))
+    names = [name for name, _, _ in parsed]
+    assert "updates" in names and "values" in names
+    assert parsed[-1][1] == {"steps": ["first", "second"], "mode": "ok"}
+
+
+async def test_custom_and_debug_modes(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    raw = [
+        f
+        async for f in one.runs.stream(
+            TENANT, thread_id, body("slow", stream_mode=["custom", "debug", "tasks"])
+        )
+    ]
+    names = [name for name, _, _ in frames(raw)]
+    assert ("custom", {"progress": "working"}) in [(n, d) for n, d, _ in frames(raw)]
+    assert "debug" in names and "tasks" in names
+
+
+async def test_events_mode_streams_langchain_events(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    raw = [
+        f async for f in one.runs.stream(TENANT, thread_id, body(stream_mode=["events", "values"]))
+    ]
+    parsed = frames(raw)
+    kinds = {data["event"] for name, data, _ in parsed if name == "events"}  # type: ignore[index]
+    assert {"on_chain_start", "on_chain_end"} <= kinds
+    assert [d for n, d, _ in parsed if n == "values"][-1] == {
+        "steps": ["first", "second"],
+        "mode": "ok",
+    }
+
+
+async def test_stream_error_event(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    parsed = frames([f async for f in one.runs.stream(TENANT, thread_id, body("crash"))])
+    assert parsed[-1][0] == "error"
+    assert parsed[-1][1] == {"error": "ValueError", "message": "second step broke"}
+
+
+async def test_stateless_run_drops_its_thread(one: Replica) -> None:
+    outcome = await one.runs.wait(TENANT, None, body())
+    assert json.loads(outcome.body)["steps"] == ["first", "second"]
     with pytest.raises(NotFound):
-        await store.get_thread(TENANT.tenant_id, outcome.thread_id)
+        await one.store.get_thread(TENANT.tenant_id, outcome.thread_id)
 
 
-async def test_stream_sends_metadata_then_modes_then_error(
-    service: tuple[RunService, Any],
-) -> None:
-    runs, _ = service
-    thread_id = await new_thread(runs)
-    events = [e async for e in runs.stream(TENANT, thread_id, body("ok", stream_mode=["updates"]))]
-    names = [e.split(b"\r\n", 1)[0] for e in events]
-    assert names == [b"event: metadata", b"event: updates", b"event: updates"]
-    failing = [e async for e in runs.stream(TENANT, thread_id, body("crash"))]
-    assert failing[-1].startswith(b"event: error")
-    assert b"second step broke" in failing[-1]
-    assert (await runs.get_thread(TENANT, thread_id))["status"] == "error"
+async def test_stateless_run_can_keep_its_thread(one: Replica) -> None:
+    outcome = await one.runs.wait(TENANT, None, body(on_completion="keep"))
+    thread = await one.store.get_thread(TENANT.tenant_id, outcome.thread_id)
+    assert thread.state_values["steps"] == ["first", "second"]
+
+
+async def test_unknown_thread_and_other_tenants_thread_are_not_found(one: Replica) -> None:
+    thread_id = await new_thread(one, OTHER)
+    with pytest.raises(NotFound):
+        await one.runs.wait(TENANT, thread_id, body())
+    with pytest.raises(NotFound):
+        await one.runs.wait(TENANT, "1e2f8c9a-0000-4000-8000-000000000000", body())
+
+
+async def test_if_not_exists_create(one: Replica) -> None:
+    thread_id = "1e2f8c9a-0000-4000-8000-00000000abcd"
+    outcome = await one.runs.wait(TENANT, thread_id, body(if_not_exists="create"))
+    assert outcome.thread_id == thread_id
+    assert (await one.store.get_thread(TENANT.tenant_id, thread_id)).status == "idle"
+
+
+async def test_resume_without_a_thread_is_a_bad_request(one: Replica) -> None:
+    request = body().model_copy(update={"command": _resume("x")})
+    with pytest.raises(BadRequest, match="thread_id when resuming"):
+        await one.runs.wait(TENANT, None, request)
+
+
+async def test_run_timeout(storage_settings: StorageSettings) -> None:
+    async with replica(storage_settings, run_timeout_s=0.5) as r:
+        thread_id = await new_thread(r)
+        outcome = await r.runs.wait(TENANT, thread_id, body("hang"))
+        assert json.loads(outcome.body)["__error__"]["error"] == "TimeoutError"
+        assert outcome.status == "timeout"
+        assert (await r.store.get_thread(TENANT.tenant_id, thread_id)).status == "error"
+
+
+async def test_max_steps_caps_recursion(storage_settings: StorageSettings) -> None:
+    async with replica(storage_settings) as r:
+        thread_id = await new_thread(r)
+        outcome = await r.runs.wait(TENANT, thread_id, body(config={"recursion_limit": 1}))
+        assert json.loads(outcome.body)["__error__"]["error"] == "GraphRecursionError"
+
+
+async def test_background_run_then_join(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    started = await one.runs.start(TENANT, thread_id, body("slow"), "background")
+    assert started.run.status in ("pending", "running")
+    joined = await one.runs.join(TENANT, thread_id, started.run.run_id)
+    assert json.loads(joined.body)["steps"] == ["first", "second"]
+
+
+async def test_background_runs_store_events_for_late_joiners(one: Replica) -> None:
+    thread_id = await new_thread(one)
+    started = await one.runs.start(
+        TENANT, thread_id, body(stream_mode=["values", "custom"]), "background"
+    )
+    await one.runs.join(TENANT, thread_id, started.run.run_id)
+    replay = frames(
+        [
+            f
+            async for f in one.runs.join_stream(
+                TENANT,
+                thread_id,
+                started.run.run_id,
+                last_event_id=None,
+                cancel_on_disconnect=False,
+            )
+        ]
+    )
+    assert replay[0][0] == "metadata"
+    assert replay[-1] == ("values", {"steps": ["first", "second"], "mode": "ok"}, replay[-1][2])
+    # Last-Event-ID: only what came after it.
+    after = frames(
+        [
+            f
+            async for f in one.runs.join_stream(
+                TENANT,
+                thread_id,
+                started.run.run_id,
+                last_event_id=replay[1][2],
+                cancel_on_disconnect=False,
+            )
+        ]
+    )
+    assert after == replay[2:]
+
+
+async def test_executor_settings_are_validated() -> None:
+    with pytest.raises(ValueError):
+        ExecutorSettings(lease_s=0)

@@ -362,12 +362,12 @@ async def translated(modes: list[str], subgraphs: bool = False) -> list[StreamPa
 
 
 def test_graph_stream_modes() -> None:
-    assert StreamTranslator(["values"]).graph_stream_modes() == ["updates", "values"]
+    assert StreamTranslator(["values"]).graph_stream_modes() == ["values"]
     modes = StreamTranslator(["messages-tuple", "custom", "events", "debug"]).graph_stream_modes()
-    assert modes == ["custom", "debug", "messages", "updates"]
+    assert modes == ["custom", "debug", "messages"]
 
 
-async def test_interrupt_is_streamed_as_values_when_updates_not_asked() -> None:
+async def test_interrupt_travels_inside_values() -> None:
     parts = await translated(["values"])
     assert {p.event for p in parts} == {"values"}
     pending = [p.data["__interrupt__"] for p in parts if "__interrupt__" in p.data]
@@ -390,10 +390,18 @@ async def test_interrupt_goes_to_updates_when_asked_and_subgraphs_are_named() ->
 
 async def test_subgraph_events_keep_plain_names_without_stream_subgraphs() -> None:
     parts = await translated(["messages-tuple"], subgraphs=False)
-    # the inner graph's message, then the interrupt, which is always streamed
-    assert [p.event for p in parts] == ["messages", "values"]
+    # The inner graph's LLM message; as in langgraph-api, no event re-emits the interrupt.
+    assert [p.event for p in parts] == ["messages"]
     assert parts[0].data[0]["content"] == "hello"
-    assert list(parts[1].data) == ["__interrupt__"]
+
+
+async def test_subgraph_updates_are_left_out_without_stream_subgraphs() -> None:
+    parts = await translated(["updates"], subgraphs=False)
+    # Only the parent's nodes: the inner graph as one node, then the interrupt.
+    assert [list(p.data) for p in parts] == [["inner"], ["__interrupt__"]]
+    with_subgraphs = await translated(["updates"], subgraphs=True)
+    assert [p.event.split("|")[0] for p in with_subgraphs] == ["updates"] * 3
+    assert "greet" in with_subgraphs[0].data
 
 
 def test_messages_mode_accumulates_chunks() -> None:

@@ -173,8 +173,8 @@ async def test_get_thread_of_another_tenant_is_not_found(store: MetadataStore) -
         await store.get_thread("t2", thread.thread_id)
     with pytest.raises(NotFound) as missing:
         await store.get_thread("t1", "no-such-thread")
-    assert foreign.value.message == f"thread {thread.thread_id} not found"
-    assert missing.value.message == "thread no-such-thread not found"
+    assert foreign.value.message == f"Thread with ID {thread.thread_id} not found"
+    assert missing.value.message == "Thread with ID no-such-thread not found"
     for call in (
         store.update_thread("t2", thread.thread_id, status="busy"),
         store.update_thread("t2", thread.thread_id, metadata={"x": 1}),

@@ -23,10 +23,9 @@ from langgraph.store.base import (
 from langgraph.store.postgres.aio import AsyncPostgresStore
 
 from runtime.errors import DependencyUnavailable
-from runtime.settings import StorageSettings
+from runtime.settings import ItemStoreSettings, StorageSettings
 from runtime.store import (
     ItemStores,
-    ItemStoreSettings,
     NoTenantScope,
     current_tenant,
     tenant_prefix,
