@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
@@ -27,6 +28,8 @@ from runtime.settings import FakeProviderSettings
 
 DEFAULT_MODELS = ("fake-fast", "fake-smart", "fake-fallback")
 HANG_S = 3600.0
+_DELAY = re.compile(r"\[delay:(\d{1,6})\]")
+MAX_DELAY_MS = 60_000.0
 # How often a hanging request checks whether its client gave up (so it can stop waiting).
 _HANG_POLL_S = 0.5
 _FINGERPRINT = "fp_fake"
@@ -159,11 +162,11 @@ class FakeProvider:
         except ValidationError as error:
             return _validation_error(error)
 
-        fault = await self._apply_faults(body.model, request)
-        if fault is not None:
-            return fault
         # The raw JSON objects, already checked above, are what the reply rules read.
         messages: list[dict[str, Any]] = payload["messages"]
+        fault = await self._apply_faults(body.model, request, requested_delay_ms(messages))
+        if fault is not None:
+            return fault
         tools: list[dict[str, Any]] = payload.get("tools") or []
         answer = fake_reply(body.model, messages, tools)
         reply_id = completion_id(body.model, messages, tools)
@@ -178,13 +181,15 @@ class FakeProvider:
             content=_completion_json(reply_id, body.model, answer), media_type="application/json"
         )
 
-    async def _apply_faults(self, model: str, request: Request) -> Response | None:
+    async def _apply_faults(
+        self, model: str, request: Request, extra_delay_ms: float = 0.0
+    ) -> Response | None:
         """Hang, wait the configured latency, then fail if the settings say so."""
         settings = self._settings
         if model in settings.hanging_models:
             await _hang(request)
             return openai_error(504, f"model {model!r} never answered")
-        delay_ms = settings.latency_ms
+        delay_ms = settings.latency_ms + extra_delay_ms
         if settings.jitter_ms > 0:
             delay_ms += self._rng.uniform(0.0, settings.jitter_ms)
         if delay_ms > 0:
@@ -198,6 +203,20 @@ class FakeProvider:
                 settings.fail_status, f"fake provider: injected failure for model {model!r}"
             )
         return None
+
+
+def requested_delay_ms(messages: list[dict[str, Any]]) -> float:
+    """Extra latency a caller asks for with ``[delay:<ms>]`` in its last user message.
+
+    Per-request latency lets a test (or a demo) make one run slow, e.g. to double-text it
+    or cancel it, without slowing every other call; capped at :data:`MAX_DELAY_MS`.
+    """
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            found = _DELAY.search(content) if isinstance(content, str) else None
+            return min(float(found.group(1)), MAX_DELAY_MS) if found else 0.0
+    return 0.0
 
 
 async def _hang(request: Request) -> None:

@@ -26,7 +26,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from runtime.fake_llm import tool_call_id
-from runtime.fake_provider import DEFAULT_MODELS, create_fake_provider_app
+from runtime.fake_provider import DEFAULT_MODELS, create_fake_provider_app, requested_delay_ms
 from runtime.settings import FakeProviderSettings
 from tests.servers import served
 
@@ -274,6 +274,26 @@ async def test_latency_is_applied() -> None:
         await ask(client, "slow")
         elapsed = time.perf_counter() - started
     assert elapsed >= 0.15 - 0.002
+
+
+async def test_a_request_can_ask_for_its_own_delay() -> None:
+    async with openai_client(fake_settings(latency_ms=0)) as client:
+        started = time.perf_counter()
+        await ask(client, "take your time [delay:200]")
+        assert time.perf_counter() - started >= 0.2 - 0.002
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("no directive", 0.0), ("x [delay:25] y", 25.0), ("[delay:999999]", 60_000.0)],
+)
+def test_requested_delay_reads_the_last_user_message(content: str, expected: float) -> None:
+    messages = [
+        {"role": "user", "content": "[delay:5000]"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": content},
+    ]
+    assert requested_delay_ms(messages) == expected
 
 
 async def test_hanging_model_makes_the_client_time_out() -> None:
