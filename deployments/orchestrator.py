@@ -92,6 +92,7 @@ class OrchestratorDeployment:
             saver,
             default_ttl_minutes=limits.thread_ttl_minutes,
             stop_runs=self._stop_runs,
+            items=self._items,
         )
 
         def executor(runs: RunStore) -> RunExecutor:

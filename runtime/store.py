@@ -281,6 +281,18 @@ class ItemStores:
             self._store = await self._setup_sqlite()
         await self._store.start_ttl_sweeper(self.options.sweep_interval_minutes)  # type: ignore[arg-type]
 
+    async def delete_namespace(self, tenant_id: str, prefix: tuple[str, ...]) -> int:
+        """Delete every item of the tenant under ``prefix``; returns how many went."""
+        store = self.for_tenant(tenant_id)
+        deleted = 0
+        while True:
+            items = await store.asearch(prefix, limit=100)
+            if not items:
+                return deleted
+            for item in items:
+                await store.adelete(item.namespace, item.key)
+            deleted += len(items)
+
     async def sweep_expired(self) -> int:
         """Delete expired items now (the sweeper does it every interval); returns how many."""
         with _unavailable_as_503():

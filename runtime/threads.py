@@ -26,6 +26,7 @@ from runtime.protocol import (
 from runtime.records import Principal, ThreadRecord, ThreadStatus
 from runtime.sse import to_jsonable
 from runtime.storage import MetadataStore
+from runtime.store import ItemStores
 from runtime.tables import utcnow
 from runtime.thread_store import ThreadStore
 
@@ -56,6 +57,11 @@ def ttl_of(
     return None
 
 
+def thread_namespace(thread_id: str) -> tuple[str, str]:
+    """Where graphs keep store items that belong to one thread: they go with it."""
+    return ("threads", thread_id)
+
+
 def empty_state(thread_id: str) -> dict[str, Any]:
     """The state of a thread no run has touched yet."""
     return {
@@ -82,6 +88,7 @@ class ThreadService:
         *,
         default_ttl_minutes: float | None = None,
         stop_runs: Callable[[Sequence[str]], None] | None = None,
+        items: ItemStores | None = None,
     ) -> None:
         self._store = store
         self._threads = threads
@@ -89,6 +96,7 @@ class ThreadService:
         self._saver = saver
         self._default_ttl = default_ttl_minutes
         self._stop_runs = stop_runs
+        self._items = items
 
     # -- create -------------------------------------------------------------------------
     async def create(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
@@ -235,11 +243,14 @@ class ThreadService:
         return thread_to_wire(copy)
 
     async def delete(self, principal: Principal, thread_id: str) -> None:
-        """The row first (so nothing new starts on it), then its runs and checkpoints."""
+        """The row first (so nothing new starts on it), then its runs, its checkpoints and
+        the store items kept for it (namespace ``("threads", <thread id>, ...)``)."""
         stopped = await self._threads.delete_cascade(principal.tenant_id, thread_id)
         if stopped and self._stop_runs is not None:
             self._stop_runs(stopped)
         await self._saver.adelete_thread(thread_id)
+        if self._items is not None:
+            await self._items.delete_namespace(principal.tenant_id, thread_namespace(thread_id))
 
     async def forget_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
         """After a finished run's row is deleted: drop the checkpoints it wrote (as the
