@@ -43,6 +43,7 @@ from runtime.thread_store import ThreadStore
 from runtime.threads import ThreadService
 from runtime.timing import RunTimings
 from runtime.types import ChatRequest, ChatResult
+from runtime.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ class OrchestratorDeployment:
             executor,
             max_steps=limits.run_max_steps,
             on_temporary_done=self._drop_temporary,
+            webhooks=WebhookSender(
+                timeout_s=limits.webhook_timeout_s,
+                allow_private=limits.webhook_allow_private,
+                enabled=limits.webhooks_enabled,
+            ),
         )
         self._runs.executor.start()
         self._sweep_interval_s = limits.thread_sweep_interval_s

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from runtime import timing
-from runtime.errors import AgentRuntimeError, BadRequest, NotFound
+from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from runtime.executor import LocalRun, RunExecutor, RunResult
-from runtime.protocol import RunCreate, dumps
+from runtime.protocol import RunCreate, dumps, run_to_wire
 from runtime.records import AssistantRecord, CancelAction, Principal, RunRecord
 from runtime.run_store import FINAL_STATUSES, CreatedRun, NewRun, RunStore
 from runtime.sse import encode_event
 from runtime.storage import MetadataStore
+from runtime.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class RunService:
         max_steps: int,
         poll_s: float = 0.1,
         on_temporary_done: Callable[[RunRecord], Awaitable[None]] | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self._store = store
         self.runs = runs
@@ -85,6 +87,8 @@ class RunService:
         self._max_steps = max_steps
         self._poll_s = poll_s
         self._on_temporary_done = on_temporary_done
+        self._webhooks = webhooks
+        self._deliveries: set[asyncio.Task[bool]] = set()
 
     # -- creation -----------------------------------------------------------------------
     async def start(
@@ -94,6 +98,10 @@ class RunService:
         problem = body.semantic_error(thread_id)
         if problem is not None:
             raise BadRequest(problem)
+        if body.webhook is not None:
+            if self._webhooks is None:
+                raise InvalidRequest("webhook: webhooks are disabled on this server")
+            await self._webhooks.check(body.webhook)
         assistant = await self._assistants.resolve(principal.tenant_id, body.assistant_id)
         new = self._new_run(principal, thread_id, body, assistant, kind)
         created = await self.runs.create(new, self.executor.worker_id)
@@ -324,8 +332,21 @@ class RunService:
 
     # -- after a run --------------------------------------------------------------------
     async def after_run(self, run: RunRecord, result: RunResult) -> None:
-        """Stateless runs drop their temporary thread unless asked to keep it."""
+        """Call the run's webhook (in the background); stateless runs drop their temporary
+        thread unless asked to keep it."""
         kwargs = run.kwargs
+        webhook = kwargs.get("webhook")
+        if webhook and self._webhooks is not None and result.status is not None:
+            payload = {
+                **run_to_wire(run),
+                "status": result.status,
+                "values": result.output if result.status != "error" else None,
+            }
+            if result.status == "error" and isinstance(result.output, dict):
+                payload["error"] = result.output.get("__error__")
+            task = asyncio.get_running_loop().create_task(self._webhooks.send(webhook, payload))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         dropped = kwargs.get("temporary") and kwargs.get("on_completion", "delete") == "delete"
         if dropped and self._on_temporary_done is not None:
             try:

@@ -228,6 +228,11 @@ class RunSettings(BaseSettings):
         default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
     )
     thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+    webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
+    )
 
     @field_validator("thread_ttl_minutes", mode="before")
     @classmethod
