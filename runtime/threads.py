@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import InvalidUpdateError
 from langgraph.pregel import Pregel
 from langgraph.types import StateUpdate
 
@@ -124,7 +125,7 @@ class ThreadService:
         ]
         try:
             await graph.abulk_update_state(config, steps)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, InvalidUpdateError) as exc:
             raise BadRequest(
                 f"Thread {record.thread_id} was created, but there were problems updating "
                 f"the state: {exc}"
@@ -176,7 +177,7 @@ class ThreadService:
             written = await graph.aupdate_state(
                 {"configurable": configurable}, body.values, as_node=body.as_node
             )
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, InvalidUpdateError) as exc:
             # LangGraph's answer to an unknown node or an ambiguous update.
             raise BadRequest(str(exc)) from exc
         await self._store_state(principal, record, graph)
