@@ -256,8 +256,9 @@ class ThreadService:
     async def forget_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
         """After a finished run's row is deleted: drop the checkpoints it wrote (as the
         Platform does) and bring the thread's stored state back in line with them."""
-        await checkpoint_ops.delete_run_checkpoints(self._saver, thread_id, run_id)
+        # The tenant's thread first: another tenant's id must not reach its checkpoints.
         record = await self._store.get_thread(principal.tenant_id, thread_id)
+        await checkpoint_ops.delete_run_checkpoints(self._saver, thread_id, run_id)
         if record.status != "busy":
             try:
                 graph = self._graph(record)
