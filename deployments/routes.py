@@ -9,18 +9,18 @@ or the router, so they answer even when those deployments are busy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
 
 from deployments import graph_info
 from deployments.api import CurrentPrincipal, Services, ServicesDep
 from deployments.handles import call
 from graphs.registry import GraphSpec
 from runtime.assistants import BOTH_CONFIGURABLE_AND_CONTEXT, AssistantStore
-from runtime.errors import NotFound
+from runtime.errors import BadRequest, NotFound
 from runtime.protocol import (
     AssistantCount,
     AssistantCreate,
@@ -93,7 +93,7 @@ def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = No
 def _both_configurable_and_context(config: dict[str, Any] | None, context: Any) -> None:
     """Platform's 400 (not 422): each is valid alone, the pair is inconsistent."""
     if (config or {}).get("configurable") and context:
-        raise HTTPException(400, detail=BOTH_CONFIGURABLE_AND_CONTEXT)
+        raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
 
 
 @assistants.post("/assistants")
@@ -187,11 +187,19 @@ async def patch_assistant(
 
 @assistants.delete("/assistants/{assistant_id}", status_code=204)
 async def delete_assistant(
-    assistant_id: str, store: AssistantsDep, principal: CurrentPrincipal, delete_threads: str = ""
+    assistant_id: str,
+    store: AssistantsDep,
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    delete_threads: str = "",
 ) -> Response:
-    await store.delete(
+    owned = await store.delete(
         principal.tenant_id, assistant_id, delete_threads=delete_threads.lower() == "true"
     )
+    for thread_id in owned:
+        # The orchestrator deletes a thread the whole way: runs, checkpoints, store items.
+        with contextlib.suppress(NotFound):
+            await call(services.orchestrator.delete_thread.remote(principal, thread_id))
     return Response(status_code=204)
 
 

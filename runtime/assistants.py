@@ -446,9 +446,9 @@ class AssistantStore:
     ) -> list[str]:
         """Delete the assistant and all its versions.
 
-        With ``delete_threads`` also the tenant's threads whose ``metadata.assistant_id``
-        is this assistant (Platform's ``?delete_threads=true``); their ids are returned
-        so the caller can drop what else it keeps for them (checkpoints).
+        With ``delete_threads`` (Platform's ``?delete_threads=true``) the ids of the
+        tenant's threads whose ``metadata.assistant_id`` is this assistant are returned:
+        the caller deletes them the whole way (runs, checkpoints, store items).
         """
         canonical = self.canonical_id(assistant_id)
         await self.ensure_defaults(tenant_id)
@@ -470,9 +470,9 @@ class AssistantStore:
             if delete_threads:
                 owner = type_coerce(THREADS.c["metadata"], JSON)["assistant_id"].as_string()
                 gone = await conn.execute(
-                    delete(THREADS)
-                    .where(THREADS.c.tenant_id == tenant_id, owner == canonical)
-                    .returning(THREADS.c.thread_id)
+                    select(THREADS.c.thread_id).where(
+                        THREADS.c.tenant_id == tenant_id, owner == canonical
+                    )
                 )
                 deleted_threads = [str(thread_id) for (thread_id,) in gone.all()]
         return deleted_threads

@@ -194,7 +194,8 @@ async def _lifecycle(client: Any) -> None:
     assert await client.assistants.get_subgraphs(aid) == {}
     assert await client.assistants.get_subgraphs(aid, namespace="x", recurse=True) == {}
 
-    await client.assistants.delete(aid, delete_threads=True)
+    # delete_threads also goes through the orchestrator: tests/e2e covers it.
+    await client.assistants.delete(aid)
     with pytest.raises(NotFoundError):
         await client.assistants.get(aid)
     with pytest.raises(NotFoundError):
