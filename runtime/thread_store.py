@@ -37,12 +37,7 @@ class ThreadStore:
     def _contains(self, column: Any, wanted: dict[str, Any]) -> list[ColumnElement[bool]]:
         if self._store.is_postgres:
             return [column.op("@>")(cast(literal(json.dumps(wanted)), JSONB()))]
-        return [
-            func.json_extract(column, f'$."{key}"') == func.json_extract(json.dumps(value), "$")
-            if not isinstance(value, dict | list)
-            else func.json(func.json_extract(column, f'$."{key}"')) == func.json(json.dumps(value))
-            for key, value in wanted.items()
-        ]
+        return [_sqlite_equals(column, key, value) for key, value in wanted.items()]
 
     def _filters(
         self,
@@ -228,6 +223,16 @@ class ThreadStore:
                 else:
                     due.append((row.tenant_id, row.thread_id))
         return due
+
+
+def _sqlite_equals(column: Any, key: str, value: Any) -> ColumnElement[bool]:
+    path = f'$."{key}"'
+    if value is None:
+        # json_extract answers SQL NULL both for a JSON null and for a missing key.
+        return func.json_type(column, path) == "null"
+    if isinstance(value, dict | list):
+        return func.json(func.json_extract(column, path)) == func.json(json.dumps(value))
+    return func.json_extract(column, path) == func.json_extract(json.dumps(value), "$")
 
 
 def _expiry(ttl_minutes: float | None, now: datetime) -> datetime | None:
