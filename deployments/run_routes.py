@@ -209,13 +209,30 @@ async def join_run_stream(
     stream_mode: Annotated[list[str] | None, Query()] = None,
 ) -> StreamingResponse:
     thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
-    modes = normalise_stream_modes(stream_mode) if stream_mode else None
+    wanted = _join_modes(stream_mode)
+    modes = normalise_stream_modes(wanted) if wanted else None
     events = iterate(
         services.orchestrator.options(stream=True).join_stream.remote(
             principal, thread_id, run_id, last_event_id, _flag(cancel_on_disconnect)
         )
     )
     return await _sse(events, run_location_headers(run_id, thread_id, "stream"), modes)
+
+
+def _join_modes(values: list[str] | None) -> list[str]:
+    """``stream_mode`` of a join: repeated values or a JSON array; the SDK sends an empty
+    ``stream_mode=`` when it has none, which means every mode the run produces."""
+    modes: list[str] = []
+    for value in values or []:
+        if value.startswith("["):
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(f"stream_mode: invalid JSON array {value!r}") from None
+            modes += [str(m) for m in parsed] if isinstance(parsed, list) else [value]
+        elif value:
+            modes.append(value)
+    return modes
 
 
 # -- read, list, delete, cancel ----------------------------------------------------------
