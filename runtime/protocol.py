@@ -212,6 +212,12 @@ class RunCreate(_Request):
             )
         return value
 
+    @field_validator("config")
+    @classmethod
+    def _config_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # As langgraph-api checks a run's config: configurable an object, tags strings...
+        return _checked_config(value)
+
     @property
     def stream_modes(self) -> list[str]:
         return normalise_stream_modes(self.stream_mode)
