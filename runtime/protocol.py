@@ -135,6 +135,12 @@ class RunsCancel(_Request):
     status: Literal["pending", "running", "all"] | None = None
 
 
+ThreadField = Literal[
+    "thread_id", "created_at", "updated_at", "state_updated_at", "metadata", "config",
+    "status", "values", "interrupts",
+]  # fmt: skip
+
+
 class ThreadSearch(_Request):
     ids: list[str] | None = None
     metadata: dict[str, Any] | None = None
@@ -146,7 +152,7 @@ class ThreadSearch(_Request):
         Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] | None
     ) = None
     sort_order: SortOrder | None = None
-    select: list[str] | None = None
+    select: list[ThreadField] | None = None
     extract: dict[str, str] | None = None
 
 
