@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk
@@ -39,6 +40,7 @@ from runtime.runs import RunOutcome, RunService
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
 from runtime.store import ItemStores, tenant_scope
+from runtime.tables import utcnow
 from runtime.thread_store import ThreadStore
 from runtime.threads import ThreadService
 from runtime.timing import RunTimings
@@ -120,6 +122,7 @@ class OrchestratorDeployment:
         )
         self._runs.executor.start()
         self._sweep_interval_s = limits.thread_sweep_interval_s
+        self._events_ttl_minutes = limits.run_events_ttl_minutes
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
     # -- wiring -------------------------------------------------------------------------
@@ -157,6 +160,8 @@ class OrchestratorDeployment:
                 swept = await self._threads.sweep()
                 if swept:
                     logger.info("TTL sweeper removed or pruned %d threads", swept)
+                cutoff = utcnow() - timedelta(minutes=self._events_ttl_minutes)
+                await self._runs.runs.purge_events(cutoff)
             except AgentRuntimeError as exc:
                 logger.warning("TTL sweep failed: %s", exc.message)
 

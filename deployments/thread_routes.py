@@ -4,6 +4,7 @@ checkpointer). Shapes, statuses and messages follow LangGraph Platform."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -89,7 +90,7 @@ async def search_threads(
     return JSONResponse(rows, headers=headers)
 
 
-def _select(row: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+def _select(row: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k in fields} if fields else row
 
 

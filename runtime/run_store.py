@@ -624,6 +624,23 @@ class RunStore:
             ).all()
         return [(row.seq, row.event, bytes(row.data)) for row in rows]
 
+    async def purge_events(self, older_than: datetime, limit: int = 500) -> int:
+        """Drop the stored events of runs that ended before ``older_than``."""
+        async with self._store.transaction() as conn:
+            ended = (
+                await conn.execute(
+                    select(RUN_EVENTS.c.run_id)
+                    .join(RUNS, RUNS.c.run_id == RUN_EVENTS.c.run_id)
+                    .where(RUNS.c.status.in_(FINAL_STATUSES), RUNS.c.updated_at < older_than)
+                    .distinct()
+                    .limit(limit)
+                )
+            ).all()
+            ids = [row.run_id for row in ended]
+            if ids:
+                await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(ids)))
+        return len(ids)
+
     async def last_event_seq(self, run_id: str) -> int:
         async with self._store.transaction() as conn:
             seq = (

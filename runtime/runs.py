@@ -164,6 +164,7 @@ class RunService:
             "webhook": body.webhook,
             "feedback_keys": body.feedback_keys,
             "background": kind == "background",
+            "kind": kind,
         }
         return NewRun(
             tenant_id=principal.tenant_id,
@@ -185,10 +186,10 @@ class RunService:
 
     @staticmethod
     def persist_events(run: RunRecord, at_creation: bool) -> bool:
-        """Store a run's events when someone else may read them: background and resumable
-        runs, and any run not started by the request that created it."""
-        kwargs = run.kwargs
-        return bool(kwargs.get("resumable") or kwargs.get("background") or not at_creation)
+        """Store a run's events unless it is a ``wait`` its own request runs: a stream's
+        client may reconnect (the SDK does, with ``Last-Event-ID``) through any replica,
+        and background or queued runs are joined from anywhere."""
+        return not (run.kwargs.get("kind") == "wait" and at_creation)
 
     # -- wait ---------------------------------------------------------------------------
     async def wait(

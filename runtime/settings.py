@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.pricing import ModelPrice
+
 _ENV = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
 
 DEFAULT_HTTP_PORT = 8000
@@ -228,6 +230,9 @@ class RunSettings(BaseSettings):
         default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
     )
     thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+    run_events_ttl_minutes: float = Field(
+        default=60.0, gt=0, description="Stored stream events are kept this long after a run."
+    )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
     webhook_allow_private: bool = Field(
@@ -237,6 +242,52 @@ class RunSettings(BaseSettings):
     @field_validator("thread_ttl_minutes", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def _default_model_prices() -> dict[str, ModelPrice]:
+    # The built-in fake provider's models, priced like small and large hosted models.
+    return {
+        "fake-fast": ModelPrice(0.15, 0.60),
+        "fake-fallback": ModelPrice(0.15, 0.60),
+        "fake-smart": ModelPrice(2.50, 10.00),
+    }
+
+
+class BudgetSettings(BaseSettings):
+    """Usage ledger, spending budgets and model prices (``AGENT_*``); the admin credential.
+
+    Budget counters live in the Redis of ``LimitSettings.redis_url`` (in process when unset).
+    """
+
+    model_config = _ENV
+
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Credential of the /admin routes (x-admin-key); unset: they answer 404.",
+    )
+    budget_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a replica caches a tenant's budgets."
+    )
+    budget_redis_prefix: str = Field(default="agent:budget:", min_length=1)
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=_default_model_prices,
+        description='JSON model -> price, e.g. {"gpt-4o": {"input_per_million_usd": 2.5, '
+        '"output_per_million_usd": 10}}',
+    )
+    default_model_price: ModelPrice | None = Field(
+        default_factory=lambda: ModelPrice(10.00, 30.00),
+        description="Price of models not in model_prices; null: such calls are refused.",
+    )
+    default_max_output_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Completion bound reserved (and sent) when a request sets no max_tokens.",
+    )
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
 
@@ -250,6 +301,7 @@ class RuntimeSettings(BaseModel):
     serve: ServeSettings
     runs: RunSettings = Field(default_factory=RunSettings)
     items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
