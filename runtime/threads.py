@@ -15,7 +15,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import StateUpdate
 
 from runtime import checkpoint_ops
-from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest
+from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from runtime.protocol import (
     CheckpointConfig,
     ThreadCreate,
@@ -288,14 +288,18 @@ class ThreadService:
         swept = 0
         for tenant_id, thread_id in await self._threads.expired(utcnow(), limit):
             principal = Principal(tenant_id=tenant_id, key_id="ttl-sweeper")
-            record = await self._store.get_thread(tenant_id, thread_id)
-            if record.ttl_strategy == "keep_latest":
-                await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
-                await self._store.update_thread(
-                    tenant_id, thread_id, expires_at=_next_expiry(record)
-                )
-            else:
-                await self.delete(principal, thread_id)
+            try:
+                record = await self._store.get_thread(tenant_id, thread_id)
+                if record.ttl_strategy == "keep_latest":
+                    await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
+                    await self._store.update_thread(
+                        tenant_id, thread_id, expires_at=_next_expiry(record)
+                    )
+                else:
+                    await self.delete(principal, thread_id)
+            except NotFound:
+                # Gone since expired() listed it: another replica's sweep or its owner.
+                continue
             swept += 1
         return swept
 
