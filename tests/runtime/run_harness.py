@@ -20,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from runtime.assistants import AssistantStore
-from runtime.checkpointers import Checkpointers
+from runtime.checkpointers import Checkpointers, TimedSaver
 from runtime.errors import ProviderChainExhausted
 from runtime.executor import ExecutorSettings, RunExecutor
 from runtime.graph_runner import GraphRunner
@@ -30,6 +30,7 @@ from runtime.run_store import RunStore
 from runtime.runs import RunService
 from runtime.settings import StorageSettings
 from runtime.storage import MetadataStore
+from runtime.store import ItemStores
 from runtime.thread_store import ThreadStore
 from runtime.threads import ThreadService
 
@@ -81,6 +82,8 @@ class Replica:
     threads: ThreadService
     thread_rows: ThreadStore
     finished: list[tuple[str, str]]
+    items: ItemStores
+    saver: TimedSaver
 
     @property
     def executor(self) -> RunExecutor:
@@ -101,6 +104,8 @@ async def replica(
         await store.ensure_tenant(principal.tenant_id, "runs")
     checkpointers = Checkpointers(settings)
     saver = await checkpointers.setup()
+    items = ItemStores(settings)
+    await items.setup()
     graphs = {GRAPH: build().compile(checkpointer=saver)}
     finished: list[tuple[str, str]] = []
     runner = GraphRunner(
@@ -110,7 +115,7 @@ async def replica(
         on_run_finished=lambda graph, status, ms, timings: finished.append((graph, status)),
     )
     thread_rows = ThreadStore(store)
-    threads = ThreadService(store, thread_rows, graphs, saver)
+    threads = ThreadService(store, thread_rows, graphs, saver, items=items)
     loop_settings = executor or ExecutorSettings(heartbeat_s=0.2, lease_s=2.0, poll_s=0.2)
 
     def make_executor(runs: RunStore) -> RunExecutor:
@@ -137,9 +142,10 @@ async def replica(
     if start_loops:
         service.executor.start()
     try:
-        yield Replica(store, service, threads, thread_rows, finished)
+        yield Replica(store, service, threads, thread_rows, finished, items, saver)
     finally:
         await service.executor.close()
+        await items.close()
         await checkpointers.close()
         await store.close()
 
