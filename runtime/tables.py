@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -183,6 +184,48 @@ class AssistantVersionRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class UsageEventRow(SQLModel, table=True):
+    """One model call in the usage ledger (since revision 0003); see :mod:`runtime.usage`."""
+
+    __tablename__ = "agent_usage"
+    # A tenant's totals scan its rows of a day range; the admin view scans a day range.
+    __table_args__ = (
+        Index("ix_agent_usage_tenant_day", "tenant_id", "usage_day"),
+        Index("ix_agent_usage_day", "usage_day"),
+    )
+
+    event_id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=128)
+    key_id: str | None = Field(default=None, max_length=128)
+    thread_id: str | None = Field(default=None, max_length=128)
+    run_id: str | None = Field(default=None, max_length=128)
+    model: str = Field(max_length=256)
+    alias: str | None = Field(default=None, max_length=256)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    cost_micro_usd: int = Field(default=0, sa_type=BigInteger)
+    outcome: str = Field(default="ok", max_length=32)
+    # The UTC day (YYYY-MM-DD) of created_at: day and month buckets without dialect SQL.
+    usage_day: str = Field(max_length=10)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class BudgetRow(SQLModel, table=True):
+    """A spending limit of a tenant or of one key (since revision 0003); key_id is "" for
+    tenant budgets. See :mod:`runtime.budgets`."""
+
+    __tablename__ = "agent_budgets"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    scope: str = Field(primary_key=True, max_length=8)
+    key_id: str = Field(primary_key=True, max_length=128)
+    period: str = Field(primary_key=True, max_length=8)
+    limit_micro_usd: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = sa_inspect(model).local_table
     assert isinstance(table, Table)
@@ -196,4 +239,16 @@ RUNS = _table(RunRow)
 RUN_EVENTS = _table(RunEventRow)
 ASSISTANTS = _table(AssistantRow)
 ASSISTANT_VERSIONS = _table(AssistantVersionRow)
-ALL_TABLES = (TENANTS, API_KEYS, THREADS, RUNS, RUN_EVENTS, ASSISTANTS, ASSISTANT_VERSIONS)
+USAGE = _table(UsageEventRow)
+BUDGETS = _table(BudgetRow)
+ALL_TABLES = (
+    TENANTS,
+    API_KEYS,
+    THREADS,
+    RUNS,
+    RUN_EVENTS,
+    ASSISTANTS,
+    ASSISTANT_VERSIONS,
+    USAGE,
+    BUDGETS,
+)

@@ -1,0 +1,623 @@
+"""Spending budgets per tenant and per API key (USD per day or month), enforced before a call.
+
+Two parts:
+
+* :class:`BudgetStore`: the budgets themselves, rows of ``agent_budgets`` in the metadata
+  store (set, list, delete). A tenant budget limits every call of the tenant; a key budget
+  limits the calls made with that key, on top of the tenant's. No key is exempt.
+* :class:`BudgetGuard`: the spend counters, one per budget and window (the UTC day or
+  month), in integer micro-dollars, in Redis (:class:`RedisSpend`, shared by replicas) or
+  in this process (:class:`InMemorySpend`, single replica only).
+
+The router's side (see also :mod:`runtime.pricing`)::
+
+    reservation = await guard.reserve(tenant_id, key_id, worst_case_usd)  # may raise 402
+    try:
+        result = await call_provider(...)
+    except BaseException:
+        await guard.release(reservation)      # nothing was spent (or settle what was)
+        raise
+    await guard.settle(reservation, cost(price, result.usage))
+
+:meth:`BudgetGuard.reserve` checks every budget that applies (the tenant's and the key's,
+each of its day and/or month windows) and adds the amount to all of their counters in ONE
+atomic Lua call, all or nothing: if any counter's spend plus the amount would pass its
+limit, nothing is added and :class:`BudgetExceeded` (402) names that budget and when it
+resets. Concurrent reservations are therefore serialised by Redis and the reserved total
+never passes a limit; spend can pass it only when a call's real cost is above its
+reservation (settle records the truth). :meth:`BudgetGuard.settle` moves every counter by
+``actual - reserved`` in one Lua call, never below zero, and only counters whose window
+still exists. A reservation never settled (its replica died) stays counted at its worst
+case until the window ends: that errs towards refusing.
+
+Windows start at 00:00 UTC (day) or the 1st, 00:00 UTC (month), computed from this
+replica's clock; a counter's key names its window start, and it expires at the window's
+end plus :data:`EXPIRY_GRACE` (for clocks a little behind). Budgets are read from the
+database and cached per replica for ``cache_ttl_s`` (``AGENT_BUDGET_CACHE_TTL_S``, 5 s by
+default): a new, changed or deleted budget applies on every replica within that time.
+
+Failure modes: a tenant with no budgets never touches Redis. Redis configured but
+unreachable fails closed: a call that has a budget cannot be checked, so ``reserve``
+raises :class:`DependencyUnavailable` (503), as do ``settle`` and ``status``. A database
+that cannot be read (on a cache miss) is also :class:`DependencyUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal, Protocol
+from urllib.parse import quote
+
+from pydantic import BaseModel, PrivateAttr
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from runtime.errors import BudgetExceeded, DependencyUnavailable, NotFound
+from runtime.limits import make_redis_client
+from runtime.pricing import format_usd, from_micros, to_micros
+from runtime.settings import BudgetSettings, LimitSettings
+from runtime.storage import MetadataStore
+from runtime.tables import API_KEYS, BUDGETS, TENANTS, utcnow
+
+logger = logging.getLogger(__name__)
+
+Scope = Literal["tenant", "key"]
+BudgetPeriod = Literal["day", "month"]
+PERIODS: tuple[BudgetPeriod, ...] = ("day", "month")
+DEFAULT_PREFIX = "agent:budget:"
+DEFAULT_CACHE_TTL_S = 5.0
+# A counter outlives its window by this much, so that a replica whose clock is a little
+# behind still adds to the live counter (a fresh one would expire at once).
+EXPIRY_GRACE = timedelta(minutes=10)
+REDIS_UNREACHABLE = "budget backend (Redis) unreachable: calls under a budget are refused"
+_CACHE_SWEEP_SIZE = 10_000
+
+
+# -- the budgets (database) -------------------------------------------------------------
+class Budget(BaseModel):
+    """One spending limit: ``key_id`` is None for a tenant budget."""
+
+    tenant_id: str
+    scope: Scope
+    key_id: str | None = None
+    period: BudgetPeriod
+    limit_micro_usd: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def limit_usd(self) -> Decimal:
+        return from_micros(self.limit_micro_usd)
+
+    @property
+    def label(self) -> str:
+        """``tenant acme, daily, $5.00`` or ``key k1 of tenant acme, monthly, $20.00``."""
+        who = f"tenant {self.tenant_id}"
+        if self.scope == "key":
+            who = f"key {self.key_id} of {who}"
+        every = "daily" if self.period == "day" else "monthly"
+        return f"{who}, {every}, {format_usd(self.limit_micro_usd)}"
+
+    def applies_to(self, key_id: str | None) -> bool:
+        return self.scope == "tenant" or (key_id is not None and self.key_id == key_id)
+
+
+class BudgetSource(Protocol):
+    """Where a guard reads budgets from (:class:`BudgetStore`, or a fixed list in tests)."""
+
+    async def list_budgets(self, tenant_id: str) -> list[Budget]: ...
+
+
+def _row_to_budget(row: Mapping[str, object]) -> Budget:
+    values = dict(row)
+    values["key_id"] = values["key_id"] or None
+    return Budget.model_validate(values)
+
+
+def _pk(tenant_id: str, period: str, key_id: str | None) -> tuple[ColumnElement[bool], ...]:
+    return (
+        BUDGETS.c.tenant_id == tenant_id,
+        BUDGETS.c.scope == ("key" if key_id else "tenant"),
+        BUDGETS.c.key_id == (key_id or ""),
+        BUDGETS.c.period == period,
+    )
+
+
+class BudgetStore:
+    """Budgets in table ``agent_budgets`` of a (set up) :class:`MetadataStore`."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self._store = store
+
+    async def set_budget(
+        self,
+        tenant_id: str,
+        period: BudgetPeriod,
+        limit_usd: Decimal | float | int | str,
+        *,
+        key_id: str | None = None,
+    ) -> Budget:
+        """Create or replace the tenant's (or, with ``key_id``, that key's) budget for
+        ``period``. NotFound when the tenant does not exist or the key is not the tenant's.
+        """
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {PERIODS}, got {period!r}")
+        limit = to_micros(Decimal(str(limit_usd)))
+        if limit < 0:
+            raise ValueError("a budget's limit cannot be negative")
+        try:
+            return await self._upsert(tenant_id, period, limit, key_id)
+        except IntegrityError:
+            # Postgres: another process inserted the same budget first; now it updates.
+            return await self._upsert(tenant_id, period, limit, key_id)
+
+    async def _upsert(
+        self, tenant_id: str, period: BudgetPeriod, limit: int, key_id: str | None
+    ) -> Budget:
+        now = utcnow()
+        async with self._store.transaction(write_lock=True) as conn:
+            if key_id:
+                owner = await conn.execute(
+                    select(API_KEYS.c.tenant_id).where(API_KEYS.c.key_id == key_id)
+                )
+                if owner.scalar_one_or_none() != tenant_id:
+                    raise NotFound(f"api key {key_id} of tenant {tenant_id} not found")
+            else:
+                tenant = await conn.execute(
+                    select(TENANTS.c.tenant_id).where(TENANTS.c.tenant_id == tenant_id)
+                )
+                if tenant.first() is None:
+                    raise NotFound(f"tenant {tenant_id} not found")
+            result = await conn.execute(
+                update(BUDGETS)
+                .where(*_pk(tenant_id, period, key_id))
+                .values(limit_micro_usd=limit, updated_at=now)
+                .returning(*BUDGETS.c)
+            )
+            row = result.mappings().one_or_none()
+            if row is None:
+                values = {
+                    "tenant_id": tenant_id,
+                    "scope": "key" if key_id else "tenant",
+                    "key_id": key_id or "",
+                    "period": period,
+                    "limit_micro_usd": limit,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                await conn.execute(insert(BUDGETS).values(**values))
+                return _row_to_budget(values)
+        return _row_to_budget(dict(row))
+
+    async def list_budgets(self, tenant_id: str) -> list[Budget]:
+        """The tenant's budgets and its keys', tenant first, then by key, day before month."""
+        async with self._store.transaction() as conn:
+            result = await conn.execute(select(BUDGETS).where(BUDGETS.c.tenant_id == tenant_id))
+            rows = result.mappings().all()
+        budgets = [_row_to_budget(dict(row)) for row in rows]
+        return sorted(budgets, key=_budget_order)
+
+    async def delete_budget(
+        self, tenant_id: str, period: BudgetPeriod, *, key_id: str | None = None
+    ) -> None:
+        async with self._store.transaction() as conn:
+            result = await conn.execute(delete(BUDGETS).where(*_pk(tenant_id, period, key_id)))
+            if result.rowcount == 0:
+                who = f"key {key_id}" if key_id else f"tenant {tenant_id}"
+                raise NotFound(f"no {period} budget for {who}")
+
+
+def _budget_order(budget: Budget) -> tuple[int, str, int]:
+    return (budget.scope == "key", budget.key_id or "", PERIODS.index(budget.period))
+
+
+# -- windows ----------------------------------------------------------------------------
+def window_of(period: BudgetPeriod, now: datetime) -> tuple[datetime, datetime]:
+    """(start, reset) of the UTC day or month holding ``now``."""
+    now = now.astimezone(UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One budget's counter in one window, as the spend backends see it."""
+
+    key: str
+    limit_micro_usd: int
+    ttl_ms: int
+
+
+# -- spend backends ---------------------------------------------------------------------
+class SpendBackend(Protocol):
+    async def reserve(self, counters: Sequence[Counter], amount: int) -> tuple[int, int]:
+        """Add ``amount`` to every counter, or to none: (0, 0) when added, else
+        (1-based index of the first counter it would push past its limit, its spend)."""
+        ...
+
+    async def adjust(self, keys: Sequence[str], delta: int) -> None:
+        """Add ``delta`` (may be negative) to the counters that exist, flooring at 0."""
+        ...
+
+    async def read(self, keys: Sequence[str]) -> list[int]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# KEYS: the counters (micro-USD). ARGV[1]: amount; ARGV[1+i]: KEYS[i]'s limit;
+# ARGV[1+n+i]: KEYS[i]'s time to live (ms). All checked first, then all added: atomic.
+_RESERVE_LUA = """
+local amount = tonumber(ARGV[1])
+local n = #KEYS
+for i = 1, n do
+  local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if spent + amount > tonumber(ARGV[1 + i]) then
+    return {i, spent}
+  end
+end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], amount)
+  redis.call('PEXPIRE', KEYS[i], ARGV[1 + n + i])
+end
+return {0, 0}
+"""
+
+# KEYS: the counters of a reservation. ARGV[1]: actual - reserved (micro-USD).
+# A counter whose window has expired is left absent; none goes below zero.
+_SETTLE_LUA = """
+local delta = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('INCRBY', KEYS[i], delta) < 0 then
+      redis.call('SET', KEYS[i], 0, 'KEEPTTL')
+    end
+  end
+end
+return 0
+"""
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError) as exc:
+        raise DependencyUnavailable(REDIS_UNREACHABLE) from exc
+
+
+class RedisSpend:
+    """Counters as Redis integers, changed only by the two Lua scripts (EVALSHA, one round
+    trip each). Takes ownership of ``redis``: :meth:`close` closes it. A call's keys share
+    the tenant's hash tag, so the scripts also run on Redis Cluster."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._reserve = redis.register_script(_RESERVE_LUA)
+        self._settle = redis.register_script(_SETTLE_LUA)
+
+    async def reserve(self, counters: Sequence[Counter], amount: int) -> tuple[int, int]:
+        args = [amount, *(c.limit_micro_usd for c in counters), *(c.ttl_ms for c in counters)]
+        with _redis_errors():
+            reply = await self._reserve(keys=[c.key for c in counters], args=args)
+        return int(reply[0]), int(reply[1])
+
+    async def adjust(self, keys: Sequence[str], delta: int) -> None:
+        with _redis_errors():
+            await self._settle(keys=list(keys), args=[delta])
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        with _redis_errors():
+            values = await self._redis.mget(list(keys))
+        return [int(v) if v is not None else 0 for v in values]
+
+    async def ping(self) -> None:
+        with _redis_errors():
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class InMemorySpend:
+    """The same counters and semantics in this process only: each replica then enforces
+    its own budgets, so N replicas can together spend up to N times a limit.
+
+    No method awaits between reading and writing, so each is atomic on the event loop.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
+        self._counters: dict[str, tuple[int, datetime]] = {}
+        self._last_sweep = clock()
+
+    def _live(self, key: str, now: datetime) -> tuple[int, datetime] | None:
+        entry = self._counters.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._counters[key]
+            return None
+        return entry
+
+    async def reserve(self, counters: Sequence[Counter], amount: int) -> tuple[int, int]:
+        now = self._clock()
+        self._sweep(now)
+        for index, counter in enumerate(counters, start=1):
+            entry = self._live(counter.key, now)
+            spent = entry[0] if entry else 0
+            if spent + amount > counter.limit_micro_usd:
+                return index, spent
+        for counter in counters:
+            entry = self._live(counter.key, now)
+            expires = now + timedelta(milliseconds=counter.ttl_ms)
+            self._counters[counter.key] = ((entry[0] if entry else 0) + amount, expires)
+        return 0, 0
+
+    async def adjust(self, keys: Sequence[str], delta: int) -> None:
+        now = self._clock()
+        for key in keys:
+            entry = self._live(key, now)
+            if entry is not None:
+                self._counters[key] = (max(0, entry[0] + delta), entry[1])
+
+    async def read(self, keys: Sequence[str]) -> list[int]:
+        now = self._clock()
+        return [entry[0] if (entry := self._live(key, now)) else 0 for key in keys]
+
+    def _sweep(self, now: datetime) -> None:
+        if now - self._last_sweep < timedelta(minutes=1):
+            return
+        self._last_sweep = now
+        for key in [k for k, (_, expires) in self._counters.items() if expires <= now]:
+            del self._counters[key]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._counters.clear()
+
+
+# -- the guard --------------------------------------------------------------------------
+class Reservation(BaseModel):
+    """What :meth:`BudgetGuard.reserve` holds for a call, until it is settled.
+
+    ``counters`` are the Redis keys of the windows it was reserved in: settling after a
+    window rolled over still adjusts the window the call was counted in. Picklable.
+    """
+
+    tenant_id: str
+    key_id: str | None
+    amount_micro_usd: int
+    counters: tuple[str, ...] = ()
+    budgets: tuple[str, ...] = ()  # the labels of the budgets it counts against
+    _settled: bool = PrivateAttr(default=False)
+
+    @property
+    def amount_usd(self) -> Decimal:
+        return from_micros(self.amount_micro_usd)
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+
+class BudgetStatus(BaseModel):
+    """A budget with its current window's spend (reservations in flight included)."""
+
+    budget: Budget
+    window_start: datetime
+    resets_at: datetime
+    spent_micro_usd: int
+
+    @property
+    def remaining_micro_usd(self) -> int:
+        return max(0, self.budget.limit_micro_usd - self.spent_micro_usd)
+
+
+class BudgetGuard:
+    """Reserves a call's worst-case cost against every budget that applies, then settles.
+
+    ``source`` gives a tenant's budgets (:class:`BudgetStore`); ``backend`` keeps the
+    counters (:class:`RedisSpend` or :class:`InMemorySpend`, which it owns and closes);
+    ``clock`` (UTC now) decides the windows.
+    """
+
+    def __init__(
+        self,
+        source: BudgetSource,
+        backend: SpendBackend,
+        *,
+        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._source = source
+        self._backend = backend
+        self._cache_ttl_s = cache_ttl_s
+        self._prefix = prefix
+        self._clock = clock
+        self._cache: dict[str, tuple[float, list[Budget]]] = {}
+        self._loading: dict[str, asyncio.Future[list[Budget]]] = {}
+
+    @property
+    def backend(self) -> SpendBackend:
+        return self._backend
+
+    async def reserve(
+        self, tenant_id: str, key_id: str | None, amount_usd: Decimal | float | int
+    ) -> Reservation:
+        """Reserve ``amount_usd`` (rounded up to the micro-dollar) against the tenant's
+        budgets and, with ``key_id``, that key's, atomically in one Lua call.
+
+        Raises :class:`BudgetExceeded` (402) naming the first budget it would exceed, its
+        spend and reset time (``details``: budget, scope, period, key_id, limit_usd,
+        spent_usd, requested_usd, resets_at); :class:`DependencyUnavailable` (503) when the
+        budgets or the counters cannot be read. With no budget it returns an empty
+        reservation without touching Redis.
+        """
+        amount = to_micros(amount_usd, round_up=True)
+        if amount < 0:
+            raise ValueError("a reservation cannot be negative")
+        budgets = [b for b in await self._budgets(tenant_id) if b.applies_to(key_id)]
+        if not budgets:
+            return Reservation(tenant_id=tenant_id, key_id=key_id, amount_micro_usd=amount)
+        now = self._clock()
+        windows = [window_of(b.period, now) for b in budgets]
+        counters = [
+            Counter(
+                key=self._counter_key(budget, start),
+                limit_micro_usd=budget.limit_micro_usd,
+                ttl_ms=max(1, int((reset + EXPIRY_GRACE - now).total_seconds() * 1000)),
+            )
+            for budget, (start, reset) in zip(budgets, windows, strict=True)
+        ]
+        refused, spent = await self._backend.reserve(counters, amount)
+        if refused:
+            budget, (_, reset) = budgets[refused - 1], windows[refused - 1]
+            raise BudgetExceeded(
+                f"budget '{budget.label}' would be exceeded (spent {format_usd(spent)}, "
+                f"this call may cost up to {format_usd(amount)}); "
+                f"it resets at {iso_z(reset)}",
+                budget=budget.label,
+                scope=budget.scope,
+                period=budget.period,
+                key_id=budget.key_id,
+                limit_usd=float(budget.limit_usd),
+                spent_usd=float(from_micros(spent)),
+                requested_usd=float(from_micros(amount)),
+                resets_at=iso_z(reset),
+            )
+        return Reservation(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            amount_micro_usd=amount,
+            counters=tuple(c.key for c in counters),
+            budgets=tuple(b.label for b in budgets),
+        )
+
+    async def settle(self, reservation: Reservation, actual_usd: Decimal | float | int) -> None:
+        """Replace the reservation by the call's real cost (rounded half-even to the
+        micro-dollar) in one Lua call; counters never go below zero. A second settle of
+        the same reservation object does nothing."""
+        if reservation._settled:
+            return
+        actual = to_micros(actual_usd)
+        if actual < 0:
+            raise ValueError("a cost cannot be negative")
+        delta = actual - reservation.amount_micro_usd
+        if reservation.counters and delta != 0:
+            await self._backend.adjust(reservation.counters, delta)
+        reservation._settled = True
+
+    async def release(self, reservation: Reservation) -> None:
+        """The call cost nothing (it never reached the provider): settle at zero."""
+        await self.settle(reservation, 0)
+
+    async def status(self, tenant_id: str, key_id: str | None = None) -> list[BudgetStatus]:
+        """Every budget of the tenant (or only those applying to ``key_id``) with its
+        current window's spend, read in one MGET (fresh from the database, not cached)."""
+        budgets = await self._source.list_budgets(tenant_id)
+        if key_id is not None:
+            budgets = [b for b in budgets if b.applies_to(key_id)]
+        now = self._clock()
+        windows = [window_of(b.period, now) for b in budgets]
+        keys = [self._counter_key(b, w[0]) for b, w in zip(budgets, windows, strict=True)]
+        spent = await self._backend.read(keys)
+        return [
+            BudgetStatus(budget=b, window_start=w[0], resets_at=w[1], spent_micro_usd=s)
+            for b, w, s in zip(budgets, windows, spent, strict=True)
+        ]
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        """Forget cached budgets (of one tenant, or all) so the next call rereads them."""
+        if tenant_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(tenant_id, None)
+
+    async def ping(self) -> None:
+        await self._backend.ping()
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+    def _counter_key(self, budget: Budget, window_start: datetime) -> str:
+        # {tenant} is a hash tag: all of a call's counters live in one Cluster slot.
+        tenant = quote(budget.tenant_id, safe="")
+        key = quote(budget.key_id or "", safe="")
+        return (
+            f"{self._prefix}{{{tenant}}}:{budget.scope}:{key}:{budget.period}:"
+            f"{window_start:%Y-%m-%d}"
+        )
+
+    async def _budgets(self, tenant_id: str) -> list[Budget]:
+        if self._cache_ttl_s > 0:
+            hit = self._cache.get(tenant_id)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        pending = self._loading.get(tenant_id)
+        if pending is None:
+            # Concurrent misses for one tenant share one query.
+            pending = asyncio.ensure_future(self._load(tenant_id))
+            self._loading[tenant_id] = pending
+            pending.add_done_callback(lambda done: self._loaded(tenant_id, done))
+        return await asyncio.shield(pending)
+
+    async def _load(self, tenant_id: str) -> list[Budget]:
+        budgets = await self._source.list_budgets(tenant_id)
+        if self._cache_ttl_s > 0:
+            if len(self._cache) >= _CACHE_SWEEP_SIZE:
+                now = time.monotonic()
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            self._cache[tenant_id] = (time.monotonic() + self._cache_ttl_s, budgets)
+        return budgets
+
+    def _loaded(self, tenant_id: str, done: asyncio.Future[list[Budget]]) -> None:
+        if self._loading.get(tenant_id) is done:
+            del self._loading[tenant_id]
+        if not done.cancelled():
+            done.exception()  # retrieved, so an unawaited failure logs no warning
+
+
+def build_budget_guard(
+    limits: LimitSettings, budgets: BudgetSettings, store: MetadataStore
+) -> BudgetGuard:
+    """Counters in the Redis of ``AGENT_REDIS_URL`` when set, else in process (with a
+    warning); budgets from ``store`` (set up), cached ``AGENT_BUDGET_CACHE_TTL_S``."""
+    url = limits.redis_url.get_secret_value() if limits.redis_url is not None else ""
+    backend: SpendBackend
+    if url:
+        backend = RedisSpend(make_redis_client(url, limits.redis_timeout_s))
+    else:
+        logger.warning(
+            "AGENT_REDIS_URL is not set: budget spend is counted per process, so each replica "
+            "enforces budgets on its own. Set AGENT_REDIS_URL=redis://<host>:6379/0 to share it."
+        )
+        backend = InMemorySpend()
+    return BudgetGuard(
+        BudgetStore(store),
+        backend,
+        cache_ttl_s=budgets.budget_cache_ttl_s,
+        prefix=budgets.budget_redis_prefix,
+    )
