@@ -301,7 +301,7 @@ async def _rows(r: Replica, table: Any, where: Any) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def test_delete_cascades_to_runs_events_checkpoints_and_items(one: Replica) -> None:
+async def test_delete_cascades_and_stops_runs_in_flight(one: Replica) -> None:
     thread_id, keep = await ran(one, background=True), await ran(one, background=True)
     [run] = await one.runs.runs.search(TENANT.tenant_id, thread_id)
     assert await _rows(one, RUN_EVENTS, RUN_EVENTS.c.run_id == run.run_id) > 0
@@ -330,9 +330,7 @@ async def test_delete_cascades_to_runs_events_checkpoints_and_items(one: Replica
     with pytest.raises(NotFound):
         await one.threads.delete(OTHER, keep)
     assert (await one.threads.get_state(TENANT, keep))["values"]["steps"] == ["first", "second"]
-
-
-async def test_delete_stops_runs_in_flight(one: Replica) -> None:
+    # Runs still in flight are told to stop.
     stopped: list[str] = []
     service = ThreadService(
         one.store, one.thread_rows, {}, one.saver, stop_runs=stopped.extend, items=one.items
@@ -359,18 +357,7 @@ async def test_forget_run_restores_the_earlier_state(one: Replica) -> None:
 
 
 # -- prune -----------------------------------------------------------------------------
-async def test_prune_delete_skips_unknown_and_other_tenants(one: Replica) -> None:
-    mine = await ran(one)
-    theirs = await new_thread(one, OTHER)
-    assert await one.threads.prune(TENANT, [mine, "no-such-thread", theirs], "delete") == 1
-    with pytest.raises(NotFound):
-        await one.store.get_thread(TENANT.tenant_id, mine)
-    assert await checkpoint_of(one, mine) is None
-    await one.store.get_thread(OTHER.tenant_id, theirs)
-    assert await one.threads.prune(TENANT, [], "delete") == 0
-
-
-async def test_prune_keep_latest_keeps_only_the_newest_state(one: Replica) -> None:
+async def test_prune_keep_latest_and_delete(one: Replica) -> None:
     thread_id = await ran(one)
     asked = await ran(one, "ask")
     states = {t: await one.threads.get_state(TENANT, t) for t in (thread_id, asked)}
@@ -390,6 +377,15 @@ async def test_prune_keep_latest_keeps_only_the_newest_state(one: Replica) -> No
     assert json.loads(again.body)["steps"] == ["first", "second"] * 2
     resumed = await one.runs.wait(TENANT, asked, resume("ok"))
     assert json.loads(resumed.body)["steps"] == ["first", "approved:ok"]
+    # "delete" removes the threads; unknown and other tenants' ids are skipped.
+    mine = other
+    theirs = await new_thread(one, OTHER)
+    assert await one.threads.prune(TENANT, [mine, "no-such-thread", theirs], "delete") == 1
+    with pytest.raises(NotFound):
+        await one.store.get_thread(TENANT.tenant_id, mine)
+    assert await checkpoint_of(one, mine) is None
+    await one.store.get_thread(OTHER.tenant_id, theirs)
+    assert await one.threads.prune(TENANT, [], "delete") == 0
 
 
 # -- TTL sweep -------------------------------------------------------------------------
@@ -409,24 +405,20 @@ async def test_sweep_deletes_expired_threads_and_spares_the_rest(one: Replica) -
     no_ttl = await ran(one)
     await set_times(one, no_ttl, updated_at=old)
     fresh = await _ttl_thread(one, "delete")
+    used = await _ttl_thread(one, "delete")  # past expires_at, but used since: lazy rule
+    await set_times(one, used, expires_at=utcnow() - timedelta(seconds=1))
 
     assert await one.threads.sweep() == 1
     with pytest.raises(NotFound):
         await one.store.get_thread(TENANT.tenant_id, expired)
     assert await checkpoint_of(one, expired) is None
     assert await one.items.for_tenant(TENANT.tenant_id).asearch(("threads", expired)) == []
-    for kept in (busy, no_ttl, fresh):
+    for kept in (busy, no_ttl, fresh, used):
         await one.store.get_thread(TENANT.tenant_id, kept)
-    assert await one.threads.sweep() == 0
-
-
-async def test_sweep_moves_the_expiry_of_a_thread_used_since(one: Replica) -> None:
-    thread_id = await _ttl_thread(one, "delete")
-    await set_times(one, thread_id, expires_at=utcnow() - timedelta(seconds=1))
-    assert await one.threads.sweep() == 0
-    row = await one.store.get_thread(TENANT.tenant_id, thread_id)
+    row = await one.store.get_thread(TENANT.tenant_id, used)
     assert row.expires_at == row.updated_at + timedelta(minutes=1)
-    assert len(await one.threads.history(TENANT, thread_id)) == 4
+    assert len(await one.threads.history(TENANT, used)) == 4
+    assert await one.threads.sweep() == 0
 
 
 async def test_sweep_keep_latest_prunes_and_keeps_the_thread(one: Replica) -> None:
