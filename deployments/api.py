@@ -24,6 +24,7 @@ from deployments.metrics import IngressMetrics
 from graphs.registry import GraphRegistry
 from runtime.assistants import AssistantStore
 from runtime.auth import Authenticator, extract_api_key
+from runtime.budgets import BudgetGuard
 from runtime.errors import (
     AgentRuntimeError,
     PayloadTooLarge,
@@ -56,6 +57,7 @@ class Services:
     graphs: GraphRegistry
     assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
+    budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
@@ -192,6 +194,7 @@ def create_api(services: Services) -> FastAPI:
     from deployments.run_routes import runs
     from deployments.store_routes import store
     from deployments.thread_routes import threads
+    from deployments.usage_routes import usage
 
     app = FastAPI(
         title="Agent Runtime",
@@ -207,4 +210,5 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(runs)
     app.include_router(store)
     app.include_router(openai)
+    app.include_router(usage)
     return app
