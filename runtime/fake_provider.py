@@ -2,34 +2,50 @@
 
 :func:`create_fake_provider_app` builds a FastAPI app serving ``POST /v1/chat/completions``
 (plain and SSE streaming) and ``GET /v1/models``. The answers come from
-:func:`runtime.fake_llm.fake_reply`; this module adds the HTTP layer and the faults of
-:class:`~runtime.settings.FakeProviderSettings` (latency, jitter, failing, flaky and hanging
-models). Every error uses OpenAI's ``{"error": {...}}`` body so real clients map it to their
+:func:`runtime.fake_llm.fake_reply`; this module adds the HTTP layer and carries out the
+fault plans of :mod:`runtime.fake_faults` (latency, errors, 429s, hangs, cut streams, slow
+tokens). Every error uses OpenAI's ``{"error": {...}}`` body so real clients map it to their
 own exception classes. It is a load-test target: responses are built as JSON directly.
+
+With ``control_token`` set, ``/control/faults`` reads and changes the fault table of this
+app instance (one per Serve replica: with several replicas, set each one, or use the
+settings). A change applies to calls that start after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
-import random
+import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
+from runtime.fake_faults import (
+    MAX_DELAY_MS,
+    FaultInjector,
+    FaultPlan,
+    FaultProfile,
+    FaultTable,
+    configured_faults,
+)
 from runtime.fake_llm import FakeAnswer, chunk_text, completion_id, fake_reply
 from runtime.settings import FakeProviderSettings
+
+Sleep = Callable[[float], Awaitable[None]]
+_Body = TypeVar("_Body", bound=BaseModel)
 
 DEFAULT_MODELS = ("fake-fast", "fake-smart", "fake-fallback")
 HANG_S = 3600.0
 _DELAY = re.compile(r"\[delay:(\d{1,6})\]")
-MAX_DELAY_MS = 60_000.0
 # How often a hanging request checks whether its client gave up (so it can stop waiting).
 _HANG_POLL_S = 0.5
 _FINGERPRINT = "fp_fake"
@@ -87,8 +103,9 @@ def openai_error(
     error_type: str | None = None,
     param: str | None = None,
     code: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """A JSON error response in OpenAI's shape; 429 carries ``Retry-After``."""
+    """A JSON error response in OpenAI's shape; a 429 carries ``Retry-After`` (1 s unless set)."""
     if status == 429 and code is None:
         code = "rate_limit_exceeded"
     body = {
@@ -99,7 +116,8 @@ def openai_error(
             "code": code,
         }
     }
-    headers = {"Retry-After": "1"} if status == 429 else None
+    if status == 429 and headers is None:
+        headers = {"Retry-After": "1"}
     return Response(
         content=json.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
@@ -130,23 +148,33 @@ def _validation_error(error: ValidationError) -> Response:
 
 
 class FakeProvider:
-    """Request handlers of the fake provider; owns the random source of its faults."""
+    """Request handlers of the fake provider; owns its live fault table."""
 
-    def __init__(self, settings: FakeProviderSettings) -> None:
-        self._settings = settings
-        self._rng = random.Random(settings.seed)
-        models = [*DEFAULT_MODELS, *settings.failing_models, *settings.hanging_models]
-        self._models_body = json.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "fake-provider"}
-                    for name in dict.fromkeys(models)
-                ],
-            }
-        ).encode()
+    def __init__(self, settings: FakeProviderSettings, sleep: Sleep = asyncio.sleep) -> None:
+        self._faults = FaultInjector(configured_faults(settings), seed=settings.seed)
+        self._sleep = sleep
+        self._control_token = settings.control_token
+        self._models_body = b""
+        self._models_table: FaultTable | None = None
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self._faults
 
     async def list_models(self) -> Response:
+        table = self._faults.table
+        if table is not self._models_table:
+            names = dict.fromkeys([*DEFAULT_MODELS, *table.models])
+            self._models_body = json.dumps(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": name, "object": "model", "created": 0, "owned_by": "fake-provider"}
+                        for name in names
+                    ],
+                }
+            ).encode()
+            self._models_table = table
         return Response(content=self._models_body, media_type="application/json")
 
     async def chat_completions(self, request: Request) -> Response:
@@ -164,7 +192,8 @@ class FakeProvider:
 
         # The raw JSON objects, already checked above, are what the reply rules read.
         messages: list[dict[str, Any]] = payload["messages"]
-        fault = await self._apply_faults(body.model, request, requested_delay_ms(messages))
+        plan = self._faults.plan(body.model)
+        fault = await self._apply_faults(body.model, plan, request, requested_delay_ms(messages))
         if fault is not None:
             return fault
         tools: list[dict[str, Any]] = payload.get("tools") or []
@@ -172,37 +201,145 @@ class FakeProvider:
         reply_id = completion_id(body.model, messages, tools)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            return StreamingResponse(
-                _sse_events(reply_id, body.model, answer, include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
+            events = _sse_events(reply_id, body.model, answer, include_usage)
+            return _EventStream(self._paced(events, plan), complete=plan.cut_after_chunks is None)
         return Response(
             content=_completion_json(reply_id, body.model, answer), media_type="application/json"
         )
 
     async def _apply_faults(
-        self, model: str, request: Request, extra_delay_ms: float = 0.0
+        self, model: str, plan: FaultPlan, request: Request, extra_delay_ms: float = 0.0
     ) -> Response | None:
-        """Hang, wait the configured latency, then fail if the settings say so."""
-        settings = self._settings
-        if model in settings.hanging_models:
+        """Hang, wait the drawn latency, then answer the planned error, if any."""
+        if plan.hang:
             await _hang(request)
             return openai_error(504, f"model {model!r} never answered")
-        delay_ms = settings.latency_ms + extra_delay_ms
-        if settings.jitter_ms > 0:
-            delay_ms += self._rng.uniform(0.0, settings.jitter_ms)
+        delay_ms = plan.delay_ms + extra_delay_ms
         if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000.0)
-        if model in settings.failing_models:
+            await self._sleep(delay_ms / 1000.0)
+        if plan.status == 429:
+            retry_after_s = plan.retry_after_s if plan.retry_after_s is not None else 1.0
             return openai_error(
-                settings.fail_status, f"fake provider: model {model!r} is configured to fail"
+                429,
+                f"Rate limit reached for {model} (fake provider). "
+                f"Please try again in {retry_after_s:g}s.",
+                headers={
+                    "Retry-After": str(math.ceil(retry_after_s)),
+                    "retry-after-ms": str(round(retry_after_s * 1000)),
+                },
             )
-        if settings.fail_rate > 0 and self._rng.random() < settings.fail_rate:
+        if plan.status is not None:
             return openai_error(
-                settings.fail_status, f"fake provider: injected failure for model {model!r}"
+                plan.status, f"fake provider: injected {plan.status} for model {model!r}"
             )
         return None
+
+    async def _paced(self, events: Sequence[bytes], plan: FaultPlan) -> AsyncIterator[bytes]:
+        """The stream's chunks with the plan's token delays; a cut one stops early, no [DONE]."""
+        chunks = events[:-1]
+        if plan.cut_after_chunks is not None:
+            chunks = chunks[: plan.cut_after_chunks]
+        for index, chunk in enumerate(chunks):
+            delay_ms = plan.first_token_delay_ms if index == 0 else plan.inter_token_delay_ms
+            if delay_ms > 0:
+                await self._sleep(delay_ms / 1000.0)
+            yield chunk
+        if plan.cut_after_chunks is None:
+            yield events[-1]
+
+    # --- control endpoint -----------------------------------------------------------------
+
+    def _control_denied(self, request: Request) -> Response | None:
+        """404 while control is disabled, 401 without the right token; None when allowed."""
+        if self._control_token is None:
+            return openai_error(404, "fault control is disabled (AGENT_FAKE_CONTROL_TOKEN)")
+        given = _presented_token(request)
+        expected = self._control_token.get_secret_value().encode()
+        if given is None or not hmac.compare_digest(given.encode(), expected):
+            return openai_error(
+                401,
+                "missing or wrong control token: send Authorization: Bearer <token>",
+                error_type="invalid_request_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
+
+    def _table_json(self) -> Response:
+        return Response(content=self._faults.table.model_dump_json(), media_type="application/json")
+
+    async def get_faults(self, request: Request) -> Response:
+        denied = self._control_denied(request)
+        return denied if denied is not None else self._table_json()
+
+    async def put_faults(self, request: Request) -> Response:
+        denied = self._control_denied(request)
+        if denied is not None:
+            return denied
+        table = await _read_json(request, FaultTable)
+        if isinstance(table, Response):
+            return table
+        self._faults.replace(table)
+        return self._table_json()
+
+    async def patch_model_faults(self, request: Request, model: str) -> Response:
+        denied = self._control_denied(request)
+        if denied is not None:
+            return denied
+        profile = await _read_json(request, FaultProfile)
+        if isinstance(profile, Response):
+            return profile
+        self._faults.set_model(model, profile)
+        return self._table_json()
+
+    async def reset_faults(self, request: Request) -> Response:
+        denied = self._control_denied(request)
+        if denied is not None:
+            return denied
+        self._faults.reset()
+        return self._table_json()
+
+
+def _presented_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def _read_json(request: Request, model: type[_Body]) -> _Body | Response:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as error:
+        if error.errors()[0]["type"] == "json_invalid":
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        return _validation_error(error)
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response; an incomplete one ends without its last body message.
+
+    The server then closes the connection mid-body (uvicorn: "ASGI callable returned without
+    completing response"), which is how a provider's stream cut by a failure looks to a
+    client: an incomplete chunked read, no ``data: [DONE]``.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], *, complete: bool) -> None:
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+        self._complete = complete
+
+    async def stream_response(self, send: Send) -> None:
+        if self._complete:
+            await super().stream_response(send)
+            return
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 def requested_delay_ms(messages: list[dict[str, Any]]) -> float:
@@ -268,9 +405,8 @@ def _deltas(answer: FakeAnswer) -> Sequence[dict[str, Any]]:
     return deltas
 
 
-async def _sse_events(
-    reply_id: str, model: str, answer: FakeAnswer, include_usage: bool
-) -> AsyncIterator[bytes]:
+def _sse_events(reply_id: str, model: str, answer: FakeAnswer, include_usage: bool) -> list[bytes]:
+    """The stream's SSE events, ``data: [DONE]`` last."""
     base: dict[str, Any] = {
         "id": reply_id,
         "object": "chat.completion.chunk",
@@ -285,24 +421,40 @@ async def _sse_events(
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n"
 
-    for delta in _deltas(answer):
-        yield event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-    yield event(
-        [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": answer.finish_reason}]
+    events = [
+        event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        for delta in _deltas(answer)
+    ]
+    events.append(
+        event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": answer.finish_reason}])
     )
     if include_usage:
-        yield event([], usage=answer.usage())
-    yield b"data: [DONE]\n\n"
+        events.append(event([], usage=answer.usage()))
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
-def create_fake_provider_app(settings: FakeProviderSettings) -> FastAPI:
-    """The fake provider as a FastAPI app; paths are relative to where it is mounted."""
-    provider = FakeProvider(settings)
+def create_fake_provider_app(
+    settings: FakeProviderSettings, *, sleep: Sleep = asyncio.sleep
+) -> FastAPI:
+    """The fake provider as a FastAPI app; paths are relative to where it is mounted.
+
+    ``sleep`` waits every injected delay (latency and stream delays, not hangs): tests pass
+    one that records the drawn delays. ``app.state.provider`` is the :class:`FakeProvider`.
+    """
+    provider = FakeProvider(settings, sleep)
     app = FastAPI(
         title="Fake OpenAI-compatible provider", docs_url=None, redoc_url=None, openapi_url=None
     )
+    app.state.provider = provider
     app.add_api_route("/v1/chat/completions", provider.chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", provider.list_models, methods=["GET"])
+    app.add_api_route("/control/faults", provider.get_faults, methods=["GET"])
+    app.add_api_route("/control/faults", provider.put_faults, methods=["PUT"])
+    app.add_api_route("/control/faults", provider.reset_faults, methods=["DELETE"])
+    app.add_api_route(
+        "/control/faults/{model:path}", provider.patch_model_faults, methods=["PATCH"]
+    )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # Unknown paths and wrong methods also answer in OpenAI's error shape.
