@@ -270,8 +270,13 @@ class MetadataStore:
                 ttl_minutes=ttl[1],
                 expires_at=utcnow() + timedelta(minutes=ttl[1]),
             )
+        # Moving only the retention deadline is bookkeeping, not a change to the thread:
+        # it must not bump updated_at (the default sort of thread searches).
+        touched = metadata is not None or bool(values)
         if expires_at is not None:
             values["expires_at"] = expires_at
+        if touched:
+            values["updated_at"] = utcnow()
         if metadata is None and not values:
             return await self.get_thread(tenant_id, thread_id)
         where = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
@@ -288,7 +293,7 @@ class MetadataStore:
             result = await conn.execute(
                 update(THREADS)
                 .where(*where)
-                .values(**values, updated_at=utcnow())
+                .values(**values)
                 .returning(*THREADS.c)
             )
             row = result.mappings().one_or_none()

@@ -433,6 +433,8 @@ async def test_sweep_keep_latest_prunes_and_keeps_the_thread(one: Replica) -> No
     assert (latest["checkpoint_id"], latest["values"]) == (state["checkpoint_id"], state["values"])
     row = await one.store.get_thread(TENANT.tenant_id, thread_id)
     assert row.expires_at is not None and row.expires_at >= started + timedelta(minutes=1)
+    # Pruning is bookkeeping: the thread does not jump to the top of "recently updated".
+    assert row.updated_at == old
     assert await one.threads.sweep() == 0
 
 
