@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -152,7 +153,12 @@ class RunExecutor:
         loop = asyncio.get_running_loop()
         local = LocalRun(run=run, stream=stream, done=loop.create_future())
         self._local[run.run_id] = local
-        local.task = loop.create_task(self._execute(local), name=f"run-{run.run_id}")
+        # A fresh context: the run must not inherit the request that started it, or what
+        # is tied to that request (Serve cancels a request's downstream calls when its
+        # client leaves) would reach a run asked to continue without it.
+        local.task = loop.create_task(
+            self._execute(local), name=f"run-{run.run_id}", context=contextvars.Context()
+        )
         return local
 
     def cancel(self, run_id: str, action: CancelAction | None) -> bool:
