@@ -14,7 +14,6 @@ every call takes its own connection (``loadtests/bench_checkpointer.py`` measure
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,13 +30,13 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from psycopg import AsyncConnection, OperationalError
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool
 
 from runtime import timing
 from runtime.db import retry_while_locked
-from runtime.errors import DependencyUnavailable
+from runtime.pg_pool import langgraph_pool, open_and_set_up
 from runtime.settings import StorageSettings
 
 # Serialises the saver's migrations across replicas ("agentck" in hex): two processes
@@ -236,40 +235,13 @@ class Checkpointers:
         return self._saver
 
     async def _setup_postgres(self) -> PooledPostgresSaver:
-        settings = self._settings
-        timeout_s = settings.db_timeout_s
-        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
-            settings.postgres_dsn,
-            min_size=_POOL_MIN_SIZE,
-            max_size=max(_POOL_MIN_SIZE, settings.db_pool_size),
-            # The saver needs autocommit and dict rows; prepare_threshold=0 keeps it
-            # usable behind transaction-mode poolers (PgBouncer).
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0,
-                "row_factory": dict_row,
-                "connect_timeout": max(1, math.ceil(timeout_s)),
-                "application_name": "agent-runtime-checkpoints",
-            },
-            timeout=timeout_s,
-            open=False,
-            name="agent-checkpoints",
-        )
+        timeout_s = self._settings.db_timeout_s
+        pool = langgraph_pool(self._settings, "checkpoints", _POOL_MIN_SIZE)
         self._pool = pool
-        try:
-            await pool.open(wait=True, timeout=timeout_s)
-            saver = PooledPostgresSaver(pool)
-            async with pool.connection(timeout=timeout_s) as conn:
-                await _acquire_migration_lock(conn, timeout_s)
-                try:
-                    await saver.setup()
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
-        except (PoolTimeout, OperationalError, OSError) as exc:
-            await self.close()
-            raise DependencyUnavailable(
-                f"checkpoint database unavailable ({type(exc).__name__})"
-            ) from exc
+        saver = PooledPostgresSaver(pool)
+        await open_and_set_up(
+            pool, _MIGRATION_LOCK_KEY, timeout_s, "checkpoint", saver.setup, self.close
+        )
         return saver
 
     async def _setup_sqlite(self) -> AsyncSqliteSaver:
@@ -295,23 +267,3 @@ class Checkpointers:
         if self._sqlite is not None:
             conn, self._sqlite = self._sqlite, None
             await conn.close()
-
-
-async def _acquire_migration_lock(conn: AsyncConnection[DictRow], timeout_s: float) -> None:
-    """Take the setup lock by polling ``pg_try_advisory_lock``.
-
-    A blocking ``pg_advisory_lock`` would keep the waiter's statement open, and the
-    holder's ``CREATE INDEX CONCURRENTLY`` waits for every open statement: a deadlock
-    Postgres does not detect. A waiter that polls is idle between tries.
-    """
-    deadline = asyncio.get_running_loop().time() + max(timeout_s, 30.0)
-    while True:
-        cursor = await conn.execute(
-            "SELECT pg_try_advisory_lock(%s) AS locked", (_MIGRATION_LOCK_KEY,)
-        )
-        row = await cursor.fetchone()
-        if row is not None and row["locked"]:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise DependencyUnavailable("timed out waiting for another replica's checkpoint setup")
-        await asyncio.sleep(0.1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -47,11 +46,12 @@ from langgraph.store.base import (
 from langgraph.store.postgres.aio import AsyncPostgresStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 from psycopg import AsyncConnection, OperationalError
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime.db import retry_while_locked
 from runtime.errors import DependencyUnavailable
+from runtime.pg_pool import langgraph_pool, open_and_set_up
 from runtime.settings import ItemStoreSettings, StorageSettings
 
 logger = logging.getLogger(__name__)
@@ -300,38 +300,12 @@ class ItemStores:
 
     async def _setup_postgres(self) -> AsyncPostgresStore:
         timeout_s = self._storage.db_timeout_s
-        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
-            self._storage.postgres_dsn,
-            min_size=_POOL_MIN_SIZE,
-            max_size=max(_POOL_MIN_SIZE, self._storage.db_pool_size),
-            # What LangGraph's stores need (autocommit, dict rows); prepare_threshold=0
-            # keeps them usable behind transaction-mode poolers (PgBouncer).
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0,
-                "row_factory": dict_row,
-                "connect_timeout": max(1, math.ceil(timeout_s)),
-                "application_name": "agent-runtime-store",
-            },
-            timeout=timeout_s,
-            open=False,
-            name="agent-store",
-        )
+        pool = langgraph_pool(self._storage, "store", _POOL_MIN_SIZE)
         self._pool = pool
-        try:
-            await pool.open(wait=True, timeout=timeout_s)
-            store = AsyncPostgresStore(pool, ttl=ttl_config(self.options))
-            async with pool.connection(timeout=timeout_s) as conn:
-                await _acquire_advisory_lock(conn, timeout_s)
-                try:
-                    await store.setup()
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
-        except (PoolTimeout, OperationalError, OSError) as exc:
-            await self.close()
-            raise DependencyUnavailable(
-                f"item store database unavailable ({type(exc).__name__})"
-            ) from exc
+        store = AsyncPostgresStore(pool, ttl=ttl_config(self.options))
+        await open_and_set_up(
+            pool, _MIGRATION_LOCK_KEY, timeout_s, "item store", store.setup, self.close
+        )
         return store
 
     async def _setup_sqlite(self) -> AsyncSqliteStore:
@@ -396,25 +370,6 @@ def _unavailable_as_503() -> Iterator[None]:
         if "locked" not in str(exc) and "unable to open" not in str(exc):
             raise
         raise DependencyUnavailable(f"item store unavailable ({type(exc).__name__})") from exc
-
-
-async def _acquire_advisory_lock(conn: AsyncConnection[DictRow], timeout_s: float) -> None:
-    """Take the migration lock by polling, so a waiter holds no open statement.
-
-    Same reasoning as for the checkpointer: a blocked ``pg_advisory_lock`` would keep a
-    statement open that the holder's DDL may have to wait for.
-    """
-    deadline = time.monotonic() + max(timeout_s, 30.0)
-    while True:
-        cursor = await conn.execute(
-            "SELECT pg_try_advisory_lock(%s) AS locked", (_MIGRATION_LOCK_KEY,)
-        )
-        row = await cursor.fetchone()
-        if row is not None and row["locked"]:
-            return
-        if time.monotonic() > deadline:
-            raise DependencyUnavailable("timed out waiting for another replica's store setup")
-        await asyncio.sleep(0.1)
 
 
 @asynccontextmanager
