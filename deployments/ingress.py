@@ -18,6 +18,7 @@ from deployments.graph_info import assistant_store
 from deployments.metrics import IngressMetrics
 from graphs.registry import default_registry
 from runtime.auth import Authenticator
+from runtime.budgets import build_budget_guard
 from runtime.limits import build_limiter
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
@@ -52,6 +53,7 @@ class IngressDeployment:
             graphs=registry,
             assistants=assistant_store(store, registry),
             items=items,
+            budgets=build_budget_guard(settings.limits, settings.budgets, store),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -61,4 +63,6 @@ class IngressDeployment:
         await self._services.limiter.close()
         if self._services.items is not None:
             await self._services.items.close()
+        if self._services.budgets is not None:
+            await self._services.budgets.close()
         await self._services.store.close()
