@@ -86,6 +86,18 @@ class Command(_Request):
         )
 
 
+class SuperstepUpdate(_Request):
+    """One state update of a superstep (langgraph-api's ``ThreadSuperstepUpdate``)."""
+
+    values: dict[str, Any] | list[dict[str, Any]] | None = None
+    as_node: str
+    task_id: str | None = None
+
+
+class Superstep(_Request):
+    updates: list[SuperstepUpdate]
+
+
 class ThreadCreate(_Request):
     """``POST /threads``. The SDK sends ``graph_id=`` inside ``metadata``."""
 
@@ -93,7 +105,7 @@ class ThreadCreate(_Request):
     metadata: dict[str, Any] = Field(default_factory=dict)
     if_exists: IfExists = "raise"
     ttl: dict[str, Any] | None = None
-    supersteps: list[dict[str, Any]] | None = None
+    supersteps: list[Superstep] | None = None
 
     @property
     def graph_id(self) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import InvalidUpdateError
@@ -18,6 +18,7 @@ from runtime import checkpoint_ops
 from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from runtime.protocol import (
     CheckpointConfig,
+    Superstep,
     ThreadCreate,
     ThreadStateUpdate,
     state_to_wire,
@@ -39,6 +40,11 @@ NO_GRAPH = (
     "a run has been made for the thread or manually update the thread metadata (by setting "
     "the 'graph_id' field) before running this operation."
 )
+
+
+# What a state update that does not fit the graph raises: an unknown node, an ambiguous
+# update, or values its reducers reject (``{"messages": 5}`` is a NotImplementedError).
+UPDATE_ERRORS = (ValueError, KeyError, NotImplementedError, InvalidUpdateError)
 
 
 def ttl_of(
@@ -115,17 +121,17 @@ class ThreadService:
         return thread_to_wire(record)
 
     async def _apply_supersteps(
-        self, principal: Principal, record: ThreadRecord, supersteps: list[dict[str, Any]]
+        self, principal: Principal, record: ThreadRecord, supersteps: list[Superstep]
     ) -> ThreadRecord:
         graph = self._graph(record)
         config: RunnableConfig = {"configurable": {"thread_id": record.thread_id}}
         steps = [
-            [StateUpdate(u.get("values"), u.get("as_node"), u.get("task_id")) for u in step]
-            for step in (s.get("updates", []) for s in supersteps)
+            [StateUpdate(cast(Any, u.values), u.as_node, u.task_id) for u in step.updates]
+            for step in supersteps
         ]
         try:
             await graph.abulk_update_state(config, steps)
-        except (ValueError, KeyError, InvalidUpdateError) as exc:
+        except UPDATE_ERRORS as exc:
             raise BadRequest(
                 f"Thread {record.thread_id} was created, but there were problems updating "
                 f"the state: {exc}"
@@ -177,7 +183,7 @@ class ThreadService:
             written = await graph.aupdate_state(
                 {"configurable": configurable}, body.values, as_node=body.as_node
             )
-        except (ValueError, KeyError, InvalidUpdateError) as exc:
+        except UPDATE_ERRORS as exc:
             # LangGraph's answer to an unknown node or an ambiguous update.
             raise BadRequest(str(exc)) from exc
         await self._store_state(principal, record, graph)
