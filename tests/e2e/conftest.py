@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from runtime.settings import (
     StorageSettings,
 )
 from runtime.storage import MetadataStore
+from tests.e2e.support import Api, open_api
 
 # Must never show up in a log line or a response (tests/e2e/test_secrets.py).
 PROVIDER_SECRET = "sk-e2e-provider-secret-7f3a9c"
@@ -125,3 +126,26 @@ async def tenant(store: MetadataStore) -> Tenant:
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30.0) as client:
         yield client
+
+
+@pytest.fixture
+async def make_api(
+    stack: Stack, store: MetadataStore
+) -> AsyncIterator[Callable[[], Awaitable[Api]]]:
+    """Opens clients for fresh tenants (several keys each, see tests/e2e/support.py)."""
+    opened: list[Api] = []
+
+    async def make() -> Api:
+        api = await open_api(stack.url, store)
+        opened.append(api)
+        return api
+
+    yield make
+    for api in opened:
+        await api.aclose()
+
+
+@pytest.fixture
+async def api(make_api: Callable[[], Awaitable[Api]]) -> Api:
+    """SDK and httpx clients of a fresh tenant."""
+    return await make_api()
