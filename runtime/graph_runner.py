@@ -29,7 +29,7 @@ from runtime import timing
 from runtime.checkpoint_ops import delete_run_checkpoints
 from runtime.errors import AgentRuntimeError
 from runtime.executor import LocalRun, RunResult
-from runtime.protocol import Command
+from runtime.protocol import Command, thread_interrupts
 from runtime.records import RunRecord, RunStatus, ThreadStatus
 from runtime.run_store import RunEnd
 from runtime.sse import StreamTranslator, error_payload, metadata_payload, to_jsonable
@@ -198,14 +198,12 @@ class GraphRunner:
     ) -> tuple[RunEnd, RunResult]:
         """The end of a run from the thread's state (interrupts, ``next``)."""
         values = to_jsonable(snapshot.values)
-        interrupts = {
-            t.id: [to_jsonable(i) for i in t.interrupts] for t in snapshot.tasks if t.interrupts
-        }
+        interrupts = thread_interrupts(snapshot)
         thread_status: ThreadStatus = "interrupted" if snapshot.next or interrupts else "idle"
         output = values
-        if interrupts:
-            flat = [i for task in interrupts.values() for i in task]
-            output = {**values, "__interrupt__": flat} if isinstance(values, dict) else values
+        if interrupts and isinstance(values, dict):
+            pending = [i for task in snapshot.tasks for i in task.interrupts]
+            output = {**values, "__interrupt__": to_jsonable(pending)}
         end = RunEnd(
             status=status, thread_status=thread_status, values=values, interrupts=interrupts
         )

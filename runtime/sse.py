@@ -59,7 +59,8 @@ _GRAPH_MODES = frozenset(
 
 
 def interrupt_to_wire(interrupt: Any) -> dict[str, Any]:
-    """``{"id", "value"}`` plus ``response_schema`` only when the graph gave one."""
+    """An interrupt in a thread or a state: ``{"id", "value"}`` plus ``response_schema``
+    only when the graph gave one."""
     if isinstance(interrupt, Interrupt):
         out: dict[str, Any] = {"id": interrupt.id, "value": to_jsonable(interrupt.value)}
         schema = interrupt.response_schema
@@ -69,6 +70,19 @@ def interrupt_to_wire(interrupt: Any) -> dict[str, Any]:
             out["response_schema"] = to_jsonable(schema)
         return out
     return cast(dict[str, Any], to_jsonable(interrupt))
+
+
+def interrupt_as_event(interrupt: Interrupt) -> dict[str, Any]:
+    """An interrupt inside a stream event or a wait body: the dataclass's own fields, as
+    langgraph-api encodes it there (``response_schema`` included, null when unset)."""
+    schema = interrupt.response_schema
+    if isinstance(schema, type):
+        schema = TypeAdapter(schema).json_schema()
+    return {
+        "value": to_jsonable(interrupt.value),
+        "id": interrupt.id,
+        "response_schema": to_jsonable(schema),
+    }
 
 
 def checkpoint_from_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -87,7 +101,7 @@ def checkpoint_from_config(config: Mapping[str, Any] | None) -> dict[str, Any] |
 def _convert(obj: Any) -> Any:
     """One step of langgraph-api's orjson ``default``; unknown types become None like there."""
     if isinstance(obj, Interrupt):
-        return interrupt_to_wire(obj)
+        return interrupt_as_event(obj)
     if hasattr(obj, "model_dump") and callable(obj.model_dump) and not isinstance(obj, type):
         return obj.model_dump()  # pydantic models, LangChain messages
     if hasattr(obj, "dict") and callable(obj.dict) and not isinstance(obj, type):

@@ -186,7 +186,10 @@ async def test_runs_stream_through_the_sdk_v1_and_v2() -> None:
     assert sent.stream_modes == ["values", "messages-tuple"] and sent.stream_subgraphs is False
     assert [p.event for p in parts] == ["metadata", "values", "messages", "error"]
     assert parts[0].data == {"run_id": "run-9", "attempt": 1}
-    assert parts[1].data["__interrupt__"] == [{"id": "i-1", "value": {"q": "ok?"}}]
+    # In events, as langgraph-api encodes the dataclass: response_schema is there, null.
+    assert parts[1].data["__interrupt__"] == [
+        {"value": {"q": "ok?"}, "id": "i-1", "response_schema": None}
+    ]
     assert parts[1].data["messages"] == [HumanMessage("hi", id="h1").model_dump()]
     message, meta = parts[2].data
     assert (message["type"], message["content"], meta) == (
@@ -197,7 +200,7 @@ async def test_runs_stream_through_the_sdk_v1_and_v2() -> None:
     assert parts[3].data == {"error": "RuntimeError", "message": "provider down"}
     # v2 splits the interrupts out of the values, as the SDK documents
     assert v2[1]["type"] == "values" and v2[1]["interrupts"] == [
-        {"id": "i-1", "value": {"q": "ok?"}}
+        {"value": {"q": "ok?"}, "id": "i-1", "response_schema": None}
     ]
     assert "__interrupt__" not in v2[1]["data"]
 
@@ -296,7 +299,7 @@ def test_to_jsonable_shapes() -> None:
     assert ai["tool_calls"] == [{"name": "calc", "args": {"x": 1}, "id": "c1", "type": "tool_call"}]
     assert (tool["type"], tool["tool_call_id"], chunk["type"]) == ("tool", "c1", "AIMessageChunk")
     plain, typed = out["interrupts"]
-    assert plain == {"id": "i", "value": {"q": 1}}
+    assert plain == {"value": {"q": 1}, "id": "i", "response_schema": None}
     assert typed["response_schema"] == Reply.model_json_schema()
     when = rich_sample()["when"]
     assert out["when"] == orjson.loads(orjson.dumps(when)) == "2025-01-02T03:04:05.000006+00:00"
@@ -371,9 +374,8 @@ async def test_interrupt_travels_inside_values() -> None:
     parts = await translated(["values"])
     assert {p.event for p in parts} == {"values"}
     pending = [p.data["__interrupt__"] for p in parts if "__interrupt__" in p.data]
-    assert pending and all(
-        i == [{"id": pending[0][0]["id"], "value": {"question": "proceed?"}}] for i in pending
-    )
+    expected = {"value": {"question": "proceed?"}, "id": pending[0][0]["id"]}
+    assert pending and all(i == [{**expected, "response_schema": None}] for i in pending)
     assert [m["type"] for m in parts[-1].data["messages"]] == ["human", "ai"]
 
 
