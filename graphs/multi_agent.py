@@ -2,8 +2,10 @@
 
 ``router`` asks the "fast" model to classify the user's last message as code, analysis
 or general, then the matching specialist answers with the "smart" model. ``analysis`` is
-a small tool loop with the calculator (capped per turn). Every decision adds one line to
-``reasoning`` so a client can show why the run went the way it did.
+a subgraph of its own: a small tool loop with the calculator (capped per turn), so its
+steps stream as ``analysis:<task>`` events with ``stream_subgraphs``. Every decision adds
+one line to ``reasoning`` so a client can show why the run went the way it did, and the
+router reports its choice as a ``custom`` stream event (``{"step": "router", ...}``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -110,8 +113,12 @@ def build(
         if label is None:
             answer = reply.text[:40]
             line = f"router: unclear answer {answer!r} from {by}; defaulting to general"
-            return {"agent": DEFAULT_SPECIALIST, "reasoning": [line]}
-        return {"agent": label, "reasoning": [f"router: classified as {label} by {by}"]}
+            chosen: Specialist = DEFAULT_SPECIALIST
+        else:
+            line, chosen = f"router: classified as {label} by {by}", label
+        # Progress for streaming clients (stream_mode="custom"): who answers, and why.
+        get_stream_writer()({"step": "router", "specialist": chosen, "reason": line})
+        return {"agent": chosen, "reasoning": [line]}
 
     def route(state: MultiAgentState) -> Specialist:
         chosen = state.get("agent")
@@ -149,16 +156,34 @@ def build(
     def after_analysis(state: MultiAgentState) -> str:
         return "tools" if wants_tools(state["messages"]) else END
 
+    # The analyst's tool loop is a graph of its own: it checkpoints under its own
+    # namespace and streams as a subgraph. It starts from the conversation only and hands
+    # back just what it added, so the outer graph's reducers do not count anything twice.
+    analyst = StateGraph(MultiAgentState)
+    analyst.add_node("analyze", analysis)
+    analyst.add_node("tools", tools_node(analysis_tools))
+    analyst.add_edge(START, "analyze")
+    analyst.add_conditional_edges("analyze", after_analysis, ["tools", END])
+    analyst.add_edge("tools", "analyze")
+    analyst_graph = analyst.compile()
+
+    async def analysis_team(state: MultiAgentState, config: RunnableConfig) -> dict[str, Any]:
+        seen = len(state["messages"])
+        out = await analyst_graph.ainvoke({"messages": state["messages"]}, config)
+        return {
+            "messages": out["messages"][seen:],
+            "reasoning": out.get("reasoning", []),
+            "tool_calls": out.get("tool_calls", 0),
+        }
+
     graph = StateGraph(MultiAgentState)
     graph.add_node("router", router)
     graph.add_node("code", code)
-    graph.add_node("analysis", analysis)
-    graph.add_node("tools", tools_node(analysis_tools))
+    graph.add_node("analysis", analysis_team)
     graph.add_node("general", general)
     graph.add_edge(START, "router")
     graph.add_conditional_edges("router", route, list(SPECIALISTS))
-    graph.add_conditional_edges("analysis", after_analysis, ["tools", END])
-    graph.add_edge("tools", "analysis")
+    graph.add_edge("analysis", END)
     graph.add_edge("code", END)
     graph.add_edge("general", END)
     return graph

@@ -155,3 +155,33 @@ def test_negative_tool_cap_is_refused(models: ModelFactory) -> None:
 )
 def test_parse_label(answer: str, label: str | None) -> None:
     assert multi_agent.parse_label(answer) == label
+
+
+async def test_the_analyst_streams_as_a_subgraph_and_the_router_reports_progress(
+    graph: CompiledStateGraph[Any], thread: RunnableConfig
+) -> None:
+    parts = [
+        part
+        async for part in graph.astream(
+            {"messages": [HumanMessage("analyze this data: what is 6 * 7?")]},
+            thread,
+            stream_mode=["updates", "custom"],
+            subgraphs=True,
+        )
+    ]
+    custom = [chunk for _, mode, chunk in parts if mode == "custom"]
+    assert custom == [
+        {
+            "step": "router",
+            "specialist": "analysis",
+            "reason": "router: classified as analysis by fake-fast",
+        }
+    ]
+    inner = [(ns, chunk) for ns, mode, chunk in parts if mode == "updates" and ns]
+    assert inner and all(ns[0].startswith("analysis:") for ns, _ in inner)
+    assert [next(iter(chunk)) for _, chunk in inner] == ["analyze", "tools", "analyze"]
+    outer = [next(iter(chunk)) for ns, mode, chunk in parts if mode == "updates" and not ns]
+    assert outer == ["router", "analysis"]
+    state = await graph.aget_state(thread)
+    assert state.values["tool_calls"] == 1
+    assert state.values["messages"][2].content == "42"
