@@ -169,7 +169,10 @@ def build(
 
     async def analysis_team(state: MultiAgentState, config: RunnableConfig) -> dict[str, Any]:
         seen = len(state["messages"])
-        out = await analyst_graph.ainvoke({"messages": state["messages"]}, config)
+        start = MultiAgentState(
+            messages=state["messages"], agent="analysis", reasoning=[], tool_calls=0
+        )
+        out = await analyst_graph.ainvoke(start, config)
         return {
             "messages": out["messages"][seen:],
             "reasoning": out.get("reasoning", []),
