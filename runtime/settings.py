@@ -8,12 +8,13 @@ this module reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.fake_faults import MAX_DELAY_MS, FaultProfile
+from runtime.model_config import ModelsConfig, configured
 from runtime.pricing import ModelPrice
 
 _ENV = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
@@ -156,10 +157,18 @@ class ItemStoreSettings(BaseSettings):
 
 
 class ProviderSettings(BaseSettings):
-    """The OpenAI-compatible provider the router calls, its models and fallback chains."""
+    """The OpenAI-compatible provider the router calls, its models and fallback chains.
+
+    With ``models_file`` (``AGENT_MODELS_FILE``) set, that file alone describes the
+    providers, models and aliases (:mod:`runtime.model_config`); without one, the router's
+    config is built from the settings below (:func:`runtime.model_config.builtin_config`).
+    """
 
     model_config = _ENV
 
+    models_file: Path | None = Field(
+        default=None, description="A models file (YAML); unset: the settings below."
+    )
     provider_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible base URL (ends in /v1); unset means the built-in fake.",
@@ -173,8 +182,19 @@ class ProviderSettings(BaseSettings):
         },
         description='JSON alias -> fallback chain, e.g. {"smart": ["gpt-4o", "gpt-4o-mini"]}',
     )
+    provider_max_retries: int = Field(
+        default=1, ge=0, le=10, description="Tries of a model after a retryable failure."
+    )
+    router_deadline_s: float = Field(
+        default=60.0, gt=0, description="One model request, every retry and fallback included."
+    )
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("models_file", mode="before")
+    @classmethod
+    def _blank_file_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("model_aliases")
     @classmethod
@@ -187,6 +207,11 @@ class ProviderSettings(BaseSettings):
     def base_url(self, http_port: int) -> str:
         if self.provider_base_url:
             return self.provider_base_url.rstrip("/")
+        return self.fake_base_url(http_port)
+
+    @staticmethod
+    def fake_base_url(http_port: int) -> str:
+        """Where the built-in fake provider's Serve app answers."""
         return f"http://127.0.0.1:{http_port}{FAKE_PROVIDER_ROUTE}/v1"
 
     @property
@@ -325,6 +350,12 @@ class BudgetSettings(BaseSettings):
         return None if value == "" else value
 
 
+def _models_config(data: dict[str, Any]) -> ModelsConfig:
+    provider: ProviderSettings = data["provider"]
+    budgets: BudgetSettings | None = data.get("budgets")
+    return configured(provider, budgets.model_prices if budgets is not None else None)
+
+
 class RuntimeSettings(BaseModel):
     """All concerns together, built once by the launcher and passed to every deployment."""
 
@@ -336,6 +367,10 @@ class RuntimeSettings(BaseModel):
     runs: RunSettings = Field(default_factory=RunSettings)
     items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    # The router's providers, models and aliases: AGENT_MODELS_FILE, read (keys included)
+    # where the settings are built, or the provider settings above. Declared last: it is
+    # built from the fields before it.
+    models: ModelsConfig = Field(default_factory=_models_config)
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
