@@ -7,6 +7,7 @@ Ray prefixes every name with ``ray_`` (a Counter ``x`` is scraped as ``ray_x_tot
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ray.serve import metrics
@@ -49,17 +50,30 @@ class IngressMetrics:
         )
 
 
+OTHER = "other"  # the label of model names the config does not list (unbounded otherwise)
+NO_TENANT = "none"
+
+
 class RouterMetrics:
-    def __init__(self) -> None:
+    """Calls, latency, tokens and cost by model and tenant; fallbacks; breaker states and
+    transitions; budget remaining (set by the budgets integration)."""
+
+    def __init__(self, known_names: Iterable[str] = ()) -> None:
+        self._known = frozenset(known_names)
         self.calls = metrics.Counter(
             "agent_llm_calls",
-            description="Provider calls by model and outcome.",
-            tag_keys=_tags("model", "outcome"),
+            description="Provider calls (attempts) by model, tenant and outcome.",
+            tag_keys=_tags("model", "tenant", "outcome"),
         )
         self.tokens = metrics.Counter(
             "agent_llm_tokens",
-            description="Tokens by model and direction (input/output).",
-            tag_keys=_tags("model", "direction"),
+            description="Tokens by model, tenant and direction (input/output).",
+            tag_keys=_tags("model", "tenant", "direction"),
+        )
+        self.cost = metrics.Counter(
+            "agent_llm_cost_usd",
+            description="Cost in USD at the models file's prices, by model and tenant.",
+            tag_keys=_tags("model", "tenant"),
         )
         self.latency = metrics.Histogram(
             "agent_llm_latency_ms",
@@ -67,23 +81,92 @@ class RouterMetrics:
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=_tags("model"),
         )
+        self.requests = metrics.Counter(
+            "agent_llm_requests",
+            description="Model requests (every try and fallback of one) by alias, tenant, outcome.",
+            tag_keys=_tags("alias", "tenant", "outcome"),
+        )
+        self.request_latency = metrics.Histogram(
+            "agent_llm_request_latency_ms",
+            description="Model request latency through the router, by alias and outcome.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=_tags("alias", "outcome"),
+        )
+        self.fallbacks = metrics.Counter(
+            "agent_llm_fallbacks",
+            description="Requests answered by a later model of their chain, by alias and model.",
+            tag_keys=_tags("alias", "model"),
+        )
         self.breaker_state = metrics.Gauge(
             "agent_breaker_state",
             description="Circuit breaker state per provider model: 0 closed, 1 half-open, 2 open.",
             tag_keys=_tags("model"),
         )
+        self.breaker_transitions = metrics.Counter(
+            "agent_breaker_transitions",
+            description="Breaker transitions this replica made, by model and states.",
+            tag_keys=_tags("model", "from_state", "to_state"),
+        )
+        self.budget_remaining = metrics.Gauge(
+            "agent_budget_remaining_usd",
+            description="What a tenant's budget has left in its current window.",
+            tag_keys=_tags("tenant", "scope", "period"),
+        )
 
-    def record_attempt(self, model: str, attempt: Attempt, usage: TokenUsage | None) -> None:
-        self.calls.inc(tags={"model": model, "outcome": attempt.outcome})
-        if attempt.outcome != "circuit_open":
+    def name(self, model: str) -> str:
+        return model if model in self._known else OTHER
+
+    def record_request(
+        self,
+        alias: str,
+        tenant: str | None,
+        outcome: str,
+        latency_ms: float,
+        attempts: Sequence[Attempt],
+        answered: str | None,
+        usage: TokenUsage,
+        cost_usd: float | None,
+    ) -> None:
+        tenant_tag = tenant or NO_TENANT
+        alias_tag = self.name(alias)
+        self.requests.inc(tags={"alias": alias_tag, "tenant": tenant_tag, "outcome": outcome})
+        self.request_latency.observe(latency_ms, tags={"alias": alias_tag, "outcome": outcome})
+        for attempt in attempts:
+            self.record_attempt(self.name(attempt.model), attempt, tenant_tag)
+        if answered is None:
+            return
+        model = self.name(answered)
+        if attempts and attempts[0].model != answered:
+            self.fallbacks.inc(tags={"alias": alias_tag, "model": model})
+        for direction, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            if count > 0:
+                self.tokens.inc(
+                    count, tags={"model": model, "tenant": tenant_tag, "direction": direction}
+                )
+        if cost_usd:
+            self.cost.inc(cost_usd, tags={"model": model, "tenant": tenant_tag})
+
+    def record_attempt(self, model: str, attempt: Attempt, tenant: str = NO_TENANT) -> None:
+        self.calls.inc(tags={"model": model, "tenant": tenant, "outcome": attempt.outcome})
+        if attempt.outcome not in ("circuit_open", "deadline"):
             self.latency.observe(attempt.latency_ms, tags={"model": model})
-        if usage is not None:
-            self.tokens.inc(usage.input_tokens, tags={"model": model, "direction": "input"})
-            self.tokens.inc(usage.output_tokens, tags={"model": model, "direction": "output"})
 
-    def record_breakers(self, states: dict[str, str]) -> None:
+    def record_transition(self, model: str, old: str, new: str) -> None:
+        model = self.name(model)
+        self.breaker_transitions.inc(tags={"model": model, "from_state": old, "to_state": new})
+        self.breaker_state.set(BREAKER_STATE_VALUE.get(new, 0.0), tags={"model": model})
+
+    def record_breakers(self, states: Mapping[str, str]) -> None:
         for model, state in states.items():
-            self.breaker_state.set(BREAKER_STATE_VALUE.get(state, 0.0), tags={"model": model})
+            self.breaker_state.set(
+                BREAKER_STATE_VALUE.get(state, 0.0), tags={"model": self.name(model)}
+            )
+
+    def record_budget(self, tenant: str, scope: str, period: str, remaining_usd: float) -> None:
+        """For the budgets integration: a budget's remaining amount after a call."""
+        self.budget_remaining.set(
+            remaining_usd, tags={"tenant": tenant, "scope": scope, "period": period}
+        )
 
 
 class OrchestratorMetrics:

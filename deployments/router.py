@@ -1,4 +1,10 @@
-"""Model router deployment: a thin Serve wrapper around ``runtime.routing.ModelRouter``."""
+"""Model router deployment: a thin Serve wrapper around ``runtime.routing.ModelRouter``.
+
+The providers, models and aliases come from ``settings.models`` (the models file, or the
+provider settings), loaded once by whoever built the settings; breakers are shared by every
+replica through Redis when ``AGENT_REDIS_URL`` is set. Metrics are fed by a call observer
+and by the breakers' transition hook (runtime/ stays free of Ray).
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,62 @@ from langchain_core.messages import AIMessageChunk
 from ray import serve
 
 from deployments.metrics import RouterMetrics
-from runtime.breakers import BreakerRegistry
+from runtime.breakers import Breakers, build_breakers
+from runtime.call_observer import CallPlan, CallReport
 from runtime.routing import ModelRouter
-from runtime.settings import RuntimeSettings
-from runtime.types import Attempt, ChatRequest, ChatResult, TokenUsage
+from runtime.settings import ProviderSettings, RuntimeSettings
+from runtime.types import ChatRequest, ChatResult
+
+
+class MetricsObserver:
+    """Records each finished model request in the router's metrics."""
+
+    def __init__(self, metrics: RouterMetrics, breakers: Breakers) -> None:
+        self._metrics = metrics
+        self._breakers = breakers
+
+    async def before_call(self, plan: CallPlan) -> object:
+        return None
+
+    async def after_call(self, plan: CallPlan, report: CallReport, ticket: object) -> None:
+        cost = report.cost_usd
+        self._metrics.record_request(
+            plan.alias,
+            plan.request.tenant_id,
+            report.outcome,
+            report.latency_ms,
+            report.attempts,
+            report.model,
+            report.usage,
+            float(cost) if cost is not None else None,
+        )
+        self._metrics.record_breakers(self._breakers.states())
+
+
+def build_router(settings: RuntimeSettings, metrics: RouterMetrics) -> ModelRouter:
+    config = settings.models
+    limits = settings.limits
+    trial_ttl_s = max(p.timeouts.request_s for p in config.providers.values()) + 1.0
+    breakers = build_breakers(
+        config.breaker,
+        limits.redis_url.get_secret_value() if limits.redis_url is not None else None,
+        redis_timeout_s=limits.redis_timeout_s,
+        trial_ttl_s=trial_ttl_s,
+        on_transition=metrics.record_transition,
+    )
+    return ModelRouter(
+        config,
+        ProviderSettings.fake_base_url(settings.serve.http_port),
+        breakers,
+        observers=[MetricsObserver(metrics, breakers)],
+    )
 
 
 @serve.deployment(name="ModelRouter")
 class ModelRouterDeployment:
     def __init__(self, settings: RuntimeSettings) -> None:
-        self._metrics = RouterMetrics()
-        self._breakers = BreakerRegistry(
-            fail_max=settings.provider.breaker_fail_max,
-            reset_timeout_s=settings.provider.breaker_reset_timeout_s,
-        )
-        self._router = ModelRouter(
-            settings.provider,
-            settings.provider.base_url(settings.serve.http_port),
-            self._breakers,
-            on_call=self._on_call,
-        )
-
-    def _on_call(self, alias: str, attempt: Attempt, usage: TokenUsage | None) -> None:
-        # Label by the provider model that was tried, not the alias asked for.
-        self._metrics.record_attempt(attempt.model, attempt, usage)
-        self._metrics.record_breakers(self._breakers.states())
+        self._metrics = RouterMetrics(settings.models.public_names())
+        self._router = build_router(settings, self._metrics)
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._router.chat(request)
@@ -45,7 +82,8 @@ class ModelRouterDeployment:
         await self._router.ping()
 
     def breaker_states(self) -> dict[str, str]:
-        return self._breakers.states()
+        return self._router.breaker_states()
 
     async def __del__(self) -> None:
         await self._router.close()
+        await self._router.breakers.close()

@@ -12,28 +12,117 @@ needs tornado, so :func:`guarded` and :func:`call` drive the same state objects 
   :class:`~runtime.errors.CircuitOpen` instead of all piling onto a provider that may
   still be down.
 
-Listeners get pybreaker's ``state_change``, ``failure`` and ``success`` callbacks (not
-``before_call``: there is no plain function to hand them).
+:class:`ModelBreaker` / :class:`BreakerRegistry` keep the state in this process (each
+replica its own); :mod:`runtime.shared_breakers` keeps it in Redis for every replica, with
+the same :class:`Breaker` interface. :func:`build_breakers` picks one from the settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pybreaker
 
-from runtime.errors import CircuitOpen
+from runtime.errors import CircuitOpen, ProviderError
+from runtime.model_config import BreakerPolicy
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 ErrorFilter = Callable[[BaseException], bool]
+# (model, old state, new state) for each transition this replica makes.
+TransitionHook = Callable[[str, str, str], None]
+STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One admitted call: whether it is the half-open trial, and how it was admitted."""
+
+    trial: bool = False
+    shared: bool = False  # by the shared state (else by this replica's own)
+    token: str = ""  # the shared trial lock's value
+
+
+ADMITTED = Ticket()
+TRIAL = Ticket(trial=True)
+
+
+class Breaker(Protocol):
+    """What the router needs of a model's breaker (in-process or shared)."""
+
+    model: str
+
+    @property
+    def current_state(self) -> str: ...
+
+    def refuses_calls(self) -> bool:
+        """Whether a call made now would be refused; never waits for I/O."""
+        ...
+
+    async def admit(self) -> Ticket:
+        """Let a call through or raise :class:`CircuitOpen`."""
+        ...
+
+    async def record_success(self, ticket: Ticket) -> None: ...
+
+    async def record_failure(self, exc: BaseException, ticket: Ticket) -> None: ...
+
+    async def end_trial(self, ticket: Ticket) -> None:
+        """A trial call ended with an outcome that does not count either way."""
+        ...
+
+
+class Breakers(Protocol):
+    """One :class:`Breaker` per provider model."""
+
+    def get(self, model: str) -> Breaker: ...
+
+    def states(self) -> dict[str, str]: ...
+
+    async def close(self) -> None: ...
+
+
+def policy_filter(policy: BreakerPolicy) -> ErrorFilter:
+    """The ``counts`` predicate of a policy: which provider failures trip a breaker."""
+
+    def counts(exc: BaseException) -> bool:
+        if not isinstance(exc, ProviderError):
+            return False  # rejections, cancellations, the caller's bugs
+        if exc.status is not None:
+            return policy.counts_status(exc.status)
+        kind = getattr(exc, "kind", None)
+        if kind == "timeout":
+            return policy.count_timeouts
+        if kind == "connection":
+            return policy.count_connection_errors
+        return True
+
+    return counts
+
+
+class _HookListener(pybreaker.CircuitBreakerListener):
+    def __init__(self, hook: TransitionHook) -> None:
+        self._hook = hook
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = old_state.name if old_state is not None else pybreaker.STATE_CLOSED
+        if old != new_state.name:
+            self._hook(str(cb.name), old, new_state.name)
 
 
 class ModelBreaker(pybreaker.CircuitBreaker):
-    """A pybreaker breaker that admits one half-open trial call at a time."""
+    """A pybreaker breaker in this process that admits one half-open trial call at a time."""
 
     def __init__(
         self,
@@ -62,7 +151,6 @@ class ModelBreaker(pybreaker.CircuitBreaker):
         return datetime.now(UTC) >= opened_at + timedelta(seconds=self.reset_timeout)
 
     def refuses_calls(self) -> bool:
-        """Whether a call made now would be refused without reaching the provider."""
         state = self.current_state
         if state == pybreaker.STATE_OPEN:
             return not self._reset_elapsed()
@@ -70,8 +158,8 @@ class ModelBreaker(pybreaker.CircuitBreaker):
             return self._trial_in_flight
         return False
 
-    def admit(self) -> bool:
-        """Let a call through or raise :class:`CircuitOpen`; True when it is the trial call."""
+    def admit_now(self) -> bool:
+        """:meth:`admit`, synchronously (it never waits)."""
         with self._lock:
             state = self.state.name
             if state == pybreaker.STATE_CLOSED:
@@ -85,12 +173,22 @@ class ModelBreaker(pybreaker.CircuitBreaker):
             self._trial_in_flight = True
             return True
 
-    def record_success(self) -> None:
-        with self._lock:
-            # The state *now* judges the outcome: a success seen while half-open closes it.
-            self.state._handle_success()
+    async def admit(self) -> Ticket:
+        return TRIAL if self.admit_now() else ADMITTED
 
-    def record_failure(self, exc: BaseException) -> None:
+    def success_now(self, trial: bool) -> None:
+        with self._lock:
+            try:
+                # The state *now* judges the outcome: a success seen while half-open closes it.
+                self.state._handle_success()
+            finally:
+                if trial:
+                    self._trial_in_flight = False
+
+    async def record_success(self, ticket: Ticket) -> None:
+        self.success_now(ticket.trial)
+
+    def failure_now(self, exc: BaseException, trial: bool) -> None:
         with self._lock:
             try:
                 self.state._handle_error(exc, reraise=False)
@@ -100,46 +198,52 @@ class ModelBreaker(pybreaker.CircuitBreaker):
                 # pybreaker re-raises the failure itself when it trips the breaker.
                 if raised is not exc:
                     raise
+            finally:
+                if trial:
+                    self._trial_in_flight = False
 
-    def end_trial(self) -> None:
+    async def record_failure(self, exc: BaseException, ticket: Ticket) -> None:
+        self.failure_now(exc, ticket.trial)
+
+    def end_trial_now(self) -> None:
         with self._lock:
             self._trial_in_flight = False
 
+    async def end_trial(self, ticket: Ticket) -> None:
+        self.end_trial_now()
 
-@contextmanager
-def guarded(breaker: ModelBreaker, *, counts: ErrorFilter) -> Iterator[None]:
-    """Run the ``with`` body under ``breaker`` (the body may ``await`` and ``yield``).
+
+@asynccontextmanager
+async def guarded(breaker: Breaker, *, counts: ErrorFilter) -> AsyncIterator[None]:
+    """Run the ``async with`` body under ``breaker`` (the body may ``await`` and ``yield``).
 
     Raises :class:`CircuitOpen` at once, without running the body, while the breaker is
     open. An exception from the body is recorded as a failure when ``counts(exc)`` is true
     and is re-raised unchanged either way; a normal exit records a success.
     """
-    trial = breaker.admit()
+    ticket = await breaker.admit()
     try:
         yield
     except BaseException as exc:
         if counts(exc):
-            breaker.record_failure(exc)
+            await breaker.record_failure(exc, ticket)
+        elif ticket.trial:
+            await breaker.end_trial(ticket)
         raise
-    else:
-        breaker.record_success()
-    finally:
-        if trial:
-            breaker.end_trial()
+    await breaker.record_success(ticket)
 
 
-async def call(breaker: ModelBreaker, fn: Callable[[], Awaitable[T]], *, counts: ErrorFilter) -> T:
+async def call(breaker: Breaker, fn: Callable[[], Awaitable[T]], *, counts: ErrorFilter) -> T:
     """Await ``fn()`` under ``breaker``; see :func:`guarded` for what is recorded."""
-    with guarded(breaker, counts=counts):
+    async with guarded(breaker, counts=counts):
         return await fn()
 
 
 class BreakerRegistry:
-    """One :class:`ModelBreaker` per provider model, created on first use.
+    """One :class:`ModelBreaker` per provider model, created on first use, in this process.
 
-    State is kept in process memory, so each router replica trips its own breakers; sharing
-    breaker state across replicas through Redis (pybreaker's ``CircuitRedisStorage``) is a
-    later step.
+    Each router replica then trips its own breakers; :mod:`runtime.shared_breakers`
+    shares them through Redis.
     """
 
     def __init__(
@@ -147,10 +251,12 @@ class BreakerRegistry:
         fail_max: int,
         reset_timeout_s: float,
         listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
+        on_transition: TransitionHook | None = None,
     ) -> None:
-        self._fail_max = fail_max
-        self._reset_timeout_s = reset_timeout_s
-        self._listeners = tuple(listeners)
+        self.fail_max = fail_max
+        self.reset_timeout_s = reset_timeout_s
+        hooks = [_HookListener(on_transition)] if on_transition is not None else []
+        self._listeners = (*listeners, *hooks)
         self._breakers: dict[str, ModelBreaker] = {}
 
     def get(self, model: str) -> ModelBreaker:
@@ -158,8 +264,8 @@ class BreakerRegistry:
         if breaker is None:
             breaker = ModelBreaker(
                 model,
-                fail_max=self._fail_max,
-                reset_timeout_s=self._reset_timeout_s,
+                fail_max=self.fail_max,
+                reset_timeout_s=self.reset_timeout_s,
                 listeners=self._listeners,
             )
             self._breakers[model] = breaker
@@ -174,3 +280,33 @@ class BreakerRegistry:
         (or half-open with its one trial call still in flight)."""
         breaker = self._breakers.get(model)
         return breaker is not None and breaker.refuses_calls()
+
+    async def close(self) -> None:
+        return None
+
+
+def build_breakers(
+    policy: BreakerPolicy,
+    redis_url: str | None,
+    *,
+    redis_timeout_s: float = 2.0,
+    trial_ttl_s: float = 30.0,
+    on_transition: TransitionHook | None = None,
+) -> Breakers:
+    """Breakers shared through Redis when ``redis_url`` is set, else per process (warned)."""
+    if not redis_url:
+        logger.warning(
+            "AGENT_REDIS_URL is not set: circuit breakers are kept per router replica, so "
+            "each replica trips its own. Set AGENT_REDIS_URL to share them."
+        )
+        return BreakerRegistry(policy.fail_max, policy.reset_timeout_s, on_transition=on_transition)
+    from runtime.shared_breakers import SharedBreakerRegistry
+
+    return SharedBreakerRegistry.from_url(
+        redis_url,
+        fail_max=policy.fail_max,
+        reset_timeout_s=policy.reset_timeout_s,
+        redis_timeout_s=redis_timeout_s,
+        trial_ttl_s=trial_ttl_s,
+        on_transition=on_transition,
+    )

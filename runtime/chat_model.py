@@ -28,7 +28,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from runtime import timing
-from runtime.routing import STREAM_SUMMARY_KEY, StreamSummary
+from runtime.routing import PARTIAL_KEY, STREAM_SUMMARY_KEY, StreamSummary
 from runtime.types import ChatRequest, ChatResult, TokenUsage
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
@@ -202,8 +202,12 @@ class RouterChatModel(BaseChatModel):
             summary = StreamSummary.model_validate(raw_summary)
             # Same metadata as a non-streamed answer: the attempts, not router internals.
             attempts = [attempt.model_dump() for attempt in summary.attempts]
+            metadata: dict[str, Any] = {"attempts": attempts}
+            if summary.partial:
+                # The stream broke off after it began: the router raises next.
+                metadata[PARTIAL_KEY] = True
             yield ChatGenerationChunk(
-                message=AIMessageChunk(content="", response_metadata={"attempts": attempts})
+                message=AIMessageChunk(content="", response_metadata=metadata)
             )
         if summary is not None:
             router_ms = (time.perf_counter() - started) * 1000

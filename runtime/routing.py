@@ -1,56 +1,63 @@
 """The model router: an alias becomes a fallback chain of provider models, each behind a breaker.
 
-:class:`ModelRouter` calls an OpenAI-compatible provider through ``ChatOpenAI`` (one per
-provider model, sharing one pooled ``httpx.AsyncClient``). For each model of the chain it
-skips a model whose breaker is open, gives every call a hard deadline of
-``provider_timeout_s``, and maps the client's exceptions at this boundary:
+:class:`ModelRouter` takes its providers, models and aliases from a
+:class:`~runtime.model_config.ModelsConfig` and calls each provider through a
+:class:`~runtime.provider_client.ProviderClient`. For every request it walks the chain
+within one deadline (``deadline_s``):
 
-* 5xx, 429, 401/403, timeouts, connection errors -> :class:`ProviderError`: counted by the
-  model's breaker, and the next model of the chain is tried;
-* 400/404/413/422 (and context-length overflows) -> :class:`ProviderRejected`: the caller's
-  request is at fault, so it is raised at once, not counted, and no other model is tried.
+* a model whose breaker is open is skipped at once (no call, no wait); the fallback is
+  chosen per request, so a failure never switches the model for other users;
+* a retryable failure (by the provider's retry policy) is retried on the same model after a
+  jittered exponential backoff, or after a 429's ``Retry-After`` when that is short enough
+  (``retry_after_max_s``) and fits the deadline; otherwise the next model is tried;
+* 5xx, timeouts and connection errors count against the model's breaker (the policy says
+  which statuses); a 400/404/413/422 is the caller's request at fault: it is raised at
+  once as :class:`ProviderRejected`, not counted, and no other model is tried.
 
-When no model answers, :class:`ProviderChainExhausted` lists what happened to each.
+Streams: a failure before the first token moves to the next model unseen (chunks are held
+back until the first one with content); a failure after it ends the stream with a last
+chunk whose ``response_metadata["partial"]`` is true, then :class:`StreamInterrupted`.
+
+Observers (:mod:`runtime.call_observer`) see each request before and after: budgets, the
+usage ledger and metrics plug in there. When no model answers,
+:class:`ProviderChainExhausted` lists what happened to each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from dataclasses import dataclass, field
 
 import httpx
-import openai
-from langchain_core.exceptions import ContextOverflowError
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.runnables import RunnableBinding, RunnableConfig
-from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from runtime.breakers import BreakerRegistry, call, guarded
+from runtime.breakers import BreakerRegistry, Breakers, guarded, policy_filter
+from runtime.call_observer import CallObserver, CallPlan, CallReport, Observers, Outcome
 from runtime.errors import (
     CircuitOpen,
     DependencyUnavailable,
+    NotFound,
     ProviderChainExhausted,
     ProviderError,
     ProviderRejected,
 )
+from runtime.model_config import ModelsConfig, RetryPolicy, builtin_config
+from runtime.provider_client import ProviderClient
+from runtime.routes import Route, build_routes
 from runtime.settings import ProviderSettings
 from runtime.types import Attempt, ChatRequest, ChatResult, TokenUsage
 
-OnCall = Callable[[str, Attempt, TokenUsage | None], None]
-
-# Statuses that mean "your request is wrong": another model would refuse it too.
-CALLER_FAULT_STATUSES = frozenset({400, 404, 413, 422})
-MAX_CONNECTIONS = 200
 PING_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 5.0
 # response_metadata key of the last chunk of :meth:`ModelRouter.stream` (a StreamSummary).
 STREAM_SUMMARY_KEY = "router"
+PARTIAL_KEY = "partial"
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class StreamSummary(BaseModel):
@@ -60,15 +67,20 @@ class StreamSummary(BaseModel):
     provider_ms: float
     router_ms: float
     attempts: list[Attempt]
+    partial: bool = False
+
+
+class StreamInterrupted(ProviderError):
+    """A streamed answer broke off after its first token: what was sent is partial."""
+
+    def __init__(self, message: str, model: str, status: int | None = None) -> None:
+        super().__init__(message, model=model, status=status)
+        self.partial = True
+        self.details["partial"] = True
 
 
 def _elapsed_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
-
-
-def _counts(exc: BaseException) -> bool:
-    """Only provider-side failures trip a breaker (not rejections, not cancellations)."""
-    return isinstance(exc, ProviderError)
 
 
 def _usage(message: AIMessage) -> TokenUsage:
@@ -86,289 +98,392 @@ def _usage_metadata(usage: TokenUsage) -> UsageMetadata:
     )
 
 
-class ModelRouter:
-    """Routes chat requests over fallback chains of provider models."""
-
-    def __init__(
-        self,
-        settings: ProviderSettings,
-        base_url: str,
-        breakers: BreakerRegistry,
-        http_client: httpx.AsyncClient | None = None,
-        on_call: OnCall | None = None,
-    ) -> None:
-        self._settings = settings
-        self._base_url = base_url.rstrip("/")
-        self._breakers = breakers
-        self._on_call = on_call
-        self._timeout_s = settings.provider_timeout_s
-        self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.provider_timeout_s,
-                connect=min(CONNECT_TIMEOUT_S, settings.provider_timeout_s),
-            ),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-            ),
-        )
-        self._models: dict[str, ChatOpenAI] = {}
-
-    async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
-
-    def resolve(self, alias: str) -> list[str]:
-        """The fallback chain of ``alias``, or ``[alias]`` for a direct provider model name."""
-        return list(self._settings.model_aliases.get(alias, [alias]))
-
-    def breaker_states(self) -> dict[str, str]:
-        return self._breakers.states()
-
-    async def ping(self) -> None:
-        """Raise :class:`DependencyUnavailable` unless the provider lists its models."""
-        timeout_s = min(PING_TIMEOUT_S, self._timeout_s)
-        key = self._settings.provider_api_key.get_secret_value()
-        try:
-            # asyncio.timeout too: in-process transports ignore httpx's timeouts.
-            async with asyncio.timeout(timeout_s):
-                response = await self._client.get(
-                    f"{self._base_url}/models",
-                    headers={"Authorization": f"Bearer {key}"},
-                    timeout=timeout_s,
-                )
-            response.raise_for_status()
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise DependencyUnavailable(
-                f"model provider unreachable ({type(exc).__name__})", base_url=self._base_url
-            ) from exc
-
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        started = time.perf_counter()
-        attempts: list[Attempt] = []
-        failures: list[str] = []
-        provider_ms = 0.0
-        for model in self.resolve(request.alias):
-            breaker = self._breakers.get(model)
-            if breaker.refuses_calls():
-                self._skip(request.alias, model, attempts, failures)
-                continue
-            call_started = time.perf_counter()
-            try:
-                message = await call(
-                    breaker, functools.partial(self._invoke, model, request), counts=_counts
-                )
-            except CircuitOpen:
-                # Another caller's half-open trial call is in flight.
-                self._skip(request.alias, model, attempts, failures)
-                continue
-            except ProviderRejected as exc:
-                latency = _elapsed_ms(call_started)
-                self._record(request.alias, attempts, model, "rejected", exc.message, latency)
-                raise
-            except ProviderError as exc:
-                latency = _elapsed_ms(call_started)
-                provider_ms += latency
-                self._record(request.alias, attempts, model, "error", exc.message, latency)
-                failures.append(f"{model}: {_reason(exc)}")
-                continue
-            latency = _elapsed_ms(call_started)
-            provider_ms += latency
-            usage = _usage(message)
-            if message.usage_metadata is None:
-                message.usage_metadata = _usage_metadata(usage)
-            self._record(request.alias, attempts, model, "ok", None, latency, usage)
-            return ChatResult(
-                message=message,
-                model=str(message.response_metadata.get("model_name") or model),
-                usage=usage,
-                provider_ms=provider_ms,
-                router_ms=_elapsed_ms(started),
-                attempts=attempts,
-            )
-        raise ProviderChainExhausted(request.alias, failures)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AIMessageChunk]:
-        """Stream the answer; the last chunk's ``response_metadata["router"]`` is a
-        :class:`StreamSummary`. A model failing before its first chunk is replaced by the
-        next one unseen; a failure after it raises :class:`ProviderError`."""
-        started = time.perf_counter()
-        attempts: list[Attempt] = []
-        failures: list[str] = []
-        provider_ms = 0.0
-        for model in self.resolve(request.alias):
-            breaker = self._breakers.get(model)
-            if breaker.refuses_calls():
-                self._skip(request.alias, model, attempts, failures)
-                continue
-            call_started = time.perf_counter()
-            usage = TokenUsage()
-            answered = model
-            streamed = False
-            try:
-                with guarded(breaker, counts=_counts):
-                    async with aclosing(self._provider_chunks(model, request)) as chunks:
-                        async for chunk in chunks:
-                            if chunk.usage_metadata is not None:
-                                usage.input_tokens += chunk.usage_metadata["input_tokens"]
-                                usage.output_tokens += chunk.usage_metadata["output_tokens"]
-                            answered = str(chunk.response_metadata.get("model_name") or answered)
-                            streamed = True
-                            yield chunk
-            except CircuitOpen:
-                self._skip(request.alias, model, attempts, failures)
-                continue
-            except ProviderRejected as exc:
-                latency = _elapsed_ms(call_started)
-                self._record(request.alias, attempts, model, "rejected", exc.message, latency)
-                raise
-            except ProviderError as exc:
-                latency = _elapsed_ms(call_started)
-                provider_ms += latency
-                self._record(request.alias, attempts, model, "error", exc.message, latency)
-                if streamed:
-                    raise ProviderError(
-                        f"the answer from {model!r} broke off after it began: {exc.message}",
-                        model=model,
-                        status=exc.status,
-                    ) from exc
-                failures.append(f"{model}: {_reason(exc)}")
-                continue
-            latency = _elapsed_ms(call_started)
-            provider_ms += latency
-            self._record(request.alias, attempts, model, "ok", None, latency, usage)
-            summary = StreamSummary(
-                model=answered,
-                provider_ms=provider_ms,
-                router_ms=_elapsed_ms(started),
-                attempts=attempts,
-            )
-            yield AIMessageChunk(
-                content="", response_metadata={STREAM_SUMMARY_KEY: summary.model_dump()}
-            )
-            return
-        raise ProviderChainExhausted(request.alias, failures)
-
-    # -- one provider call -------------------------------------------------------------
-
-    def _model(self, model: str) -> ChatOpenAI:
-        chat_model = self._models.get(model)
-        if chat_model is None:
-            chat_model = ChatOpenAI(
-                model=model,
-                base_url=self._base_url,
-                api_key=self._settings.provider_api_key,
-                max_retries=0,  # the router owns retries: the fallback chain and breakers
-                timeout=self._timeout_s,
-                http_async_client=self._client,
-                stream_usage=True,
-            )
-            self._models[model] = chat_model
-        return chat_model
-
-    def _call_options(self, model: str, request: ChatRequest) -> dict[str, Any]:
-        """Per-call options for ``ChatOpenAI`` (tools normalised by its ``bind_tools``).
-
-        They are passed to the model itself rather than through a ``RunnableBinding``: a
-        binding would merge the caller's callbacks back in (see ``_isolated_config``).
-        """
-        options: dict[str, Any] = {"stop": request.stop}
-        if request.tools:
-            binding = self._model(model).bind_tools(request.tools, tool_choice=request.tool_choice)
-            if not isinstance(binding, RunnableBinding):
-                raise TypeError(f"ChatOpenAI.bind_tools returned {type(binding).__name__}")
-            options.update(binding.kwargs)
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            options["max_tokens"] = request.max_tokens
-        return options
-
-    async def _invoke(self, model: str, request: ChatRequest) -> AIMessage:
-        chat_model, options = self._model(model), self._call_options(model, request)
-        try:
-            # A hard deadline of our own: httpx's timeout is per read, not per call.
-            async with asyncio.timeout(self._timeout_s):
-                return await chat_model.ainvoke(request.messages, _isolated_config(), **options)
-        except (openai.APIError, TimeoutError) as exc:
-            raise self._map_error(model, exc) from exc
-
-    async def _provider_chunks(
-        self, model: str, request: ChatRequest
-    ) -> AsyncGenerator[AIMessageChunk, None]:
-        chat_model, options = self._model(model), self._call_options(model, request)
-        stream = chat_model.astream(request.messages, _isolated_config(), **options)
-        try:
-            while True:
-                try:
-                    # The deadline applies to each chunk: a long answer may take a while.
-                    async with asyncio.timeout(self._timeout_s):
-                        chunk = await anext(stream)
-                except StopAsyncIteration:
-                    return
-                yield chunk
-        except (openai.APIError, TimeoutError) as exc:
-            raise self._map_error(model, exc) from exc
-        finally:
-            if isinstance(stream, AsyncGenerator):
-                await stream.aclose()
-
-    def _map_error(
-        self, model: str, exc: openai.APIError | TimeoutError
-    ) -> ProviderError | ProviderRejected:
-        if isinstance(exc, TimeoutError):
-            return ProviderError(f"no answer within {self._timeout_s:g} s", model=model)
-        detail = self._provider_message(exc)
-        if isinstance(exc, ContextOverflowError):
-            return ProviderRejected(f"model {model!r} rejected the request: {detail}", model=model)
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderError(f"timed out: {detail}", model=model)
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"connection failed: {detail}", model=model)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status in CALLER_FAULT_STATUSES:
-                return ProviderRejected(
-                    f"model {model!r} rejected the request: {detail}", model=model, status=status
-                )
-            return ProviderError(f"HTTP {status}: {detail}", model=model, status=status)
-        return ProviderError(f"invalid response: {detail}", model=model)
-
-    def _provider_message(self, exc: openai.APIError) -> str:
-        """The provider's own error message, with the API key masked should it echo it."""
-        body = exc.body
-        message = body.get("message") if isinstance(body, dict) else None
-        text = message if isinstance(message, str) and message else exc.message
-        key = self._settings.provider_api_key.get_secret_value()
-        return text.replace(key, "***") if key else text
-
-    # -- bookkeeping -------------------------------------------------------------------
-
-    def _skip(self, alias: str, model: str, attempts: list[Attempt], failures: list[str]) -> None:
-        self._record(alias, attempts, model, "circuit_open", "circuit breaker open", 0.0)
-        failures.append(f"{model}: circuit open")
-
-    def _record(
-        self,
-        alias: str,
-        attempts: list[Attempt],
-        model: str,
-        outcome: str,
-        error: str | None,
-        latency_ms: float,
-        usage: TokenUsage | None = None,
-    ) -> None:
-        attempt = Attempt(model=model, outcome=outcome, error=error, latency_ms=latency_ms)
-        attempts.append(attempt)
-        if self._on_call is not None:
-            self._on_call(alias, attempt, usage)
-
-
 def _reason(exc: ProviderError) -> str:
     return f"HTTP {exc.status}" if exc.status is not None else exc.message
 
 
-def _isolated_config() -> RunnableConfig:
-    # No callbacks: the provider call is the router's business, not a step of the caller's
-    # run (in-process, the caller's LangGraph stream would otherwise see every token twice).
-    return RunnableConfig(callbacks=[])
+def _outcome(exc: BaseException) -> Outcome:
+    if isinstance(exc, StreamInterrupted):
+        return "partial"
+    if isinstance(exc, ProviderRejected):
+        return "rejected"
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return "error"
+
+
+@dataclass
+class _Progress:
+    """One request's walk down its chain."""
+
+    alias: str
+    started: float
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    provider_ms: float = 0.0
+    model: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    route: Route | None = None
+
+    def record(self, model: str, outcome: str, error: str | None, latency_ms: float) -> None:
+        self.attempts.append(
+            Attempt(model=model, outcome=outcome, error=error, latency_ms=latency_ms)
+        )
+        if outcome not in ("circuit_open", "deadline"):
+            self.provider_ms += latency_ms
+
+    def skip(self, model: str, outcome: str, why: str) -> None:
+        self.record(model, outcome, why, 0.0)
+        self.failures.append(f"{model}: {why}")
+
+    def report(self, outcome: Outcome, error: BaseException | None = None) -> CallReport:
+        price = self.route.planned.price if self.route is not None else None
+        return CallReport(
+            outcome=outcome,
+            model=self.model,
+            usage=self.usage,
+            latency_ms=_elapsed_ms(self.started),
+            attempts=tuple(self.attempts),
+            error=error,
+            price=price,
+        )
+
+
+class ModelRouter:
+    """Routes chat requests over fallback chains of provider models.
+
+    ``config`` is a models config, or (as before models files) ``ProviderSettings``, whose
+    provider is then at ``base_url``. For a models config, ``base_url`` is where the
+    built-in fake provider answers. ``http_client``, if given, serves every provider and
+    stays the caller's to close.
+    """
+
+    def __init__(
+        self,
+        config: ModelsConfig | ProviderSettings,
+        base_url: str = "",
+        breakers: Breakers | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        observers: Sequence[CallObserver] = (),
+        *,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if isinstance(config, ProviderSettings):
+            config = builtin_config(config, base_url=base_url or None)
+        self.config = config
+        policy = config.breaker
+        self._breakers: Breakers = breakers or BreakerRegistry(
+            policy.fail_max, policy.reset_timeout_s
+        )
+        self._counts = policy_filter(policy)
+        self._observers = Observers(observers)
+        self._sleep = sleep
+        self._jitter = jitter
+        self._deadline_s = config.deadline_s
+        self._clients: dict[str, ProviderClient] = {}
+        self._owned: list[httpx.AsyncClient] = []
+        for name, provider in config.providers.items():
+            if provider.kind == "fake" and not base_url:
+                raise ValueError("the built-in fake provider's base_url is needed")
+            http = http_client
+            if http is None:
+                timeouts = provider.timeouts
+                http = httpx.AsyncClient(
+                    timeout=httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s),
+                    limits=httpx.Limits(
+                        max_connections=provider.max_connections,
+                        max_keepalive_connections=provider.max_connections,
+                    ),
+                )
+                self._owned.append(http)
+            self._clients[name] = ProviderClient(name, provider, provider.url(base_url), http)
+        self._routes = build_routes(config, self._clients)
+
+    async def close(self) -> None:
+        for client in self._owned:
+            await client.aclose()
+
+    @property
+    def breakers(self) -> Breakers:
+        return self._breakers
+
+    def resolve(self, alias: str) -> list[str]:
+        """The fallback chain of ``alias``, or ``[alias]`` for a direct model name."""
+        return [route.name for route in self._chain(alias)]
+
+    def breaker_states(self) -> dict[str, str]:
+        return self._breakers.states()
+
+    def _chain(self, alias: str) -> tuple[Route, ...]:
+        chain = self._routes.get(alias)
+        if chain is not None:
+            return chain
+        default = self.config.default_provider
+        if default is None:
+            raise NotFound(
+                f"unknown model {alias!r}: GET /v1/models lists the models and aliases",
+                model=alias,
+            )
+        return (Route.unlisted(alias, self._clients[default]),)
+
+    async def ping(self) -> None:
+        """Raise :class:`DependencyUnavailable` unless every provider lists its models."""
+        results = await asyncio.gather(
+            *(self._ping(client) for client in self._clients.values()), return_exceptions=True
+        )
+        down = [str(r) for r in results if isinstance(r, BaseException)]
+        if down:
+            raise DependencyUnavailable(f"model provider unreachable ({'; '.join(down)})")
+
+    async def _ping(self, client: ProviderClient) -> None:
+        timeout_s = min(PING_TIMEOUT_S, client.config.timeouts.request_s)
+        try:
+            # asyncio.timeout too: in-process transports ignore httpx's timeouts.
+            async with asyncio.timeout(timeout_s):
+                response = await client.http.get(
+                    f"{client.base_url}/models", headers=client.headers, timeout=timeout_s
+                )
+            response.raise_for_status()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise RuntimeError(f"{client.name}: {type(exc).__name__}") from exc
+
+    # -- one answer ----------------------------------------------------------------------
+
+    def _start(self, request: ChatRequest, stream: bool) -> tuple[tuple[Route, ...], _Progress]:
+        started = time.perf_counter()
+        chain = self._chain(request.alias)
+        progress = _Progress(request.alias, started, started + self._deadline_s)
+        return chain, progress
+
+    def _plan(self, request: ChatRequest, chain: tuple[Route, ...], stream: bool) -> CallPlan:
+        return CallPlan(
+            request=request,
+            alias=request.alias,
+            stream=stream,
+            models=tuple(route.plan(request) for route in chain),
+        )
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        chain, progress = self._start(request, stream=False)
+        plan = self._plan(request, chain, False) if self._observers else None
+        tickets = await self._observers.before(plan) if plan is not None else []
+        try:
+            message = None
+            for route in chain:
+                message = await self._call_model(route, request, progress)
+                if message is not None:
+                    break
+            if message is None:
+                raise ProviderChainExhausted(request.alias, progress.failures)
+        except BaseException as exc:
+            if plan is not None:
+                await self._observers.after(plan, progress.report(_outcome(exc), exc), tickets)
+            raise
+        result = ChatResult(
+            message=message,
+            model=progress.model or request.alias,
+            usage=progress.usage,
+            provider_ms=progress.provider_ms,
+            router_ms=_elapsed_ms(progress.started),
+            attempts=progress.attempts,
+        )
+        if plan is not None:
+            await self._observers.after(plan, progress.report("ok"), tickets)
+        return result
+
+    async def _call_model(
+        self, route: Route, request: ChatRequest, progress: _Progress
+    ) -> AIMessage | None:
+        name, client = route.name, route.client
+        breaker = self._breakers.get(name)
+        body = client.payload(route.model_id, request, route.max_tokens(request), stream=False)
+        for retry in range(route.retry.max_retries + 1):
+            remaining = progress.deadline - time.perf_counter()
+            if remaining <= 0:
+                progress.skip(name, "deadline", "request deadline exceeded")
+                return None
+            if breaker.refuses_calls():
+                progress.skip(name, "circuit_open", "circuit open")
+                return None
+            call_started = time.perf_counter()
+            try:
+                async with guarded(breaker, counts=self._counts):
+                    message = await client.complete(
+                        route.model_id, body, min(route.timeouts.request_s, remaining)
+                    )
+            except CircuitOpen:
+                # Another caller's half-open trial call is in flight.
+                progress.skip(name, "circuit_open", "circuit open")
+                return None
+            except ProviderRejected as exc:
+                progress.record(name, "rejected", exc.message, _elapsed_ms(call_started))
+                raise
+            except ProviderError as exc:
+                progress.record(name, "error", exc.message, _elapsed_ms(call_started))
+                wait_s = self._retry_wait(route.retry, exc, retry, progress.deadline)
+                if wait_s is None:
+                    progress.failures.append(f"{name}: {_reason(exc)}")
+                    return None
+                await self._sleep(wait_s)
+                continue
+            progress.record(name, "ok", None, _elapsed_ms(call_started))
+            usage = _usage(message)
+            if message.usage_metadata is None:
+                message.usage_metadata = _usage_metadata(usage)
+            message.response_metadata["model_name"] = name
+            progress.model, progress.usage, progress.route = name, usage, route
+            return message
+        return None
+
+    def _retry_wait(
+        self, policy: RetryPolicy, exc: ProviderError, retry: int, deadline: float
+    ) -> float | None:
+        """Seconds to wait before trying the same model again, or None: the next model."""
+        if retry >= policy.max_retries:
+            return None
+        kind = getattr(exc, "kind", "status")
+        if exc.status is not None:
+            retryable = exc.status in policy.retry_statuses
+        elif kind == "timeout":
+            retryable = policy.retry_timeouts
+        elif kind == "connection":
+            retryable = policy.retry_connection_errors
+        else:
+            retryable = False
+        if not retryable:
+            return None
+        wait_s: float | None = getattr(exc, "retry_after_s", None)
+        if wait_s is not None:
+            if wait_s > policy.retry_after_max_s:
+                return None  # the provider asks for longer than we wait: next model
+        else:
+            ceiling = min(policy.backoff_max_s, policy.backoff_initial_s * 2**retry)
+            wait_s = self._jitter() * ceiling  # "full jitter"
+        if time.perf_counter() + wait_s >= deadline:
+            return None
+        return wait_s
+
+    # -- a streamed answer -------------------------------------------------------------
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AIMessageChunk]:
+        """Stream the answer; the last chunk's ``response_metadata["router"]`` is a
+        :class:`StreamSummary`. A model failing before its first token is replaced by the
+        next one unseen; a failure after it ends the stream with a last chunk marked
+        ``partial``, then :class:`StreamInterrupted`."""
+        chain, progress = self._start(request, stream=True)
+        plan = self._plan(request, chain, True) if self._observers else None
+        tickets = await self._observers.before(plan) if plan is not None else []
+        outcome: Outcome = "ok"
+        error: BaseException | None = None
+        try:
+            for route in chain:
+                async with aclosing(self._stream_model(route, request, progress)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                if progress.model is not None:
+                    yield self._summary(progress)
+                    return
+            raise ProviderChainExhausted(request.alias, progress.failures)
+        except StreamInterrupted as exc:
+            outcome, error = "partial", exc
+            yield self._summary(progress, partial=True)
+            raise
+        except BaseException as exc:
+            outcome, error = _outcome(exc), exc
+            raise
+        finally:
+            if plan is not None:
+                await self._observers.after(plan, progress.report(outcome, error), tickets)
+
+    def _summary(self, progress: _Progress, partial: bool = False) -> AIMessageChunk:
+        summary = StreamSummary(
+            model=progress.model or progress.alias,
+            provider_ms=progress.provider_ms,
+            router_ms=_elapsed_ms(progress.started),
+            attempts=progress.attempts,
+            partial=partial,
+        )
+        metadata: dict[str, object] = {STREAM_SUMMARY_KEY: summary.model_dump()}
+        if partial:
+            metadata[PARTIAL_KEY] = True
+        return AIMessageChunk(content="", response_metadata=metadata)
+
+    async def _stream_model(
+        self, route: Route, request: ChatRequest, progress: _Progress
+    ) -> AsyncGenerator[AIMessageChunk, None]:
+        name, client, timeouts = route.name, route.client, route.timeouts
+        breaker = self._breakers.get(name)
+        body = client.payload(route.model_id, request, route.max_tokens(request), stream=True)
+        for retry in range(route.retry.max_retries + 1):
+            remaining = progress.deadline - time.perf_counter()
+            if remaining <= 0:
+                progress.skip(name, "deadline", "request deadline exceeded")
+                return
+            if breaker.refuses_calls():
+                progress.skip(name, "circuit_open", "circuit open")
+                return
+            call_started = time.perf_counter()
+            usage = TokenUsage()
+            held: list[AIMessageChunk] = []  # chunks before the first token
+            started = False
+            try:
+                async with (
+                    guarded(breaker, counts=self._counts),
+                    aclosing(
+                        client.stream(
+                            route.model_id,
+                            body,
+                            first_token_s=min(timeouts.first_token_s, remaining),
+                            idle_s=timeouts.idle_s,
+                        )
+                    ) as chunks,
+                ):
+                    async for chunk in chunks:
+                        if chunk.usage_metadata is not None:
+                            usage.input_tokens += chunk.usage_metadata["input_tokens"]
+                            usage.output_tokens += chunk.usage_metadata["output_tokens"]
+                        if started:
+                            yield chunk
+                            continue
+                        held.append(chunk)
+                        if chunk.content or chunk.tool_call_chunks:
+                            started = True
+                            for early in _named(held, name):
+                                yield early
+                            held = []
+                    for early in _named(held, name):
+                        yield early  # an answer without a token (empty): still an answer
+            except CircuitOpen:
+                progress.skip(name, "circuit_open", "circuit open")
+                return
+            except ProviderRejected as exc:
+                progress.record(name, "rejected", exc.message, _elapsed_ms(call_started))
+                raise
+            except ProviderError as exc:
+                if started:
+                    progress.record(name, "partial", exc.message, _elapsed_ms(call_started))
+                    progress.model, progress.usage, progress.route = name, usage, route
+                    raise StreamInterrupted(
+                        f"the answer from {name!r} broke off after it began: {exc.message}",
+                        model=name,
+                        status=exc.status,
+                    ) from exc
+                progress.record(name, "error", exc.message, _elapsed_ms(call_started))
+                wait_s = self._retry_wait(route.retry, exc, retry, progress.deadline)
+                if wait_s is None:
+                    progress.failures.append(f"{name}: {_reason(exc)}")
+                    return
+                await self._sleep(wait_s)
+                continue
+            progress.record(name, "ok", None, _elapsed_ms(call_started))
+            progress.model, progress.usage, progress.route = name, usage, route
+            return
+
+
+def _named(chunks: list[AIMessageChunk], model: str) -> list[AIMessageChunk]:
+    """The first chunk names the model that answers (once: LangChain concatenates strings)."""
+    if chunks:
+        chunks[0].response_metadata["model_name"] = model
+    return chunks

@@ -8,7 +8,7 @@ from typing import Any
 import pybreaker
 import pytest
 
-from runtime.breakers import BreakerRegistry, ModelBreaker, call
+from runtime.breakers import BreakerRegistry, ModelBreaker, call, policy_filter
 from runtime.errors import CircuitOpen, ProviderError, ProviderRejected
 
 RESET_S = 0.15
@@ -222,3 +222,43 @@ async def test_tripping_call_reraises_the_providers_error() -> None:
         await call(breaker, boom, counts=provider_failures)
     assert raised.value is error
     assert breaker.current_state == pybreaker.STATE_OPEN
+
+
+async def test_transitions_reach_the_hook() -> None:
+    seen: list[tuple[str, str, str]] = []
+    registry = BreakerRegistry(
+        fail_max=1, reset_timeout_s=RESET_S, on_transition=lambda *t: seen.append(t)
+    )
+    breaker = registry.get("m")
+    await trip(breaker, Flaky())
+    await asyncio.sleep(RESET_S + 0.05)
+    assert await call(breaker, Flaky(), counts=provider_failures) == "ok"
+    assert seen == [
+        ("m", "closed", "open"),
+        ("m", "open", "half-open"),
+        ("m", "half-open", "closed"),
+    ]
+
+
+def test_policy_decides_which_failures_count() -> None:
+    from runtime.model_config import BreakerPolicy
+    from runtime.provider_client import ProviderFailure
+
+    default = policy_filter(BreakerPolicy())
+    for status in (500, 502, 503, 504, 401, 403, 408, 429):
+        assert default(ProviderFailure("x", model="m", status=status)), status
+    assert default(ProviderFailure("x", model="m", kind="timeout"))
+    assert default(ProviderFailure("x", model="m", kind="connection"))
+    assert default(ProviderFailure("x", model="m", kind="invalid"))
+    # The caller's fault and anything that is not a provider error never count.
+    assert not default(ProviderRejected("bad", model="m", status=400))
+    assert not default(asyncio.CancelledError())
+    assert not default(ValueError("caller bug"))
+
+    narrow = policy_filter(
+        BreakerPolicy(count_statuses=("5xx",), count_timeouts=False, count_connection_errors=False)
+    )
+    assert narrow(ProviderFailure("x", model="m", status=503))
+    assert not narrow(ProviderFailure("x", model="m", status=429))
+    assert not narrow(ProviderFailure("x", model="m", kind="timeout"))
+    assert not narrow(ProviderFailure("x", model="m", kind="connection"))

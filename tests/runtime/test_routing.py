@@ -1,170 +1,98 @@
-"""The model router against the fake provider over the OpenAI wire protocol.
-
-The fake app is served in-process through httpx's ASGI transport; an httpx event hook
-counts the requests that reach it, so a test can prove a model was skipped. The tests
-about a stream breaking off midway need real incremental delivery (the ASGI transport
-buffers a whole response), so they run the app under uvicorn on a free local port.
-"""
+"""The model router against the fake provider over the OpenAI wire protocol: chains,
+breakers, retries, deadlines and the observer seam (streams: test_routing_stream.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from pydantic import SecretStr
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from runtime.breakers import BreakerRegistry
+from runtime.call_observer import CallPlan, CallReport
 from runtime.errors import (
+    BudgetExceeded,
     DependencyUnavailable,
+    NotFound,
     ProviderChainExhausted,
-    ProviderError,
     ProviderRejected,
 )
-from runtime.fake_provider import create_fake_provider_app
-from runtime.routing import STREAM_SUMMARY_KEY, ModelRouter, StreamSummary
-from runtime.settings import FakeProviderSettings, ProviderSettings
-from runtime.types import Attempt, ChatRequest, TokenUsage
+from runtime.fake_faults import FaultProfile, RateLimit
+from runtime.model_config import (
+    BreakerPolicy,
+    ModelsConfig,
+    ModelSpec,
+    ProviderConfig,
+    RetryPolicy,
+    Timeouts,
+)
+from runtime.routing import ModelRouter
+from runtime.types import ChatRequest
+from tests.runtime.router_harness import (
+    API_KEY,
+    BASE_URL,
+    CALCULATOR,
+    ASGIApp,
+    Recorder,
+    Switchable,
+    ask,
+    fake,
+    faulty,
+    harness,
+    provider_settings,
+)
 from tests.servers import served
 
-BASE_URL = "http://fake/v1"
-API_KEY = "sk-router-test-secret"
-ALIASES = {
-    "smart": ["fake-smart", "fake-fallback"],
-    "hang": ["fake-hang", "fake-fallback"],
-}
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
 
-ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
+def fails_first(app: ASGIApp, times: int, status: int, headers: dict[str, str]) -> ASGIApp:
+    """The first ``times`` chat calls answer ``status`` (with ``headers``), then ``app`` does."""
+    left = times
 
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal left
+        if scope["type"] == "http" and scope["path"].endswith("/chat/completions") and left > 0:
+            left -= 1
+            raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": b'{"error": {"message": "busy"}}'})
+            return
+        await app(scope, receive, send)
 
-class Switchable:
-    """An ASGI app that forwards to ``target``; swapping it models a provider recovering."""
-
-    def __init__(self, target: ASGIApp) -> None:
-        self.target = target
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.target(scope, receive, send)
-
-
-class Harness:
-    """A router wired to a fake provider app, and the requests each model received."""
-
-    def __init__(
-        self,
-        router: ModelRouter,
-        breakers: BreakerRegistry,
-        hits: Counter[str],
-        calls: list[Attempt],
-    ) -> None:
-        self.router = router
-        self.breakers = breakers
-        self.hits = hits
-        self.calls = calls
-
-
-def fake(**overrides: Any) -> FastAPI:
-    return create_fake_provider_app(FakeProviderSettings(**{"latency_ms": 0.0, **overrides}))
-
-
-def provider_settings(**overrides: Any) -> ProviderSettings:
-    values: dict[str, Any] = {
-        "provider_api_key": SecretStr(API_KEY),
-        "provider_timeout_s": 2.0,
-        "model_aliases": ALIASES,
-        "breaker_fail_max": 2,
-        "breaker_reset_timeout_s": 30.0,
-        **overrides,
-    }
-    return ProviderSettings(**values)
-
-
-@asynccontextmanager
-async def harness(
-    app: ASGIApp, base_url: str = BASE_URL, transport: bool = True, **settings: Any
-) -> AsyncIterator[Harness]:
-    hits: Counter[str] = Counter()
-    calls: list[Attempt] = []
-
-    async def count(request: httpx.Request) -> None:
-        if request.url.path.endswith("/chat/completions"):
-            hits[json.loads(request.content)["model"]] += 1
-
-    config = provider_settings(**settings)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app) if transport else None,
-        base_url=base_url,
-        timeout=config.provider_timeout_s,
-        event_hooks={"request": [count]},
-    )
-    breakers = BreakerRegistry(config.breaker_fail_max, config.breaker_reset_timeout_s)
-
-    def on_call(alias: str, attempt: Attempt, usage: TokenUsage | None) -> None:
-        assert alias in ALIASES or alias == attempt.model
-        assert (usage is not None) == (attempt.outcome == "ok")
-        calls.append(attempt)
-
-    router = ModelRouter(config, base_url, breakers, http_client=client, on_call=on_call)
-    try:
-        yield Harness(router, breakers, hits, calls)
-    finally:
-        await router.close()
-        assert not client.is_closed, "a client passed in belongs to the caller"
-        await client.aclose()
-
-
-def ask(text: str, alias: str = "smart", **fields: Any) -> ChatRequest:
-    return ChatRequest(alias=alias, messages=[HumanMessage(text)], **fields)
-
-
-async def collect(stream: AsyncIterator[AIMessageChunk]) -> tuple[list[AIMessageChunk], str]:
-    chunks = [chunk async for chunk in stream]
-    return chunks, "".join(chunk.text for chunk in chunks)
+    return wrapped
 
 
 def test_resolve_alias_or_direct_model_name() -> None:
-    settings = provider_settings()
-    router = ModelRouter(settings, BASE_URL, BreakerRegistry(1, 1.0))
+    router = ModelRouter(provider_settings(), BASE_URL, BreakerRegistry(1, 1.0))
     assert router.resolve("smart") == ["fake-smart", "fake-fallback"]
     assert router.resolve("gpt-direct") == ["gpt-direct"]
+    assert router.config.default_provider == "provider"
 
 
-async def test_plain_answer_from_the_primary() -> None:
+async def test_unknown_name_is_a_404_without_a_default_provider() -> None:
+    config = ModelsConfig(
+        providers={"fake": ProviderConfig(kind="fake")},
+        models={"fake-fast": ModelSpec(provider="fake")},
+        aliases={"fast": ["fake-fast"]},
+    )
+    router = ModelRouter(config, BASE_URL)
+    with pytest.raises(NotFound) as raised:
+        await router.chat(ask("hi", alias="gpt-5"))
+    assert "GET /v1/models" in raised.value.message
+    await router.close()
+
+
+async def test_plain_answer_from_the_primary_and_what_observers_see() -> None:
     async with harness(fake()) as h:
-        result = await h.router.chat(ask("hello router"))
+        result = await h.router.chat(ask("hello router", tenant_id="acme"))
 
     assert result.model == "fake-smart"
     assert result.message.content == "[fake-smart] You said: hello router"
+    assert result.message.response_metadata["model_name"] == "fake-smart"
+    assert result.message.response_metadata["finish_reason"] == "stop"
     assert result.message.usage_metadata is not None
     assert result.usage.input_tokens == result.message.usage_metadata["input_tokens"] > 0
     assert result.usage.output_tokens == result.message.usage_metadata["output_tokens"] > 0
@@ -172,8 +100,31 @@ async def test_plain_answer_from_the_primary() -> None:
     assert not result.fallback_used
     assert 0 < result.provider_ms <= result.router_ms
     assert h.hits == {"fake-smart": 1}
-    assert h.calls == result.attempts
     assert h.router.breaker_states() == {"fake-smart": "closed"}
+
+    (plan,) = h.recorder.plans
+    assert (plan.alias, plan.stream, plan.request.tenant_id) == ("smart", False, "acme")
+    assert [(m.name, m.max_tokens, m.context_window) for m in plan.models] == [
+        ("fake-smart", 4096, 128_000),
+        ("fake-fallback", 4096, 128_000),
+    ]
+    assert plan.prompt_tokens > 0
+    # The dearest model of the chain, its whole bound: fake-smart at $2.50 / $10.00.
+    worst = plan.worst_case_usd(default_max_tokens=1)
+    assert worst == (Decimal("2.50") * plan.prompt_tokens + Decimal("10.00") * 4096) / 10**6
+    assert h.bodies[0]["max_completion_tokens"] == 4096, "the worst case is a real bound"
+    report = h.report
+    assert (report.outcome, report.model, report.error) == ("ok", "fake-smart", None)
+    assert report.usage == result.usage
+    assert (
+        report.cost_usd
+        == (
+            Decimal("2.50") * result.usage.input_tokens
+            + Decimal("10.00") * result.usage.output_tokens
+        )
+        / 10**6
+    )
+    assert list(report.attempts) == result.attempts
 
 
 async def test_direct_model_name_with_options_passed_through() -> None:
@@ -183,17 +134,20 @@ async def test_direct_model_name_with_options_passed_through() -> None:
         )
     assert result.model == "custom-model"
     assert result.message.content == "[custom-model] You said: hi"
+    body = h.bodies[0]
+    assert (body["temperature"], body["max_completion_tokens"], body["stop"]) == (0.2, 50, ["\n"])
+    assert h.report.price is None and h.report.cost_usd is None, "an unlisted model is unpriced"
 
 
 async def test_failing_primary_falls_back_and_counts_against_its_breaker() -> None:
     async with harness(fake(failing_models=["fake-smart"]), breaker_fail_max=3) as h:
         result = await h.router.chat(ask("hello"))
-        breaker = h.breakers.get("fake-smart")
-        assert breaker.fail_counter == 1
+        assert h.breakers.get("fake-smart").fail_counter == 1
 
     assert result.model == "fake-fallback"
     assert result.message.content == "[fake-fallback] You said: hello"
     assert result.fallback_used
+    # A plain 500 is not retried: the next model answers sooner.
     assert [(a.model, a.outcome) for a in result.attempts] == [
         ("fake-smart", "error"),
         ("fake-fallback", "ok"),
@@ -201,16 +155,81 @@ async def test_failing_primary_falls_back_and_counts_against_its_breaker() -> No
     assert result.attempts[0].error is not None
     assert result.attempts[0].error.startswith("HTTP 500")
     assert h.hits == {"fake-smart": 1, "fake-fallback": 1}
-    assert h.calls == result.attempts
+    assert h.report.fallback_used
+    assert h.report.cost_usd is not None and h.report.model == "fake-fallback"
 
 
-@pytest.mark.parametrize("status", [429, 503])
-async def test_rate_limits_and_server_errors_fall_back(status: int) -> None:
-    async with harness(fake(failing_models=["fake-smart"], fail_status=status)) as h:
+async def test_retryable_status_is_retried_on_the_same_model_with_backoff() -> None:
+    app = fails_first(fake(), 1, 503, {})
+    async with harness(app) as h:
         result = await h.router.chat(ask("hello"))
+        assert h.breakers.get("fake-smart").fail_counter == 0, "the success reset the count"
+    assert [(a.model, a.outcome) for a in result.attempts] == [
+        ("fake-smart", "error"),
+        ("fake-smart", "ok"),
+    ]
+    assert result.model == "fake-smart"
+
+
+async def test_retries_are_bounded_then_the_next_model_is_tried() -> None:
+    async with harness(faulty(fake_smart=FaultProfile(error_rates={503: 1.0}))) as h:
+        result = await h.router.chat(ask("hello"))
+    assert [(a.model, a.outcome) for a in result.attempts] == [
+        ("fake-smart", "error"),
+        ("fake-smart", "error"),
+        ("fake-fallback", "ok"),
+    ]
+    assert h.hits == {"fake-smart": 2, "fake-fallback": 1}
+
+
+async def test_retry_after_is_honoured_when_short() -> None:
+    app = fails_first(fake(), 1, 429, {"retry-after-ms": "300", "retry-after": "1"})
+    async with harness(app) as h:
+        started = time.perf_counter()
+        result = await h.router.chat(ask("hello"))
+        elapsed_s = time.perf_counter() - started
+    assert result.model == "fake-smart"
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert 0.3 <= elapsed_s < 1.0, "retry-after-ms wins over the rounded Retry-After"
+
+
+async def test_a_long_retry_after_moves_to_the_next_model_at_once() -> None:
+    limited = FaultProfile(rate_limit=RateLimit(rate=1.0, retry_after_s=5))
+    async with harness(faulty(fake_smart=limited)) as h:
+        started = time.perf_counter()
+        result = await h.router.chat(ask("hello"))
+        elapsed_s = time.perf_counter() - started
     assert result.model == "fake-fallback"
     assert result.attempts[0].error is not None
-    assert result.attempts[0].error.startswith(f"HTTP {status}")
+    assert result.attempts[0].error.startswith("HTTP 429")
+    assert h.hits["fake-smart"] == 1
+    assert elapsed_s < 1.0
+
+
+async def test_a_retry_after_past_the_deadline_moves_on() -> None:
+    limited = FaultProfile(rate_limit=RateLimit(rate=1.0, retry_after_s=1))
+    async with harness(faulty(fake_smart=limited), router_deadline_s=0.8) as h:
+        result = await h.router.chat(ask("hello"))
+    assert result.model == "fake-fallback"
+    assert h.hits["fake-smart"] == 1
+
+
+async def test_the_deadline_bounds_the_whole_chain() -> None:
+    app = fake(hanging_models=["fake-hang"])
+    async with (
+        served(app) as url,
+        harness(app, base_url=url, transport=False, router_deadline_s=0.3) as h,
+    ):
+        started = time.perf_counter()
+        with pytest.raises(ProviderChainExhausted) as raised:
+            await h.router.chat(ask("anyone?", alias="hang"))
+        elapsed_s = time.perf_counter() - started
+    assert raised.value.attempts == [
+        "fake-hang: no answer within 0.3 s",
+        "fake-fallback: request deadline exceeded",
+    ]
+    assert 0.3 <= elapsed_s < 1.0
+    assert [a.outcome for a in h.report.attempts] == ["error", "deadline"]
 
 
 async def test_open_breaker_skips_the_primary_without_calling_it() -> None:
@@ -295,7 +314,8 @@ async def test_rejected_request_raises_at_once_without_fallback_or_breaker_count
     assert API_KEY not in error.message
     assert error.details == {"model": "fake-smart", "status": 400}
     assert h.hits == {"fake-smart": 1}, "a rejected request must not be retried elsewhere"
-    assert [a.outcome for a in h.calls] == ["rejected"]
+    assert (h.report.outcome, h.report.model) == ("rejected", None)
+    assert [a.outcome for a in h.report.attempts] == ["rejected"]
 
 
 async def test_whole_chain_failing_lists_every_model() -> None:
@@ -313,6 +333,7 @@ async def test_whole_chain_failing_lists_every_model() -> None:
     assert first.value.attempts == ["fake-smart: HTTP 500", "fake-fallback: HTTP 500"]
     assert later.value.attempts == ["fake-smart: circuit open", "fake-fallback: circuit open"]
     assert API_KEY not in first.value.message
+    assert [r.outcome for r in h.recorder.reports] == ["error"] * 3
 
 
 async def test_tool_call_round_trip() -> None:
@@ -334,12 +355,13 @@ async def test_tool_call_round_trip() -> None:
                 alias="smart",
                 messages=[question, first.message, answer],
                 tools=[CALCULATOR],
-                tool_choice="auto",
+                tool_choice="calculator",
             )
         )
     assert isinstance(second.message, AIMessage)
     assert second.message.content == "Tool result: 14"
     assert not second.message.tool_calls
+    assert h.bodies[1]["tool_choice"] == {"type": "function", "function": {"name": "calculator"}}
 
 
 async def test_classification_prompt_answers_one_word() -> None:
@@ -353,126 +375,87 @@ async def test_classification_prompt_answers_one_word() -> None:
     assert result.message.content == "code"
 
 
-async def test_streaming_answer_arrives_in_chunks_with_a_summary() -> None:
+async def test_an_observer_can_refuse_before_any_provider_call() -> None:
+    class Budget(Recorder):
+        async def before_call(self, plan: CallPlan) -> object:
+            raise BudgetExceeded("budget of tenant acme exhausted")
+
+    first, budget = Recorder(), Budget()
     async with harness(fake()) as h:
-        chunks, text = await collect(h.router.stream(ask("hello streaming world")))
-
-    assert text == "[fake-smart] You said: hello streaming world"
-    assert sum(1 for chunk in chunks if chunk.text) > 1
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged += chunk
-    assert merged.usage_metadata is not None
-    assert merged.usage_metadata["output_tokens"] > 0
-    summary = StreamSummary.model_validate(chunks[-1].response_metadata[STREAM_SUMMARY_KEY])
-    assert summary.model == "fake-smart"
-    assert [(a.model, a.outcome) for a in summary.attempts] == [("fake-smart", "ok")]
-    assert 0 < summary.provider_ms <= summary.router_ms
-    assert h.calls == summary.attempts
-
-
-async def test_streaming_tool_call() -> None:
-    async with harness(fake()) as h:
-        chunks, _ = await collect(
-            h.router.stream(ask("what is 6 * 7?", tools=[CALCULATOR], tool_choice="calculator"))
+        router = ModelRouter(
+            provider_settings(),
+            BASE_URL,
+            h.breakers,
+            http_client=h.router._clients["provider"].http,
+            observers=[first, budget],
         )
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged += chunk
-    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [
-        ("calculator", {"expression": "6 * 7"})
-    ]
+        with pytest.raises(BudgetExceeded):
+            await router.chat(ask("hello"))
+    assert h.hits == {}
+    assert [r.outcome for r in first.reports] == ["refused"]
+    assert budget.reports == [], "the refusing observer got no after_call"
 
 
-async def test_stream_fails_over_before_the_first_chunk() -> None:
-    async with harness(fake(failing_models=["fake-smart"])) as h:
-        chunks, text = await collect(h.router.stream(ask("hello")))
+async def test_a_failing_after_call_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Recorder):
+        async def after_call(self, plan: CallPlan, report: CallReport, ticket: object) -> None:
+            raise RuntimeError("ledger down")
 
-    assert text == "[fake-fallback] You said: hello"
-    summary = StreamSummary.model_validate(chunks[-1].response_metadata[STREAM_SUMMARY_KEY])
-    assert summary.model == "fake-fallback"
-    assert [(a.model, a.outcome) for a in summary.attempts] == [
-        ("fake-smart", "error"),
-        ("fake-fallback", "ok"),
-    ]
-    assert h.hits == {"fake-smart": 1, "fake-fallback": 1}
-
-
-async def test_stream_from_a_hanging_model_fails_over() -> None:
-    async with harness(fake(hanging_models=["fake-hang"]), provider_timeout_s=0.3) as h:
-        chunks, text = await collect(h.router.stream(ask("hello", alias="hang")))
-    assert text == "[fake-fallback] You said: hello"
-    summary = StreamSummary.model_validate(chunks[-1].response_metadata[STREAM_SUMMARY_KEY])
-    assert summary.attempts[0].error == "no answer within 0.3 s"
+    async with harness(fake()) as h:
+        router = ModelRouter(
+            provider_settings(),
+            BASE_URL,
+            http_client=h.router._clients["provider"].http,
+            observers=[Broken()],
+        )
+        with caplog.at_level(logging.ERROR):
+            result = await router.chat(ask("hello"))
+    assert result.model == "fake-smart"
+    assert "call observer Broken failed after a call: RuntimeError" in caplog.text
 
 
-async def test_stream_rejected_and_exhausted() -> None:
-    async with harness(fake(failing_models=["fake-smart", "fake-fallback"])) as h:
-        bad = ChatRequest(alias="smart", messages=[ChatMessage(role="wizard", content="x")])
-        with pytest.raises(ProviderRejected):
-            await collect(h.router.stream(bad))
+def config_of(breaker: BreakerPolicy | None = None, **retry: Any) -> ModelsConfig:
+    fake_provider = ProviderConfig(
+        kind="fake",
+        timeouts=Timeouts(request_s=2.0),
+        retry=RetryPolicy(**{"max_retries": 0, **retry}),
+    )
+    return ModelsConfig(
+        providers={"fake": fake_provider},
+        models={
+            "cheap": ModelSpec(provider="fake", model_id="fake-fast"),
+            "spare": ModelSpec(provider="fake", model_id="fake-fallback"),
+        },
+        aliases={"chain": ["cheap", "spare"]},
+        breaker=breaker or BreakerPolicy(fail_max=1),
+    )
+
+
+async def test_a_models_config_maps_names_to_provider_ids_and_its_breaker_policy() -> None:
+    policy = BreakerPolicy(fail_max=1, count_statuses=("5xx",))
+    limited = FaultProfile(rate_limit=RateLimit(rate=1.0, retry_after_s=10))
+    async with harness(faulty(fake_fast=limited)) as h:
+        router = ModelRouter(
+            config_of(policy), BASE_URL, http_client=h.router._clients["provider"].http
+        )
+        for _ in range(3):
+            result = await router.chat(ask("hi", alias="chain"))
+            assert result.model == "spare"
+            assert result.message.content == "[fake-fallback] You said: hi"
+        # 429 does not count under this policy: three calls, the breaker still closed.
+        assert router.breaker_states() == {"cheap": "closed", "spare": "closed"}
+    assert h.hits == {"fake-fast": 3, "fake-fallback": 3}
+
+
+async def test_connection_errors_count_and_fall_through() -> None:
+    async with harness(fake(), base_url="http://127.0.0.1:9/v1", transport=False) as h:
         with pytest.raises(ProviderChainExhausted) as raised:
-            await collect(h.router.stream(ask("hello")))
-    assert raised.value.attempts == ["fake-smart: HTTP 500", "fake-fallback: HTTP 500"]
-
-
-def stalls_after_first_event(app: ASGIApp, stall_s: float) -> ASGIApp:
-    """The provider sends its first SSE event, then goes silent (a stuck upstream)."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        bodies = 0
-
-        async def slow_send(message: Any) -> None:
-            nonlocal bodies
-            if message["type"] == "http.response.body" and message.get("body"):
-                bodies += 1
-                if bodies == 2:
-                    await asyncio.sleep(stall_s)
-            await send(message)
-
-        await app(scope, receive, slow_send)
-
-    return wrapped
-
-
-def drops_after_first_event(app: ASGIApp) -> ASGIApp:
-    """The connection is cut after the first SSE event (an upstream crash)."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        bodies = 0
-
-        async def cut_send(message: Any) -> None:
-            nonlocal bodies
-            if message["type"] == "http.response.body" and message.get("body"):
-                bodies += 1
-                if bodies == 2:
-                    raise ConnectionResetError("upstream crashed mid-answer")
-            await send(message)
-
-        await app(scope, receive, cut_send)
-
-    return wrapped
-
-
-@pytest.mark.parametrize("fault", ["stall", "drop"])
-async def test_stream_failure_after_the_first_chunk_reaches_the_caller(fault: str) -> None:
-    base = fake()
-    app = stalls_after_first_event(base, 5.0) if fault == "stall" else drops_after_first_event(base)
-    async with (
-        served(app) as url,
-        harness(app, base_url=url, transport=False, provider_timeout_s=0.5) as h,
-    ):
-        received: list[str] = []
-        with pytest.raises(ProviderError) as raised:
-            async for chunk in h.router.stream(ask("hello there")):
-                received.append(chunk.text)
-
-    assert received, "the first chunk was delivered before the failure"
-    assert "".join(received) != "[fake-smart] You said: hello there"
-    assert raised.value.model == "fake-smart"
-    assert "broke off" in raised.value.message
-    assert h.hits == {"fake-smart": 1}, "a started answer is not replayed on another model"
-    assert [a.outcome for a in h.calls] == ["error"]
+            await h.router.chat(ask("hello"))
+        assert h.breakers.get("fake-smart").fail_counter == 2, "tried twice: retryable"
+    assert raised.value.attempts == [
+        "fake-smart: connection failed: ConnectError",
+        "fake-fallback: connection failed: ConnectError",
+    ]
 
 
 async def test_ping() -> None:
@@ -484,8 +467,9 @@ async def test_ping() -> None:
         await send({"type": "http.response.body", "body": b"down"})
 
     async with harness(broken) as h:
-        with pytest.raises(DependencyUnavailable):
+        with pytest.raises(DependencyUnavailable) as raised:
             await h.router.ping()
+    assert "provider: HTTPStatusError" in raised.value.message
 
 
 async def test_ping_unreachable_provider() -> None:
@@ -495,9 +479,9 @@ async def test_ping_unreachable_provider() -> None:
             await h.router.ping()
 
 
-async def test_router_owns_and_closes_its_client() -> None:
+async def test_router_owns_and_closes_its_clients() -> None:
     router = ModelRouter(provider_settings(), BASE_URL, BreakerRegistry(1, 1.0))
-    client = router._client
-    assert client.timeout.read == 2.0
+    client = router._clients["provider"].http
+    assert (client.timeout.read, client.timeout.connect) == (2.0, 2.0)
     await router.close()
     assert client.is_closed
