@@ -19,6 +19,7 @@ import httpx
 
 from runtime.auth import generate_key, parse_key, verify_key
 from runtime.errors import Unauthorized
+from runtime.model_config import ModelsConfigError
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
 
@@ -57,6 +58,16 @@ def dev_key(settings: RuntimeSettings, key_file: Path) -> str:
         key_file.write_text(raw + "\n")
         key_file.chmod(0o600)
     return raw
+
+
+def models_summary(settings: RuntimeSettings) -> str:
+    """Where the router's config came from and its aliases (never a key)."""
+    config = settings.models
+    source = str(settings.provider.models_file or "AGENT_PROVIDER_* settings")
+    aliases = ", ".join(
+        f"{alias} -> {' > '.join(chain)}" for alias, chain in config.aliases.items()
+    )
+    return f"{source} ({aliases or 'no aliases'})"
 
 
 def wait_until_ok(url: str, timeout_s: float) -> float:
@@ -108,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.monotonic()
-    settings = RuntimeSettings.from_env()
+    try:
+        # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
+        settings = RuntimeSettings.from_env()
+    except ModelsConfigError as exc:
+        print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
+        return 2
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  API key:  {api_key}   (also in {key_file})\n"
             f"  Try:      curl -H 'x-api-key: {api_key}' {url}/health\n"
             f"  Metrics:  http://127.0.0.1:{settings.serve.metrics_port}/metrics\n"
-            f"  Provider: {settings.provider.base_url(settings.serve.http_port)}\n"
+            f"  Models:   {models_summary(settings)}\n"
             "  Stop:     Ctrl-C here, or `make stop` from another terminal\n",
             flush=True,
         )

@@ -74,8 +74,9 @@ openai = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 @openai.get("/models")
 async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> ModelList:
-    """The configured aliases and every model of their fallback chains."""
-    return models_response(services.settings.provider.model_aliases)
+    """The configured aliases, then every configured model."""
+    models = services.settings.models
+    return models_response(models.aliases, list(models.models))
 
 
 @openai.post("/chat/completions", response_model=None)

@@ -315,15 +315,15 @@ async def sse_stream(
 # -- models ----------------------------------------------------------------------------
 
 
-def models_response(aliases: Mapping[str, Sequence[str]]) -> ModelList:
-    """The aliases (owned by the runtime), then every model of their chains, each once."""
+def models_response(aliases: Mapping[str, Sequence[str]], models: Sequence[str] = ()) -> ModelList:
+    """The aliases (owned by the runtime), then every configured model, then any other model
+    of the aliases' chains, each once."""
     cards = [ModelCard(id=alias, owned_by="agent-runtime") for alias in aliases]
     seen = set(aliases)
-    for chain in aliases.values():
-        for model in chain:
-            if model not in seen:
-                seen.add(model)
-                cards.append(ModelCard(id=model, owned_by="provider"))
+    for model in [*models, *(m for chain in aliases.values() for m in chain)]:
+        if model not in seen:
+            seen.add(model)
+            cards.append(ModelCard(id=model, owned_by="provider"))
     return ModelList(data=cards)
 
 

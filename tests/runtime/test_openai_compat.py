@@ -493,6 +493,17 @@ def test_models_lists_aliases_then_each_chain_model_once() -> None:
     assert {m.owned_by for m in models[2:]} == {"provider"}
 
 
+def test_models_lists_configured_models_after_the_aliases() -> None:
+    listing = models_response({"fast": ["a", "b"]}, ["b", "c", "fast"])
+    assert [card.id for card in listing.data] == ["fast", "b", "c", "a"]
+    assert [card.owned_by for card in listing.data] == [
+        "agent-runtime",
+        "provider",
+        "provider",
+        "provider",
+    ]
+
+
 def test_runtime_errors_use_the_openai_error_shape() -> None:
     exhausted = runtime_error_body(ProviderChainExhausted("fake-broken", ["fake-broken: HTTP 500"]))
     assert exhausted.error.type == "server_error"
