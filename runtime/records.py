@@ -5,7 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# What an API key may do (see deployments.api): ``read`` gets and searches, ``run`` starts
+# runs and model calls and makes every other tenant write, ``admin`` the /admin routes.
+Scope = Literal["read", "run", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("read", "run", "admin")
+# Keys made without scopes, and every key made before scopes existed (revision 0004).
+DEFAULT_SCOPES: tuple[Scope, ...] = ("read", "run")
+
+
+def normalise_scopes(scopes: Any) -> list[Scope]:
+    """Known scopes, each once, in :data:`ALL_SCOPES` order; ``None`` or empty: the default."""
+    given = set(scopes or DEFAULT_SCOPES)
+    unknown = given - set(ALL_SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scope {sorted(unknown)[0]!r}; known: {', '.join(ALL_SCOPES)}")
+    return [scope for scope in ALL_SCOPES if scope in given]
+
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
@@ -30,13 +47,35 @@ class ApiKeyRecord(BaseModel):
     name: str = ""
     revoked: bool = False
     created_at: datetime
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _known_scopes(cls, value: Any) -> list[Scope]:
+        return normalise_scopes(value)
 
 
 class Principal(BaseModel):
-    """Who is calling: the authenticated key and its tenant."""
+    """Who is calling: the authenticated key, its tenant and what the key may do."""
 
     tenant_id: str
     key_id: str
+    scopes: tuple[Scope, ...] = DEFAULT_SCOPES
+
+
+class TenantLimits(BaseModel):
+    """A tenant's own limits; ``None`` means "the runtime's default" (``AGENT_*``).
+
+    Stored by the admin API and CLI (``agent_tenant_limits``, revision 0004); the rate
+    limiter reads them with :meth:`runtime.tenants.TenantStore.get_limits`.
+    """
+
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Per API key.")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="Per tenant.")
+    max_concurrent_runs: int | None = Field(default=None, ge=1, description="Per tenant.")
+    max_queued_runs: int | None = Field(
+        default=None, ge=0, description="Background runs waiting, per tenant."
+    )
 
 
 class ThreadRecord(BaseModel):

@@ -1,4 +1,4 @@
-"""SQLModel table definitions of the metadata store (tenants, keys, assistants, threads, runs).
+"""SQLModel table definitions of the metadata store (tenants, keys, threads, runs, audit ...).
 
 The classes define the schema; :mod:`runtime.storage` queries the Core ``Table`` objects
 (``TENANTS`` ...) directly because the hot path needs no ORM identity map. Column names
@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
@@ -53,6 +54,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSON_TYPE = JSON().with_variant(JSONB(), "postgresql")
+DEFAULT_SCOPES_JSON = """'["read", "run"]'"""
 
 
 def utcnow() -> datetime:
@@ -86,6 +88,13 @@ class ApiKeyRow(SQLModel, table=True):
     name: str = Field(default="", max_length=256)
     revoked: bool = False
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # Since revision 0004: what the key may do (a JSON list); older keys read and run.
+    scopes: list[str] = Field(
+        default_factory=lambda: ["read", "run"],
+        sa_column=Column(
+            "scopes", JSON_TYPE, nullable=False, server_default=text(DEFAULT_SCOPES_JSON)
+        ),
+    )
 
 
 class ThreadRow(SQLModel, table=True):
@@ -226,6 +235,43 @@ class BudgetRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class TenantLimitsRow(SQLModel, table=True):
+    """A tenant's own limits (since revision 0004); NULL: the runtime's default.
+    See :class:`runtime.records.TenantLimits`."""
+
+    __tablename__ = "agent_tenant_limits"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = Field(default=None, sa_type=BigInteger)
+    max_concurrent_runs: int | None = None
+    max_queued_runs: int | None = None
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class AuditRow(SQLModel, table=True):
+    """One admin action or ended run (since revision 0004); see :mod:`runtime.audit`.
+    Never holds a key's secret nor its hash."""
+
+    __tablename__ = "agent_audit"
+    __table_args__ = (
+        Index("ix_agent_audit_created", "created_at"),
+        Index("ix_agent_audit_tenant_created", "tenant_id", "created_at"),
+        Index("ix_agent_audit_action_created", "action", "created_at"),
+    )
+
+    audit_id: str = Field(primary_key=True, max_length=36)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The tenant the entry is about; the acting key (none for the CLI or the bootstrap
+    # admin key) and how the actor proved itself (runtime.audit.ActorKind).
+    tenant_id: str | None = Field(default=None, max_length=128)
+    key_id: str | None = Field(default=None, max_length=128)
+    actor: str = Field(max_length=32)
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=256)
+    details: dict[str, Any] = _json_column("details")
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = sa_inspect(model).local_table
     assert isinstance(table, Table)
@@ -241,6 +287,8 @@ ASSISTANTS = _table(AssistantRow)
 ASSISTANT_VERSIONS = _table(AssistantVersionRow)
 USAGE = _table(UsageEventRow)
 BUDGETS = _table(BudgetRow)
+TENANT_LIMITS = _table(TenantLimitsRow)
+AUDIT = _table(AuditRow)
 ALL_TABLES = (
     TENANTS,
     API_KEYS,
@@ -251,4 +299,6 @@ ALL_TABLES = (
     ASSISTANT_VERSIONS,
     USAGE,
     BUDGETS,
+    TENANT_LIMITS,
+    AUDIT,
 )

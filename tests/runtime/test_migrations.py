@@ -107,6 +107,7 @@ async def _assert_old_rows_survived(store: MetadataStore) -> None:
     assert run.temporary is False
     key = await store.get_key("abc123abc123")
     assert key is not None and key.tenant_id == "acme"
+    assert key.scopes == ["read", "run"]  # keys older than scopes keep reading and running
     # New writes work on the upgraded schema.
     fresh = await store.create_thread("acme", metadata={"new": True})
     assert (await store.get_thread("acme", fresh.thread_id)).metadata == {"new": True}
