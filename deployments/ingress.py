@@ -17,7 +17,7 @@ from deployments.api import Services, create_api
 from deployments.graph_info import assistant_store
 from deployments.metrics import IngressMetrics
 from graphs.registry import default_registry
-from runtime.auth import Authenticator
+from runtime.auth import Authenticator, AuthInvalidations
 from runtime.budgets import build_budget_guard
 from runtime.limits import build_limiter
 from runtime.settings import RuntimeSettings
@@ -42,10 +42,17 @@ class IngressDeployment:
         items = ItemStores(settings.storage, settings.items)
         await items.setup()
         registry = default_registry()
+        # With Redis, revocations and disabled tenants reach this replica at once.
+        auth = Authenticator(
+            store,
+            settings.limits.auth_cache_ttl_s,
+            invalidations=AuthInvalidations.from_settings(settings.limits),
+        )
+        await auth.start()
         self._services = Services(
             settings=settings,
             store=store,
-            auth=Authenticator(store, settings.limits.auth_cache_ttl_s),
+            auth=auth,
             limiter=build_limiter(settings.limits),
             orchestrator=orchestrator,
             router=router,
@@ -60,6 +67,7 @@ class IngressDeployment:
         return create_api(self._services)
 
     async def __del__(self) -> None:
+        await self._services.auth.close()
         await self._services.limiter.close()
         if self._services.items is not None:
             await self._services.items.close()
