@@ -527,7 +527,7 @@ def thread_to_wire(record: ThreadRecord, *, include_ttl: bool = False) -> dict[s
 
 
 # Run kwargs that are the runtime's own bookkeeping, not part of the Platform's shape.
-_PRIVATE_KWARGS = ("background", "kind", "on_completion")
+_PRIVATE_KWARGS = ("background", "kind", "on_completion", "key_id")
 
 
 def run_to_wire(record: RunRecord) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from runtime import timing
+from runtime.audit import record_run_end
 from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from runtime.executor import LocalRun, RunExecutor, RunResult
 from runtime.protocol import RunCreate, dumps, run_to_wire
@@ -165,6 +166,7 @@ class RunService:
             "feedback_keys": body.feedback_keys,
             "background": kind == "background",
             "kind": kind,
+            "key_id": principal.key_id,  # for the audit log; not on the wire
         }
         return NewRun(
             tenant_id=principal.tenant_id,
@@ -333,8 +335,9 @@ class RunService:
 
     # -- after a run --------------------------------------------------------------------
     async def after_run(self, run: RunRecord, result: RunResult) -> None:
-        """Call the run's webhook (in the background); stateless runs drop their temporary
-        thread unless asked to keep it."""
+        """Audit the run's end; call its webhook (in the background); stateless runs drop
+        their temporary thread unless asked to keep it."""
+        await self._audit(run, result)
         kwargs = run.kwargs
         webhook = kwargs.get("webhook")
         if webhook and self._webhooks is not None and result.status is not None:
@@ -354,6 +357,19 @@ class RunService:
                 await self._on_temporary_done(run)
             except AgentRuntimeError as exc:
                 logger.warning("run %s: temporary thread kept: %s", run.run_id, exc.message)
+
+    async def _audit(self, run: RunRecord, result: RunResult) -> None:
+        tokens = result.extra.get("timings")
+        try:
+            await record_run_end(
+                self._store,
+                run,
+                result.status,
+                getattr(tokens, "input_tokens", 0),
+                getattr(tokens, "output_tokens", 0),
+            )
+        except AgentRuntimeError as exc:
+            logger.warning("run %s: audit entry not written: %s", run.run_id, exc.message)
 
 
 def _outcome(run: RunRecord, result: RunResult) -> RunOutcome:
