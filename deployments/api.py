@@ -3,10 +3,40 @@
 Routes live in ``deployments.routes``; this module wires them to the per-replica services.
 Every error leaves as JSON with the status from ``runtime.errors.HTTP_STATUS``; nothing
 here ever sends a traceback or a secret to a client or a log line.
+
+Every route declares what it needs with exactly one of :data:`ReadPrincipal`,
+:data:`RunPrincipal` or :data:`AdminPrincipal` (a route-table test enforces it; only
+``/ok``, ``/health`` and the OpenAPI pages are public). A key without the scope gets a 403
+``{"detail": "this API key lacks the 'run' scope", "error": "forbidden",
+"missing_scope": "run"}``. Keys made without scopes, and keys older than scopes, have
+``read`` and ``run``. There are exactly three scopes; writes that are not runs go with
+``run`` (a read-only key cannot change anything):
+
+=========  ==============================================================================
+scope      routes
+=========  ==============================================================================
+``read``   ``GET`` of assistants (and their graph, schemas, subgraphs), threads, state,
+           history, runs and store items; ``POST`` searches and counts (assistants,
+           threads, store items and namespaces), assistant versions, ``POST`` state at a
+           checkpoint and history; joining a run (``GET .../join``); ``GET /usage``,
+           ``GET /budgets``, ``GET /v1/models``
+``run``    creating, updating and deleting assistants (and setting the latest version),
+           threads (copy, prune, state updates) and store items; every run route that
+           starts, cancels or deletes runs (``/runs``, ``/runs/wait``, ``/runs/stream``,
+           ``/runs/batch``, ``/runs/cancel``, the thread's runs); joining a run's stream
+           (``GET .../runs/{id}/stream``: it may cancel the run on disconnect);
+           ``POST /v1/chat/completions``
+``admin``  every ``/admin/...`` route
+=========  ==============================================================================
+
+Admins: a key with the ``admin`` scope, or the bootstrap ``AGENT_ADMIN_API_KEY`` (in
+``x-admin-key``, ``Authorization: Bearer`` or ``x-api-key``). With the bootstrap key unset,
+a request that carries no admin-scoped key gets 404 from ``/admin`` routes, as if absent.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -23,17 +53,21 @@ from deployments.handles import unwrap
 from deployments.metrics import IngressMetrics
 from graphs.registry import GraphRegistry
 from runtime.assistants import AssistantStore
+from runtime.audit import Actor
 from runtime.auth import Authenticator, extract_api_key
 from runtime.budgets import BudgetGuard
 from runtime.errors import (
     AgentRuntimeError,
+    Forbidden,
+    NotFound,
     PayloadTooLarge,
     RateLimited,
+    Unauthorized,
     error_body,
     http_status,
 )
 from runtime.limits import RateLimiter
-from runtime.records import Principal
+from runtime.records import Principal, Scope
 from runtime.run_store import RunStore
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
@@ -91,7 +125,71 @@ async def authenticate(request: Request, services: ServicesDep) -> Principal:
     return principal
 
 
+# Authenticated, whatever the key's scopes: not for routes (the route-table test fails a
+# route that has no scope dependency); use the scoped aliases below.
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def missing_scope(scope: Scope) -> Forbidden:
+    return Forbidden(f"this API key lacks the {scope!r} scope", missing_scope=scope)
+
+
+class RequireScope:
+    """A dependency: the caller's key must have ``scope`` (403 naming it otherwise)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope: Scope = scope
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        if self.scope not in principal.scopes:
+            raise missing_scope(self.scope)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"RequireScope({self.scope!r})"
+
+
+class RequireAdmin:
+    """A dependency: the bootstrap admin key or an ``admin``-scoped API key; who it was."""
+
+    scope: Scope = "admin"
+
+    async def __call__(self, request: Request, services: ServicesDep) -> Actor:
+        secret = services.settings.budgets.admin_api_key
+        bootstrap = secret.get_secret_value() if secret is not None else ""
+        headers = request.headers
+        if bootstrap:
+            offered = [headers.get("x-admin-key", ""), extract_api_key(headers) or ""]
+            if any(o and hmac.compare_digest(o.encode(), bootstrap.encode()) for o in offered):
+                return Actor("admin-api-key")
+        if extract_api_key(headers) is not None:
+            try:
+                principal = await authenticate(request, services)
+            except Unauthorized:
+                if not bootstrap:
+                    raise NotFound("Not Found") from None
+                raise
+            if "admin" in principal.scopes:
+                return Actor("api-key", key_id=principal.key_id, tenant_id=principal.tenant_id)
+            if bootstrap:
+                raise missing_scope("admin")
+        if not bootstrap:
+            raise NotFound("Not Found")
+        raise Unauthorized(
+            "admin credential missing or invalid: send AGENT_ADMIN_API_KEY as x-admin-key, "
+            "or an API key with the 'admin' scope"
+        )
+
+    def __repr__(self) -> str:
+        return "RequireAdmin()"
+
+
+require_read = RequireScope("read")
+require_run = RequireScope("run")
+require_admin = RequireAdmin()
+ReadPrincipal = Annotated[Principal, Depends(require_read)]
+RunPrincipal = Annotated[Principal, Depends(require_run)]
+AdminPrincipal = Annotated[Actor, Depends(require_admin)]
 
 
 def _error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
@@ -189,6 +287,7 @@ def install_middleware(app: FastAPI, services: Services) -> None:
 
 
 def create_api(services: Services) -> FastAPI:
+    from deployments.admin_routes import admin
     from deployments.openai_routes import openai
     from deployments.routes import assistants, system  # routes import api's deps
     from deployments.run_routes import runs
@@ -211,4 +310,5 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(store)
     app.include_router(openai)
     app.include_router(usage)
+    app.include_router(admin)
     return app

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from langchain_core.messages import AIMessageChunk
 
-from deployments.api import CurrentPrincipal, ServicesDep
+from deployments.api import ReadPrincipal, RunPrincipal, ServicesDep
 from deployments.handles import call, iterate
 from runtime.errors import AgentRuntimeError, RateLimited, http_status
 from runtime.openai_compat import (
@@ -73,7 +73,7 @@ openai = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 
 @openai.get("/models")
-async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> ModelList:
+async def list_models(services: ServicesDep, principal: ReadPrincipal) -> ModelList:
     """The configured aliases, then every configured model."""
     models = services.settings.models
     return models_response(models.aliases, list(models.models))
@@ -81,7 +81,7 @@ async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> Mod
 
 @openai.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, services: ServicesDep, principal: CurrentPrincipal
+    body: ChatCompletionRequest, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     request = to_chat_request(body, tenant_id=principal.tenant_id)
     completion_id = new_completion_id()

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, Response
 
 from deployments import graph_info
-from deployments.api import CurrentPrincipal, Services, ServicesDep
+from deployments.api import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from deployments.handles import call
 from graphs.registry import GraphSpec
 from runtime.assistants import BOTH_CONFIGURABLE_AND_CONTEXT, AssistantStore
@@ -98,7 +98,7 @@ def _both_configurable_and_context(config: dict[str, Any] | None, context: Any) 
 
 @assistants.post("/assistants")
 async def create_assistant(
-    body: AssistantCreate, store: AssistantsDep, principal: CurrentPrincipal
+    body: AssistantCreate, store: AssistantsDep, principal: RunPrincipal
 ) -> Response:
     _both_configurable_and_context(body.config, body.context)
     record = await store.create(
@@ -118,7 +118,7 @@ async def create_assistant(
 @assistants.post("/assistants/search")
 async def search_assistants(
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[AssistantSearch | None, Body()] = None,
 ) -> Response:
     query = body or AssistantSearch()
@@ -146,7 +146,7 @@ async def search_assistants(
 @assistants.post("/assistants/count")
 async def count_assistants(
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[AssistantCount | None, Body()] = None,
 ) -> Response:
     query = body or AssistantCount()
@@ -158,7 +158,7 @@ async def count_assistants(
 
 @assistants.get("/assistants/{assistant_id}")
 async def get_assistant(
-    assistant_id: str, store: AssistantsDep, principal: CurrentPrincipal
+    assistant_id: str, store: AssistantsDep, principal: ReadPrincipal
 ) -> Response:
     return _json(assistant_to_wire(await store.get(principal.tenant_id, assistant_id)))
 
@@ -167,7 +167,7 @@ async def get_assistant(
 async def patch_assistant(
     assistant_id: str,
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     body: Annotated[AssistantPatch | None, Body()] = None,
 ) -> Response:
     patch = body or AssistantPatch()
@@ -190,7 +190,7 @@ async def delete_assistant(
     assistant_id: str,
     store: AssistantsDep,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     delete_threads: str = "",
 ) -> Response:
     owned = await store.delete(
@@ -207,7 +207,7 @@ async def delete_assistant(
 async def list_assistant_versions(
     assistant_id: str,
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[AssistantVersionsSearch | None, Body()] = None,
 ) -> Response:
     query = body or AssistantVersionsSearch()
@@ -229,7 +229,7 @@ async def list_assistant_versions(
 async def set_latest_assistant_version(
     assistant_id: str,
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     body: Annotated[AssistantVersionChange | None, Body()] = None,
 ) -> Response:
     version = (body or AssistantVersionChange()).version
@@ -249,7 +249,7 @@ async def get_assistant_graph(
     assistant_id: str,
     services: ServicesDep,
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     xray: str | None = None,
 ) -> Response:
     depth = graph_info.parse_xray(xray)
@@ -259,7 +259,7 @@ async def get_assistant_graph(
 
 @assistants.get("/assistants/{assistant_id}/schemas")
 async def get_assistant_schemas(
-    assistant_id: str, services: ServicesDep, store: AssistantsDep, principal: CurrentPrincipal
+    assistant_id: str, services: ServicesDep, store: AssistantsDep, principal: ReadPrincipal
 ) -> Response:
     spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
     return _json(graph_info.schemas(spec))
@@ -271,7 +271,7 @@ async def get_assistant_subgraphs(
     assistant_id: str,
     services: ServicesDep,
     store: AssistantsDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     namespace: str | None = None,
     recurse: str = "false",
 ) -> Response:

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from deployments.api import CurrentPrincipal, Services, ServicesDep
+from deployments.api import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from deployments.handles import call, iterate
 from deployments.thread_routes import thread_uuid
 from runtime.errors import InvalidRequest
@@ -55,21 +55,21 @@ async def _create(
 
 @runs.post("/threads/{thread_id}/runs")
 async def create_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> JSONResponse:
     return await _create(services, principal, thread_uuid(thread_id), body)
 
 
 @runs.post("/runs")
 async def create_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> JSONResponse:
     return await _create(services, principal, None, body)
 
 
 @runs.post("/runs/batch")
 async def create_run_batch(
-    body: list[RunCreate], services: ServicesDep, principal: CurrentPrincipal
+    body: list[RunCreate], services: ServicesDep, principal: RunPrincipal
 ) -> list[dict[str, Any]]:
     created = []
     for item in body:
@@ -96,21 +96,21 @@ async def _wait(
 
 @runs.post("/threads/{thread_id}/runs/wait")
 async def wait_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     return await _wait(services, principal, thread_uuid(thread_id), body)
 
 
 @runs.post("/runs/wait")
 async def wait_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     return await _wait(services, principal, None, body)
 
 
 @runs.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
 ) -> Response:
     start = time.perf_counter()
     outcome: RunOutcome = await call(
@@ -186,14 +186,14 @@ def _run_id_of(frame: bytes | None) -> str | None:
 
 @runs.post("/threads/{thread_id}/runs/stream")
 async def stream_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> StreamingResponse:
     return await _stream(services, principal, thread_uuid(thread_id), body)
 
 
 @runs.post("/runs/stream")
 async def stream_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: CurrentPrincipal
+    body: RunCreate, services: ServicesDep, principal: RunPrincipal
 ) -> StreamingResponse:
     return await _stream(services, principal, None, body)
 
@@ -203,7 +203,7 @@ async def join_run_stream(
     thread_id: str,
     run_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     last_event_id: Annotated[str | None, Header()] = None,
     cancel_on_disconnect: str | None = None,
     stream_mode: Annotated[list[str] | None, Query()] = None,
@@ -240,7 +240,7 @@ def _join_modes(values: list[str] | None) -> list[str]:
 async def list_runs(
     thread_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: RunStatus | None = None,
@@ -255,7 +255,7 @@ async def list_runs(
 
 @runs.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
 ) -> dict[str, Any]:
     run = await services.runs.get(principal.tenant_id, run_uuid(run_id), thread_uuid(thread_id))
     return run_to_wire(run)
@@ -263,7 +263,7 @@ async def get_run(
 
 @runs.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
 async def delete_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, run_id: str, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
     await call(services.orchestrator.delete_run.remote(principal, thread_id, run_id))
@@ -275,7 +275,7 @@ async def cancel_run(
     thread_id: str,
     run_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     wait: str | None = None,
     action: str = "interrupt",
 ) -> Response:
@@ -293,7 +293,7 @@ async def cancel_run(
 @runs.post("/runs/cancel", status_code=204)
 async def cancel_runs(
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     body: Annotated[RunsCancel | None, Body()] = None,
     action: str = "interrupt",
 ) -> Response:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError, NotProvided
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from deployments.api import CurrentPrincipal, Services, ServicesDep
+from deployments.api import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from runtime.errors import DependencyUnavailable
 from runtime.records import Principal
 from runtime.store import TenantScopedStore
@@ -108,7 +108,7 @@ def query_namespace(dotted: str) -> tuple[str, ...]:
 
 
 @store.put("/store/items", status_code=204)
-async def put_item(services: ServicesDep, principal: CurrentPrincipal, body: StorePut) -> Response:
+async def put_item(services: ServicesDep, principal: RunPrincipal, body: StorePut) -> Response:
     items = tenant_store(services, principal)
     try:
         await items.aput(
@@ -126,7 +126,7 @@ async def put_item(services: ServicesDep, principal: CurrentPrincipal, body: Sto
 @store.get("/store/items", response_model=None)
 async def get_item(
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     namespace: Annotated[str, Query()] = "",
     key: Annotated[str | None, Query()] = None,
     refresh_ttl: Annotated[str | None, Query()] = None,
@@ -142,7 +142,7 @@ async def get_item(
 
 @store.delete("/store/items", status_code=204)
 async def delete_item(
-    services: ServicesDep, principal: CurrentPrincipal, body: StoreDelete
+    services: ServicesDep, principal: RunPrincipal, body: StoreDelete
 ) -> Response:
     await tenant_store(services, principal).adelete(tuple(body.namespace), body.key)
     return Response(status_code=204)
@@ -150,7 +150,7 @@ async def delete_item(
 
 @store.post("/store/items/search")
 async def search_items(
-    services: ServicesDep, principal: CurrentPrincipal, body: StoreSearch
+    services: ServicesDep, principal: ReadPrincipal, body: StoreSearch
 ) -> dict[str, Any]:
     try:
         found = await tenant_store(services, principal).asearch(
@@ -171,7 +171,7 @@ async def search_items(
 
 @store.post("/store/namespaces")
 async def list_namespaces(
-    services: ServicesDep, principal: CurrentPrincipal, body: StoreListNamespaces
+    services: ServicesDep, principal: ReadPrincipal, body: StoreListNamespaces
 ) -> dict[str, list[list[str]]]:
     found = await tenant_store(services, principal).alist_namespaces(
         prefix=tuple(body.prefix) if body.prefix else None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from deployments.api import CurrentPrincipal, ServicesDep
+from deployments.api import ReadPrincipal, RunPrincipal, ServicesDep
 from deployments.handles import call
 from runtime.protocol import (
     CheckpointConfig,
@@ -39,7 +39,7 @@ def thread_uuid(thread_id: str) -> str:
 @threads.post("/threads")
 async def create_thread(
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     body: Annotated[ThreadCreate | None, Body()] = None,
 ) -> dict[str, Any]:
     body = body or ThreadCreate()
@@ -64,7 +64,7 @@ async def create_thread(
 @threads.post("/threads/search")
 async def search_threads(
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[ThreadSearch | None, Body()] = None,
 ) -> JSONResponse:
     query = body or ThreadSearch()
@@ -97,7 +97,7 @@ def _select(row: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]
 @threads.post("/threads/count")
 async def count_threads(
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[ThreadCount | None, Body()] = None,
 ) -> int:
     query = body or ThreadCount()
@@ -108,7 +108,7 @@ async def count_threads(
 
 @threads.post("/threads/prune")
 async def prune_threads(
-    body: ThreadPrune, services: ServicesDep, principal: CurrentPrincipal
+    body: ThreadPrune, services: ServicesDep, principal: RunPrincipal
 ) -> dict[str, int]:
     ids = [thread_uuid(i) for i in body.thread_ids]
     if not ids:
@@ -121,7 +121,7 @@ async def prune_threads(
 
 @threads.get("/threads/{thread_id}")
 async def get_thread(
-    thread_id: str, services: ServicesDep, principal: CurrentPrincipal, include: str = ""
+    thread_id: str, services: ServicesDep, principal: ReadPrincipal, include: str = ""
 ) -> dict[str, Any]:
     record = await services.store.get_thread(principal.tenant_id, thread_uuid(thread_id))
     return thread_to_wire(record, include_ttl="ttl" in include.split(","))
@@ -132,7 +132,7 @@ async def patch_thread(
     thread_id: str,
     request: Request,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
     body: Annotated[ThreadPatch | None, Body()] = None,
 ) -> Response:
     patch = body or ThreadPatch()
@@ -148,16 +148,14 @@ async def patch_thread(
 
 
 @threads.delete("/threads/{thread_id}", status_code=204)
-async def delete_thread(
-    thread_id: str, services: ServicesDep, principal: CurrentPrincipal
-) -> Response:
+async def delete_thread(thread_id: str, services: ServicesDep, principal: RunPrincipal) -> Response:
     await call(services.orchestrator.delete_thread.remote(principal, thread_uuid(thread_id)))
     return Response(status_code=204)
 
 
 @threads.post("/threads/{thread_id}/copy")
 async def copy_thread(
-    thread_id: str, services: ServicesDep, principal: CurrentPrincipal
+    thread_id: str, services: ServicesDep, principal: RunPrincipal
 ) -> dict[str, Any]:
     copied: dict[str, Any] = await call(
         services.orchestrator.copy_thread.remote(principal, thread_uuid(thread_id))
@@ -191,7 +189,7 @@ def _select_state(state: dict[str, Any], select: list[str] | None) -> dict[str, 
 async def get_thread_state(
     thread_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     subgraphs: str | None = None,
     select: Annotated[list[str] | None, Query()] = None,
 ) -> dict[str, Any]:
@@ -206,7 +204,7 @@ async def get_thread_state_at(
     thread_id: str,
     checkpoint_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     subgraphs: str | None = None,
     select: Annotated[list[str] | None, Query()] = None,
 ) -> dict[str, Any]:
@@ -224,7 +222,7 @@ async def get_thread_state_at_checkpoint(
     thread_id: str,
     body: ThreadStateCheckpointRequest,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
 ) -> dict[str, Any]:
     state: dict[str, Any] = await call(
         services.orchestrator.get_state.remote(
@@ -239,7 +237,7 @@ async def update_thread_state(
     thread_id: str,
     body: ThreadStateUpdate,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: RunPrincipal,
 ) -> dict[str, Any]:
     result: dict[str, Any] = await call(
         services.orchestrator.update_state.remote(principal, thread_uuid(thread_id), body)
@@ -251,7 +249,7 @@ async def update_thread_state(
 async def get_thread_history(
     thread_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     before: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -266,7 +264,7 @@ async def get_thread_history(
 async def post_thread_history(
     thread_id: str,
     services: ServicesDep,
-    principal: CurrentPrincipal,
+    principal: ReadPrincipal,
     body: Annotated[ThreadHistory | None, Body()] = None,
 ) -> list[dict[str, Any]]:
     search = body or ThreadHistory()

@@ -7,22 +7,21 @@
 * ``GET /budgets`` — the caller's tenant's budgets (its own and its keys') with the
   current window's spend (reservations in flight included), remaining and reset time.
 * ``GET /admin/usage`` — the same report over every tenant (``tenant_id`` narrows it),
-  grouped by tenant too. Guarded by ``AGENT_ADMIN_API_KEY``, sent as ``x-admin-key`` or
-  ``Authorization: Bearer``: unset, the route answers 404 as if absent; a missing or wrong
-  credential is a 401. (API keys have no admin scope yet.)
+  grouped by tenant too. For admins (:data:`deployments.api.AdminPrincipal`): the
+  bootstrap ``AGENT_ADMIN_API_KEY`` (``x-admin-key`` or ``Authorization: Bearer``) or an
+  ``admin``-scoped API key; with neither, 404 as if absent (bootstrap key unset) or 401.
 """
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from deployments.api import CurrentPrincipal, ServicesDep
+from deployments.api import AdminPrincipal, ReadPrincipal, ServicesDep
 from runtime.budgets import BudgetGuard, BudgetStatus, build_budget_guard, iso_z
-from runtime.errors import InvalidRequest, NotFound, Unauthorized
+from runtime.errors import InvalidRequest
 from runtime.pricing import from_micros
 from runtime.usage import GroupField, UsageLedger, UsageReport
 
@@ -42,22 +41,6 @@ def get_budget_guard(services: ServicesDep) -> BudgetGuard:
 
 
 BudgetGuardDep = Annotated[BudgetGuard, Depends(get_budget_guard)]
-
-
-def require_admin(request: Request, services: ServicesDep) -> None:
-    """``AGENT_ADMIN_API_KEY`` unset: 404; missing or wrong credential: 401."""
-    expected = services.settings.budgets.admin_api_key
-    if expected is None or not expected.get_secret_value():
-        raise NotFound("Not Found")
-    given = request.headers.get("x-admin-key", "")
-    if not given:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else ""
-    if not given or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise Unauthorized("admin credential missing or invalid (x-admin-key)")
-
-
-AdminOnly = Annotated[None, Depends(require_admin)]
 
 
 class UsageQuery:
@@ -95,7 +78,7 @@ UsageQueryDep = Annotated[UsageQuery, Depends()]
 
 @usage.get("/usage")
 async def tenant_usage(
-    principal: CurrentPrincipal, services: ServicesDep, query: UsageQueryDep
+    principal: ReadPrincipal, services: ServicesDep, query: UsageQueryDep
 ) -> dict[str, Any]:
     report = await UsageLedger(services.store).totals(
         principal.tenant_id,
@@ -108,14 +91,14 @@ async def tenant_usage(
 
 
 @usage.get("/budgets")
-async def tenant_budgets(principal: CurrentPrincipal, guard: BudgetGuardDep) -> dict[str, Any]:
+async def tenant_budgets(principal: ReadPrincipal, guard: BudgetGuardDep) -> dict[str, Any]:
     statuses = await guard.status(principal.tenant_id)
     return {"tenant_id": principal.tenant_id, "budgets": [_budget_json(s) for s in statuses]}
 
 
 @usage.get("/admin/usage")
 async def admin_usage(
-    _admin: AdminOnly,
+    _admin: AdminPrincipal,
     services: ServicesDep,
     query: UsageQueryDep,
     tenant_id: Annotated[str | None, Query(description="Only this tenant.")] = None,
