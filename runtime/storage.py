@@ -291,10 +291,7 @@ class MetadataStore:
                     raise NotFound(f"Thread with ID {thread_id} not found")
                 values["metadata"] = {**current, **metadata}
             result = await conn.execute(
-                update(THREADS)
-                .where(*where)
-                .values(**values)
-                .returning(*THREADS.c)
+                update(THREADS).where(*where).values(**values).returning(*THREADS.c)
             )
             row = result.mappings().one_or_none()
         if row is None:
