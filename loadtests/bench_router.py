@@ -50,11 +50,16 @@ import httpx
 import openai
 from langchain_core.messages import HumanMessage
 
-from loadtests.bench_router_support import Latency, Provider, breakers, models_config
 from runtime.breakers import Breakers, Ticket
 from runtime.call_observer import CallPlan, CallReport
 from runtime.routing import ModelRouter
 from runtime.types import ChatRequest
+
+try:
+    from loadtests.bench_router_support import Latency, Provider, breakers, models_config
+except ModuleNotFoundError:  # run as a script (python loadtests/bench_router.py)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from loadtests.bench_router_support import Latency, Provider, breakers, models_config
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 OVERHEAD_P50_TARGET_MS = 2.0
