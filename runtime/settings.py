@@ -216,7 +216,9 @@ class ProviderSettings(BaseSettings):
 
     @property
     def uses_fake(self) -> bool:
-        return not self.provider_base_url
+        """Whether the built-in fake provider's app is deployed: without a provider URL, or
+        with a models file (which may name it; settings.models.uses_fake says for sure)."""
+        return not self.provider_base_url or self.models_file is not None
 
 
 class DeploymentScaling(BaseModel):
