@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from langchain_core.messages import AIMessage, AIMessageChunk
@@ -298,7 +299,7 @@ class ModelRouter:
     ) -> AIMessage | None:
         name, client = route.name, route.client
         breaker = self._breakers.get(name)
-        body = client.payload(route.model_id, request, route.max_tokens(request), stream=False)
+        body: dict[str, Any] | None = None  # built once, and only if the model is called
         for retry in range(route.retry.max_retries + 1):
             remaining = progress.deadline - time.perf_counter()
             if remaining <= 0:
@@ -307,6 +308,8 @@ class ModelRouter:
             if breaker.refuses_calls():
                 progress.skip(name, "circuit_open", "circuit open")
                 return None
+            if body is None:
+                body = client.payload(route.model_id, request, route.max_tokens(request), False)
             call_started = time.perf_counter()
             try:
                 async with guarded(breaker, counts=self._counts):
@@ -415,7 +418,7 @@ class ModelRouter:
     ) -> AsyncGenerator[AIMessageChunk, None]:
         name, client, timeouts = route.name, route.client, route.timeouts
         breaker = self._breakers.get(name)
-        body = client.payload(route.model_id, request, route.max_tokens(request), stream=True)
+        body: dict[str, Any] | None = None
         for retry in range(route.retry.max_retries + 1):
             remaining = progress.deadline - time.perf_counter()
             if remaining <= 0:
@@ -424,6 +427,8 @@ class ModelRouter:
             if breaker.refuses_calls():
                 progress.skip(name, "circuit_open", "circuit open")
                 return
+            if body is None:
+                body = client.payload(route.model_id, request, route.max_tokens(request), True)
             call_started = time.perf_counter()
             usage = TokenUsage()
             held: list[AIMessageChunk] = []  # chunks before the first token

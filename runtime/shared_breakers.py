@@ -53,6 +53,7 @@ SHARED = Ticket(shared=True)
 # An absent hash is a closed breaker with no failures. Replies: {old state, new state,
 # fails, ms until an open breaker may try again (<= 0: now)}.
 _PRELUDE = """
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = redis.call('HMGET', KEYS[1], 'state', 'fails', 'opened_at')
