@@ -204,8 +204,14 @@ async def test_graphs_schemas_and_subgraphs(api: Api) -> None:
             "config_schema", "context_schema",
         }  # fmt: skip
         assert "messages" in schemas["state_schema"]["properties"]
-        # None of the shipped graphs has a subgraph (so there is none to stream either).
-        assert await sdk.assistants.get_subgraphs(graph_id, recurse=True) == {}
+        subgraphs = await sdk.assistants.get_subgraphs(graph_id, recurse=True)
+        # multi_agent's analyst is the one subgraph of the shipped graphs.
+        assert list(subgraphs) == (["analysis"] if graph_id == "multi_agent" else [])
+    analyst = (await sdk.assistants.get_subgraphs("multi_agent"))["analysis"]
+    assert "messages" in analyst["state_schema"]["properties"]
+    assert await sdk.assistants.get_subgraphs("multi_agent", namespace="analysis") == {
+        "analysis": analyst
+    }
     assert await sdk.assistants.get_subgraphs("memory", namespace="nope") == {}
 
 

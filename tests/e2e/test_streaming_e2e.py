@@ -54,8 +54,17 @@ async def test_each_stream_mode(api: Api) -> None:
     # Accumulated: each partial extends the one before.
     assert all(b.startswith(a) for a, b in itertools.pairwise(partials))
 
-    # No shipped graph writes custom events: a custom-only stream is just its metadata.
+    # The memory graph writes no custom events: a custom-only stream is just its metadata.
     assert [p.event for p in await stream(api, tid, stream_mode="custom")] == ["metadata"]
+    # multi_agent's router reports its choice as one.
+    routed = [
+        p
+        async for p in api.sdk.runs.stream(
+            tid, "multi_agent", input=msg("analyze this: what is 6 * 7?"), stream_mode="custom"
+        )
+    ]
+    assert [p.event for p in routed] == ["metadata", "custom"]
+    assert routed[1].data["step"] == "router" and routed[1].data["specialist"] == "analysis"
 
     debug = await stream(api, tid, stream_mode="debug")
     kinds = [p.data["type"] for p in debug[1:]]
@@ -98,11 +107,30 @@ async def test_several_modes_at_once_and_subgraphs(api: Api) -> None:
     assert names.index("messages") < names.index("updates", names.index("messages"))
     assert contents([p.data for p in parts if p.event == "values"][-1])[-1] == ANSWER
 
-    # None of the shipped graphs has a subgraph: with stream_subgraphs the events are the
-    # same and carry no "|namespace" suffix.
-    nested = await stream(api, tid, stream_mode=["updates", "values"], stream_subgraphs=True)
-    assert [p.event for p in nested] == ["metadata", "values", "updates", "updates", "values"]
-    assert not any("|" in p.event for p in nested)
+    # A graph without subgraphs: with stream_subgraphs the events carry no "|" suffix.
+    flat = await stream(api, tid, stream_mode=["updates", "values"], stream_subgraphs=True)
+    assert [p.event for p in flat] == ["metadata", "values", "updates", "updates", "values"]
+    assert not any("|" in p.event for p in flat)
+    # multi_agent's analyst is a subgraph: its steps come as updates|analysis:<task>.
+    question = msg("analyze this: what is 6 * 7?")
+    nested = [
+        p
+        async for p in api.sdk.runs.stream(
+            tid, "multi_agent", input=question, stream_mode="updates", stream_subgraphs=True
+        )
+    ]
+    inner = [p for p in nested if "|" in p.event]
+    assert inner and all(p.event.startswith("updates|analysis:") for p in inner)
+    assert [next(iter(p.data)) for p in inner] == ["analyze", "tools", "analyze"]
+    outer = [next(iter(p.data)) for p in nested if p.event == "updates"]
+    assert outer == ["router", "analysis"]
+    hidden = [
+        p
+        async for p in api.sdk.runs.stream(
+            tid, "multi_agent", input=question, stream_mode="updates"
+        )
+    ]
+    assert [p.event for p in hidden] == ["metadata", "updates", "updates"]
 
     with pytest.raises(UnprocessableEntityError):
         await stream(api, tid, stream_mode="bogus")
