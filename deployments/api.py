@@ -262,7 +262,8 @@ def install_middleware(app: FastAPI, services: Services) -> None:
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
         start = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id")
+        request_id = given or uuid.uuid4().hex
         request.state.request_id = request_id
         length = request.headers.get("content-length")
         response: Response
@@ -274,7 +275,10 @@ def install_middleware(app: FastAPI, services: Services) -> None:
             response = JSONResponse(error_body(error), status_code=http_status(error))
         else:
             response = await call_next(request)
-        response.headers["x-request-id"] = request_id
+        if given is None:
+            # Serve's proxy hands every request an x-request-id and puts it on the
+            # response itself; a second copy here would make the header "id, id".
+            response.headers["x-request-id"] = request_id
         for name, value in (getattr(request.state, "limit_headers", None) or {}).items():
             response.headers.setdefault(name, value)
         services.metrics.observe(

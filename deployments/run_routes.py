@@ -81,7 +81,8 @@ async def create_run_batch(
 # -- wait --------------------------------------------------------------------------------
 def _wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> Response:
     timing = outcome.timings.server_timing(orchestrator=hop_ms, graph=outcome.graph_ms)
-    headers = run_location_headers(outcome.run_id, thread_id, "wait")
+    # A stateless run's headers name its temporary thread, as on Platform.
+    headers = run_location_headers(outcome.run_id, outcome.thread_id or thread_id, "wait")
     headers["Server-Timing"] = timing
     return Response(outcome.body, media_type="application/json", headers=headers)
 

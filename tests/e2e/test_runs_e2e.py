@@ -199,8 +199,12 @@ async def test_stateless_runs_and_batches(api: Api) -> None:
     waited = await http.post("/runs/wait", json={"assistant_id": "memory", "input": msg("hi")})
     assert waited.status_code == 200
     assert contents(waited.json()) == ["hi", "[fake-fast] You said: hi"]
-    rid = waited.headers["content-location"].rsplit("/", 1)[-1]
-    assert waited.headers["location"] == f"/runs/{rid}/join"
+    # As on Platform, the headers name the run under its temporary thread.
+    where = waited.headers["content-location"]
+    assert where.startswith("/threads/") and "/runs/" in where
+    assert waited.headers["location"] == f"{where}/join"
+    # One request id, not Serve's and ours: "id, id".
+    assert "," not in waited.headers["x-request-id"]
     streamed = [p async for p in sdk.runs.stream(None, "memory", input=msg("hey"))]
     assert [p.event for p in streamed] == ["metadata", "values", "values"]
     assert contents(streamed[-1].data)[-1] == "[fake-fast] You said: hey"
