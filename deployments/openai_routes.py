@@ -83,7 +83,7 @@ async def list_models(services: ServicesDep, principal: ReadPrincipal) -> ModelL
 async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
-    request = to_chat_request(body, tenant_id=principal.tenant_id)
+    request = to_chat_request(body, tenant_id=principal.tenant_id, key_id=principal.key_id)
     completion_id = new_completion_id()
     created = int(time.time())
     if not body.stream:

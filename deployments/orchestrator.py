@@ -28,6 +28,7 @@ from runtime.checkpointers import Checkpointers
 from runtime.errors import AgentRuntimeError
 from runtime.executor import ExecutorSettings, RunExecutor
 from runtime.graph_runner import GraphRunner
+from runtime.identity import stamp
 from runtime.protocol import (
     CheckpointConfig,
     RunCreate,
@@ -130,11 +131,11 @@ class OrchestratorDeployment:
         return RouterChatModel(alias=alias, call=self._chat, stream_call=self._stream)
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
-        result: ChatResult = await call(self._router.chat.remote(request))
+        result: ChatResult = await call(self._router.chat.remote(stamp(request)))
         return result
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in iterate(self._stream_router.stream.remote(request)):
+        async for chunk in iterate(self._stream_router.stream.remote(stamp(request))):
             yield chunk
 
     def _record_run(

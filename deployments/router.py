@@ -15,10 +15,14 @@ from ray import serve
 
 from deployments.metrics import RouterMetrics
 from runtime.breakers import Breakers, build_breakers
-from runtime.call_observer import CallPlan, CallReport
+from runtime.budgets import BudgetGuard, build_budget_guard
+from runtime.call_observer import CallObserver, CallPlan, CallReport
+from runtime.cost_observers import BudgetObserver, LedgerObserver
 from runtime.routing import ModelRouter
 from runtime.settings import ProviderSettings, RuntimeSettings
+from runtime.storage import MetadataStore
 from runtime.types import ChatRequest, ChatResult
+from runtime.usage import UsageLedger
 
 
 class MetricsObserver:
@@ -46,7 +50,14 @@ class MetricsObserver:
         self._metrics.record_breakers(self._breakers.states())
 
 
-def build_router(settings: RuntimeSettings, metrics: RouterMetrics) -> ModelRouter:
+def build_router(
+    settings: RuntimeSettings,
+    metrics: RouterMetrics,
+    store: MetadataStore | None = None,
+    budgets: BudgetGuard | None = None,
+) -> ModelRouter:
+    """The router with its observers: metrics, and with a store the usage ledger and the
+    budgets (the ledger comes first, so a refused request is recorded too)."""
     config = settings.models
     limits = settings.limits
     trial_ttl_s = max(p.timeouts.request_s for p in config.providers.values()) + 1.0
@@ -57,19 +68,34 @@ def build_router(settings: RuntimeSettings, metrics: RouterMetrics) -> ModelRout
         trial_ttl_s=trial_ttl_s,
         on_transition=metrics.record_transition,
     )
+    observers: list[CallObserver] = [MetricsObserver(metrics, breakers)]
+    if store is not None:
+        observers.append(LedgerObserver(UsageLedger(store)))
+    if budgets is not None:
+        observers.append(
+            BudgetObserver(
+                budgets,
+                default_max_tokens=settings.budgets.default_max_output_tokens,
+                default_price=settings.budgets.default_model_price,
+            )
+        )
     return ModelRouter(
         config,
         ProviderSettings.fake_base_url(settings.serve.http_port),
         breakers,
-        observers=[MetricsObserver(metrics, breakers)],
+        observers=observers,
     )
 
 
 @serve.deployment(name="ModelRouter")
 class ModelRouterDeployment:
-    def __init__(self, settings: RuntimeSettings) -> None:
+    # Serve awaits async constructors (the usage ledger needs its database first).
+    async def __init__(self, settings: RuntimeSettings) -> None:  # type: ignore[misc]
         self._metrics = RouterMetrics(settings.models.public_names())
-        self._router = build_router(settings, self._metrics)
+        self._store = MetadataStore(settings.storage)
+        await self._store.setup()
+        self._budgets = build_budget_guard(settings.limits, settings.budgets, self._store)
+        self._router = build_router(settings, self._metrics, self._store, self._budgets)
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._router.chat(request)
@@ -87,3 +113,5 @@ class ModelRouterDeployment:
     async def __del__(self) -> None:
         await self._router.close()
         await self._router.breakers.close()
+        await self._budgets.close()
+        await self._store.close()

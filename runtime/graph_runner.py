@@ -29,6 +29,7 @@ from runtime import timing
 from runtime.checkpoint_ops import delete_run_checkpoints
 from runtime.errors import AgentRuntimeError
 from runtime.executor import LocalRun, RunResult
+from runtime.identity import RunIdentity, run_identity
 from runtime.protocol import Command, thread_interrupts
 from runtime.records import RunRecord, RunStatus, ThreadStatus
 from runtime.run_store import RunEnd
@@ -69,7 +70,13 @@ class GraphRunner:
     async def __call__(self, local: LocalRun) -> tuple[RunEnd, RunResult]:
         run = local.run
         started = time.perf_counter()
-        with timing.track_run() as timings, self._scope_for(run):
+        identity = RunIdentity(
+            tenant_id=run.tenant_id,
+            key_id=run.kwargs.get("key_id"),
+            thread_id=None if run.temporary else run.thread_id,
+            run_id=run.run_id,
+        )
+        with timing.track_run() as timings, self._scope_for(run), run_identity(identity):
             end, result = await self._run(local)
         end.input_tokens, end.output_tokens = timings.input_tokens, timings.output_tokens
         result.extra.update(timings=timings, graph_ms=(time.perf_counter() - started) * 1000)

@@ -122,7 +122,9 @@ DONE = b"data: [DONE]\n\n"
 # -- request ---------------------------------------------------------------------------
 
 
-def to_chat_request(body: ChatCompletionRequest, tenant_id: str | None = None) -> ChatRequest:
+def to_chat_request(
+    body: ChatCompletionRequest, tenant_id: str | None = None, key_id: str | None = None
+) -> ChatRequest:
     """The router's request for a validated OpenAI body."""
     wire: list[dict[str, Any]] = []
     for message in body.messages:
@@ -141,6 +143,7 @@ def to_chat_request(body: ChatCompletionRequest, tenant_id: str | None = None) -
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         tenant_id=tenant_id,
+        key_id=key_id,
     )
 
 

@@ -20,7 +20,12 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
+    # Who the call is for (budgets, usage ledger, metrics): set by the gateway from the
+    # caller's key, or from the run a graph's call belongs to (runtime.identity).
     tenant_id: str | None = None
+    key_id: str | None = None
+    thread_id: str | None = None
+    run_id: str | None = None
 
 
 class TokenUsage(BaseModel):
