@@ -138,7 +138,7 @@ def run_end_details(
         "status": status or "rolled_back",
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "cost_usd": cost_usd,  # the usage ledger has it per call; not summed here yet
+        "cost_usd": cost_usd,  # summed from the usage ledger's rows of the run
         "attempt": run.attempt,
     }
 
@@ -149,6 +149,7 @@ async def record_run_end(
     status: str | None,
     input_tokens: int,
     output_tokens: int,
+    cost_usd: float | None = None,
 ) -> AuditEntry:
     """The ``run.end`` entry; the run's key is in its kwargs (:mod:`runtime.runs`)."""
     key_id = run.kwargs.get("key_id")
@@ -158,5 +159,5 @@ async def record_run_end(
         actor,
         tenant_id=run.tenant_id,
         target=run.run_id,
-        details=run_end_details(run, status, input_tokens, output_tokens),
+        details=run_end_details(run, status, input_tokens, output_tokens, cost_usd),
     )

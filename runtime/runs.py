@@ -26,6 +26,7 @@ from runtime.records import AssistantRecord, CancelAction, Principal, RunRecord
 from runtime.run_store import FINAL_STATUSES, CreatedRun, NewRun, RunStore
 from runtime.sse import encode_event
 from runtime.storage import MetadataStore
+from runtime.usage import UsageLedger
 from runtime.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -361,12 +362,14 @@ class RunService:
     async def _audit(self, run: RunRecord, result: RunResult) -> None:
         tokens = result.extra.get("timings")
         try:
+            cost = await UsageLedger(self._store).run_cost(run.tenant_id, run.run_id)
             await record_run_end(
                 self._store,
                 run,
                 result.status,
                 getattr(tokens, "input_tokens", 0),
                 getattr(tokens, "output_tokens", 0),
+                float(cost),
             )
         except AgentRuntimeError as exc:
             logger.warning("run %s: audit entry not written: %s", run.run_id, exc.message)

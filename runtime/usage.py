@@ -170,6 +170,15 @@ class UsageLedger:
         """The admin view: :meth:`totals` over every tenant (grouped by tenant by default)."""
         return await self._query(None, since, until, period, group_by)
 
+    async def run_cost(self, tenant_id: str, run_id: str) -> Decimal:
+        """What one run's model calls cost, summed over its ledger rows."""
+        query = select(func.coalesce(func.sum(USAGE.c.cost_micro_usd), 0)).where(
+            USAGE.c.tenant_id == tenant_id, USAGE.c.run_id == run_id
+        )
+        async with self._store.transaction() as conn:
+            micros = (await conn.execute(query)).scalar_one()
+        return from_micros(int(micros))
+
     async def _query(
         self,
         tenant_id: str | None,

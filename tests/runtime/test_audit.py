@@ -63,7 +63,7 @@ async def test_each_ended_run_is_audited_with_graph_tokens_and_outcome(one: Repl
         "status": "success",
         "input_tokens": 12,
         "output_tokens": 5,
-        "cost_usd": None,
+        "cost_usd": 0.0,  # the run's model calls' ledger rows summed: this graph made none
         "attempt": 1,
     }
     assert entries[failed.run_id].details["status"] == "error"

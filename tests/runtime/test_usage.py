@@ -181,6 +181,14 @@ async def test_tenants_are_isolated_and_admins_see_all(ledger: UsageLedger) -> N
     }
 
 
+async def test_run_cost_sums_the_runs_calls(ledger: UsageLedger) -> None:
+    # Every acme row above belongs to run r1; globex's r1 is another tenant's. Rows keep
+    # whole micro-dollars: 21 + 42 + 7500 + 10 (0.0000105, half-even) + 35.
+    assert await ledger.run_cost("acme", "r1") == Decimal("0.007608")
+    assert await ledger.run_cost("acme", "no-such-run") == 0
+    assert await ledger.run_cost("globex", "r1") == Decimal("0.000005")
+
+
 def test_costs_and_worst_case() -> None:
     price = ModelPrice(Decimal("2.50"), 10)
     assert ModelPrice(input_per_million_usd=2.5, output_per_million_usd="10") == price
