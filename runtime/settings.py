@@ -7,11 +7,12 @@ this module reads the environment at import time.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.fake_faults import MAX_DELAY_MS, FaultProfile
 from runtime.model_config import ModelsConfig, configured
@@ -87,6 +88,31 @@ class LimitSettings(BaseSettings):
     rate_limit_per_second: float = Field(default=50.0, gt=0, description="Refill rate per key.")
     rate_limit_burst: int = Field(default=100, ge=1, description="Bucket size per key.")
     auth_cache_ttl_s: float = Field(default=2.0, ge=0, description="Key lookup cache.")
+    # Fair use (runtime/fair_use.py); a tenant's own limits (admin API) override these.
+    rate_limit_failure_mode: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description="Redis unreachable: fail_open limits per replica; fail_closed answers 503.",
+    )
+    rate_limit_redis_retry_s: float = Field(
+        default=1.0, gt=0, description="After a Redis failure, how long limits skip Redis."
+    )
+    tenant_limits_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a replica caches a tenant's own limits."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Model tokens per tenant per minute; unset: no limit."
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, description="Running runs per tenant; unset: no limit."
+    )
+    max_queued_runs: int | None = Field(
+        default=None, ge=0, description="Queued background runs per tenant; unset: no limit."
+    )
+
+    @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
+    @classmethod
+    def _blank_limit_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class FakeProviderSettings(BaseSettings):
@@ -269,6 +295,54 @@ class ServeSettings(BaseSettings):
     )
 
 
+class HttpSettings(BaseSettings):
+    """What the ingress accepts and adds to every answer (deployments/hardening.py).
+
+    Requests past a limit are refused before any route, body parser or model sees them,
+    with the JSON error shape of every other error (``{"detail", "error", ...}``).
+    """
+
+    model_config = _ENV
+
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="Total size of a request's headers (431 past it)."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Headers per request (431 past it).")
+    max_json_depth: int = Field(
+        default=64, ge=2, description="Nesting of a JSON body's arrays and objects (422 past it)."
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of an ordinary route's answer (504 past it)."
+    )
+    wait_timeout_s: float = Field(
+        default=360.0,
+        gt=0,
+        description="Deadline of routes that wait for a run or a model (the .../wait and "
+        "join routes, cancel with wait, chat completions).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (JSON list or comma-separated); empty: CORS off.",
+    )
+    hsts_max_age_s: int | None = Field(
+        default=None, ge=0, description="Send Strict-Transport-Security with this max-age."
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("hsts_max_age_s", mode="before")
+    @classmethod
+    def _blank_hsts_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 class RunSettings(BaseSettings):
     """Limits of runs, the run queue's leases and the thread retention sweeper."""
 
@@ -369,6 +443,7 @@ class RuntimeSettings(BaseModel):
     runs: RunSettings = Field(default_factory=RunSettings)
     items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     # The router's providers, models and aliases: AGENT_MODELS_FILE, read (keys included)
     # where the settings are built, or the provider settings above. Declared last: it is
     # built from the fields before it.

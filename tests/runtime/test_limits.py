@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from runtime.errors import DependencyUnavailable, RateLimited
 from runtime.limits import (
     DEFAULT_PREFIX,
+    FailoverLimiter,
     InMemoryTokenBucket,
     LimitDecision,
     RateLimiter,
@@ -195,6 +196,34 @@ async def test_concurrent_hits_allow_exactly_the_burst(harness: Harness) -> None
     assert sorted(d.remaining for d in allowed) == list(range(50))
 
 
+async def test_per_call_rate_and_burst(harness: Harness) -> None:
+    bucket = harness.make(1.0, 5)
+    decisions = [await bucket.hit("k", rate_per_s=0.001, burst=2) for _ in range(3)]
+    assert [(d.allowed, d.limit, d.remaining) for d in decisions] == [
+        (True, 2, 1),
+        (True, 2, 0),
+        (False, 2, 0),
+    ]
+    assert decisions[2].retry_after_s > 100  # one token at 0.001/s
+    with pytest.raises(ValueError, match="cost"):
+        await bucket.hit("k", cost=3, burst=2)
+
+
+async def test_adjust_refunds_and_debits_into_debt(harness: Harness) -> None:
+    bucket = harness.make(0.001, 10)
+    assert (await bucket.hit("k", cost=8)).remaining == 2
+    await bucket.adjust("k", 5)  # the call used 3 of its 8
+    assert (await bucket.hit("k", cost=7)).remaining == 0
+    await bucket.adjust("k", 100)  # a refund never passes the bucket's size
+    assert (await bucket.hit("k", cost=1)).remaining == 9
+    await bucket.adjust("k", -25)  # used far more than reserved: in debt, at most -burst
+    refused = await bucket.hit("k")
+    assert (refused.allowed, refused.remaining) == (False, 0)
+    # debt of 10 plus the one token asked: 11 tokens at 0.001/s
+    assert refused.retry_after_s == pytest.approx(11_000, rel=0.01)
+    await bucket.adjust("k", 0)  # nothing to do
+
+
 async def test_ping(harness: Harness) -> None:
     await harness.make(1.0, 1).ping()
 
@@ -289,6 +318,8 @@ async def test_redis_one_round_trip_per_hit(prefix: str) -> None:
 async def test_redis_down_is_dependency_unavailable() -> None:
     settings = LimitSettings(redis_url=SecretStr("redis://127.0.0.1:1/0"), redis_timeout_s=0.5)
     limiter = build_limiter(settings)
+    assert isinstance(limiter, FailoverLimiter)
+    limiter = limiter.primary
     try:
         started = time.monotonic()
         with pytest.raises(DependencyUnavailable) as caught:
@@ -372,7 +403,10 @@ async def test_build_with_redis(caplog: pytest.LogCaptureFixture, redis_client: 
         redis_url=SecretStr(REDIS_URL), redis_timeout_s=1.5, rate_limit_burst=7
     )
     with caplog.at_level(logging.DEBUG):
-        limiter = build_limiter(settings)
+        built = build_limiter(settings)
+    assert isinstance(built, FailoverLimiter)
+    assert (built.mode, built.name) == ("fail_open", "requests_per_key")
+    limiter = built.primary
     assert isinstance(limiter, RedisTokenBucket)
     assert REDIS_URL not in caplog.text
     key = f"test-{uuid.uuid4().hex}"
@@ -393,7 +427,9 @@ async def test_build_sets_timeouts_and_never_logs_the_password(
         redis_url=SecretStr("redis://:s3cret-pw@127.0.0.1:6379/0"), redis_timeout_s=1.25
     )
     with caplog.at_level(logging.DEBUG):
-        limiter = build_limiter(settings)
+        built = build_limiter(settings)
+    assert isinstance(built, FailoverLimiter)
+    limiter = built.primary
     assert isinstance(limiter, RedisTokenBucket)
     assert "s3cret-pw" not in caplog.text
     pool = limiter._redis.connection_pool
