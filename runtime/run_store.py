@@ -33,6 +33,7 @@ from runtime.records import (
     RunStatus,
     ThreadStatus,
 )
+from runtime.run_limits import RunLimits, admit, effective_limits
 from runtime.storage import MetadataStore
 from runtime.tables import RUN_EVENTS, RUNS, THREADS, utcnow
 
@@ -102,10 +103,16 @@ def _run(row: Any) -> RunRecord:
 
 
 class RunStore:
-    """Run rows and their lifecycle, over the metadata store's engine."""
+    """Run rows and their lifecycle, over the metadata store's engine.
 
-    def __init__(self, store: MetadataStore) -> None:
+    ``limits``: the default per-tenant run limits (``AGENT_MAX_CONCURRENT_RUNS``,
+    ``AGENT_MAX_QUEUED_RUNS``), applied at creation with the tenant's own
+    (:mod:`runtime.run_limits`).
+    """
+
+    def __init__(self, store: MetadataStore, limits: RunLimits | None = None) -> None:
         self._store = store
+        self._limits = limits or RunLimits()
 
     # -- helpers ------------------------------------------------------------------------
     def _merge_json(self, column: Any, patch: dict[str, Any]) -> ColumnElement[Any]:
@@ -132,6 +139,7 @@ class RunStore:
         one insert. On a busy thread the multitask strategy decides: ``reject`` raises
         Conflict; ``enqueue`` queues the run; ``interrupt``/``rollback`` queue it and ask
         the runs in flight to stop (the worker running them sees it at its next heartbeat).
+        A run past its tenant's run limits is RateLimited (429) and nothing is written.
         """
         now = utcnow()
         delayed = new.after_seconds > 0
@@ -162,6 +170,9 @@ class RunStore:
         }
         try:
             async with self._store.transaction(write_lock=True) as conn:
+                limits = await effective_limits(
+                    conn, new.tenant_id, self._limits, postgres=self._store.is_postgres
+                )
                 if not new.temporary:
                     claimed = await conn.execute(
                         update(THREADS)
@@ -169,7 +180,7 @@ class RunStore:
                         .values(**claim, current_run_id=None if delayed else new.run_id)
                     )
                     if claimed.rowcount == 1:
-                        return await self._insert(conn, running if not delayed else record)
+                        return await self._insert(conn, running if not delayed else record, limits)
                     found = await conn.execute(
                         select(THREADS.c.status).where(*where).with_for_update()
                     )
@@ -193,18 +204,27 @@ class RunStore:
                             updated_at=now,
                         )
                     )
-                    return await self._insert(conn, running if not delayed else record)
-                return await self._enqueue(conn, new, record, now)
+                    return await self._insert(conn, running if not delayed else record, limits)
+                return await self._enqueue(conn, new, record, now, limits)
         except IntegrityError as exc:
             # Another request created this thread id at the same moment.
             raise Conflict(f"Thread with ID {new.thread_id} already exists") from exc
 
-    async def _insert(self, conn: AsyncConnection, record: RunRecord) -> CreatedRun:
+    async def _insert(
+        self, conn: AsyncConnection, record: RunRecord, limits: RunLimits | None = None
+    ) -> CreatedRun:
+        if limits is not None and limits.any:
+            await admit(conn, record, limits)
         await conn.execute(insert(RUNS).values(**_row(record)))
         return CreatedRun(record, started=record.status == "running")
 
     async def _enqueue(
-        self, conn: AsyncConnection, new: NewRun, record: RunRecord, now: datetime
+        self,
+        conn: AsyncConnection,
+        new: NewRun,
+        record: RunRecord,
+        now: datetime,
+        limits: RunLimits,
     ) -> CreatedRun:
         """The thread is busy (we hold its row lock): apply the multitask strategy."""
         active = await conn.execute(
@@ -217,7 +237,7 @@ class RunStore:
         if not inflight:
             # Busy with nothing in flight: the last holder never released it (it crashed
             # between statements). The thread is free; claim it.
-            return await self._claim_free(conn, new, record, now)
+            return await self._claim_free(conn, new, record, now, limits)
         if new.multitask_strategy == "reject":
             raise Conflict(BUSY_MESSAGE, thread_id=new.thread_id)
         superseded: list[str] = []
@@ -241,7 +261,7 @@ class RunStore:
                         .values(status="interrupted", updated_at=now)
                     )
             if not running:
-                return await self._claim_free(conn, new, record, now)
+                return await self._claim_free(conn, new, record, now, limits)
         await conn.execute(
             update(THREADS)
             .where(*where)
@@ -250,12 +270,17 @@ class RunStore:
                 metadata=self._merge_json(THREADS.c["metadata"], new.thread_metadata),
             )
         )
-        created = await self._insert(conn, record)
+        created = await self._insert(conn, record, limits)
         created.superseded = superseded
         return created
 
     async def _claim_free(
-        self, conn: AsyncConnection, new: NewRun, record: RunRecord, now: datetime
+        self,
+        conn: AsyncConnection,
+        new: NewRun,
+        record: RunRecord,
+        now: datetime,
+        limits: RunLimits,
     ) -> CreatedRun:
         delayed = new.after_seconds > 0
         await conn.execute(
@@ -270,9 +295,9 @@ class RunStore:
             )
         )
         if delayed:
-            return await self._insert(conn, record)
+            return await self._insert(conn, record, limits)
         return await self._insert(
-            conn, record.model_copy(update={"status": "running", "heartbeat_at": now})
+            conn, record.model_copy(update={"status": "running", "heartbeat_at": now}), limits
         )
 
     # -- the end of a run ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from runtime.executor import ExecutorSettings, RunExecutor
 from runtime.graph_runner import GraphRunner
 from runtime.protocol import RunCreate
 from runtime.records import Principal, RunRecord
+from runtime.run_limits import RunLimits
 from runtime.run_store import RunStore
 from runtime.runs import RunService
 from runtime.settings import StorageSettings
@@ -97,6 +98,7 @@ async def replica(
     run_timeout_s: float = 30.0,
     executor: ExecutorSettings | None = None,
     start_loops: bool = True,
+    run_limits: RunLimits | None = None,
 ) -> AsyncIterator[Replica]:
     store = MetadataStore(settings)
     await store.setup()
@@ -132,7 +134,7 @@ async def replica(
 
     service = RunService(
         store,
-        RunStore(store),
+        RunStore(store, run_limits),
         AssistantStore(store, [GRAPH]),
         make_executor,
         max_steps=50,
