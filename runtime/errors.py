@@ -68,6 +68,18 @@ class InvalidRequest(AgentRuntimeError):
     code = "invalid_request"
 
 
+class HeadersTooLarge(AgentRuntimeError):
+    """Too many request headers, or too large in all (``AGENT_MAX_HEADERS``, ``..._BYTES``)."""
+
+    code = "headers_too_large"
+
+
+class DeadlineExceeded(AgentRuntimeError):
+    """A route did not answer within its deadline (``AGENT_REQUEST_TIMEOUT_S``, ...)."""
+
+    code = "timeout"
+
+
 class RateLimited(AgentRuntimeError):
     code = "rate_limited"
 
@@ -142,11 +154,13 @@ HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
     InvalidRequest: 422,
     ProviderRejected: 422,
     RateLimited: 429,
+    HeadersTooLarge: 431,
     RunFailed: 500,
     ProviderError: 502,
     CircuitOpen: 503,
     ProviderChainExhausted: 503,
     DependencyUnavailable: 503,
+    DeadlineExceeded: 504,
 }
 
 
