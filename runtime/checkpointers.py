@@ -14,7 +14,9 @@ every call takes its own connection (``loadtests/bench_checkpointer.py`` measure
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import aiosqlite
@@ -34,7 +36,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
-from runtime import timing
+from runtime import telemetry, timing
 from runtime.db import retry_while_locked
 from runtime.pg_pool import langgraph_pool, open_and_set_up
 from runtime.settings import StorageSettings
@@ -82,8 +84,21 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self.lock = _NoLock()
 
 
+@contextmanager
+def _timed_write(operation: str) -> Iterator[None]:
+    """A checkpoint write, timed into the current run and reported to the telemetry sink."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        timing.record("checkpoint_ms", elapsed_ms)
+        telemetry.checkpoint_write(operation, elapsed_ms)
+
+
 class TimedSaver(BaseCheckpointSaver[Any]):
-    """Delegates every call to ``inner``; checkpoint writes are timed into the run."""
+    """Delegates every call to ``inner``; checkpoint writes are timed into the run and
+    reported to :mod:`runtime.telemetry` (the write-latency histogram)."""
 
     def __init__(self, inner: BaseCheckpointSaver[Any]) -> None:
         super().__init__(serde=inner.serde)
@@ -102,7 +117,7 @@ class TimedSaver(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        with timing.timed("checkpoint_ms"):
+        with _timed_write("put"):
             return await self.inner.aput(config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
@@ -112,7 +127,7 @@ class TimedSaver(BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        with timing.timed("checkpoint_ms"):
+        with _timed_write("put_writes"):
             await self.inner.aput_writes(config, writes, task_id, task_path)
 
     def put(
@@ -122,7 +137,7 @@ class TimedSaver(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        with timing.timed("checkpoint_ms"):
+        with _timed_write("put"):
             return self.inner.put(config, checkpoint, metadata, new_versions)
 
     def put_writes(
@@ -132,7 +147,7 @@ class TimedSaver(BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        with timing.timed("checkpoint_ms"):
+        with _timed_write("put_writes"):
             self.inner.put_writes(config, writes, task_id, task_path)
 
     # -- reads and maintenance (plain delegation) -------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from runtime import migrations
+from runtime import migrations, telemetry
 from runtime.errors import DependencyUnavailable
 from runtime.settings import StorageSettings
 
@@ -49,10 +49,11 @@ async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: f
 
 
 def build_engine(settings: StorageSettings) -> AsyncEngine:
-    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas."""
+    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas;
+    every statement is reported to :mod:`runtime.telemetry`."""
     timeout_s = settings.db_timeout_s
     if settings.is_postgres:
-        return create_async_engine(
+        engine = create_async_engine(
             settings.sqlalchemy_url,
             pool_size=settings.db_pool_size,
             max_overflow=0,
@@ -69,6 +70,8 @@ def build_engine(settings: StorageSettings) -> AsyncEngine:
                 },
             },
         )
+        telemetry.instrument_engine(engine, "postgres")
+        return engine
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
         settings.sqlalchemy_url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}
@@ -85,6 +88,7 @@ def build_engine(settings: StorageSettings) -> AsyncEngine:
         cursor.close()
 
     event.listen(engine.sync_engine, "connect", on_connect)
+    telemetry.instrument_engine(engine, "sqlite")
     return engine
 
 
