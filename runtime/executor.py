@@ -12,6 +12,12 @@ replica) can wait for it or join its stream. The executor:
 - every ``poll_s`` reaps runs whose replica died (lease older than ``lease_s``) and claims
   due queued runs while it has capacity;
 - on close, hands its runs back to the queue so another replica resumes them.
+
+Each run executes inside a log context (:mod:`runtime.logs`) with its tenant, thread, run
+and the id of the request that submitted it, so every line it writes names them; after
+each poll the executor reports its :class:`QueueStats` (runs in flight here, and every
+``stats_interval_s`` the queue's depth, from ``queue_depth`` such as :func:`pending_runs`)
+to ``on_stats``, e.g. for gauges.
 """
 
 from __future__ import annotations
@@ -20,17 +26,22 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 
+from runtime import logs
 from runtime.errors import AgentRuntimeError
 from runtime.events import RunStream
 from runtime.records import CancelAction, RunRecord, RunStatus
 from runtime.run_store import RunEnd, RunStore
+from runtime.storage import MetadataStore
+from runtime.tables import RUNS
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,18 @@ class ExecutorSettings(BaseModel):
     poll_s: float = Field(default=0.5, gt=0, description="Queue and reaper loop interval.")
     max_attempts: int = Field(default=3, ge=1, description="Tries of a run whose replica dies.")
     max_concurrent_runs: int = Field(default=64, ge=1, description="Runs claimed per replica.")
+    stats_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the queue's depth is counted (one query)."
+    )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """After a poll: runs executing on this replica, and the runs waiting in the queue
+    (pending in the database, every replica's; None when not counted this time)."""
+
+    in_flight: int
+    queued: int | None = None
 
 
 @dataclass
@@ -64,6 +87,7 @@ class LocalRun:
     work: asyncio.Task[Any] | None = None
     cancel_action: CancelAction | None = None
     lost: bool = False
+    request_id: str | None = None  # the request that submitted it, for its log lines
 
     def stop(self, action: CancelAction | None) -> None:
         """Cancel the graph; ``None`` means the lease was lost (record nothing)."""
@@ -90,12 +114,17 @@ class RunExecutor:
         persist_events: Callable[[RunRecord, bool], bool],
         worker_id: str | None = None,
         after_finish: Callable[[RunRecord, RunResult], Awaitable[None]] | None = None,
+        on_stats: Callable[[QueueStats], None] | None = None,
+        queue_depth: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.runs = runs
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
         self._after_finish = after_finish
+        self._on_stats = on_stats
+        self._queue_depth = queue_depth
+        self._stats_due = 0.0
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self._local: dict[str, LocalRun] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -151,7 +180,13 @@ class RunExecutor:
         if subscriber:
             stream.expect_subscriber()
         loop = asyncio.get_running_loop()
-        local = LocalRun(run=run, stream=stream, done=loop.create_future())
+        context = logs.current()
+        local = LocalRun(
+            run=run,
+            stream=stream,
+            done=loop.create_future(),
+            request_id=context.request_id if context is not None else None,
+        )
         self._local[run.run_id] = local
         # A fresh context: the run must not inherit the request that started it, or what
         # is tied to that request (Serve cancels a request's downstream calls when its
@@ -170,6 +205,18 @@ class RunExecutor:
 
     async def _execute(self, local: LocalRun) -> None:
         run = local.run
+        with logs.bind(
+            request_id=local.request_id,
+            tenant_id=run.tenant_id,
+            thread_id=run.thread_id,
+            run_id=run.run_id,
+        ):
+            await self._execute_logged(local)
+
+    async def _execute_logged(self, local: LocalRun) -> None:
+        run = local.run
+        started = time.perf_counter()
+        logger.info("run started: graph %s, attempt %d", run.graph_id, run.attempt)
         try:
             if run.attempt > 1 and local.stream.persisted:
                 local.stream.resume_after(await self.runs.last_event_seq(run.run_id))
@@ -186,6 +233,12 @@ class RunExecutor:
                 self.submit(next_run)
             if self._after_finish is not None and not local.lost:
                 await self._after_finish(run, result)
+            logger.info(
+                "run ended: graph %s, status %s, %.1f ms",
+                run.graph_id,
+                end.status or "rolled back",
+                (time.perf_counter() - started) * 1000,
+            )
             if not local.done.done():
                 local.done.set_result(result)
         except asyncio.CancelledError:
@@ -246,9 +299,27 @@ class RunExecutor:
         if reaped:
             logger.warning("put back %d runs whose replica stopped: %s", len(reaped), reaped)
         room = self.settings.max_concurrent_runs - len(self._local)
-        if room <= 0 or self._closing:
-            return []
-        claimed = await self.runs.claim_due(self.worker_id, room)
-        for run in claimed:
-            self.submit(run)
+        claimed: list[RunRecord] = []
+        if room > 0 and not self._closing:
+            claimed = await self.runs.claim_due(self.worker_id, room)
+            for run in claimed:
+                self.submit(run)
+        await self._report_stats()
         return claimed
+
+    async def _report_stats(self) -> None:
+        if self._on_stats is None:
+            return
+        queued = None
+        now = time.monotonic()
+        if self._queue_depth is not None and now >= self._stats_due:
+            self._stats_due = now + self.settings.stats_interval_s
+            queued = await self._queue_depth()
+        self._on_stats(QueueStats(in_flight=len(self._local), queued=queued))
+
+
+async def pending_runs(store: MetadataStore) -> int:
+    """Runs waiting in the queue, every replica's (one count over the status index)."""
+    query = select(func.count()).select_from(RUNS).where(RUNS.c.status == "pending")
+    async with store.transaction() as conn:
+        return int((await conn.execute(query)).scalar_one())

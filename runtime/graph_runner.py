@@ -192,6 +192,8 @@ class GraphRunner:
 
     @staticmethod
     def _observe(namespace: Any, mode: str, chunk: Any, progress: _Progress) -> None:
+        if mode == "updates":
+            timing.count_updates(chunk)  # steps and tool calls, subgraphs' included
         if namespace:
             return
         if mode == "checkpoints" and isinstance(chunk, dict):

@@ -4,8 +4,9 @@ Graphs are compiled once per orchestrator replica, so their chat models cannot h
 tenant. The graph runner opens :func:`run_identity` around each run; LangGraph runs the
 nodes in tasks that copy the caller's context, so every model call a run makes sees it,
 and :func:`stamp` writes it into the :class:`ChatRequest` the router receives (budgets,
-usage ledger and metrics key on it). Ray handles pickle the request: the ids cross the
-hop as data, not as context.
+usage ledger and metrics key on it), with the request id of the run's log context
+(:mod:`runtime.logs`). Ray handles pickle the request: the ids cross the hop as data,
+not as context.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from runtime import logs
 from runtime.types import ChatRequest
 
 
@@ -53,5 +55,11 @@ def stamp(request: ChatRequest) -> ChatRequest:
             "key_id": request.key_id or identity.key_id,
             "thread_id": request.thread_id or identity.thread_id,
             "run_id": request.run_id or identity.run_id,
+            "request_id": request.request_id or _request_id(),
         }
     )
+
+
+def _request_id() -> str | None:
+    context = logs.current()
+    return context.request_id if context is not None else None

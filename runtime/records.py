@@ -61,6 +61,9 @@ class Principal(BaseModel):
     tenant_id: str
     key_id: str
     scopes: tuple[Scope, ...] = DEFAULT_SCOPES
+    # The request being served, for its log lines on every hop (runtime.logs); not part
+    # of who is calling. Set per request by the ingress on a copy of the cached principal.
+    request_id: str | None = None
 
 
 class TenantLimits(BaseModel):

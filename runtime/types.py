@@ -26,6 +26,7 @@ class ChatRequest(BaseModel):
     key_id: str | None = None
     thread_id: str | None = None
     run_id: str | None = None
+    request_id: str | None = None  # the HTTP request it serves, for log lines (runtime.logs)
 
 
 class TokenUsage(BaseModel):
