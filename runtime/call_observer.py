@@ -11,7 +11,8 @@ per request (not per attempt):
   ``after_call``;
 * :meth:`CallObserver.after_call` a :class:`CallReport` once the request is over, whatever
   the outcome: the model that answered, the usage the provider reported (what was streamed,
-  for a broken stream), its cost at that model's price, the latency and every attempt.
+  for a broken stream), its cost at that model's price, the latency (and, for a stream,
+  the time to its first token) and every attempt.
   Errors raised here are logged, never raised: the answer has already been produced.
 
 Observers run in the order given; ``after_call`` in reverse order.
@@ -89,6 +90,9 @@ class CallReport:
     attempts: tuple[Attempt, ...]
     error: BaseException | None = None
     price: ModelPrice | None = None  # the answering model's
+    # Streams: from the request's start to the first chunk with content (None: no stream,
+    # or no token came); failed models before the answering one are included.
+    first_token_ms: float | None = None
 
     @property
     def cost_usd(self) -> Decimal | None:

@@ -126,6 +126,7 @@ class _Progress:
     model: str | None = None
     usage: TokenUsage = field(default_factory=TokenUsage)
     route: Route | None = None
+    first_token_ms: float | None = None
 
     def record(self, model: str, outcome: str, error: str | None, latency_ms: float) -> None:
         self.attempts.append(
@@ -148,6 +149,7 @@ class _Progress:
             attempts=tuple(self.attempts),
             error=error,
             price=price,
+            first_token_ms=self.first_token_ms,
         )
 
 
@@ -455,6 +457,7 @@ class ModelRouter:
                         held.append(chunk)
                         if chunk.content or chunk.tool_call_chunks:
                             started = True
+                            progress.first_token_ms = _elapsed_ms(progress.started)
                             for early in _named(held, name):
                                 yield early
                             held = []
