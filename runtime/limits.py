@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 
 from runtime.errors import DependencyUnavailable, RateLimited
 from runtime.settings import LimitSettings
+from runtime.telemetry import TimedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -476,4 +477,5 @@ def make_redis_client(url: str, timeout_s: float) -> Redis:
         # every request for seconds while Redis is down.
         retry=Retry(NoBackoff(), retries=1),
     )
-    return Redis.from_pool(pool)
+    # Every command's latency and failure go to the telemetry sink (runtime.telemetry).
+    return TimedRedis.from_pool(pool)
