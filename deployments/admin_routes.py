@@ -33,6 +33,7 @@ from deployments.api import AdminPrincipal, ServicesDep
 from runtime.audit import AuditEntry
 from runtime.auth import key_prefix
 from runtime.budgets import Budget, BudgetPeriod
+from runtime.protocol import MAX_OFFSET
 from runtime.records import ApiKeyRecord, Scope, Tenant, TenantLimits
 from runtime.tenants import TenantAdmin
 
@@ -118,7 +119,7 @@ async def list_tenants(
     _actor: AdminPrincipal,
     tenants: AdminDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[dict[str, Any]]:
     return [_tenant(t) for t in await tenants.tenants.list_tenants(limit, offset)]
 
@@ -216,7 +217,7 @@ async def audit_log(
     action: Annotated[str | None, Query(description="Exact, or a prefix ending in '.'")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     entries: list[AuditEntry] = await tenants.audit.search(
         tenant_id=tenant_id, action=action, since=since, limit=limit, offset=offset

@@ -19,6 +19,7 @@ from deployments.handles import call, iterate
 from deployments.thread_routes import thread_uuid
 from runtime.errors import InvalidRequest
 from runtime.protocol import (
+    MAX_OFFSET,
     RunCreate,
     RunsCancel,
     normalise_stream_modes,
@@ -243,7 +244,7 @@ async def list_runs(
     services: ServicesDep,
     principal: ReadPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: RunStatus | None = None,
 ) -> list[dict[str, Any]]:
     thread_id = thread_uuid(thread_id)

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from deployments.api import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from runtime.errors import DependencyUnavailable
+from runtime.protocol import MAX_OFFSET
 from runtime.records import Principal
 from runtime.store import TenantScopedStore
 
@@ -32,6 +33,14 @@ def _label(label: str) -> str:
 
 
 Label = Annotated[str, AfterValidator(_label)]
+MAX_TTL_MINUTES = 100 * 366 * 24 * 60
+MIN_TTL_MINUTES = 0.0001
+
+
+def _ttl(minutes: float | None) -> float | None:
+    if minutes is not None and 0 < minutes < MIN_TTL_MINUTES:
+        raise ValueError(f"ttl must be 0 or at least {MIN_TTL_MINUTES} minutes")
+    return minutes
 
 
 def _index(index: Any) -> Literal[False] | list[str] | None:
@@ -55,7 +64,13 @@ class StorePut(_StoreRequest):
     # Typed by hand: a union would report one error per member, named after the member.
     index: Annotated[Any, AfterValidator(_index)] = None
     # Minutes; null: never expires. Absent (see ttl_minutes): the store's default TTL.
-    ttl: float | None = Field(default=None, allow_inf_nan=False)
+    # At most a century, and none in (0, 0.0001): the database is sent the number as text,
+    # and a longer one overflowed its interval, a tinier one (1e-05) is not one (500s).
+    ttl: Annotated[
+        float | None,
+        Field(ge=0, le=MAX_TTL_MINUTES, allow_inf_nan=False),
+        AfterValidator(_ttl),
+    ] = None
 
     def ttl_minutes(self) -> float | NotProvided | None:
         return self.ttl if "ttl" in self.model_fields_set else NOT_PROVIDED
@@ -70,7 +85,7 @@ class StoreSearch(_StoreRequest):
     namespace_prefix: list[Label] | None = None
     filter: dict[str, Any] | None = None
     limit: int = Field(default=10, ge=0, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     query: str | None = None
     refresh_ttl: bool | None = None
 
@@ -80,7 +95,7 @@ class StoreListNamespaces(_StoreRequest):
     suffix: list[Label] | None = None
     max_depth: int | None = Field(default=None, ge=0)
     limit: int = Field(default=100, ge=0, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 def tenant_store(services: Services, principal: Principal) -> TenantScopedStore:

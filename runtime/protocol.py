@@ -44,6 +44,9 @@ All = Literal["*"]
 
 # langgraph-api names a graph's default assistant uuid5(NAMESPACE_GRAPH, graph_id).
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+# Pagination offsets past this are refused (422): the database's OFFSET is an integer,
+# and a larger one failed the query (a 500) instead.
+MAX_OFFSET = 2**31 - 1
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
@@ -159,7 +162,7 @@ class ThreadSearch(_Request):
     values: dict[str, Any] | None = None
     status: ThreadStatus | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: (
         Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] | None
     ) = None
@@ -336,7 +339,7 @@ class AssistantSearch(_Request):
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: AssistantSortBy | None = None
     sort_order: SortOrder | None = None
     select: list[AssistantField] | None = None
@@ -351,7 +354,7 @@ class AssistantCount(_Request):
 class AssistantVersionsSearch(_Request):
     metadata: dict[str, Any] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AssistantVersionChange(_Request):

@@ -284,3 +284,16 @@ async def test_a_replica_without_an_item_store_answers_503(tmp_path: Path) -> No
         await store.close()
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"
+
+
+async def test_ttls_the_database_cannot_take_are_422(api: Api) -> None:
+    # Found by fuzzing: these reached the database's interval parser and failed as 500s.
+    async with api.http(api.alice) as http:
+        for ttl in (1.0548682940401819e-263, 0.00001, 1e17, -5.0):
+            body = {"namespace": ["docs"], "key": "k", "value": {}, "ttl": ttl}
+            response = await http.put("/store/items", json=body)
+            assert response.status_code == 422, (ttl, response.text)
+            assert response.json()["errors"][0]["field"] == "ttl"
+        for ttl in (0.0001, 60.0, 0):
+            body = {"namespace": ["docs"], "key": "k", "value": {}, "ttl": ttl}
+            assert (await http.put("/store/items", json=body)).status_code == 204, ttl
