@@ -10,6 +10,7 @@ counted, logged and carry ``x-request-id`` like any other answer:
   without ``Content-Length`` is bounded too;
 * JSON nesting deeper than ``AGENT_MAX_JSON_DEPTH``: 422 ``invalid_request``, decided on
   the raw bytes (C-speed scans, linear) before ``json.loads`` or pydantic recurse into it;
+  so is text no database can store (NUL, unpaired surrogates) in a body or the URL;
 * a deadline per route: ``AGENT_REQUEST_TIMEOUT_S`` for ordinary routes,
   ``AGENT_WAIT_TIMEOUT_S`` for those that wait for a run or a model (:data:`WAIT_ROUTES`);
   past it, 504 ``timeout``. The deadline covers the time until the answer starts: a
@@ -71,6 +72,10 @@ WAIT_ROUTES = frozenset(
 DOCS_PATHS = ("/docs", "/redoc")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STRINGS = re.compile(rb'"[^"]*"')
+# JSON escapes of text Postgres cannot store: NUL, and UTF-16 surrogates that are not a pair.
+_HIGH = rb"\\u[dD][89abAB][0-9a-fA-F]{2}"
+_LOW = rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_UNSTORABLE = re.compile(rb"\\u0000|" + _HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = [0] * 256
 for _open in b"[{":
@@ -92,6 +97,16 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     brackets = _STRINGS.sub(b"", unescaped).translate(None, _NOT_BRACKETS)
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def unstorable_text(body: bytes) -> bool:
+    """Whether the JSON text ``body`` holds a NUL character or an unpaired UTF-16
+    surrogate (the escapes backslash-u-0000, or a lone one in D800-DFFF): valid JSON, but
+    no Postgres text can store it, so it is refused up front instead of failing deep in a
+    query (a 500)."""
+    if b"\\u" not in body:
+        return False
+    return _UNSTORABLE.search(body.replace(b"\\\\", b"")) is not None
 
 
 def security_headers(settings: HttpSettings) -> list[tuple[bytes, bytes]]:
@@ -137,6 +152,7 @@ class RequestGuard:
 
         try:
             self._check_headers(scope)
+            self._check_url(scope)
             receive = await self._read_body(scope, receive)
         except AgentRuntimeError as error:
             await _refuse(error, scope, receive, send_secured)
@@ -157,6 +173,13 @@ class RequestGuard:
                 timeout_s=deadline.limit_s,
             )
             await _refuse(late, scope, receive, send_secured)
+
+    def _check_url(self, scope: Scope) -> None:
+        # A NUL in a path or query parameter reached the database, which refused it (500).
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            raise InvalidRequest(
+                "invalid request: the URL holds a NUL character (%00)", field="url"
+            )
 
     def _check_headers(self, scope: Scope) -> None:
         headers = scope.get("headers", [])
@@ -193,14 +216,20 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body.lstrip()[:1] in (b"{", b"[") and json_depth_exceeds(
-            body, self.settings.max_json_depth
-        ):
-            raise InvalidRequest(
-                f"invalid request: JSON nested deeper than {self.settings.max_json_depth} levels",
-                field="body",
-                max_depth=self.settings.max_json_depth,
-            )
+        if body.lstrip()[:1] in (b"{", b"["):
+            depth = self.settings.max_json_depth
+            if json_depth_exceeds(body, depth):
+                raise InvalidRequest(
+                    f"invalid request: JSON nested deeper than {depth} levels",
+                    field="body",
+                    max_depth=depth,
+                )
+            if unstorable_text(body):
+                raise InvalidRequest(
+                    "invalid request: the body's text holds a NUL character or an unpaired "
+                    "UTF-16 surrogate, which cannot be stored",
+                    field="body",
+                )
         return _replay(body, receive)
 
 

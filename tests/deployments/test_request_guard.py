@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from deployments.hardening import RequestGuard, json_depth_exceeds
+from deployments.hardening import RequestGuard, json_depth_exceeds, unstorable_text
 from runtime.settings import HttpSettings
 
 
@@ -82,3 +82,30 @@ async def test_wait_routes_get_the_long_deadline_and_streams_run_on() -> None:
     async with guarded(slow_app(1.0), request_timeout_s=0.1, wait_timeout_s=0.3) as http:
         late = await http.post("/runs/wait")
     assert_error(late, 504, "timeout")
+
+
+def test_unstorable_text() -> None:
+    # Found by fuzzing: valid JSON that no Postgres text can hold failed queries as 500s.
+    assert unstorable_text(json.dumps({"a": "x\u0000"}).encode())
+    assert unstorable_text(json.dumps({"\ud800": 1}).encode())
+    assert unstorable_text(json.dumps({"a": "\udc00 low first"}).encode())
+    assert not unstorable_text(json.dumps({"a": "😀 a pair", "b": "plain"}).encode())
+    assert not unstorable_text(json.dumps({"a": "\\u0000 as text"}).encode())
+
+
+async def test_nul_in_the_url_or_body_is_422() -> None:
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    async with guarded(app) as http:
+        in_query = await http.post("/echo?tenant_id=a%00b", json={})
+        in_body = await http.post(
+            "/echo", content=b'{"a": "\\u0000"}', headers={"content-type": "application/json"}
+        )
+        fine = await http.post("/echo", json={"a": "ok"})
+    assert assert_error(in_query, 422, "invalid_request")["field"] == "url"
+    assert assert_error(in_body, 422, "invalid_request")["field"] == "body"
+    assert fine.json() == {"a": "ok"}
