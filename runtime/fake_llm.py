@@ -5,6 +5,8 @@ arrive over HTTP), so the rules can be unit-tested without a server and the HTTP
 (:mod:`runtime.fake_provider`) does no conversion. The same request always gets the same
 answer; the rules, in order, are:
 
+0. a judge prompt (a system message holds :data:`JUDGE_MARKER`) -> a JSON score of the
+   ``<answer>`` against the ``<question>`` (:func:`fake_judgement`);
 1. classification (a system message says "classify") -> one of ``code|analysis|general``;
 2. the last message is a tool result -> ``"Tool result: <content>"``;
 3. tools offered and the last message is the user's -> a ``calculator`` or ``current_time``
@@ -61,6 +63,18 @@ _DIGIT = re.compile(r"\d")
 _TIME_WORD = re.compile(r"\b(?:time|date)\b", re.IGNORECASE)
 # One word with the spaces around it: leading ones only for the first, trailing ones kept.
 _WORD_CHUNK = re.compile(r"\s*\S+\s*")
+
+# The judge rule (runtime.evals.judge writes prompts in this shape; README "Evaluation").
+JUDGE_MARKER = "You are an evaluator"
+_JUDGE_STOPWORDS_TEXT = (
+    "the and for are but not you your with this that what which who whom how why when where "
+    "can does did has have had was were will would should could about from into these those "
+    "there their them they its our out all any some tell please give said"
+)
+JUDGE_STOPWORDS = frozenset(_JUDGE_STOPWORDS_TEXT.split())
+_JUDGE_TERM = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+_JUDGE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_JUDGE_TOOL_LINE = re.compile(r"^\[[^\]]*\]\s?(?P<result>.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +232,93 @@ def _pick_tool_call(model: str, user_text: str, offered: set[str]) -> FakeToolCa
     return None
 
 
+def _wants_judgement(messages: Sequence[Mapping[str, Any]]) -> bool:
+    return any(
+        m.get("role") == "system" and JUDGE_MARKER in content_text(m.get("content"))
+        for m in messages
+    )
+
+
+def judge_section(text: str, tag: str) -> str:
+    """The text between ``<tag>`` and ``</tag>`` (its first occurrence), else ``""``."""
+    found = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.DOTALL)
+    return found.group(1).strip() if found else ""
+
+
+def _number(text: str) -> str:
+    # "84.0" and "84" are the same number; "84.50" and "84.5" too.
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def judge_terms(text: str) -> set[str]:
+    """Lowercased words of 3+ letters that are not stopwords, and numbers."""
+    terms = set()
+    for term in _JUDGE_TERM.findall(text.lower()):
+        if term[0].isdigit():
+            terms.add(_number(term))
+        elif len(term) >= 3 and term not in JUDGE_STOPWORDS:
+            terms.add(term)
+    return terms
+
+
+def judge_numbers(text: str) -> set[str]:
+    return {_number(n) for n in _JUDGE_NUMBER.findall(text)}
+
+
+def fake_judgement(prompt: str) -> dict[str, Any]:
+    """The fake judge's score of a judge prompt's ``<answer>`` (rules in README "Evaluation").
+
+    * relevance (1-5): ``1 + round(4 * overlap)``, overlap being the share of the
+      question's terms (:func:`judge_terms`) found in the answer; an answer that holds every
+      term of one of the ``<tool_results>`` lines (``[tool] result``) has overlap 1, as has
+      a question without terms;
+    * hallucination: the answer has a number found neither in the question, the
+      ``<conversation>`` nor the tool results;
+    * helpfulness (1-5): 1 for an empty answer; else 5, less 2 when the answer repeats the
+      question word for word (the fake's echo does), less 2 for a hallucination, at most
+      the relevance and at least 1.
+    """
+    question = judge_section(prompt, "question")
+    answer = judge_section(prompt, "answer")
+    conversation = judge_section(prompt, "conversation")
+    results = []
+    for line in judge_section(prompt, "tool_results").splitlines():
+        found = _JUDGE_TOOL_LINE.match(line.strip())
+        if found is not None:
+            results.append(found.group("result"))
+    asked, said = judge_terms(question), judge_terms(answer)
+    restated = any(terms and terms <= said for terms in map(judge_terms, results))
+    if restated:
+        overlap, why = 1.0, "the answer restates a tool result"
+    elif not asked:
+        overlap, why = 1.0, "the question has no terms to match"
+    else:
+        overlap = len(asked & said) / len(asked)
+        why = f"{len(asked & said)}/{len(asked)} question terms in the answer"
+    relevance = 1 + math.floor(4 * overlap + 0.5)
+    supported = judge_numbers(" ".join([question, conversation, *results]))
+    unsupported = sorted(judge_numbers(answer) - supported)
+    if unsupported:
+        why += "; numbers found nowhere else: " + ", ".join(unsupported)
+    else:
+        why += "; no unsupported numbers"
+    repeats = bool(question) and " ".join(question.lower().split()) in " ".join(
+        answer.lower().split()
+    )
+    if repeats:
+        why += "; the answer repeats the question"
+    if answer:
+        helpfulness = max(1, min(relevance, 5 - 2 * repeats - 2 * bool(unsupported)))
+    else:
+        helpfulness, why = 1, "the answer is empty; " + why
+    return {
+        "relevance": relevance,
+        "helpfulness": helpfulness,
+        "hallucination": bool(unsupported),
+        "rationale": why,
+    }
+
+
 def _text_answer(text: str, prompt: int) -> FakeAnswer:
     return FakeAnswer(text=text, prompt_tokens=prompt, completion_tokens=count_tokens(len(text)))
 
@@ -234,6 +335,8 @@ def fake_reply(
     """
     prompt = prompt_tokens(messages)
     user_text = _last_user_text(messages)
+    if _wants_judgement(messages):
+        return _text_answer(json.dumps(fake_judgement(user_text)), prompt)
     if _wants_classification(messages):
         return _text_answer(classify(user_text), prompt)
     last = messages[-1] if messages else {}
