@@ -426,6 +426,39 @@ class BudgetSettings(BaseSettings):
         return None if value == "" else value
 
 
+class EvalSettings(BaseSettings):
+    """Sampled online judging of finished runs (``AGENT_EVAL_*``; runtime/evals/online.py).
+
+    Off by default. A sampled run's last exchange is scored by the judge model in the
+    background, after the run has ended; the run's caller never waits for it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_EVAL_", env_file=".env", extra="ignore")
+
+    sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of successful runs judged; 0: off."
+    )
+    judge_model: str = Field(
+        default="smart", min_length=1, description="Alias (or model) the judge asks."
+    )
+    graphs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Graphs whose runs are sampled (JSON list or comma-separated); empty: all.",
+    )
+    max_pending: int = Field(
+        default=8, ge=1, description="Judgements in flight per replica; more are skipped."
+    )
+
+    @field_validator("graphs", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 def _models_config(data: dict[str, Any]) -> ModelsConfig:
     provider: ProviderSettings = data["provider"]
     budgets: BudgetSettings | None = data.get("budgets")
@@ -444,6 +477,7 @@ class RuntimeSettings(BaseModel):
     items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
     # The router's providers, models and aliases: AGENT_MODELS_FILE, read (keys included)
     # where the settings are built, or the provider settings above. Declared last: it is
     # built from the fields before it.
