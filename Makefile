@@ -50,5 +50,12 @@ bench: install
 bench-checkpointer: install
 	$(BIN)/python loadtests/bench_checkpointer.py
 
+# The golden set through the graphs, scored by the judge (fake provider: deterministic).
+# Reports and metrics go to evals/reports/; EVAL_ARGS passes flags, e.g.
+# EVAL_ARGS="--models-file models.yaml --min-helpfulness 4" (python -m runtime.evals -h).
+.PHONY: eval
+eval: install
+	$(BIN)/python -m runtime.evals $(EVAL_ARGS)
+
 clean:
 	rm -rf .agent-data .mypy_cache .ruff_cache .pytest_cache
