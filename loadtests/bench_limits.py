@@ -1,0 +1,279 @@
+"""What the per-key request limiter adds to a request, measured on a real socket.
+
+    python loadtests/bench_limits.py [--requests 5000] [--warmup 500] [--redis-url URL]
+                                     [--json]
+
+Two FastAPI apps in one uvicorn server (its own thread and event loop), identical but for
+one dependency: ``/plain`` resolves a fixed principal; ``/limited`` resolves it and then
+takes a request from the key's bucket with :class:`runtime.fair_use.RequestLimiter` (the
+class the ingress uses: the tenant's limits from its cache, one ``EVALSHA`` of the token
+bucket script, the ``X-RateLimit-*`` headers). One client (httpx, keep-alive) alternates
+between the two, request by request, so both see the same machine at the same moment;
+the added latency is the difference of the two distributions' percentiles.
+
+Round trips are counted twice: a wrapper around the limiter's Redis client counts every
+command it sends (each is one round trip: nothing is pipelined), and the server's
+``INFO commandstats`` is read before and after (other clients of the same Redis add to
+that one). Targets: one round trip per request and at most 0.5 ms added at p50. Exit
+status 0 when both hold, 1 when not, 2 when Redis cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+import uvicorn
+from fastapi import Depends, FastAPI, Request, Response
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from runtime.fair_use import RequestLimiter, TenantLimitsCache, refused
+from runtime.limits import RedisTokenBucket, make_redis_client
+from runtime.records import Principal, TenantLimits
+
+TARGET_ADDED_P50_MS = 0.5
+TARGET_ROUND_TRIPS = 1.0
+PRINCIPAL = Principal(tenant_id="bench", key_id="bench-key")
+
+
+class FixedLimits:
+    async def get_limits(self, tenant_id: str) -> TenantLimits:
+        return TenantLimits()
+
+
+class CountingRedis:
+    """Counts the commands a Redis client sends (wraps ``execute_command``)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.commands = 0
+        original = client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.commands += 1
+            return await original(*args, **options)
+
+        client.execute_command = counted  # type: ignore[method-assign]
+
+
+async def principal() -> Principal:
+    return PRINCIPAL
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
+async def take_one(request: Request, who: Who) -> None:
+    """The limiter dependency: what ``deployments.limiting.check_request_limit`` does."""
+    limiter: RequestLimiter = request.app.state.limiter
+    decision = await limiter.check(who)
+    request.state.limit_headers = decision.headers()
+    if not decision.allowed:
+        raise refused(decision)
+
+
+def build_app(limiter: RequestLimiter) -> FastAPI:
+    app = FastAPI()
+    app.state.limiter = limiter
+
+    @app.get("/plain")
+    async def plain(who: Who) -> Response:
+        return Response(b'{"ok":true}', media_type="application/json")
+
+    @app.get("/limited", dependencies=[Depends(take_one)])
+    async def limited(request: Request, who: Who) -> Response:
+        headers = request.state.limit_headers
+        return Response(b'{"ok":true}', media_type="application/json", headers=headers)
+
+    return app
+
+
+@dataclass
+class Result:
+    requests: int
+    plain_p50_ms: float
+    plain_p99_ms: float
+    limited_p50_ms: float
+    limited_p99_ms: float
+    added_p50_ms: float
+    added_p99_ms: float
+    round_trips_per_request: float
+    server_commands_per_request: float
+    redis_server_us_per_call: float
+    target_added_p50_ms: float
+    target_round_trips: float
+    target_met: bool
+    python: str
+    when: str
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def command_stats(client: Redis) -> tuple[int, float]:
+    """(calls, total usec) summed over every command, from ``INFO commandstats``."""
+    stats = await client.info("commandstats")
+    calls = sum(int(v["calls"]) for v in stats.values())
+    script = [v for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")]
+    usec = sum(float(v["usec"]) for v in script)
+    return calls, usec
+
+
+class Server:
+    """uvicorn on a free port, in a thread with its own event loop."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="critical", lifespan="off", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="bench-limits", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.server.serve())
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def run(args: argparse.Namespace) -> Result:
+    prefix = f"bench:rl:{uuid.uuid4().hex}:"
+    probe = make_redis_client(args.redis_url, 2.0)
+    holder: dict[str, Any] = {}
+
+    def make_limiter() -> RequestLimiter:
+        # Built on the server's loop: redis-py's connections belong to the loop using them.
+        client = make_redis_client(args.redis_url, 2.0)
+        holder["counter"] = CountingRedis(client)
+        bucket = RedisTokenBucket(client, 1e9, 10**9, prefix=prefix)
+        return RequestLimiter(
+            bucket,
+            TenantLimitsCache(FixedLimits(), ttl_s=3600),
+            default_rate_per_s=1e9,
+            default_burst=10**9,
+        )
+
+    limiter = make_limiter()
+    counter: CountingRedis = holder["counter"]
+    plain: list[float] = []
+    limited: list[float] = []
+    with Server(build_app(limiter)) as url, httpx.Client(base_url=url) as http:
+        for _ in range(args.warmup):
+            http.get("/plain")
+            http.get("/limited")
+        loop = asyncio.new_event_loop()
+        calls_before, usec_before = loop.run_until_complete(command_stats(probe))
+        commands_before = counter.commands
+        for i in range(args.requests):
+            # Alternate which goes first, so neither always follows the other.
+            order = ("/plain", "/limited") if i % 2 == 0 else ("/limited", "/plain")
+            for path in order:
+                started = time.perf_counter()
+                response = http.get(path)
+                elapsed = (time.perf_counter() - started) * 1000
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path}: HTTP {response.status_code}")
+                (plain if path == "/plain" else limited).append(elapsed)
+        commands = counter.commands - commands_before
+        calls_after, usec_after = loop.run_until_complete(command_stats(probe))
+        keys = loop.run_until_complete(_keys(probe, prefix))
+        if keys:
+            loop.run_until_complete(probe.delete(*keys))
+        loop.run_until_complete(probe.aclose())
+        loop.close()
+    script_calls = max(1, commands)
+    added_p50 = percentile(limited, 0.5) - percentile(plain, 0.5)
+    round_trips = commands / args.requests
+    return Result(
+        requests=args.requests,
+        plain_p50_ms=round(percentile(plain, 0.5), 3),
+        plain_p99_ms=round(percentile(plain, 0.99), 3),
+        limited_p50_ms=round(percentile(limited, 0.5), 3),
+        limited_p99_ms=round(percentile(limited, 0.99), 3),
+        added_p50_ms=round(added_p50, 3),
+        added_p99_ms=round(percentile(limited, 0.99) - percentile(plain, 0.99), 3),
+        round_trips_per_request=round(round_trips, 3),
+        # The probe's own INFO calls (two) are in the server's count.
+        server_commands_per_request=round((calls_after - calls_before - 1) / args.requests, 3),
+        redis_server_us_per_call=round((usec_after - usec_before) / script_calls, 1),
+        target_added_p50_ms=TARGET_ADDED_P50_MS,
+        target_round_trips=TARGET_ROUND_TRIPS,
+        target_met=added_p50 <= TARGET_ADDED_P50_MS and round_trips <= TARGET_ROUND_TRIPS,
+        python=platform.python_version(),
+        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+async def _keys(client: Redis, prefix: str) -> list[bytes]:
+    return [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+
+
+def report(result: Result) -> str:
+    met = "met" if result.target_met else "NOT met"
+    return "\n".join(
+        [
+            f"per-key limiter, {result.requests} requests each way, interleaved ({result.when})",
+            f"  without: p50 {result.plain_p50_ms:.3f} ms, p99 {result.plain_p99_ms:.3f} ms",
+            f"  with:    p50 {result.limited_p50_ms:.3f} ms, p99 {result.limited_p99_ms:.3f} ms",
+            f"  added:   p50 {result.added_p50_ms:.3f} ms, p99 {result.added_p99_ms:.3f} ms "
+            f"(target p50 <= {TARGET_ADDED_P50_MS} ms)",
+            f"  Redis round trips per request: {result.round_trips_per_request} (client), "
+            f"{result.server_commands_per_request} (server, all clients); "
+            f"{result.redis_server_us_per_call} us of server time per script call",
+            f"  targets: {met}",
+        ]
+    )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("AGENT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        result = run(args)
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        print(f"Redis unreachable ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    print(report(result))
+    if args.json:
+        print(json.dumps(asdict(result)))
+    return 0 if result.target_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
