@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from runtime.auth import generate_key
 from runtime.settings import (
+    BudgetSettings,
     FakeProviderSettings,
     LimitSettings,
     ProviderSettings,
@@ -30,6 +31,7 @@ from tests.e2e.support import Api, open_api
 
 # Must never show up in a log line or a response (tests/e2e/test_secrets.py).
 PROVIDER_SECRET = "sk-e2e-provider-secret-7f3a9c"
+ADMIN_SECRET = "e2e-bootstrap-admin-secret-4b81d0"
 RATE_PER_S = 5.0
 BURST = 20
 
@@ -68,6 +70,7 @@ def stack_settings(
         ),
         fake=FakeProviderSettings(latency_ms=5.0, failing_models=["fake-down", "fake-broken"]),
         serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
+        budgets=BudgetSettings(admin_api_key=SecretStr(ADMIN_SECRET)),
     )
 
 
