@@ -5,12 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIDFILE := .agent-data/launcher.pid
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Ray 2.60 turns token auth on by default; the local stack runs without it.
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install run stop test lint typecheck loadtest bench bench-checkpointer clean
+.PHONY: install run stop observe test lint typecheck loadtest bench bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,13 +31,26 @@ stop:
 	  echo "stopped"; \
 	else echo "no running stack (no live $(PIDFILE))"; fi
 
+# Prometheus on :9090 scraping the stack `make run` serves (its metrics port, with the
+# alert rules); Debian's package is installed first when missing. Grafana: README.md.
+observe: install
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "prometheus is not installed: installing Debian's package" \
+	    "(apt-get install -y --no-install-recommends prometheus)..."; \
+	  $(SUDO) apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+	  || { $(SUDO) apt-get update -qq && \
+	       $(SUDO) apt-get install -y --no-install-recommends prometheus >/dev/null; } \
+	  || { echo "could not install prometheus: install it (any 2.x on PATH works)" \
+	       "and run make observe again" >&2; exit 1; }; }
+	$(BIN)/python -m observability.prometheus
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy --strict runtime
-	$(BIN)/mypy deployments graphs loadtests
+	$(BIN)/mypy deployments graphs loadtests observability
 
 test: lint typecheck
 	$(BIN)/pytest
