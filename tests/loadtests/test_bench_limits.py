@@ -24,4 +24,5 @@ def test_small_run_counts_one_round_trip_per_request(capsys: pytest.CaptureFixtu
     assert figures["round_trips_per_request"] == 1.0
     assert figures["requests"] == 200
     assert figures["plain_p50_ms"] > 0 and figures["limited_p50_ms"] > 0
-    assert "Redis round trips per request: 1.0 (client)" in out
+    assert figures["server_scripts_per_request"] >= 1.0  # other clients may add to it
+    assert "Redis round trips per request: 1.0 (commands the limiter sent)" in out
