@@ -52,6 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments.handles import unwrap
 from deployments.metrics import IngressMetrics
 from graphs.registry import GraphRegistry
+from runtime import logs
 from runtime.assistants import AssistantStore
 from runtime.audit import Actor
 from runtime.auth import Authenticator, extract_api_key
@@ -112,6 +113,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 async def authenticate(request: Request, services: ServicesDep) -> Principal:
     """API key from ``x-api-key`` or ``Authorization: Bearer``, then the per-key limit."""
     principal = await services.auth.authenticate(extract_api_key(request.headers))
+    params = request.path_params
+    logs.update(
+        tenant_id=principal.tenant_id,
+        thread_id=params.get("thread_id"),
+        run_id=params.get("run_id"),
+    )
+    # The request id crosses the handle calls with the principal (deployments.orchestrator).
+    principal = principal.model_copy(update={"request_id": request.state.request_id})
     decision = await services.limiter.hit(f"key:{principal.key_id}")
     request.state.limit_headers = decision.headers()
     if not decision.allowed:
@@ -256,6 +265,16 @@ def _route_template(request: Request) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+def _run_location(response: Response) -> tuple[str | None, str | None]:
+    """(thread id, run id) of a run route's ``Content-Location`` (``/threads/{t}/runs/{r}``
+    or ``/runs/{r}``), for the request's log line."""
+    location = response.headers.get("content-location", "")
+    parts = location.split("?", 1)[0].strip("/").split("/")
+    thread_id = parts[1] if len(parts) >= 2 and parts[0] == "threads" else None
+    run_id = parts[parts.index("runs") + 1] if "runs" in parts[:-1] else None
+    return thread_id, run_id
+
+
 def install_middleware(app: FastAPI, services: Services) -> None:
     max_bytes = services.settings.serve.max_request_bytes
 
@@ -265,29 +284,34 @@ def install_middleware(app: FastAPI, services: Services) -> None:
         given = request.headers.get("x-request-id")
         request_id = given or uuid.uuid4().hex
         request.state.request_id = request_id
-        length = request.headers.get("content-length")
-        response: Response
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            error = PayloadTooLarge(
-                f"request body of {length} bytes exceeds the limit of {max_bytes} bytes",
-                limit=max_bytes,
-            )
-            response = JSONResponse(error_body(error), status_code=http_status(error))
-        else:
-            response = await call_next(request)
+        with logs.bind(request_id=request_id) as context:
+            response = await _respond(request, call_next, max_bytes)
+            latency_ms = (time.perf_counter() - start) * 1000
+            route = _route_template(request)
+            if context.run_id is None:
+                thread_id, run_id = _run_location(response)
+                logs.update(thread_id=context.thread_id or thread_id, run_id=run_id)
+            logger.info("%s %s %d %.1f ms", request.method, route, response.status_code, latency_ms)
         if given is None:
             # Serve's proxy hands every request an x-request-id and puts it on the
             # response itself; a second copy here would make the header "id, id".
             response.headers["x-request-id"] = request_id
         for name, value in (getattr(request.state, "limit_headers", None) or {}).items():
             response.headers.setdefault(name, value)
-        services.metrics.observe(
-            _route_template(request),
-            request.method,
-            response.status_code,
-            (time.perf_counter() - start) * 1000,
-        )
+        services.metrics.observe(route, request.method, response.status_code, latency_ms)
         return response
+
+
+async def _respond(request: Request, call_next: Any, max_bytes: int) -> Response:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        error = PayloadTooLarge(
+            f"request body of {length} bytes exceeds the limit of {max_bytes} bytes",
+            limit=max_bytes,
+        )
+        return JSONResponse(error_body(error), status_code=http_status(error))
+    response: Response = await call_next(request)
+    return response
 
 
 def create_api(services: Services) -> FastAPI:

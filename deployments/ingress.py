@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments import replica_logs
 from deployments.api import Services, create_api
 from deployments.graph_info import assistant_store
 from deployments.metrics import IngressMetrics
@@ -37,6 +38,7 @@ class IngressDeployment:
         router: DeploymentHandle,
         settings: RuntimeSettings,
     ) -> None:
+        replica_logs.install(settings.serve.log_level)
         store = MetadataStore(settings.storage)
         await store.setup()
         items = ItemStores(settings.storage, settings.items)

@@ -7,15 +7,28 @@ Ray prefixes every name with ``ray_`` (a Counter ``x`` is scraped as ``ray_x_tot
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ray.serve import metrics
 
+from runtime.budgets import BudgetStatus
+from runtime.call_observer import CallPlan, CallReport
+from runtime.errors import AgentRuntimeError, BudgetExceeded
+from runtime.executor import QueueStats
+from runtime.timing import RunTimings
 from runtime.types import Attempt, TokenUsage
 
+logger = logging.getLogger(__name__)
+
 LATENCY_BOUNDARIES_MS = [1.0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+FAST_BOUNDARIES_MS = [0.25, 0.5, 1.0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
+STEP_BOUNDARIES = [1.0, 2, 3, 5, 8, 13, 21, 34, 55]
+TOKEN_BOUNDARIES = [16.0, 64, 256, 1024, 4096, 16384, 65536, 262144]
+MESSAGE_BOUNDARIES = [1.0, 2, 4, 8, 16, 32, 64, 128]
 BREAKER_STATE_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+MAX_TOOL_NAMES = 64  # tool names past this many are counted as "other"
 
 
 def _tags(*names: str) -> Any:
@@ -55,8 +68,9 @@ NO_TENANT = "none"
 
 
 class RouterMetrics:
-    """Calls, latency, tokens and cost by model and tenant; fallbacks; breaker states and
-    transitions; budget remaining (set by the budgets integration)."""
+    """Calls, latency, time to first token, context size, tokens and cost by model and
+    tenant; fallbacks; refusals by limit; breaker states and transitions; what budgets
+    have left (:meth:`record_budgets`, from ``runtime.budget_watch``)."""
 
     def __init__(self, known_names: Iterable[str] = ()) -> None:
         self._known = frozenset(known_names)
@@ -111,6 +125,35 @@ class RouterMetrics:
             "agent_budget_remaining_usd",
             description="What a tenant's budget has left in its current window.",
             tag_keys=_tags("tenant", "scope", "period"),
+        )
+        self.budget_used = metrics.Gauge(
+            "agent_budget_used_ratio",
+            description="Share of a budget spent in its current window (key budgets: the "
+            "most spent of the tenant's keys).",
+            tag_keys=_tags("tenant", "scope", "period"),
+        )
+        self.first_token = metrics.Histogram(
+            "agent_llm_time_to_first_token_ms",
+            description="Streamed requests: time to the first token, failed models included.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=_tags("model", "tenant"),
+        )
+        self.context_tokens = metrics.Histogram(
+            "agent_llm_context_tokens",
+            description="Input (prompt) tokens fed to the model per answered request.",
+            boundaries=TOKEN_BOUNDARIES,
+            tag_keys=_tags("model"),
+        )
+        self.context_messages = metrics.Histogram(
+            "agent_llm_context_messages",
+            description="Messages sent to the model per request.",
+            boundaries=MESSAGE_BOUNDARIES,
+            tag_keys=_tags("alias"),
+        )
+        self.refusals = metrics.Counter(
+            "agent_limit_refusals",
+            description="Model requests refused before any provider call, by limit.",
+            tag_keys=_tags("limit", "tenant"),
         )
 
     def name(self, model: str) -> str:
@@ -168,6 +211,64 @@ class RouterMetrics:
             remaining_usd, tags={"tenant": tenant, "scope": scope, "period": period}
         )
 
+    def record_report(self, plan: CallPlan, report: CallReport) -> None:
+        """Everything one finished model request tells: the counters above, its time to
+        first token and context size, and a refusal's limit."""
+        cost = report.cost_usd
+        request = plan.request
+        tenant = request.tenant_id or NO_TENANT
+        self.record_request(
+            plan.alias,
+            request.tenant_id,
+            report.outcome,
+            report.latency_ms,
+            report.attempts,
+            report.model,
+            report.usage,
+            float(cost) if cost is not None else None,
+        )
+        if report.outcome == "refused":
+            self.refusals.inc(tags={"limit": refusal_limit(report.error), "tenant": tenant})
+            return
+        self.context_messages.observe(len(request.messages), tags={"alias": self.name(plan.alias)})
+        if report.model is None:
+            return
+        model = self.name(report.model)
+        if report.first_token_ms is not None:
+            self.first_token.observe(report.first_token_ms, tags={"model": model, "tenant": tenant})
+        if report.usage.input_tokens > 0:
+            self.context_tokens.observe(report.usage.input_tokens, tags={"model": model})
+
+    def record_budgets(self, tenant: str, statuses: Sequence[BudgetStatus]) -> None:
+        """A tenant's budgets as just read: remaining and used share, per scope and period
+        (several key budgets of one period: the most spent one)."""
+        worst: dict[tuple[str, str], tuple[float, float]] = {}
+        for status in statuses:
+            budget = status.budget
+            limit = budget.limit_micro_usd
+            used = status.spent_micro_usd / limit if limit > 0 else 1.0
+            remaining = status.remaining_micro_usd / 1_000_000
+            key = (budget.scope, budget.period)
+            if key not in worst or used > worst[key][0]:
+                worst[key] = (used, remaining)
+        for (scope, period), (used, remaining) in worst.items():
+            tags = {"tenant": tenant, "scope": scope, "period": period}
+            self.budget_used.set(used, tags=tags)
+            self.budget_remaining.set(remaining, tags=tags)
+
+
+def refusal_limit(error: BaseException | None) -> str:
+    """A bounded name for what refused a request: ``budget_tenant_day``, a rate limit's
+    ``limit`` detail, or the error's code."""
+    if isinstance(error, BudgetExceeded):
+        scope = error.details.get("scope", "tenant")
+        period = error.details.get("period", "day")
+        return f"budget_{scope}_{period}"
+    if isinstance(error, AgentRuntimeError):
+        limit = error.details.get("limit")
+        return limit if isinstance(limit, str) and limit.isidentifier() else error.code
+    return "other"
+
 
 class OrchestratorMetrics:
     def __init__(self) -> None:
@@ -188,8 +289,86 @@ class OrchestratorMetrics:
             boundaries=[1.0, 2, 3, 5, 8, 13, 21],
             tag_keys=_tags("graph"),
         )
+        self.steps = metrics.Histogram(
+            "agent_run_steps",
+            description="Reasoning steps (graph node executions, subgraphs' included) per run.",
+            boundaries=STEP_BOUNDARIES,
+            tag_keys=_tags("graph"),
+        )
+        self.tool_calls = metrics.Counter(
+            "agent_tool_calls",
+            description="Tool calls by graph, tool and outcome (success or error).",
+            tag_keys=_tags("graph", "tool", "outcome"),
+        )
+        self.in_flight = metrics.Gauge(
+            "agent_runs_in_flight",
+            description="Runs executing on this orchestrator replica.",
+        )
+        self.queue_depth = metrics.Gauge(
+            "agent_run_queue_depth",
+            description="Runs waiting in the queue (pending in the database, all replicas).",
+        )
+        self._tools: set[str] = set()
 
-    def record_run(self, graph: str, status: str, duration_ms: float, llm_calls: int) -> None:
+    def record_run(self, graph: str, status: str, duration_ms: float, timings: RunTimings) -> None:
+        tags = {"graph": graph}
         self.runs.inc(tags={"graph": graph, "status": status})
-        self.duration.observe(duration_ms, tags={"graph": graph})
-        self.llm_calls_per_run.observe(llm_calls, tags={"graph": graph})
+        self.duration.observe(duration_ms, tags=tags)
+        self.llm_calls_per_run.observe(timings.llm_calls, tags=tags)
+        self.steps.observe(timings.steps, tags=tags)
+        for (tool, ok), count in timings.tool_calls.items():
+            outcome = "success" if ok else "error"
+            self.tool_calls.inc(
+                count, tags={"graph": graph, "tool": self._tool(tool), "outcome": outcome}
+            )
+
+    def _tool(self, name: str) -> str:
+        # Tool names come from graph code, but a model may ask for one that does not
+        # exist (ToolNode answers with an error under that name): bound them.
+        if name in self._tools:
+            return name
+        if len(self._tools) < MAX_TOOL_NAMES and name.isidentifier():
+            self._tools.add(name)
+            return name
+        return OTHER
+
+    def record_queue(self, stats: QueueStats) -> None:
+        self.in_flight.set(stats.in_flight)
+        if stats.queued is not None:
+            self.queue_depth.set(stats.queued)
+
+
+class DependencyMetrics:
+    """The :class:`runtime.telemetry.Telemetry` sink of a replica: database and Redis
+    calls, checkpoint writes."""
+
+    def __init__(self) -> None:
+        self.latency = metrics.Histogram(
+            "agent_dependency_latency_ms",
+            description="Database statements and Redis commands: latency by system and "
+            "operation (statement verb or command).",
+            boundaries=FAST_BOUNDARIES_MS,
+            tag_keys=_tags("system", "operation"),
+        )
+        self.errors = metrics.Counter(
+            "agent_dependency_errors",
+            description="Failed database statements and Redis commands, by error class.",
+            tag_keys=_tags("system", "operation", "error"),
+        )
+        self.checkpoint = metrics.Histogram(
+            "agent_checkpoint_write_latency_ms",
+            description="Checkpoint writes (put: a checkpoint, put_writes: a node's writes).",
+            boundaries=FAST_BOUNDARIES_MS,
+            tag_keys=_tags("operation"),
+        )
+
+    def dependency_call(
+        self, system: str, operation: str, latency_ms: float, error: str | None
+    ) -> None:
+        tags = {"system": system, "operation": operation}
+        self.latency.observe(latency_ms, tags=tags)
+        if error is not None:
+            self.errors.inc(tags={**tags, "error": error})
+
+    def checkpoint_write(self, operation: str, latency_ms: float) -> None:
+        self.checkpoint.observe(latency_ms, tags={"operation": operation})

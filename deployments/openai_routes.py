@@ -84,6 +84,7 @@ async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     request = to_chat_request(body, tenant_id=principal.tenant_id, key_id=principal.key_id)
+    request.request_id = principal.request_id
     completion_id = new_completion_id()
     created = int(time.time())
     if not body.stream:

@@ -21,12 +21,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import call, iterate
 from deployments.metrics import OrchestratorMetrics
+from deployments.replica_logs import install as install_logs
+from deployments.replica_logs import logged
 from graphs.registry import default_registry
 from runtime.assistants import AssistantStore
 from runtime.chat_model import RouterChatModel
 from runtime.checkpointers import Checkpointers
 from runtime.errors import AgentRuntimeError
-from runtime.executor import ExecutorSettings, RunExecutor
+from runtime.executor import ExecutorSettings, RunExecutor, pending_runs
 from runtime.graph_runner import GraphRunner
 from runtime.identity import stamp
 from runtime.protocol import (
@@ -57,6 +59,7 @@ class OrchestratorDeployment:
     async def __init__(  # type: ignore[misc]
         self, router: DeploymentHandle, settings: RuntimeSettings
     ) -> None:
+        install_logs(settings.serve.log_level)
         self._router = router
         self._stream_router = router.options(stream=True)
         self._metrics = OrchestratorMetrics()
@@ -106,6 +109,8 @@ class OrchestratorDeployment:
                 executor_settings,
                 persist_events=RunService.persist_events,
                 after_finish=self._after_run,
+                on_stats=self._metrics.record_queue,
+                queue_depth=self._queue_depth,
             )
 
         self._runs = RunService(
@@ -141,7 +146,10 @@ class OrchestratorDeployment:
     def _record_run(
         self, graph_id: str, status: RunStatus, duration_ms: float, timings: RunTimings
     ) -> None:
-        self._metrics.record_run(graph_id, status, duration_ms, timings.llm_calls)
+        self._metrics.record_run(graph_id, status, duration_ms, timings)
+
+    async def _queue_depth(self) -> int:
+        return await pending_runs(self._store)
 
     def _stop_runs(self, run_ids: Any) -> None:
         for run_id in run_ids:
@@ -167,9 +175,11 @@ class OrchestratorDeployment:
                 logger.warning("TTL sweep failed: %s", exc.message)
 
     # -- threads ------------------------------------------------------------------------
+    @logged
     async def create_thread(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
         return await self._threads.create(principal, body)
 
+    @logged
     async def get_state(
         self,
         principal: Principal,
@@ -181,22 +191,27 @@ class OrchestratorDeployment:
             principal, thread_id, subgraphs=subgraphs, checkpoint=checkpoint
         )
 
+    @logged
     async def update_state(
         self, principal: Principal, thread_id: str, body: ThreadStateUpdate
     ) -> dict[str, Any]:
         return await self._threads.update_state(principal, thread_id, body)
 
+    @logged
     async def history(
         self, principal: Principal, thread_id: str, query: dict[str, Any]
     ) -> list[dict[str, Any]]:
         return await self._threads.history(principal, thread_id, **query)
 
+    @logged
     async def copy_thread(self, principal: Principal, thread_id: str) -> dict[str, Any]:
         return await self._threads.copy(principal, thread_id)
 
+    @logged
     async def delete_thread(self, principal: Principal, thread_id: str) -> None:
         await self._threads.delete(principal, thread_id)
 
+    @logged
     async def prune_threads(
         self, principal: Principal, thread_ids: list[str], strategy: str
     ) -> int:
@@ -206,26 +221,31 @@ class OrchestratorDeployment:
         return await self._threads.sweep()
 
     # -- runs ---------------------------------------------------------------------------
+    @logged
     async def create_run(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> RunRecord:
         started = await self._runs.start(principal, thread_id, body, "background")
         return started.run
 
+    @logged
     async def wait(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> RunOutcome:
         return await self._runs.wait(principal, thread_id, body)
 
+    @logged
     async def join(self, principal: Principal, thread_id: str, run_id: str) -> RunOutcome:
         return await self._runs.join(principal, thread_id, run_id)
 
+    @logged
     async def stream(
         self, principal: Principal, thread_id: str | None, body: RunCreate
     ) -> AsyncIterator[bytes]:
         async for event in self._runs.stream(principal, thread_id, body):
             yield event
 
+    @logged
     async def join_stream(
         self,
         principal: Principal,
@@ -243,6 +263,7 @@ class OrchestratorDeployment:
         ):
             yield event
 
+    @logged
     async def cancel(
         self,
         principal: Principal,
@@ -256,6 +277,7 @@ class OrchestratorDeployment:
             principal, thread_id, run_ids, action=action, status=status, wait=wait
         )
 
+    @logged
     async def delete_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
         """A run in flight is rolled back (so it goes with what it wrote); a finished one
         is deleted with its checkpoints."""

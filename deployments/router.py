@@ -3,18 +3,25 @@
 The providers, models and aliases come from ``settings.models`` (the models file, or the
 provider settings), loaded once by whoever built the settings; breakers are shared by every
 replica through Redis when ``AGENT_REDIS_URL`` is set. Metrics are fed by a call observer
-and by the breakers' transition hook (runtime/ stays free of Ray).
+and by the breakers' transition hook (runtime/ stays free of Ray); budgets' spend by
+``runtime.budget_watch``. Each request is served in a log context made of its ids
+(``ChatRequest`` carries them across the hop), and ends with one log line.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 
 from langchain_core.messages import AIMessageChunk
 from ray import serve
 
+from deployments import replica_logs
 from deployments.metrics import RouterMetrics
+from runtime import logs
 from runtime.breakers import Breakers, build_breakers
+from runtime.budget_watch import BudgetWatch
 from runtime.budgets import BudgetGuard, build_budget_guard
 from runtime.call_observer import CallObserver, CallPlan, CallReport
 from runtime.cost_observers import BudgetObserver, LedgerObserver
@@ -23,6 +30,8 @@ from runtime.settings import ProviderSettings, RuntimeSettings
 from runtime.storage import MetadataStore
 from runtime.types import ChatRequest, ChatResult
 from runtime.usage import UsageLedger
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsObserver:
@@ -36,18 +45,18 @@ class MetricsObserver:
         return None
 
     async def after_call(self, plan: CallPlan, report: CallReport, ticket: object) -> None:
-        cost = report.cost_usd
-        self._metrics.record_request(
-            plan.alias,
-            plan.request.tenant_id,
-            report.outcome,
-            report.latency_ms,
-            report.attempts,
-            report.model,
-            report.usage,
-            float(cost) if cost is not None else None,
-        )
+        self._metrics.record_report(plan, report)
         self._metrics.record_breakers(self._breakers.states())
+        usage = report.usage
+        logger.info(
+            "model request %s: %s by %s, %.1f ms, %d+%d tokens",
+            plan.alias,
+            report.outcome,
+            report.model or "no model",
+            report.latency_ms,
+            usage.input_tokens,
+            usage.output_tokens,
+        )
 
 
 def build_router(
@@ -69,6 +78,8 @@ def build_router(
         on_transition=metrics.record_transition,
     )
     observers: list[CallObserver] = [MetricsObserver(metrics, breakers)]
+    if budgets is not None:
+        observers.append(BudgetWatch(budgets, metrics.record_budgets))
     if store is not None:
         observers.append(LedgerObserver(UsageLedger(store)))
     if budgets is not None:
@@ -91,6 +102,7 @@ def build_router(
 class ModelRouterDeployment:
     # Serve awaits async constructors (the usage ledger needs its database first).
     async def __init__(self, settings: RuntimeSettings) -> None:  # type: ignore[misc]
+        replica_logs.install(settings.serve.log_level)
         self._metrics = RouterMetrics(settings.models.public_names())
         self._store = MetadataStore(settings.storage)
         await self._store.setup()
@@ -98,11 +110,13 @@ class ModelRouterDeployment:
         self._router = build_router(settings, self._metrics, self._store, self._budgets)
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        return await self._router.chat(request)
+        with _log_context(request):
+            return await self._router.chat(request)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in self._router.stream(request):
-            yield chunk
+        with _log_context(request):
+            async for chunk in self._router.stream(request):
+                yield chunk
 
     async def ping(self) -> None:
         await self._router.ping()
@@ -115,3 +129,12 @@ class ModelRouterDeployment:
         await self._router.breakers.close()
         await self._budgets.close()
         await self._store.close()
+
+
+def _log_context(request: ChatRequest) -> AbstractContextManager[logs.LogContext]:
+    return logs.bind(
+        request_id=request.request_id,
+        tenant_id=request.tenant_id,
+        thread_id=request.thread_id,
+        run_id=request.run_id,
+    )
