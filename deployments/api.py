@@ -50,7 +50,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.handles import unwrap
+from deployments.hardening import install_cors, install_hardening
+from deployments.limiting import check_request_limit, error_headers
 from deployments.metrics import IngressMetrics
+from deployments.openapi_doc import install_openapi
 from graphs.registry import GraphRegistry
 from runtime import logs
 from runtime.assistants import AssistantStore
@@ -62,17 +65,18 @@ from runtime.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
     error_body,
     http_status,
 )
+from runtime.fair_use import RequestLimiter, TenantLimitsCache
 from runtime.limits import RateLimiter
 from runtime.records import Principal, Scope
 from runtime.run_store import RunStore
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
 from runtime.store import ItemStores
+from runtime.tenants import TenantStore
 from runtime.thread_store import ThreadStore
 
 logger = logging.getLogger("agent_runtime.ingress")
@@ -93,6 +97,8 @@ class Services:
     assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
     budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
+    # Requests per key sized by each tenant's limits, over ``limiter`` (built if not given).
+    requests: RequestLimiter | None = None
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
@@ -100,6 +106,14 @@ class Services:
     def __post_init__(self) -> None:
         self.threads = ThreadStore(self.store)
         self.runs = RunStore(self.store)
+        if self.requests is None:
+            limits = self.settings.limits
+            self.requests = RequestLimiter(
+                self.limiter,
+                TenantLimitsCache(TenantStore(self.store), limits.tenant_limits_cache_ttl_s),
+                default_rate_per_s=limits.rate_limit_per_second,
+                default_burst=limits.rate_limit_burst,
+            )
 
 
 def get_services(request: Request) -> Services:
@@ -121,16 +135,7 @@ async def authenticate(request: Request, services: ServicesDep) -> Principal:
     )
     # The request id crosses the handle calls with the principal (deployments.orchestrator).
     principal = principal.model_copy(update={"request_id": request.state.request_id})
-    decision = await services.limiter.hit(f"key:{principal.key_id}")
-    request.state.limit_headers = decision.headers()
-    if not decision.allowed:
-        services.metrics.rate_limited.inc(tags={"limit": "requests_per_key"})
-        raise RateLimited(
-            f"rate limit of {decision.limit} requests (burst) for this API key exceeded; "
-            f"retry after {decision.retry_after_s:.1f} s",
-            retry_after=decision.retry_after_s,
-            limit="requests_per_key",
-        )
+    await check_request_limit(request, services, principal)
     return principal
 
 
@@ -202,9 +207,7 @@ AdminPrincipal = Annotated[Actor, Depends(require_admin)]
 
 
 def _error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
-    headers = dict(getattr(request.state, "limit_headers", {}) or {})
-    if isinstance(error, RateLimited):
-        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    headers = error_headers(request, error)
     return JSONResponse(error_body(error), status_code=http_status(error), headers=headers)
 
 
@@ -330,7 +333,10 @@ def create_api(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    install_hardening(app, services.settings.http, services.settings.serve.max_request_bytes)
     install_middleware(app, services)
+    install_cors(app, services.settings.http)
+    install_openapi(app)
     app.include_router(system)
     app.include_router(assistants)
     app.include_router(threads)

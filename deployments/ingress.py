@@ -51,14 +51,18 @@ class IngressDeployment:
             invalidations=AuthInvalidations.from_settings(settings.limits),
         )
         await auth.start()
+        metrics = IngressMetrics()
         self._services = Services(
             settings=settings,
             store=store,
             auth=auth,
-            limiter=build_limiter(settings.limits),
+            # AGENT_RATE_LIMIT_FAILURE_MODE applies when Redis is away; the metric counts it.
+            limiter=build_limiter(
+                settings.limits, on_unavailable=metrics.record_limiter_unavailable
+            ),
             orchestrator=orchestrator,
             router=router,
-            metrics=IngressMetrics(),
+            metrics=metrics,
             graphs=registry,
             assistants=assistant_store(store, registry),
             items=items,

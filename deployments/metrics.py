@@ -54,6 +54,11 @@ class IngressMetrics:
             description="Requests refused by a rate limit.",
             tag_keys=_tags("limit"),
         )
+        self.limiter_unavailable = limiter_unavailable_counter()
+
+    def record_limiter_unavailable(self, limit: str, mode: str) -> None:
+        """A limit decided without Redis (runtime.limits.FailoverLimiter's hook)."""
+        self.limiter_unavailable.inc(tags={"limit": limit, "mode": mode})
 
     def observe(self, route: str, method: str, status: int, latency_ms: float) -> None:
         outcome = "ok" if status < 400 else ("client_error" if status < 500 else "server_error")
@@ -61,6 +66,17 @@ class IngressMetrics:
         self.latency.observe(
             latency_ms, tags={"route": route, "method": method, "outcome": outcome}
         )
+
+
+def limiter_unavailable_counter() -> Any:
+    """Decisions a limiter took without Redis, by limit and failure mode (fail_open: in
+    process; fail_closed: refused with 503). The router's tokens-per-minute observer can
+    count into the same family (``build_token_rate_observer(on_unavailable=...)``)."""
+    return metrics.Counter(
+        "agent_rate_limiter_unavailable",
+        description="Limit decisions taken while Redis was unreachable, by limit and mode.",
+        tag_keys=_tags("limit", "mode"),
+    )
 
 
 OTHER = "other"  # the label of model names the config does not list (unbounded otherwise)
@@ -155,6 +171,12 @@ class RouterMetrics:
             description="Model requests refused before any provider call, by limit.",
             tag_keys=_tags("limit", "tenant"),
         )
+        self.limiter_unavailable = limiter_unavailable_counter()
+
+    def record_limiter_unavailable(self, limit: str, mode: str) -> None:
+        """The tokens-per-minute limit decided without Redis (build_token_rate_observer's
+        ``on_unavailable``)."""
+        self.limiter_unavailable.inc(tags={"limit": limit, "mode": mode})
 
     def name(self, model: str) -> str:
         return model if model in self._known else OTHER

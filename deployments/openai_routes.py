@@ -20,7 +20,8 @@ from langchain_core.messages import AIMessageChunk
 
 from deployments.api import ReadPrincipal, RunPrincipal, ServicesDep
 from deployments.handles import call, iterate
-from runtime.errors import AgentRuntimeError, RateLimited, http_status
+from deployments.limiting import error_headers
+from runtime.errors import AgentRuntimeError, http_status
 from runtime.openai_compat import (
     ChatCompletionRequest,
     ChunkEncoder,
@@ -39,9 +40,7 @@ SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def _runtime_error(request: Request, error: AgentRuntimeError) -> JSONResponse:
-    headers = dict(getattr(request.state, "limit_headers", None) or {})
-    if isinstance(error, RateLimited):
-        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    headers = error_headers(request, error)
     return JSONResponse(
         runtime_error_body(error).model_dump(), status_code=http_status(error), headers=headers
     )
