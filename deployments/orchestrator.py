@@ -38,6 +38,7 @@ from runtime.protocol import (
     ThreadStateUpdate,
 )
 from runtime.records import CancelAction, Principal, RunRecord, RunStatus
+from runtime.run_limits import RunLimits
 from runtime.run_store import RunStore
 from runtime.runs import RunOutcome, RunService
 from runtime.settings import RuntimeSettings
@@ -115,7 +116,7 @@ class OrchestratorDeployment:
 
         self._runs = RunService(
             self._store,
-            RunStore(self._store),
+            RunStore(self._store, RunLimits.from_settings(settings.limits)),
             AssistantStore(self._store, registry.ids()),
             executor,
             max_steps=limits.run_max_steps,
