@@ -56,6 +56,18 @@ HEALTH_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
     },
 }
+# One parsed server-sent event (OpenAPI 3.0/3.1 tools read a stream's schema per event):
+# ``data`` is the JSON payload as text; heartbeats are comments and carry no event.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 PUBLIC = {"/ok", "/health"}
 STREAMS = {
     "/runs/stream",
@@ -143,7 +155,7 @@ def _document_operation(path: str, method: str, operation: dict[str, Any]) -> No
         content = responses["200"].setdefault("content", {})
         if path in STREAMS:
             content.clear()
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
     if path.endswith("/cancel") and method == "post" and "{run_id}" in path:
         responses["202"] = {"description": "Cancellation requested (without wait)"}
 
