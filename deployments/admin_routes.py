@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from deployments.api import AdminPrincipal, ServicesDep
 from runtime.audit import AuditEntry
 from runtime.auth import key_prefix
-from runtime.budgets import Budget, BudgetPeriod
+from runtime.budgets import MAX_LIMIT_USD, Budget, BudgetPeriod
 from runtime.protocol import MAX_OFFSET
 from runtime.records import ApiKeyRecord, Scope, Tenant, TenantLimits
 from runtime.tenants import TenantAdmin
@@ -66,7 +66,7 @@ class KeyCreate(BaseModel):
 
 class BudgetSet(BaseModel):
     period: BudgetPeriod
-    usd: Decimal = Field(ge=0, allow_inf_nan=False)
+    usd: Decimal = Field(ge=0, le=MAX_LIMIT_USD, allow_inf_nan=False)
     key_id: str | None = None
 
 

@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 Scope = Literal["tenant", "key"]
 BudgetPeriod = Literal["day", "month"]
 PERIODS: tuple[BudgetPeriod, ...] = ("day", "month")
+# Limits are stored as integer micro-dollars in a 64-bit column: a trillion dollars fits.
+MAX_LIMIT_USD = Decimal(1_000_000_000_000)
 DEFAULT_PREFIX = "agent:budget:"
 DEFAULT_CACHE_TTL_S = 5.0
 # A counter outlives its window by this much, so that a replica whose clock is a little
@@ -151,9 +153,9 @@ class BudgetStore:
         """
         if period not in PERIODS:
             raise ValueError(f"period must be one of {PERIODS}, got {period!r}")
+        if not Decimal(0) <= Decimal(str(limit_usd)) <= MAX_LIMIT_USD:
+            raise ValueError(f"a budget's limit must be between 0 and {MAX_LIMIT_USD} USD")
         limit = to_micros(Decimal(str(limit_usd)))
-        if limit < 0:
-            raise ValueError("a budget's limit cannot be negative")
         try:
             return await self._upsert(tenant_id, period, limit, key_id)
         except IntegrityError:

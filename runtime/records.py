@@ -66,6 +66,9 @@ class Principal(BaseModel):
     request_id: str | None = None
 
 
+INT32_MAX = 2**31 - 1
+
+
 class TenantLimits(BaseModel):
     """A tenant's own limits; ``None`` means "the runtime's default" (``AGENT_*``).
 
@@ -73,11 +76,16 @@ class TenantLimits(BaseModel):
     limiter reads them with :meth:`runtime.tenants.TenantStore.get_limits`.
     """
 
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Per API key.")
-    tokens_per_minute: int | None = Field(default=None, ge=1, description="Per tenant.")
-    max_concurrent_runs: int | None = Field(default=None, ge=1, description="Per tenant.")
+    # Bounded by their columns (32-bit; tokens 64-bit, kept far from its end).
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="Per API key."
+    )
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=10**15, description="Per tenant.")
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="Per tenant."
+    )
     max_queued_runs: int | None = Field(
-        default=None, ge=0, description="Background runs waiting, per tenant."
+        default=None, ge=0, le=INT32_MAX, description="Background runs waiting, per tenant."
     )
 
 

@@ -127,6 +127,8 @@ async def test_limits_and_budgets_through_the_admin_api(api: App) -> None:
         assert got["tokens_per_minute"] is None
         negative = await admin.put("/admin/tenants/acme/limits", json={"max_queued_runs": -1})
         assert negative.status_code == 422
+        too_many = await admin.put("/admin/tenants/acme/limits", json={"max_queued_runs": 2**31})
+        assert too_many.status_code == 422 and "max_queued_runs" in too_many.text
         assert (await admin.get("/admin/tenants/nobody/limits")).status_code == 404
         assert (await admin.put("/admin/tenants/nobody/limits", json={})).status_code == 404
 
@@ -137,6 +139,9 @@ async def test_limits_and_budgets_through_the_admin_api(api: App) -> None:
         assert budget.json()["label"] == "tenant acme, daily, $2.50"
         weekly = await admin.put("/admin/tenants/acme/budgets", json={"period": "week", "usd": 1})
         assert weekly.status_code == 422
+        # Past what the ledger's micro-dollar column holds (the fuzzer found the 500).
+        huge = await admin.put("/admin/tenants/acme/budgets", json={"period": "day", "usd": 5e16})
+        assert huge.status_code == 422 and "usd" in huge.text
         listed = (await admin.get("/admin/tenants/acme/budgets")).json()
         assert [(b["period"], b["limit_usd"]) for b in listed] == [("day", 2.5)]
         gone = await admin.delete("/admin/tenants/acme/budgets", params={"period": "day"})
