@@ -154,6 +154,7 @@ class RouterChatModel(BaseChatModel):
                     **result.message.response_metadata,
                     "model_name": result.model,
                     "attempts": [attempt.model_dump() for attempt in result.attempts],
+                    "cost_usd": result.cost_usd,
                 }
             }
         )
@@ -202,7 +203,8 @@ class RouterChatModel(BaseChatModel):
             summary = StreamSummary.model_validate(raw_summary)
             # Same metadata as a non-streamed answer: the attempts, not router internals.
             attempts = [attempt.model_dump() for attempt in summary.attempts]
-            metadata: dict[str, Any] = {"attempts": attempts}
+            # (model_name came with the provider's chunks; merged chunks would repeat it)
+            metadata: dict[str, Any] = {"attempts": attempts, "cost_usd": summary.cost_usd}
             if summary.partial:
                 # The stream broke off after it began: the router raises next.
                 metadata[PARTIAL_KEY] = True

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -69,6 +70,7 @@ class StreamSummary(BaseModel):
     router_ms: float
     attempts: list[Attempt]
     partial: bool = False
+    cost_usd: float | None = None  # at the answering model's price (None: unpriced)
 
 
 class StreamInterrupted(ProviderError):
@@ -78,6 +80,10 @@ class StreamInterrupted(ProviderError):
         super().__init__(message, model=model, status=status)
         self.partial = True
         self.details["partial"] = True
+
+
+def _usd(amount: Decimal | None) -> float | None:
+    return None if amount is None else float(amount)
 
 
 def _elapsed_ms(start: float) -> float:
@@ -284,6 +290,7 @@ class ModelRouter:
             if plan is not None:
                 await self._observers.after(plan, progress.report(_outcome(exc), exc), tickets)
             raise
+        report = progress.report("ok")
         result = ChatResult(
             message=message,
             model=progress.model or request.alias,
@@ -291,9 +298,10 @@ class ModelRouter:
             provider_ms=progress.provider_ms,
             router_ms=_elapsed_ms(progress.started),
             attempts=progress.attempts,
+            cost_usd=_usd(report.cost_usd),
         )
         if plan is not None:
-            await self._observers.after(plan, progress.report("ok"), tickets)
+            await self._observers.after(plan, report, tickets)
         return result
 
     async def _call_model(
@@ -409,6 +417,7 @@ class ModelRouter:
             router_ms=_elapsed_ms(progress.started),
             attempts=progress.attempts,
             partial=partial,
+            cost_usd=_usd(progress.report("partial" if partial else "ok").cost_usd),
         )
         metadata: dict[str, object] = {STREAM_SUMMARY_KEY: summary.model_dump()}
         if partial:

@@ -56,6 +56,9 @@ class ChatResult(BaseModel):
     provider_ms: float = Field(description="Wall time spent in provider HTTP calls.")
     router_ms: float = Field(default=0.0, description="Wall time inside the router, all attempts.")
     attempts: list[Attempt] = Field(default_factory=list)
+    cost_usd: float | None = Field(
+        default=None, description="At the answering model's price (None: unpriced)."
+    )
 
     @property
     def fallback_used(self) -> bool:
