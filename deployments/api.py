@@ -78,6 +78,7 @@ from runtime.storage import MetadataStore
 from runtime.store import ItemStores
 from runtime.tenants import TenantStore
 from runtime.thread_store import ThreadStore
+from runtime.trace_store import TraceReader
 
 logger = logging.getLogger("agent_runtime.ingress")
 
@@ -102,10 +103,12 @@ class Services:
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
+    traces: TraceReader = field(init=False)
 
     def __post_init__(self) -> None:
         self.threads = ThreadStore(self.store)
         self.runs = RunStore(self.store)
+        self.traces = TraceReader(self.store)
         if self.requests is None:
             limits = self.settings.limits
             self.requests = RequestLimiter(

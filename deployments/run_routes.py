@@ -27,6 +27,7 @@ from runtime.protocol import (
     run_to_wire,
 )
 from runtime.records import Principal, RunRecord, RunStatus
+from runtime.run_trace import RunTrace
 from runtime.runs import RunOutcome
 from runtime.sse import run_location_headers, sse_headers, with_heartbeats
 
@@ -261,6 +262,16 @@ async def get_run(
 ) -> dict[str, Any]:
     run = await services.runs.get(principal.tenant_id, run_uuid(run_id), thread_uuid(thread_id))
     return run_to_wire(run)
+
+
+@runs.get("/threads/{thread_id}/runs/{run_id}/trace")
+async def get_run_trace(
+    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
+) -> RunTrace:
+    """The run's path: nodes visited, model calls (model, tokens, latency, fallbacks,
+    cost) and tool calls, with totals. Kept with the run once it has ended; a run still
+    pending or running has no spans yet. Not part of LangGraph Platform's API."""
+    return await services.traces.get(principal.tenant_id, thread_uuid(thread_id), run_uuid(run_id))
 
 
 @runs.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)

@@ -33,6 +33,7 @@ from runtime.identity import RunIdentity, run_identity
 from runtime.protocol import Command, thread_interrupts
 from runtime.records import RunRecord, RunStatus, ThreadStatus
 from runtime.run_store import RunEnd
+from runtime.run_trace import TraceRecorder
 from runtime.sse import StreamTranslator, error_payload, metadata_payload, to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,14 @@ class GraphRunner:
         run_timeout_s: float,
         scope: Callable[[RunRecord], contextlib.AbstractContextManager[Any]] | None = None,
         on_run_finished: RunListener | None = None,
+        trace_max_spans: int | None = 2000,
     ) -> None:
         self._graphs = dict(graphs)
         self._saver = saver
         self._run_timeout_s = run_timeout_s
         self._scope = scope
         self._on_run_finished = on_run_finished
+        self._trace_max_spans = trace_max_spans  # None: runs keep no trace
 
     async def __call__(self, local: LocalRun) -> tuple[RunEnd, RunResult]:
         run = local.run
@@ -76,10 +79,21 @@ class GraphRunner:
             thread_id=None if run.temporary else run.thread_id,
             run_id=run.run_id,
         )
+        recorder = None
+        if self._trace_max_spans is not None:
+            recorder = TraceRecorder(run.run_id, self._trace_max_spans)
         with timing.track_run() as timings, self._scope_for(run), run_identity(identity):
-            end, result = await self._run(local)
+            end, result = await self._run(local, recorder)
         end.input_tokens, end.output_tokens = timings.input_tokens, timings.output_tokens
         result.extra.update(timings=timings, graph_ms=(time.perf_counter() - started) * 1000)
+        if recorder is not None and end.status is not None:
+            end.trace = recorder.finish(
+                thread_id=run.thread_id,
+                graph_id=run.graph_id,
+                attempt=run.attempt,
+                status=end.status,
+            )
+            result.extra["trace"] = end.trace
         if self._on_run_finished is not None and run.graph_id and end.status is not None:
             duration_ms = (time.perf_counter() - started) * 1000
             self._on_run_finished(run.graph_id, end.status, duration_ms, timings)
@@ -88,11 +102,13 @@ class GraphRunner:
     def _scope_for(self, run: RunRecord) -> contextlib.AbstractContextManager[Any]:
         return self._scope(run) if self._scope is not None else contextlib.nullcontext()
 
-    async def _run(self, local: LocalRun) -> tuple[RunEnd, RunResult]:
+    async def _run(
+        self, local: LocalRun, recorder: TraceRecorder | None
+    ) -> tuple[RunEnd, RunResult]:
         run = local.run
         kwargs = run.kwargs
         graph = self._graphs[run.graph_id or ""]
-        config = self._config(run)
+        config = self._config(run, recorder)
         progress = _Progress()
         local.stream.publish("metadata", metadata_payload(run.run_id, run.attempt))
         graph_input = await self._input(graph, run, config)
@@ -123,8 +139,10 @@ class GraphRunner:
         end = RunEnd(status="success", thread_status="idle", values=values, interrupts={})
         return end, RunResult(status="success", output=values)
 
-    def _config(self, run: RunRecord) -> RunnableConfig:
+    def _config(self, run: RunRecord, recorder: TraceRecorder | None = None) -> RunnableConfig:
         config: dict[str, Any] = dict(run.kwargs.get("config") or {})
+        if recorder is not None:
+            config["callbacks"] = [recorder]
         configurable = dict(config.get("configurable") or {})
         configurable.update(thread_id=run.thread_id, run_id=run.run_id)
         config["configurable"] = configurable

@@ -34,8 +34,10 @@ from runtime.records import (
     ThreadStatus,
 )
 from runtime.run_limits import RunLimits, admit, effective_limits
+from runtime.run_trace import RunTrace
 from runtime.storage import MetadataStore
 from runtime.tables import RUN_EVENTS, RUNS, THREADS, utcnow
+from runtime.trace_store import delete_traces, write_trace
 
 BUSY_MESSAGE = (
     "Thread is already running a task. Wait for it to finish or choose a different "
@@ -85,6 +87,7 @@ class RunEnd:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    trace: RunTrace | None = None  # stored with the run's end (runtime.trace_store)
 
 
 @dataclass
@@ -337,6 +340,8 @@ class RunStore:
                 )
             if result.rowcount != 1:
                 return None
+            if end.status is not None and end.trace is not None:
+                await write_trace(conn, run.tenant_id, end.trace)
             thread: dict[str, Any] = {"updated_at": now, "current_run_id": None}
             if end.values is not KEEP:
                 thread.update(
@@ -619,6 +624,7 @@ class RunStore:
             if row.status in ("pending", "running"):
                 raise Conflict(f"Run {run_id} is {row.status}; cancel it before deleting it.")
             await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id == run_id))
+            await delete_traces(conn, [run_id])
             await conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
 
     # -- stored stream events -------------------------------------------------------------

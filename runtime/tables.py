@@ -272,6 +272,18 @@ class AuditRow(SQLModel, table=True):
     details: dict[str, Any] = _json_column("details")
 
 
+class RunTraceRow(SQLModel, table=True):
+    """A run's path, written in the transaction that ends the run (since revision 0005);
+    see :mod:`runtime.run_trace`. Deleted with its run."""
+
+    __tablename__ = "agent_run_traces"
+
+    run_id: str = Field(primary_key=True, max_length=128)
+    tenant_id: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    trace: dict[str, Any] = _json_column("trace")
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = sa_inspect(model).local_table
     assert isinstance(table, Table)
@@ -289,6 +301,7 @@ USAGE = _table(UsageEventRow)
 BUDGETS = _table(BudgetRow)
 TENANT_LIMITS = _table(TenantLimitsRow)
 AUDIT = _table(AuditRow)
+RUN_TRACES = _table(RunTraceRow)
 ALL_TABLES = (
     TENANTS,
     API_KEYS,
@@ -301,4 +314,5 @@ ALL_TABLES = (
     BUDGETS,
     TENANT_LIMITS,
     AUDIT,
+    RUN_TRACES,
 )

@@ -22,6 +22,7 @@ from runtime.errors import Conflict, NotFound
 from runtime.records import ThreadRecord, ThreadStatus
 from runtime.storage import MetadataStore
 from runtime.tables import RUN_EVENTS, RUNS, THREADS, utcnow
+from runtime.trace_store import delete_traces
 
 SORTABLE = {"thread_id", "status", "created_at", "updated_at", "state_updated_at"}
 
@@ -187,6 +188,7 @@ class ThreadStore:
             run_ids = [row.run_id for row in runs]
             if run_ids:
                 await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(run_ids)))
+                await delete_traces(conn, run_ids)
                 await conn.execute(delete(RUNS).where(RUNS.c.thread_id == thread_id))
         return [row.run_id for row in runs if row.status in ("pending", "running")]
 
