@@ -16,6 +16,7 @@ from ray.serve import metrics
 from runtime.budgets import BudgetStatus
 from runtime.call_observer import CallPlan, CallReport
 from runtime.errors import AgentRuntimeError, BudgetExceeded
+from runtime.evals.schema import Judgement
 from runtime.executor import QueueStats
 from runtime.timing import RunTimings
 from runtime.types import Attempt, TokenUsage
@@ -330,7 +331,35 @@ class OrchestratorMetrics:
             "agent_run_queue_depth",
             description="Runs waiting in the queue (pending in the database, all replicas).",
         )
+        self.judgements = metrics.Counter(
+            "agent_online_judgements",
+            description="Sampled runs the online judge scored, by graph and outcome "
+            "(scored, failed).",
+            tag_keys=_tags("graph", "outcome"),
+        )
+        self.judge_scores = metrics.Histogram(
+            "agent_online_judge_score",
+            description="Online judge scores (1-5) by graph and metric (relevance, helpfulness).",
+            boundaries=[1.5, 2.5, 3.5, 4.5],
+            tag_keys=_tags("graph", "metric"),
+        )
+        self.hallucinations = metrics.Counter(
+            "agent_online_hallucinations",
+            description="Sampled runs the online judge found hallucinating, by graph.",
+            tag_keys=_tags("graph"),
+        )
         self._tools: set[str] = set()
+
+    def record_judgement(self, graph: str, judgement: Judgement) -> None:
+        score = judgement.score
+        outcome = "failed" if score is None else "scored"
+        self.judgements.inc(tags={"graph": graph, "outcome": outcome})
+        if score is None:
+            return
+        self.judge_scores.observe(score.relevance, tags={"graph": graph, "metric": "relevance"})
+        self.judge_scores.observe(score.helpfulness, tags={"graph": graph, "metric": "helpfulness"})
+        if score.hallucination:
+            self.hallucinations.inc(tags={"graph": graph})
 
     def record_run(self, graph: str, status: str, duration_ms: float, timings: RunTimings) -> None:
         tags = {"graph": graph}

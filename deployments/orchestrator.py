@@ -28,9 +28,13 @@ from runtime.assistants import AssistantStore
 from runtime.chat_model import RouterChatModel
 from runtime.checkpointers import Checkpointers
 from runtime.errors import AgentRuntimeError
-from runtime.executor import ExecutorSettings, RunExecutor, pending_runs
+from runtime.evals.judge import Judge
+from runtime.evals.online import OnlineJudge
+from runtime.evals.schema import Judgement
+from runtime.executor import ExecutorSettings, RunExecutor, RunResult, pending_runs
 from runtime.graph_runner import GraphRunner
 from runtime.identity import stamp
+from runtime.otel import OtlpTraceExporter
 from runtime.protocol import (
     CheckpointConfig,
     RunCreate,
@@ -40,6 +44,7 @@ from runtime.protocol import (
 from runtime.records import CancelAction, Principal, RunRecord, RunStatus
 from runtime.run_limits import RunLimits
 from runtime.run_store import RunStore
+from runtime.run_trace import RunTrace
 from runtime.runs import RunOutcome, RunService
 from runtime.settings import RuntimeSettings
 from runtime.storage import MetadataStore
@@ -84,6 +89,15 @@ class OrchestratorDeployment:
             run_timeout_s=limits.run_timeout_s,
             scope=_tenant_scope,
             on_run_finished=self._record_run,
+            trace_max_spans=settings.trace.max_spans if settings.trace.enabled else None,
+        )
+        self._traces = (
+            OtlpTraceExporter(settings.trace) if settings.trace.otlp_endpoint is not None else None
+        )
+        self._online_judge = OnlineJudge(
+            Judge(self._model(settings.evals.judge_model)),
+            settings.evals,
+            on_judgement=self._record_judgement,
         )
         executor_settings = ExecutorSettings(
             heartbeat_s=limits.run_heartbeat_s,
@@ -156,8 +170,18 @@ class OrchestratorDeployment:
         for run_id in run_ids:
             self._runs.executor.cancel(run_id, "interrupt")
 
-    async def _after_run(self, run: RunRecord, result: Any) -> None:
+    def _record_judgement(self, run: RunRecord, judgement: Judgement) -> None:
+        self._metrics.record_judgement(run.graph_id or "", judgement)
+
+    async def _after_run(self, run: RunRecord, result: RunResult) -> None:
         await self._runs.after_run(run, result)
+        trace = result.extra.get("trace")
+        if self._traces is not None and isinstance(trace, RunTrace):
+            try:
+                self._traces.export(trace, run.tenant_id)
+            except Exception as exc:  # tracing must never fail a run that already ended
+                logger.warning("run %s: trace export failed: %s", run.run_id, type(exc).__name__)
+        self._online_judge.submit(run, result.status, result.output)
 
     async def _drop_temporary(self, run: RunRecord) -> None:
         principal = Principal(tenant_id=run.tenant_id, key_id="stateless-run")
@@ -297,6 +321,9 @@ class OrchestratorDeployment:
         with contextlib.suppress(asyncio.CancelledError):
             await self._sweeper
         await self._runs.executor.close()
+        await self._online_judge.aclose()
+        if self._traces is not None:
+            await asyncio.to_thread(self._traces.close)
         await self._items.close()
         await self._checkpointers.close()
         await self._store.close()

@@ -19,21 +19,25 @@ from pydantic import SecretStr
 from runtime.auth import generate_key
 from runtime.settings import (
     BudgetSettings,
+    EvalSettings,
     FakeProviderSettings,
     LimitSettings,
     ProviderSettings,
     RuntimeSettings,
     ServeSettings,
     StorageSettings,
+    TraceSettings,
 )
 from runtime.storage import MetadataStore
 from tests.e2e.support import Api, open_api
+from tests.otlp import OtlpReceiver, otlp_receiver
 
 # Must never show up in a log line or a response (tests/e2e/test_secrets.py).
 PROVIDER_SECRET = "sk-e2e-provider-secret-7f3a9c"
 ADMIN_SECRET = "e2e-bootstrap-admin-secret-4b81d0"
 RATE_PER_S = 5.0
 BURST = 20
+JUDGED_GRAPH = "memory"
 
 
 def free_port() -> int:
@@ -50,8 +54,18 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the stack's orchestrators export run traces (OTLP/HTTP, as a collector)."""
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def stack_settings(
-    postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    otlp: OtlpReceiver,
 ) -> RuntimeSettings:
     data_dir: Path = tmp_path_factory.mktemp("agent-data")
     return RuntimeSettings(
@@ -71,6 +85,9 @@ def stack_settings(
         fake=FakeProviderSettings(latency_ms=5.0, failing_models=["fake-down", "fake-broken"]),
         serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
         budgets=BudgetSettings(admin_api_key=SecretStr(ADMIN_SECRET)),
+        trace=TraceSettings(otlp_endpoint=otlp.endpoint),
+        # Every run of one graph is judged online (tests/e2e/test_trace_e2e.py).
+        evals=EvalSettings(sample_rate=1.0, graphs=[JUDGED_GRAPH]),
     )
 
 
