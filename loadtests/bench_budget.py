@@ -41,7 +41,8 @@ from decimal import Decimal
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from runtime.budgets import Budget, BudgetGuard, RedisSpend, Reservation
+from runtime.budget_spend import RedisSpend
+from runtime.budgets import Budget, BudgetGuard, Reservation
 from runtime.errors import BudgetExceeded, DependencyUnavailable
 from runtime.limits import make_redis_client
 from runtime.pricing import format_usd, from_micros, to_micros

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from deployments.api import Services, create_api
 from graphs.registry import default_registry
 from runtime.auth import Authenticator, generate_key
-from runtime.budgets import BudgetGuard, BudgetStore, RedisSpend
+from runtime.budget_spend import RedisSpend
+from runtime.budgets import BudgetGuard, BudgetStore
 from runtime.limits import build_limiter, make_redis_client
 from runtime.settings import (
     BudgetSettings,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
+from runtime.budget_spend import InMemorySpend
 from runtime.budget_watch import BudgetWatch
-from runtime.budgets import BudgetGuard, BudgetStatus, InMemorySpend
+from runtime.budgets import BudgetGuard, BudgetStatus
 from runtime.call_observer import CallPlan, CallReport
 from runtime.errors import DependencyUnavailable
 from runtime.types import ChatRequest, TokenUsage

@@ -22,14 +22,12 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from runtime.budget_spend import InMemorySpend, RedisSpend, SpendBackend
 from runtime.budgets import (
     EXPIRY_GRACE,
     BudgetGuard,
     BudgetStore,
-    InMemorySpend,
-    RedisSpend,
     Reservation,
-    SpendBackend,
     build_budget_guard,
 )
 from runtime.errors import BudgetExceeded, DependencyUnavailable, NotFound, http_status

@@ -14,7 +14,8 @@ from langchain_core.messages import HumanMessage
 from sqlalchemy import select
 
 from runtime.breakers import BreakerRegistry
-from runtime.budgets import BudgetGuard, BudgetStore, InMemorySpend
+from runtime.budget_spend import InMemorySpend
+from runtime.budgets import BudgetGuard, BudgetStore
 from runtime.cost_observers import BudgetObserver, LedgerObserver
 from runtime.errors import BudgetExceeded, ProviderChainExhausted
 from runtime.identity import RunIdentity, run_identity, stamp
