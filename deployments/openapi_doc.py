@@ -73,6 +73,7 @@ STREAMS = {
     "/runs/stream",
     "/threads/{thread_id}/runs/stream",
     "/threads/{thread_id}/runs/{run_id}/stream",
+    "/threads/{thread_id}/stream",
 }
 MODEL_CALLS = {
     "/runs",

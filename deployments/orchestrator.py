@@ -51,6 +51,7 @@ from runtime.storage import MetadataStore
 from runtime.store import ItemStores, tenant_scope
 from runtime.tables import utcnow
 from runtime.thread_store import ThreadStore
+from runtime.thread_stream import ThreadStreamMode, ThreadStreams
 from runtime.threads import ThreadService
 from runtime.timing import RunTimings
 from runtime.types import ChatRequest, ChatResult
@@ -142,6 +143,9 @@ class OrchestratorDeployment:
             ),
         )
         self._runs.executor.start()
+        self._thread_streams = ThreadStreams(
+            self._store, self._runs, self._thread_state, poll_s=limits.run_poll_s
+        )
         self._sweep_interval_s = limits.thread_sweep_interval_s
         self._events_ttl_minutes = limits.run_events_ttl_minutes
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
@@ -169,6 +173,9 @@ class OrchestratorDeployment:
     def _stop_runs(self, run_ids: Any) -> None:
         for run_id in run_ids:
             self._runs.executor.cancel(run_id, "interrupt")
+
+    async def _thread_state(self, principal: Principal, thread_id: str) -> dict[str, Any]:
+        return await self._threads.get_state(principal, thread_id)
 
     def _record_judgement(self, run: RunRecord, judgement: Judgement) -> None:
         self._metrics.record_judgement(run.graph_id or "", judgement)
@@ -285,6 +292,19 @@ class OrchestratorDeployment:
             run_id,
             last_event_id=last_event_id,
             cancel_on_disconnect=cancel_on_disconnect,
+        ):
+            yield event
+
+    @logged
+    async def join_thread_stream(
+        self,
+        principal: Principal,
+        thread_id: str,
+        last_event_id: str | None,
+        modes: list[ThreadStreamMode],
+    ) -> AsyncIterator[bytes]:
+        async for event in self._thread_streams.join(
+            principal, thread_id, last_event_id=last_event_id, modes=modes
         ):
             yield event
 

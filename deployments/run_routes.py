@@ -30,6 +30,7 @@ from runtime.records import Principal, RunRecord, RunStatus
 from runtime.run_trace import RunTrace
 from runtime.runs import RunOutcome
 from runtime.sse import run_location_headers, sse_headers, with_heartbeats
+from runtime.thread_stream import parse_modes
 
 runs = APIRouter(tags=["runs"])
 
@@ -220,6 +221,37 @@ async def join_run_stream(
         )
     )
     return await _sse(events, run_location_headers(run_id, thread_id, "stream"), modes)
+
+
+@runs.get("/threads/{thread_id}/stream")
+async def join_thread_stream(
+    thread_id: str,
+    services: ServicesDep,
+    principal: ReadPrincipal,
+    last_event_id: Annotated[str | None, Header()] = None,
+    stream_modes: Annotated[list[str] | None, Query()] = None,
+    stream_mode: Annotated[list[str] | None, Query()] = None,
+) -> StreamingResponse:
+    """Every run on the thread as it runs, then each new one, until the client leaves
+    (``runtime/thread_stream.py``). ``stream_modes`` as Platform reads it; the SDK's
+    ``threads.join_stream(stream_mode=...)`` sends ``stream_mode``, honoured too."""
+    thread_id = thread_uuid(thread_id)
+    modes = parse_modes([*(stream_modes or []), *_join_modes(stream_mode)])
+    await services.store.get_thread(principal.tenant_id, thread_id)  # 404 before streaming
+    generator = services.orchestrator.options(stream=True).join_thread_stream.remote(
+        principal, thread_id, last_event_id, modes
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for event in iterate(generator):
+                yield event
+        finally:
+            generator.cancel()  # the stream never ends by itself: stop it with the client
+
+    return StreamingResponse(
+        with_heartbeats(body()), media_type="text/event-stream", headers=sse_headers()
+    )
 
 
 def _join_modes(values: list[str] | None) -> list[str]:

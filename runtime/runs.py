@@ -273,32 +273,38 @@ class RunService:
     async def follow(
         self, principal: Principal, run: RunRecord, after: int, *, cancel_on_disconnect: bool
     ) -> AsyncIterator[bytes]:
-        """A run's events after number ``after``: live from this replica's stream, or
-        polled from the database while the run is queued or runs elsewhere."""
+        """A run's events after number ``after``, as SSE frames numbered by the run."""
         try:
-            while True:
-                local = self.executor.local(run.run_id)
-                if local is not None:
-                    async for seq, name, data in local.stream.subscribe(after):
-                        after = seq
-                        yield encode_event(name, data, str(seq))
-                    return
-                events = await self.runs.read_events(run.run_id, after)
-                for seq, name, data in events:
-                    after = seq
-                    yield encode_event(name, data, str(seq))
-                if events:
-                    continue
-                status = await self.runs.status(run.run_id)
-                if status is None or status in FINAL_STATUSES:
-                    for seq, name, data in await self.runs.read_events(run.run_id, after):
-                        yield encode_event(name, data, str(seq))
-                    return
-                await asyncio.sleep(self._poll_s)
+            async for seq, name, data in self.events(run.run_id, after):
+                yield encode_event(name, data, str(seq))
         except (asyncio.CancelledError, GeneratorExit):
             if cancel_on_disconnect:
                 await asyncio.shield(self._cancel_quietly(principal, run))
             raise
+
+    async def events(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, str, bytes]]:
+        """A run's (number, name, data) events after ``after`` until it ends: live from
+        this replica's stream, or polled from the database while the run is queued or runs
+        elsewhere."""
+        while True:
+            local = self.executor.local(run_id)
+            if local is not None:
+                async for seq, name, data in local.stream.subscribe(after):
+                    after = seq
+                    yield seq, name, data
+                return
+            events = await self.runs.read_events(run_id, after)
+            for seq, name, data in events:
+                after = seq
+                yield seq, name, data
+            if events:
+                continue
+            status = await self.runs.status(run_id)
+            if status is None or status in FINAL_STATUSES:
+                for seq, name, data in await self.runs.read_events(run_id, after):
+                    yield seq, name, data
+                return
+            await asyncio.sleep(self._poll_s)
 
     # -- cancel -------------------------------------------------------------------------
     async def cancel(

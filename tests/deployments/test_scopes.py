@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/runs/stream"): RUN,
     ("GET", f"{R}/join"): READ,
     ("GET", f"{R}/trace"): READ,
+    ("GET", f"{T}/stream"): READ,
     ("GET", f"{R}/stream"): RUN,  # it may cancel the run on disconnect
     ("GET", f"{T}/runs"): READ,
     ("GET", R): READ,
