@@ -22,6 +22,7 @@ started on another replica shows only its ``run_done``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,8 @@ from runtime.runs import RunService
 from runtime.sse import encode_event
 from runtime.storage import MetadataStore
 from runtime.tables import RUNS, THREADS
+
+logger = logging.getLogger(__name__)
 
 ThreadStreamMode = Literal["run_modes", "lifecycle", "state_update"]
 THREAD_STREAM_MODES: tuple[str, ...] = get_args(ThreadStreamMode)
@@ -110,6 +113,21 @@ class ThreadStreams:
         """The thread's stream (see the module); NotFound unless the thread is the
         tenant's, raised before the first event."""
         thread = await self._store.get_thread(principal.tenant_id, thread_id)
+        logger.info("thread stream joined: modes %s", ",".join(modes))
+        try:
+            async for event in self._follow(principal, thread_id, last_event_id, modes, thread):
+                yield event
+        finally:
+            logger.info("thread stream closed")
+
+    async def _follow(
+        self,
+        principal: Principal,
+        thread_id: str,
+        last_event_id: str | None,
+        modes: Sequence[ThreadStreamMode],
+        thread: Any,
+    ) -> AsyncIterator[bytes]:
         tenant = principal.tenant_id
         cursor, resume = await self._start(tenant, thread_id, last_event_id)
         state_seen = thread.state_updated_at
