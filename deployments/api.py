@@ -322,6 +322,7 @@ async def _respond(request: Request, call_next: Any, max_bytes: int) -> Response
 
 def create_api(services: Services) -> FastAPI:
     from deployments.admin_routes import admin
+    from deployments.cron_routes import crons
     from deployments.openai_routes import openai
     from deployments.routes import assistants, system  # routes import api's deps
     from deployments.run_routes import runs
@@ -344,6 +345,7 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(assistants)
     app.include_router(threads)
     app.include_router(runs)
+    app.include_router(crons)
     app.include_router(store)
     app.include_router(openai)
     app.include_router(usage)

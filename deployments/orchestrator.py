@@ -27,6 +27,8 @@ from graphs.registry import default_registry
 from runtime.assistants import AssistantStore
 from runtime.chat_model import RouterChatModel
 from runtime.checkpointers import Checkpointers
+from runtime.cron_scheduler import CronScheduler
+from runtime.crons import CronRecord
 from runtime.errors import AgentRuntimeError
 from runtime.evals.judge import Judge
 from runtime.evals.online import OnlineJudge
@@ -143,6 +145,8 @@ class OrchestratorDeployment:
             ),
         )
         self._runs.executor.start()
+        self._crons = CronScheduler(self._store, self._start_cron_run, poll_s=limits.cron_poll_s)
+        self._crons.start()
         self._thread_streams = ThreadStreams(
             self._store, self._runs, self._thread_state, poll_s=limits.run_poll_s
         )
@@ -173,6 +177,11 @@ class OrchestratorDeployment:
     def _stop_runs(self, run_ids: Any) -> None:
         for run_id in run_ids:
             self._runs.executor.cancel(run_id, "interrupt")
+
+    async def _start_cron_run(self, cron: CronRecord) -> str:
+        principal = Principal(tenant_id=cron.tenant_id, key_id=cron.key_id or "cron")
+        started = await self._runs.start(principal, cron.thread_id, cron.run_body(), "background")
+        return started.run.run_id
 
     async def _thread_state(self, principal: Principal, thread_id: str) -> dict[str, Any]:
         return await self._threads.get_state(principal, thread_id)
@@ -337,6 +346,7 @@ class OrchestratorDeployment:
         await self._store.ping()
 
     async def __del__(self) -> None:
+        await self._crons.close()
         self._sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._sweeper

@@ -368,6 +368,9 @@ class RunSettings(BaseSettings):
     run_events_ttl_minutes: float = Field(
         default=60.0, gt=0, description="Stored stream events are kept this long after a run."
     )
+    cron_poll_s: float = Field(
+        default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
+    )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
     webhook_allow_private: bool = Field(

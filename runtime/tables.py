@@ -284,6 +284,32 @@ class RunTraceRow(SQLModel, table=True):
     trace: dict[str, Any] = _json_column("trace")
 
 
+class CronRow(SQLModel, table=True):
+    """A scheduled run (since revision 0006); see :mod:`runtime.crons`."""
+
+    __tablename__ = "agent_crons"
+    __table_args__ = (
+        Index("ix_agent_crons_due", "enabled", "next_run_date"),
+        Index("ix_agent_crons_tenant_created", "tenant_id", "created_at"),
+    )
+
+    cron_id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(max_length=128)
+    key_id: str | None = Field(default=None, max_length=128)  # the key that created it
+    assistant_id: str = Field(max_length=128)
+    thread_id: str | None = Field(default=None, max_length=64)
+    schedule: str = Field(max_length=256)
+    timezone: str | None = Field(default=None, max_length=64)
+    end_time: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_run_date: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    on_run_completed: str | None = Field(default=None, max_length=16)
+    enabled: bool = True
+    payload: dict[str, Any] = _json_column("payload")
+    metadata_: dict[str, Any] = _json_column()
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = sa_inspect(model).local_table
     assert isinstance(table, Table)
@@ -302,6 +328,7 @@ BUDGETS = _table(BudgetRow)
 TENANT_LIMITS = _table(TenantLimitsRow)
 AUDIT = _table(AuditRow)
 RUN_TRACES = _table(RunTraceRow)
+CRONS = _table(CronRow)
 ALL_TABLES = (
     TENANTS,
     API_KEYS,
@@ -315,4 +342,5 @@ ALL_TABLES = (
     TENANT_LIMITS,
     AUDIT,
     RUN_TRACES,
+    CRONS,
 )

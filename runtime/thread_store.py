@@ -21,10 +21,19 @@ from sqlalchemy.sql.elements import ColumnElement
 from runtime.errors import Conflict, NotFound
 from runtime.records import ThreadRecord, ThreadStatus
 from runtime.storage import MetadataStore
-from runtime.tables import RUN_EVENTS, RUNS, THREADS, utcnow
+from runtime.tables import CRONS, RUN_EVENTS, RUNS, THREADS, utcnow
 from runtime.trace_store import delete_traces
 
 SORTABLE = {"thread_id", "status", "created_at", "updated_at", "state_updated_at"}
+
+
+def json_contains(
+    is_postgres: bool, column: Any, wanted: dict[str, Any]
+) -> list[ColumnElement[bool]]:
+    """Conditions that a JSON column holds ``wanted`` (see the module's docstring)."""
+    if is_postgres:
+        return [column.op("@>")(cast(literal(json.dumps(wanted)), JSONB()))]
+    return [_sqlite_equals(column, key, value) for key, value in wanted.items()]
 
 
 def _thread(row: Any) -> ThreadRecord:
@@ -36,9 +45,7 @@ class ThreadStore:
         self._store = store
 
     def _contains(self, column: Any, wanted: dict[str, Any]) -> list[ColumnElement[bool]]:
-        if self._store.is_postgres:
-            return [column.op("@>")(cast(literal(json.dumps(wanted)), JSONB()))]
-        return [_sqlite_equals(column, key, value) for key, value in wanted.items()]
+        return json_contains(self._store.is_postgres, column, wanted)
 
     def _filters(
         self,
@@ -190,6 +197,7 @@ class ThreadStore:
                 await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(run_ids)))
                 await delete_traces(conn, run_ids)
                 await conn.execute(delete(RUNS).where(RUNS.c.thread_id == thread_id))
+            await conn.execute(delete(CRONS).where(CRONS.c.thread_id == thread_id))
         return [row.run_id for row in runs if row.status in ("pending", "running")]
 
     async def expired(self, now: datetime, limit: int = 100) -> list[tuple[str, str]]:

@@ -70,6 +70,14 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", R): RUN,
     ("POST", f"{R}/cancel"): RUN,
     ("POST", "/runs/cancel"): RUN,
+    # crons
+    ("POST", "/runs/crons"): RUN,
+    ("POST", f"{T}/runs/crons"): RUN,
+    ("POST", "/runs/crons/search"): READ,
+    ("POST", "/runs/crons/count"): READ,
+    ("GET", "/runs/crons/{cron_id}"): READ,
+    ("PATCH", "/runs/crons/{cron_id}"): RUN,
+    ("DELETE", "/runs/crons/{cron_id}"): RUN,
     # store
     ("PUT", "/store/items"): RUN,
     ("GET", "/store/items"): READ,

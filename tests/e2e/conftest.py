@@ -23,6 +23,7 @@ from runtime.settings import (
     FakeProviderSettings,
     LimitSettings,
     ProviderSettings,
+    RunSettings,
     RuntimeSettings,
     ServeSettings,
     StorageSettings,
@@ -86,6 +87,7 @@ def stack_settings(
         serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
         budgets=BudgetSettings(admin_api_key=SecretStr(ADMIN_SECRET)),
         trace=TraceSettings(otlp_endpoint=otlp.endpoint),
+        runs=RunSettings(cron_poll_s=0.5),
         # Every run of one graph is judged online (tests/e2e/test_trace_e2e.py).
         evals=EvalSettings(sample_rate=1.0, graphs=[JUDGED_GRAPH]),
     )
