@@ -1,13 +1,13 @@
 """Starts crons' runs when they are due, from every orchestrator replica at once.
 
 Each replica polls for enabled crons whose next date has come (and whose ``end_time``
-has not passed, of tenants not disabled). A replica claims a cron by moving its next date
-forward with a compare-and-set on the date it read, so however many replicas poll, each
-date starts one run. The run is then started as a background run of the cron's tenant,
-under the key that created the cron (its budgets and limits apply), through
-``start_run`` (:meth:`runtime.runs.RunService.start` in the service). A run that cannot
-start (a busy thread with ``multitask_strategy: reject``, an exhausted budget) is logged;
-the cron goes on.
+has not passed, of tenants not disabled, made with keys not revoked). A replica claims a
+cron by moving its next date forward with a compare-and-set on the date it read, so
+however many replicas poll, each date starts one run. The run is then started as a
+background run of the cron's tenant, under the key that created the cron (its budgets
+and limits apply), through ``start_run`` (:meth:`runtime.runs.RunService.start` in the
+service). A run that cannot start (a busy thread with ``multitask_strategy: reject``, an
+exhausted budget) is logged; the cron goes on.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 
 from runtime.crons import CronRecord, cron_of, next_run_date
 from runtime.errors import AgentRuntimeError
 from runtime.storage import MetadataStore
-from runtime.tables import CRONS, TENANTS, utcnow
+from runtime.tables import API_KEYS, CRONS, TENANTS, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class CronScheduler:
                 CRONS.c.next_run_date <= now,
                 or_(CRONS.c.end_time.is_(None), CRONS.c.end_time > now),
                 TENANTS.c.disabled.is_(False),
+                ~exists().where(API_KEYS.c.key_id == CRONS.c.key_id, API_KEYS.c.revoked.is_(True)),
             )
             .order_by(CRONS.c.next_run_date)
             .limit(self._batch)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from runtime.auth import generate_key
 from runtime.cron_scheduler import CronScheduler
 from runtime.crons import CronCount, CronCreate, CronPatch, CronRecord, CronSearch, CronStore
 from runtime.crons import next_run_date as next_date
@@ -28,7 +29,11 @@ async def one(storage_settings: StorageSettings) -> AsyncIterator[Replica]:
 
 
 async def _create(
-    r: Replica, thread_id: str | None = None, tenant: str = TENANT.tenant_id, **fields: object
+    r: Replica,
+    thread_id: str | None = None,
+    tenant: str = TENANT.tenant_id,
+    key_id: str = "k1",
+    **fields: object,
 ) -> CronRecord:
     body = CronCreate.model_validate(
         {
@@ -39,7 +44,7 @@ async def _create(
         }
     )
     assistant = await r.runs._assistants.resolve(tenant, GRAPH)
-    return await CronStore(r.store).create(tenant, "k1", thread_id, body, assistant)
+    return await CronStore(r.store).create(tenant, key_id, thread_id, body, assistant)
 
 
 async def test_create_read_patch_delete(one: Replica) -> None:
@@ -179,7 +184,7 @@ async def test_stateless_crons_drop_or_keep_their_threads(one: Replica) -> None:
     assert sorted(kept) == ["delete", "keep"]
 
 
-async def test_paused_ended_and_disabled_tenants_crons_do_not_run(one: Replica) -> None:
+async def test_paused_ended_revoked_and_disabled_tenants_crons_do_not_run(one: Replica) -> None:
     started: list[str] = []
     later = datetime.now(UTC) + timedelta(seconds=2)
     scheduler = CronScheduler(
@@ -191,7 +196,12 @@ async def test_paused_ended_and_disabled_tenants_crons_do_not_run(one: Replica) 
     await _create(one, end_time=datetime.now(UTC) + timedelta(seconds=1))
     await _create(one, tenant=OTHER.tenant_id)
     await one.store.set_tenant_disabled(OTHER.tenant_id, True)
+    _, key = generate_key(TENANT.tenant_id, name="cron maker")
+    await one.store.add_key(key)
+    revoked = await _create(one, key_id=key.key_id)
+    await one.store.revoke_key(key.key_id)
     assert await scheduler.tick() == 0 and started == []
+    assert (await CronStore(one.store).get(TENANT.tenant_id, revoked.cron_id)).enabled
 
 
 async def test_a_threads_crons_go_with_it(one: Replica) -> None:
