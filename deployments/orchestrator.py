@@ -211,7 +211,7 @@ class OrchestratorDeployment:
                 if swept:
                     logger.info("TTL sweeper removed or pruned %d threads", swept)
                 cutoff = utcnow() - timedelta(minutes=self._events_ttl_minutes)
-                await self._runs.runs.purge_events(cutoff)
+                await self._runs.runs.events.purge(cutoff)
             except AgentRuntimeError as exc:
                 logger.warning("TTL sweep failed: %s", exc.message)
 

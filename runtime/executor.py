@@ -175,7 +175,7 @@ class RunExecutor:
         existing = self._local.get(run.run_id)
         if existing is not None:
             return existing
-        sink = self.runs.append_events if self._persist_events(run, at_creation) else None
+        sink = self.runs.events.append if self._persist_events(run, at_creation) else None
         stream = RunStream(run.run_id, sink=sink)
         if subscriber:
             stream.expect_subscriber()
@@ -219,7 +219,7 @@ class RunExecutor:
         logger.info("run started: graph %s, attempt %d", run.graph_id, run.attempt)
         try:
             if run.attempt > 1 and local.stream.persisted:
-                local.stream.resume_after(await self.runs.last_event_seq(run.run_id))
+                local.stream.resume_after(await self.runs.events.last_seq(run.run_id))
             try:
                 end, result = await self._runner(local)
             except Exception as exc:  # the runner maps graph errors; this is a runtime bug

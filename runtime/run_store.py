@@ -33,6 +33,7 @@ from runtime.records import (
     RunStatus,
     ThreadStatus,
 )
+from runtime.run_events_store import RunEventStore
 from runtime.run_limits import RunLimits, admit, effective_limits
 from runtime.run_trace import RunTrace
 from runtime.storage import MetadataStore
@@ -43,7 +44,6 @@ BUSY_MESSAGE = (
     "Thread is already running a task. Wait for it to finish or choose a different "
     "multitask strategy."
 )
-FINAL_STATUSES: tuple[RunStatus, ...] = ("success", "error", "timeout", "interrupted")
 # A sentinel for "leave the thread's stored values as they are".
 KEEP = object()
 
@@ -116,6 +116,7 @@ class RunStore:
     def __init__(self, store: MetadataStore, limits: RunLimits | None = None) -> None:
         self._store = store
         self._limits = limits or RunLimits()
+        self.events = RunEventStore(store)  # the runs' stored stream events
 
     # -- helpers ------------------------------------------------------------------------
     def _merge_json(self, column: Any, patch: dict[str, Any]) -> ColumnElement[Any]:
@@ -626,60 +627,6 @@ class RunStore:
             await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id == run_id))
             await delete_traces(conn, [run_id])
             await conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
-
-    # -- stored stream events -------------------------------------------------------------
-    async def append_events(self, run_id: str, events: Sequence[tuple[int, str, bytes]]) -> None:
-        if not events:
-            return
-        now = utcnow()
-        async with self._store.transaction() as conn:
-            await conn.execute(
-                insert(RUN_EVENTS),
-                [
-                    {"run_id": run_id, "seq": seq, "event": name, "data": data, "created_at": now}
-                    for seq, name, data in events
-                ],
-            )
-
-    async def read_events(
-        self, run_id: str, after: int, limit: int = 500
-    ) -> list[tuple[int, str, bytes]]:
-        async with self._store.transaction() as conn:
-            rows = (
-                await conn.execute(
-                    select(RUN_EVENTS.c.seq, RUN_EVENTS.c.event, RUN_EVENTS.c.data)
-                    .where(RUN_EVENTS.c.run_id == run_id, RUN_EVENTS.c.seq > after)
-                    .order_by(RUN_EVENTS.c.seq)
-                    .limit(limit)
-                )
-            ).all()
-        return [(row.seq, row.event, bytes(row.data)) for row in rows]
-
-    async def purge_events(self, older_than: datetime, limit: int = 500) -> int:
-        """Drop the stored events of runs that ended before ``older_than``."""
-        async with self._store.transaction() as conn:
-            ended = (
-                await conn.execute(
-                    select(RUN_EVENTS.c.run_id)
-                    .join(RUNS, RUNS.c.run_id == RUN_EVENTS.c.run_id)
-                    .where(RUNS.c.status.in_(FINAL_STATUSES), RUNS.c.updated_at < older_than)
-                    .distinct()
-                    .limit(limit)
-                )
-            ).all()
-            ids = [row.run_id for row in ended]
-            if ids:
-                await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(ids)))
-        return len(ids)
-
-    async def last_event_seq(self, run_id: str) -> int:
-        async with self._store.transaction() as conn:
-            seq = (
-                await conn.execute(
-                    select(func.max(RUN_EVENTS.c.seq)).where(RUN_EVENTS.c.run_id == run_id)
-                )
-            ).scalar_one_or_none()
-        return int(seq or 0)
 
     async def status(self, run_id: str) -> RunStatus | None:
         """The run's status, or None once it is gone (rolled back or deleted)."""

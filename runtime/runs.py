@@ -23,7 +23,8 @@ from runtime.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFou
 from runtime.executor import LocalRun, RunExecutor, RunResult
 from runtime.protocol import RunCreate, dumps, run_to_wire
 from runtime.records import AssistantRecord, CancelAction, Principal, RunRecord
-from runtime.run_store import FINAL_STATUSES, CreatedRun, NewRun, RunStore
+from runtime.run_events_store import FINAL_STATUSES
+from runtime.run_store import CreatedRun, NewRun, RunStore
 from runtime.sse import encode_event
 from runtime.storage import MetadataStore
 from runtime.usage import UsageLedger
@@ -293,7 +294,7 @@ class RunService:
                     after = seq
                     yield seq, name, data
                 return
-            events = await self.runs.read_events(run_id, after)
+            events = await self.runs.events.read(run_id, after)
             for seq, name, data in events:
                 after = seq
                 yield seq, name, data
@@ -301,7 +302,7 @@ class RunService:
                 continue
             status = await self.runs.status(run_id)
             if status is None or status in FINAL_STATUSES:
-                for seq, name, data in await self.runs.read_events(run_id, after):
+                for seq, name, data in await self.runs.events.read(run_id, after):
                     yield seq, name, data
                 return
             await asyncio.sleep(self._poll_s)

@@ -268,13 +268,13 @@ async def test_streamed_runs_keep_their_events_and_wait_runs_do_not(one: Replica
     raw = [f async for f in one.runs.stream(TENANT, thread_id, body(stream_mode=["values"]))]
     streamed = frames(raw)
     run_id = streamed[0][1]["run_id"]  # type: ignore[index]
-    stored = await one.runs.runs.read_events(run_id, 0)
+    stored = await one.runs.runs.events.read(run_id, 0)
     # Another replica can replay the whole stream for a client that reconnects.
     assert [(name, orjson.loads(data)) for _, name, data in stored] == [
         (name, data) for name, data, _ in streamed
     ]
     waited = await one.runs.wait(TENANT, thread_id, body())
-    assert await one.runs.runs.read_events(waited.run_id, 0) == []
+    assert await one.runs.runs.events.read(waited.run_id, 0) == []
 
 
 async def test_old_runs_events_are_purged(one: Replica) -> None:
@@ -287,6 +287,6 @@ async def test_old_runs_events_are_purged(one: Replica) -> None:
     [run] = await one.runs.runs.search(TENANT.tenant_id, thread_id)
     # The stream's last event can reach the client before the run's end is recorded.
     await one.runs.join(TENANT, thread_id, run.run_id)
-    assert await one.runs.runs.purge_events(utcnow() - timedelta(minutes=5)) == 0
-    assert await one.runs.runs.purge_events(utcnow() + timedelta(seconds=1)) == 1
-    assert await one.runs.runs.read_events(run.run_id, 0) == []
+    assert await one.runs.runs.events.purge(utcnow() - timedelta(minutes=5)) == 0
+    assert await one.runs.runs.events.purge(utcnow() + timedelta(seconds=1)) == 1
+    assert await one.runs.runs.events.read(run.run_id, 0) == []
