@@ -45,9 +45,7 @@ that cannot be read (on a cache miss) is also :class:`DependencyUnavailable`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -65,6 +63,7 @@ from runtime.pricing import format_usd, from_micros, to_micros
 from runtime.settings import BudgetSettings, LimitSettings
 from runtime.storage import MetadataStore
 from runtime.tables import API_KEYS, BUDGETS, TENANTS, utcnow
+from runtime.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +77,6 @@ DEFAULT_CACHE_TTL_S = 5.0
 # A counter outlives its window by this much, so that a replica whose clock is a little
 # behind still adds to the live counter (a fresh one would expire at once).
 EXPIRY_GRACE = timedelta(minutes=10)
-_CACHE_SWEEP_SIZE = 10_000
 
 
 # -- the budgets (database) -------------------------------------------------------------
@@ -292,11 +290,10 @@ class BudgetGuard:
     ) -> None:
         self._source = source
         self._backend = backend
-        self._cache_ttl_s = cache_ttl_s
         self._prefix = prefix
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[Budget]]] = {}
-        self._loading: dict[str, asyncio.Future[list[Budget]]] = {}
+        # Concurrent misses for one tenant share one query.
+        self._cache: TtlCache[list[Budget]] = TtlCache(source.list_budgets, cache_ttl_s)
 
     @property
     def backend(self) -> SpendBackend:
@@ -389,10 +386,7 @@ class BudgetGuard:
 
     def invalidate(self, tenant_id: str | None = None) -> None:
         """Forget cached budgets (of one tenant, or all) so the next call rereads them."""
-        if tenant_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(tenant_id, None)
+        self._cache.invalidate(tenant_id)
 
     async def ping(self) -> None:
         await self._backend.ping()
@@ -410,32 +404,7 @@ class BudgetGuard:
         )
 
     async def _budgets(self, tenant_id: str) -> list[Budget]:
-        if self._cache_ttl_s > 0:
-            hit = self._cache.get(tenant_id)
-            if hit is not None and hit[0] > time.monotonic():
-                return hit[1]
-        pending = self._loading.get(tenant_id)
-        if pending is None:
-            # Concurrent misses for one tenant share one query.
-            pending = asyncio.ensure_future(self._load(tenant_id))
-            self._loading[tenant_id] = pending
-            pending.add_done_callback(lambda done: self._loaded(tenant_id, done))
-        return await asyncio.shield(pending)
-
-    async def _load(self, tenant_id: str) -> list[Budget]:
-        budgets = await self._source.list_budgets(tenant_id)
-        if self._cache_ttl_s > 0:
-            if len(self._cache) >= _CACHE_SWEEP_SIZE:
-                now = time.monotonic()
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            self._cache[tenant_id] = (time.monotonic() + self._cache_ttl_s, budgets)
-        return budgets
-
-    def _loaded(self, tenant_id: str, done: asyncio.Future[list[Budget]]) -> None:
-        if self._loading.get(tenant_id) is done:
-            del self._loading[tenant_id]
-        if not done.cancelled():
-            done.exception()  # retrieved, so an unawaited failure logs no warning
+        return await self._cache.get(tenant_id)
 
 
 def build_budget_guard(

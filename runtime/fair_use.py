@@ -22,7 +22,6 @@ A refusal is :class:`RateLimited` (429) naming the limit (``limit``: ``requests_
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -35,13 +34,13 @@ from runtime.errors import AgentRuntimeError, DependencyUnavailable, RateLimited
 from runtime.limits import LimitDecision, RateLimiter, UnavailableHook, build_limiter
 from runtime.records import Principal, TenantLimits
 from runtime.settings import BudgetSettings, LimitSettings
+from runtime.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 
 TOKENS_PREFIX = "agent:tpm:"
 REQUESTS_PER_KEY = "requests_per_key"
 TOKENS_PER_MINUTE = "tokens_per_minute"
-_CACHE_MAX_ENTRIES = 10_000
 
 
 class LimitsSource(Protocol):
@@ -60,53 +59,23 @@ class TenantLimitsCache:
     def __init__(
         self, source: LimitsSource, ttl_s: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._source = source
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._entries: dict[str, tuple[float, TenantLimits]] = {}
-        self._loading: dict[str, asyncio.Future[TenantLimits]] = {}
+        self._cache: TtlCache[TenantLimits] = TtlCache(source.get_limits, ttl_s, clock=clock)
 
     async def get(self, tenant_id: str) -> TenantLimits:
-        entry = self._entries.get(tenant_id)
-        if entry is not None and entry[0] > self._clock():
-            return entry[1]
-        pending = self._loading.get(tenant_id)
-        if pending is None:
-            pending = asyncio.ensure_future(self._load(tenant_id))
-            self._loading[tenant_id] = pending
-            pending.add_done_callback(lambda done: self._loaded(tenant_id, done))
-        return await asyncio.shield(pending)
-
-    def invalidate(self, tenant_id: str | None = None) -> None:
-        if tenant_id is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(tenant_id, None)
-
-    async def _load(self, tenant_id: str) -> TenantLimits:
         try:
-            limits = await self._source.get_limits(tenant_id)
+            return await self._cache.get(tenant_id)
         except DependencyUnavailable as exc:
-            stale = self._entries.get(tenant_id)
+            stale = self._cache.last(tenant_id)
             logger.warning(
                 "tenant limits of %s unreadable (%s); using the %s",
                 tenant_id,
                 exc.code,
                 "last known ones" if stale else "defaults",
             )
-            return stale[1] if stale else TenantLimits()
-        if self._ttl_s > 0:
-            if len(self._entries) >= _CACHE_MAX_ENTRIES:
-                now = self._clock()
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-            self._entries[tenant_id] = (self._clock() + self._ttl_s, limits)
-        return limits
+            return stale or TenantLimits()
 
-    def _loaded(self, tenant_id: str, done: asyncio.Future[TenantLimits]) -> None:
-        if self._loading.get(tenant_id) is done:
-            del self._loading[tenant_id]
-        if not done.cancelled():
-            done.exception()  # retrieved, so an unawaited failure logs no warning
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        self._cache.invalidate(tenant_id)
 
 
 def _per_minute(count: int) -> tuple[float, int]:
