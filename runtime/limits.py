@@ -108,6 +108,15 @@ def _check_params(rate_per_s: float, burst: int) -> None:
         raise ValueError("a token bucket needs rate_per_s > 0 and burst >= 1")
 
 
+def _bucket(
+    default_rate: float, default_burst: int, rate_per_s: float | None, burst: int | None
+) -> tuple[float, int]:
+    """A call's bucket: its own rate and size where given, the limiter's otherwise."""
+    rate, size = default_rate if rate_per_s is None else rate_per_s, burst or default_burst
+    _check_params(rate, size)
+    return rate, size
+
+
 def _check_cost(cost: int, burst: int) -> None:
     # A cost above the bucket size could never be served: that is a caller bug.
     if not 1 <= cost <= burst:
@@ -188,16 +197,14 @@ class RedisTokenBucket:
         rate_per_s: float | None = None,
         burst: int | None = None,
     ) -> LimitDecision:
-        rate, size = self._rate if rate_per_s is None else rate_per_s, burst or self._burst
-        _check_params(rate, size)
+        rate, size = _bucket(self._rate, self._burst, rate_per_s, burst)
         _check_cost(cost, size)
         return await self._run(key, rate, size, cost, force=False)
 
     async def adjust(
         self, key: str, tokens: int, *, rate_per_s: float | None = None, burst: int | None = None
     ) -> None:
-        rate, size = self._rate if rate_per_s is None else rate_per_s, burst or self._burst
-        _check_params(rate, size)
+        rate, size = _bucket(self._rate, self._burst, rate_per_s, burst)
         if tokens:
             await self._run(key, rate, size, -tokens, force=True)
 
@@ -260,16 +267,14 @@ class InMemoryTokenBucket:
         rate_per_s: float | None = None,
         burst: int | None = None,
     ) -> LimitDecision:
-        rate, size = self._rate if rate_per_s is None else rate_per_s, burst or self._burst
-        _check_params(rate, size)
+        rate, size = _bucket(self._rate, self._burst, rate_per_s, burst)
         _check_cost(cost, size)
         return self._apply(key, rate, size, cost, force=False)
 
     async def adjust(
         self, key: str, tokens: int, *, rate_per_s: float | None = None, burst: int | None = None
     ) -> None:
-        rate, size = self._rate if rate_per_s is None else rate_per_s, burst or self._burst
-        _check_params(rate, size)
+        rate, size = _bucket(self._rate, self._burst, rate_per_s, burst)
         if tokens:
             self._apply(key, rate, size, -tokens, force=True)
 
