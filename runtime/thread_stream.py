@@ -115,7 +115,9 @@ class ThreadStreams:
         thread = await self._store.get_thread(principal.tenant_id, thread_id)
         logger.info("thread stream joined: modes %s", ",".join(modes))
         try:
-            async for event in self._follow(principal, thread_id, last_event_id, modes, thread):
+            async for event in self._follow(
+                principal, thread_id, last_event_id, modes, thread.state_updated_at
+            ):
                 yield event
         finally:
             logger.info("thread stream closed")
@@ -126,11 +128,10 @@ class ThreadStreams:
         thread_id: str,
         last_event_id: str | None,
         modes: Sequence[ThreadStreamMode],
-        thread: Any,
+        state_seen: datetime | None,
     ) -> AsyncIterator[bytes]:
         tenant = principal.tenant_id
         cursor, resume = await self._start(tenant, thread_id, last_event_id)
-        state_seen = thread.state_updated_at
         while True:
             run = await self._next_run(tenant, thread_id, cursor, resume)
             if run is None:
