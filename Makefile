@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install
-	$(BIN)/python -m deployments.launch --pid-file $(PIDFILE)
+	$(BIN)/python -m agent_runtime.cli.launch --pid-file $(PIDFILE)
 
 stop:
 	@if [ -f $(PIDFILE) ] && kill -0 $$(cat $(PIDFILE)) 2>/dev/null; then \
@@ -47,10 +47,11 @@ observe: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
-	$(BIN)/mypy --strict runtime
-	$(BIN)/mypy deployments graphs loadtests observability
+	$(BIN)/mypy --strict agent_runtime
+	$(BIN)/mypy graphs loadtests observability
 
 test: lint typecheck
 	$(BIN)/pytest
@@ -66,10 +67,10 @@ bench-checkpointer: install
 
 # The golden set through the graphs, scored by the judge (fake provider: deterministic).
 # Reports and metrics go to evals/reports/; EVAL_ARGS passes flags, e.g.
-# EVAL_ARGS="--models-file models.yaml --min-helpfulness 4" (python -m runtime.evals -h).
+# EVAL_ARGS="--models-file models.yaml --min-helpfulness 4" (python -m agent_runtime.cli.evaluate -h).
 .PHONY: eval
 eval: install
-	$(BIN)/python -m runtime.evals $(EVAL_ARGS)
+	$(BIN)/python -m agent_runtime.cli.evaluate $(EVAL_ARGS)
 
 clean:
 	rm -rf .agent-data .mypy_cache .ruff_cache .pytest_cache

@@ -33,7 +33,7 @@ from graphs.react import (
 from graphs.tools import default_tools
 
 if TYPE_CHECKING:  # the registry imports this module to list it
-    from graphs.registry import ModelFactory
+    from agent_runtime.execution.graph_registry import ModelFactory
 
 APPROVALS = {"yes", "y", "approve", "approved", "ok"}
 

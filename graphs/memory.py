@@ -7,8 +7,9 @@ model as context, and records in ``recalled`` which ones it used, so a client (o
 can see what the answer was based on.
 
 The user is ``user_id`` from the run's context or ``config["configurable"]``, else
-"anonymous". In the runtime the store is a ``runtime.store.ContextualStore``: on top of
-this per-user namespace, every item is confined to the run's tenant.
+"anonymous". In the runtime the store is a ``ContextualStore``
+(``agent_runtime.execution.item_store``): on top of this per-user namespace, every item is
+confined to the run's tenant.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from langgraph.store.base import BaseStore
 from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
 if TYPE_CHECKING:  # the registry imports this module to list it
-    from graphs.registry import ModelFactory
+    from agent_runtime.execution.graph_registry import ModelFactory
 
 MEMORY_ROOT = "memories"
 ANONYMOUS = "anonymous"

@@ -33,7 +33,7 @@ from graphs.react import (
 from graphs.tools import calculator
 
 if TYPE_CHECKING:  # the registry imports this module to list it
-    from graphs.registry import ModelFactory
+    from agent_runtime.execution.graph_registry import ModelFactory
 
 Specialist = Literal["code", "analysis", "general"]
 SPECIALISTS: tuple[Specialist, ...] = ("code", "analysis", "general")

@@ -30,7 +30,7 @@ from typing_extensions import TypedDict  # pydantic builds schemas from this one
 from graphs.tools import default_tools
 
 if TYPE_CHECKING:  # the registry imports this module to list it
-    from graphs.registry import ModelFactory
+    from agent_runtime.execution.graph_registry import ModelFactory
 
 DEFAULT_MAX_TOOL_ROUNDS = 5
 

@@ -14,7 +14,7 @@ storage: that is what the runtime adds, and what the comparison prices.
     python -m loadtests.baseline_app --port 8001 --provider-url http://127.0.0.1:8002/v1
     python -m loadtests.baseline_app --port 8002 --fake-provider --latency-ms 50
 
-The second form serves the fake provider (``runtime.fake_provider``) on its own, so the
+The second form serves the fake provider (``agent_runtime.fake.provider_app``) on its own, so the
 benchmark can put one provider, outside both systems, behind the runtime and the baseline.
 """
 
@@ -36,10 +36,17 @@ from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import SecretStr
 
-from graphs.registry import GraphRegistry, ModelFactory, default_registry
-from runtime.fake_provider import create_fake_provider_app
-from runtime.protocol import RunCreate, Thread, ThreadCreate, default_assistant_id, dumps
-from runtime.settings import FakeProviderSettings
+from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.execution.graph_registry import GraphRegistry, ModelFactory
+from agent_runtime.fake.provider_app import create_fake_provider_app
+from agent_runtime.protocol.agent_protocol import (
+    RunCreate,
+    Thread,
+    ThreadCreate,
+    default_assistant_id,
+    dumps,
+)
+from graphs.registry import default_registry
 
 # Provider model per alias, as the runtime's default fallback chains start.
 MODEL_FOR_ALIAS = {"fast": "fake-fast", "smart": "fake-smart"}

@@ -4,7 +4,7 @@
                               [--provider-latency-ms 50] [--provider standalone|stack]
                               [--skip-throughput] [--no-write]
 
-Starts the stack as ``make run`` does (``python -m deployments.launch``, fresh data dir,
+Starts the stack as ``make run`` does (``python -m agent_runtime.cli.launch``, fresh data dir,
 free ports), measures it against the fake provider at a fixed latency, runs the same load
 against ``loadtests/baseline_app.py`` (the same graph in one FastAPI process, no Ray), then
 stops everything it started. Prints a table, writes ``loadtests/results/bench.json`` and
@@ -85,7 +85,8 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
 
 class ServerTiming(BaseModel):
-    """The runtime's ``Server-Timing`` of one run, in ms (see ``deployments/routes.py``)."""
+    """The runtime's ``Server-Timing`` of one run, in ms (see
+    ``agent_runtime/api/routes/assistant_routes.py``)."""
 
     provider: float
     router: float
@@ -1056,9 +1057,9 @@ class Bench:
                 # Something else answers there: /ok would time the wrong server.
                 raise StartFailed(f"port {env['AGENT_HTTP_PORT']} is already in use")
 
-        print(f"1/4 Cold start: python -m deployments.launch, {url}...", flush=True)
+        print(f"1/4 Cold start: python -m agent_runtime.cli.launch, {url}...", flush=True)
         started = time.monotonic()
-        launcher = self.start(Child.module("launcher", self.work, env, "deployments.launch"))
+        launcher = self.start(Child.module("launcher", self.work, env, "agent_runtime.cli.launch"))
         launcher.wait_ready(f"{url}/ok")
         cold = ColdStart(seconds=time.monotonic() - started)
         print(f"  first 200 on /ok after {cold.seconds:.1f} s", flush=True)

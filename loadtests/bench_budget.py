@@ -8,7 +8,7 @@ Each repetition gives a tenant a daily budget of ``--limit-usd`` (plus a monthly
 budget and a daily key budget that never bind, so every reservation checks three
 counters), spends all but ``--last-usd`` of it, then starts ``--calls`` concurrent calls
 (asyncio tasks). A call is what the router does: reserve its worst case
-(``--reserve-usd``) with :meth:`runtime.budgets.BudgetGuard.reserve`, await a fake
+(``--reserve-usd``) with :meth:`agent_runtime.tenancy.budgets.BudgetGuard.reserve`, await a fake
 provider (a uniform ``--delay-ms`` sleep), settle the real cost (uniform between half the
 reservation and all of it). The calls are spread over ``--replicas`` guards, each with its
 own Redis connection pool, as replicas would be. Budgets come from a fixed list (in
@@ -41,11 +41,11 @@ from decimal import Decimal
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from runtime.budget_spend import RedisSpend
-from runtime.budgets import Budget, BudgetGuard, Reservation
-from runtime.errors import BudgetExceeded, DependencyUnavailable
-from runtime.limits import make_redis_client
-from runtime.pricing import format_usd, from_micros, to_micros
+from agent_runtime.config.pricing import format_usd, from_micros, to_micros
+from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable
+from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.tenancy.budget_spend import RedisSpend
+from agent_runtime.tenancy.budgets import Budget, BudgetGuard, Reservation
 
 TENANT = "bench"
 KEY = "bench-key"

@@ -6,8 +6,8 @@
 In one process and one run, the same workload runs under four checkpointers: none (the
 graph compiled without one, every invocation a fresh run), LangGraph's ``InMemorySaver``,
 the stock ``AsyncPostgresSaver`` over a psycopg pool, and the production path
-(``runtime.checkpointers.Checkpointers``: the lock-free ``PooledPostgresSaver`` over the
-same kind of pool, inside ``TimedSaver``).
+(``agent_runtime.execution.checkpointers.Checkpointers``: the lock-free ``PooledPostgresSaver``
+over the same kind of pool, inside ``TimedSaver``).
 
 The workload: a router node and one of two specialist nodes, each an
 ``asyncio.sleep(model_ms)`` standing in for a model call, so one run is two "model calls"
@@ -56,16 +56,16 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from runtime import timing
-from runtime.checkpointers import Checkpointers
-from runtime.settings import StorageSettings
+from agent_runtime.config.settings import StorageSettings
+from agent_runtime.core import timing
+from agent_runtime.execution.checkpointers import Checkpointers
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_RATIO = 0.5  # the production path's runs/s over no checkpointer's
 WARMUP_S = 0.5  # before each round's window
 ROUNDS = 3
 SCHEMA_PREFIX = "bench_ckpt_"
-POOL_MIN_SIZE = 4  # as runtime.checkpointers builds its pool
+POOL_MIN_SIZE = 4  # as agent_runtime.execution.checkpointers builds its pool
 # The kwargs the saver needs (autocommit, dict rows), as the production pool has them.
 POOL_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 
@@ -309,7 +309,7 @@ async def measure(
             question += 1
             start = time.perf_counter()
             try:
-                # As runtime/runs.py runs a graph: inside a run's timings.
+                # As agent_runtime/runs/run_service.py runs a graph: inside a run's timings.
                 with timing.track_run():
                     await graph.ainvoke({"messages": [f"question {question}"]}, config)
             except Exception as exc:

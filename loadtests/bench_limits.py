@@ -5,8 +5,8 @@
 
 Two routes in one uvicorn server (a process of its own, as the ingress is), identical but
 for one dependency: ``/plain`` resolves a fixed principal; ``/limited`` resolves it and then
-takes a request from the key's bucket with :class:`runtime.fair_use.RequestLimiter` (the
-class the ingress uses: the tenant's limits from its cache, one ``EVALSHA`` of the token
+takes a request from the key's bucket with :class:`agent_runtime.tenancy.fair_use.RequestLimiter`
+(the class the ingress uses: the tenant's limits from its cache, one ``EVALSHA`` of the token
 bucket script, the ``X-RateLimit-*`` headers). One client (httpx, keep-alive) alternates
 between the two, request by request, so both see the same machine at the same moment;
 the added latency is the difference of the two distributions' percentiles.
@@ -42,9 +42,10 @@ from fastapi import Depends, FastAPI, Request, Response
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from runtime.fair_use import RequestLimiter, TenantLimitsCache, refused
-from runtime.limits import RedisTokenBucket, make_redis_client
-from runtime.records import Principal, TenantLimits
+from agent_runtime.core.records import Principal, TenantLimits
+from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache, refused
+from agent_runtime.tenancy.token_buckets import RedisTokenBucket
 
 TARGET_ADDED_P50_MS = 0.5
 TARGET_ROUND_TRIPS = 1.0
@@ -78,7 +79,7 @@ Who = Annotated[Principal, Depends(principal)]
 
 
 async def take_one(request: Request, who: Who) -> None:
-    """The limiter dependency: what ``deployments.limiting.check_request_limit`` does."""
+    """The limiter dependency: what ``agent_runtime.api.limit_headers.check_request_limit`` does."""
     limiter: RequestLimiter = request.app.state.limiter
     started = time.perf_counter()
     decision = await limiter.check(who)

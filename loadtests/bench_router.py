@@ -4,7 +4,7 @@
                                      [--phase-s 10] [--failover-ms 20] [--redis-url URL]
                                      [--no-redis] [--json]
 
-No Ray: the fake OpenAI-compatible provider (``runtime/fake_provider.py``) runs as its own
+No Ray: the fake OpenAI-compatible provider (``agent_runtime/fake/provider_app.py``) runs as its own
 uvicorn process on a free local port, and this process calls it.
 
 **Overhead.** One client, sequential calls, in rounds: each round makes one call of each
@@ -50,10 +50,10 @@ import httpx
 import openai
 from langchain_core.messages import HumanMessage
 
-from runtime.breakers import Breakers, Ticket
-from runtime.call_observer import CallPlan, CallReport
-from runtime.routing import ModelRouter
-from runtime.types import ChatRequest
+from agent_runtime.core.types import ChatRequest
+from agent_runtime.gateway.breakers import Breakers, Ticket
+from agent_runtime.gateway.call_observer import CallPlan, CallReport
+from agent_runtime.gateway.model_router import ModelRouter
 
 try:
     from loadtests.bench_router_support import Latency, Provider, breakers, models_config

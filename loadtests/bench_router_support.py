@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from runtime.breakers import BreakerRegistry, Breakers, TransitionHook
-from runtime.fake_provider import create_fake_provider_app
-from runtime.model_config import ModelsConfig, ModelSpec, ProviderConfig
-from runtime.settings import FakeProviderSettings
-from runtime.shared_breakers import SharedBreakerRegistry
+from agent_runtime.config.models_file import ModelsConfig, ModelSpec, ProviderConfig
+from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.fake.provider_app import create_fake_provider_app
+from agent_runtime.gateway.breakers import BreakerRegistry, Breakers, TransitionHook
+from agent_runtime.gateway.shared_breakers import SharedBreakerRegistry
 
 
 def percentile(values: Sequence[float], q: float) -> float:

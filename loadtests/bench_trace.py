@@ -27,10 +27,10 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
+from agent_runtime.core.types import Attempt, ChatRequest, ChatResult, TokenUsage
+from agent_runtime.execution.chat_model import RouterChatModel
+from agent_runtime.execution.run_trace import TraceRecorder
 from graphs.tools import calculator
-from runtime.chat_model import RouterChatModel
-from runtime.run_trace import TraceRecorder
-from runtime.types import Attempt, ChatRequest, ChatResult, TokenUsage
 
 
 def _graph(model_ms: float) -> Any:

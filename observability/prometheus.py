@@ -2,7 +2,7 @@
 
 Ray exports every metric (``ray_serve_*`` and the runtime's ``ray_agent_*``) on one
 endpoint, ``http://127.0.0.1:<AGENT_METRICS_PORT>/metrics`` (8085 by default, see
-``deployments/launch.py``). This module writes a Prometheus config scraping it, with the
+``agent_runtime/cli/launch.py``). This module writes a Prometheus config scraping it, with the
 rules of ``observability/prometheus/alerts.yml``, and runs Debian's ``prometheus`` on it
 in the foreground (its data under ``.agent-data/prometheus``). The end-to-end test uses the
 same functions with a short scrape interval.

@@ -10,10 +10,13 @@ import os
 
 import pytest
 
+# The per-backend storage fixture, for the tests of every package.
+from tests.backends import storage_settings  # noqa: F401
+
 # Ray 2.60 turns token auth on by default; the test cluster runs without it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# The same Serve mode `make run` uses (deployments/launch.py).
+# The same Serve mode `make run` uses (agent_runtime/cli/launch.py).
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 

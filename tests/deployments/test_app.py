@@ -7,16 +7,16 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.app import build_app, build_fake_provider_app
-from runtime.settings import (
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
     DeploymentScaling,
     FakeProviderSettings,
     LimitSettings,
-    ProviderSettings,
     RuntimeSettings,
     ServeSettings,
     StorageSettings,
 )
+from agent_runtime.deployments.app import build_app, build_fake_provider_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,8 +87,8 @@ def test_serve_config_file_is_valid_and_names_the_builders() -> None:
     schema = ServeDeploySchema.parse_obj(config)
     paths = {app.name: app.import_path for app in schema.applications}
     assert paths == {
-        "fake-provider": "deployments.app:build_fake_provider_app",
-        "agent-runtime": "deployments.app:build_app",
+        "fake-provider": "agent_runtime.deployments.app:build_fake_provider_app",
+        "agent-runtime": "agent_runtime.deployments.app:build_app",
     }
     overrides = {d["name"] for d in config["applications"][1]["deployments"]}
     assert overrides == {"Ingress", "Orchestrator", "ModelRouter"}

@@ -7,12 +7,12 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from deployments.api import _run_location
-from deployments.metrics import refusal_limit
-from deployments.replica_logs import logged
-from runtime import logs
-from runtime.errors import BudgetExceeded, NotFound, RateLimited
-from runtime.records import Principal
+from agent_runtime.api.middleware import _run_location
+from agent_runtime.core import logs
+from agent_runtime.core.errors import BudgetExceeded, NotFound, RateLimited
+from agent_runtime.core.records import Principal
+from agent_runtime.replica.metrics import refusal_limit
+from agent_runtime.replica.replica_logs import logged
 
 CALLER = Principal(tenant_id="acme", key_id="k1", request_id="req-9")
 

@@ -16,20 +16,20 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from runtime.auth import generate_key
-from runtime.settings import (
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
     BudgetSettings,
     EvalSettings,
     FakeProviderSettings,
     LimitSettings,
-    ProviderSettings,
     RunSettings,
     RuntimeSettings,
     ServeSettings,
     StorageSettings,
     TraceSettings,
 )
-from runtime.storage import MetadataStore
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.auth import generate_key
 from tests.e2e.support import Api, open_api
 from tests.otlp import OtlpReceiver, otlp_receiver
 
@@ -98,8 +98,8 @@ def stack(stack_settings: RuntimeSettings) -> Iterator[Stack]:
     import ray
     from ray import serve
 
-    from deployments.app import run_targets
-    from deployments.launch import wait_until_ok
+    from agent_runtime.cli.launch import wait_until_ok
+    from agent_runtime.deployments.app import run_targets
 
     port = stack_settings.serve.http_port
     ray.init(

@@ -20,8 +20,8 @@ import httpx
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from runtime.auth import generate_key
-from runtime.storage import MetadataStore
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.auth import generate_key
 
 T = TypeVar("T")
 KEYS_PER_TENANT = 8

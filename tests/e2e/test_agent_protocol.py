@@ -160,8 +160,8 @@ async def test_unknown_ids_are_404(stack: Stack, tenant: Tenant) -> None:
 async def test_threads_are_tenant_isolated(
     stack: Stack, tenant: Tenant, store: object, http: httpx.AsyncClient
 ) -> None:
-    from runtime.auth import generate_key
-    from runtime.storage import MetadataStore
+    from agent_runtime.db.metadata import MetadataStore
+    from agent_runtime.tenancy.auth import generate_key
 
     assert isinstance(store, MetadataStore)
     await store.ensure_tenant("other-tenant", "another tenant")

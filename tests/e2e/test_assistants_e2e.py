@@ -8,7 +8,7 @@ import uuid
 import pytest
 from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
 
-from runtime.protocol import default_assistant_id
+from agent_runtime.protocol.agent_protocol import default_assistant_id
 from tests.e2e.support import MISSING, Api, msg
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,7 @@ async def test_default_assistants_search_count_and_pagination(api: Api) -> None:
         assert assistant["assistant_id"] == default_assistant_id(assistant["graph_id"])
         assert assistant["name"] == assistant["graph_id"] and assistant["version"] == 1
     # This runtime lets a graph id stand for its default assistant on GET too (the
-    # Platform's in-memory server answers 422 there); see runtime/assistants.py.
+    # Platform's in-memory server answers 422 there); see agent_runtime/runs/assistants.py.
     assert (await sdk.assistants.get("react"))["assistant_id"] == default_assistant_id("react")
 
     mine = await sdk.assistants.create("memory", name="Alpha helper", metadata={"team": "x"})

@@ -8,8 +8,8 @@ import openai
 import pytest
 from langgraph_sdk import get_client
 
-from runtime.budgets import BudgetStore
-from runtime.storage import MetadataStore
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.budgets import BudgetStore
 from tests.e2e.conftest import Stack, Tenant
 
 pytestmark = pytest.mark.e2e

@@ -2,7 +2,7 @@
 and run; the request id comes back in the ``x-request-id`` header.
 
 Serve writes each replica's lines to ``logs/serve/replica_<app>_<deployment>_<id>.log``
-in the Ray session directory (JSON, see ``deployments.replica_logs``): the test reads
+in the Ray session directory (JSON, see ``agent_runtime.replica.replica_logs``): the test reads
 them back, as tests/e2e/test_secrets.py reads Ray's logs.
 """
 

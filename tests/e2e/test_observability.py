@@ -25,9 +25,9 @@ import openai
 import pytest
 import yaml
 
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.budgets import BudgetStore
 from observability import prometheus, render
-from runtime.budgets import BudgetStore
-from runtime.storage import MetadataStore
 from tests.e2e.conftest import BURST, Stack, free_port
 from tests.e2e.support import Api, msg
 

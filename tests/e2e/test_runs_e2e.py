@@ -11,7 +11,7 @@ import uuid
 import pytest
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 
-from runtime.protocol import default_assistant_id
+from agent_runtime.protocol.agent_protocol import default_assistant_id
 from tests.e2e.support import (
     MISSING,
     Api,

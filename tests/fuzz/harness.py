@@ -29,32 +29,33 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from deployments.api import Services, create_api
-from deployments.graph_info import assistant_store
-from deployments.metrics import IngressMetrics
-from deployments.orchestrator import OrchestratorDeployment
-from graphs.registry import default_registry
-from runtime.audit import CLI
-from runtime.auth import Authenticator
-from runtime.breakers import BreakerRegistry
-from runtime.budgets import build_budget_guard
-from runtime.fake_provider import create_fake_provider_app
-from runtime.limits import build_limiter
-from runtime.routing import ModelRouter
-from runtime.settings import (
+from agent_runtime.api.app_factory import create_api
+from agent_runtime.api.deps import Services
+from agent_runtime.api.graph_info import assistant_store
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
     BudgetSettings,
     FakeProviderSettings,
     LimitSettings,
-    ProviderSettings,
     RunSettings,
     RuntimeSettings,
     ServeSettings,
     StorageSettings,
 )
-from runtime.storage import MetadataStore
-from runtime.store import ItemStores
-from runtime.tenants import TenantAdmin
-from tests.runtime.conftest import isolated_postgres
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.deployments.orchestrator import OrchestratorDeployment
+from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.fake.provider_app import create_fake_provider_app
+from agent_runtime.gateway.breakers import BreakerRegistry
+from agent_runtime.gateway.model_router import ModelRouter
+from agent_runtime.replica.metrics import IngressMetrics
+from agent_runtime.tenancy.audit import CLI
+from agent_runtime.tenancy.auth import Authenticator
+from agent_runtime.tenancy.budgets import build_budget_guard
+from agent_runtime.tenancy.tenants import TenantAdmin
+from agent_runtime.tenancy.token_buckets import build_limiter
+from graphs.registry import default_registry
+from tests.backends import isolated_postgres
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "fuzz-bootstrap-admin-key"

@@ -1,8 +1,8 @@
 """Fixtures for the graph tests: chat models that talk to the fake provider over ASGI.
 
 The graphs get real ``ChatOpenAI`` clients speaking the OpenAI wire protocol; only the
-model behind it is fake (deterministic, see ``runtime.fake_llm``). Each alias maps to the
-fake model of the same name, as the default router configuration does.
+model behind it is fake (deterministic, see ``agent_runtime.fake.fake_model``). Each alias maps to
+the fake model of the same name, as the default router configuration does.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs.registry import ModelFactory
-from runtime.fake_provider import create_fake_provider_app
-from runtime.settings import FakeProviderSettings
+from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.execution.graph_registry import ModelFactory
+from agent_runtime.fake.provider_app import create_fake_provider_app
 
 FAKE_BASE_URL = "http://fake/v1"
 MODEL_FOR_ALIAS = {"fast": "fake-fast", "smart": "fake-smart"}

@@ -11,8 +11,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from agent_runtime.execution.graph_registry import ModelFactory
 from graphs import approval
-from graphs.registry import ModelFactory
 
 
 @pytest.fixture

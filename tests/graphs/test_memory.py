@@ -14,10 +14,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from agent_runtime.execution.graph_registry import ModelFactory
+from agent_runtime.execution.item_store import ItemStores, NoTenantScope, tenant_scope
 from graphs import memory
-from graphs.registry import ModelFactory
-from runtime.store import ItemStores, NoTenantScope, tenant_scope
-from tests.runtime.conftest import BACKENDS, backend_settings
+from tests.backends import BACKENDS, backend_settings
 
 
 class Prompts(AsyncCallbackHandler):

@@ -8,8 +8,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from agent_runtime.execution.graph_registry import ModelFactory
 from graphs import multi_agent
-from graphs.registry import ModelFactory
 
 
 @pytest.fixture

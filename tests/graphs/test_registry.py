@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agent_runtime.core.errors import NotFound
+from agent_runtime.execution.graph_registry import GraphRegistry, GraphSpec, ModelFactory
 from graphs import multi_agent, react
-from graphs.registry import GraphRegistry, GraphSpec, ModelFactory, default_registry
-from runtime.errors import NotFound
+from graphs.registry import default_registry
 
 GRAPHS_DIR = Path(multi_agent.__file__).parent
 

@@ -17,6 +17,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.core.timing import RunTimings
+from agent_runtime.fake.provider_app import create_fake_provider_app
 from loadtests.baseline_app import create_baseline_app, openai_models
 from loadtests.bench import (
     ADVICE,
@@ -44,15 +47,13 @@ from loadtests.bench import (
     where_time_goes,
     write_doc,
 )
-from runtime.fake_provider import create_fake_provider_app
-from runtime.settings import FakeProviderSettings
-from runtime.timing import RunTimings
 
 FAKE_BASE_URL = "http://fake/v1"
 
 
 def header(provider: float, router: float, checkpoint: float, orch: float, graph: float) -> str:
-    """A Server-Timing value as the runtime writes it (``deployments/routes.py``)."""
+    """A Server-Timing value as the runtime writes it
+    (``agent_runtime/api/routes/assistant_routes.py``)."""
     timings = RunTimings(provider_ms=provider, router_ms=router, checkpoint_ms=checkpoint)
     return timings.server_timing(orchestrator=orch, graph=graph)
 

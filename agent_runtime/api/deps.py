@@ -1,0 +1,188 @@
+"""The routes' dependencies: the replica's services, the caller's principal and its scopes.
+
+Every route declares what it needs with exactly one of :data:`ReadPrincipal`,
+:data:`RunPrincipal` or :data:`AdminPrincipal` (a route-table test enforces it; only
+``/ok``, ``/health`` and the OpenAPI pages are public). A key without the scope gets a 403
+``{"detail": "this API key lacks the 'run' scope", "error": "forbidden",
+"missing_scope": "run"}``. Keys made without scopes, and keys older than scopes, have
+``read`` and ``run``. There are exactly three scopes; writes that are not runs go with
+``run`` (a read-only key cannot change anything):
+
+=========  ==============================================================================
+scope      routes
+=========  ==============================================================================
+``read``   ``GET`` of assistants (and their graph, schemas, subgraphs), threads, state,
+           history, runs and store items; ``POST`` searches and counts (assistants,
+           threads, store items and namespaces), assistant versions, ``POST`` state at a
+           checkpoint and history; joining a run (``GET .../join``); ``GET /usage``,
+           ``GET /budgets``, ``GET /v1/models``
+``run``    creating, updating and deleting assistants (and setting the latest version),
+           threads (copy, prune, state updates) and store items; every run route that
+           starts, cancels or deletes runs (``/runs``, ``/runs/wait``, ``/runs/stream``,
+           ``/runs/batch``, ``/runs/cancel``, the thread's runs); joining a run's stream
+           (``GET .../runs/{id}/stream``: it may cancel the run on disconnect);
+           ``POST /v1/chat/completions``
+``admin``  every ``/admin/...`` route
+=========  ==============================================================================
+
+Admins: a key with the ``admin`` scope, or the bootstrap ``AGENT_ADMIN_API_KEY`` (in
+``x-admin-key``, ``Authorization: Bearer`` or ``x-api-key``). With the bootstrap key unset,
+a request that carries no admin-scoped key gets 404 from ``/admin`` routes, as if absent.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from ray.serve.handle import DeploymentHandle
+
+from agent_runtime.api.limit_headers import check_request_limit
+from agent_runtime.config.settings import RuntimeSettings
+from agent_runtime.core import logs
+from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
+from agent_runtime.core.records import Principal, Scope
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.execution.graph_registry import GraphRegistry
+from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.replica.metrics import IngressMetrics
+from agent_runtime.runs.assistants import AssistantStore
+from agent_runtime.runs.run_queue import RunStore
+from agent_runtime.runs.thread_rows import ThreadStore
+from agent_runtime.runs.trace_rows import TraceReader
+from agent_runtime.tenancy.audit import Actor
+from agent_runtime.tenancy.auth import Authenticator, extract_api_key
+from agent_runtime.tenancy.budgets import BudgetGuard
+from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
+from agent_runtime.tenancy.tenants import TenantStore
+from agent_runtime.tenancy.token_buckets import RateLimiter
+
+
+@dataclass
+class Services:
+    """What one ingress replica holds, built once in its constructor."""
+
+    settings: RuntimeSettings
+    store: MetadataStore
+    auth: Authenticator
+    limiter: RateLimiter
+    orchestrator: DeploymentHandle
+    router: DeploymentHandle
+    metrics: IngressMetrics
+    graphs: GraphRegistry
+    assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
+    items: ItemStores | None = None  # the store's items; ingress builds and sets it up
+    budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
+    # Requests per key sized by each tenant's limits, over ``limiter`` (built if not given).
+    requests: RequestLimiter | None = None
+    # Row queries over the same engine, answered without a hop to the orchestrator.
+    threads: ThreadStore = field(init=False)
+    runs: RunStore = field(init=False)
+    traces: TraceReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.threads = ThreadStore(self.store)
+        self.runs = RunStore(self.store)
+        self.traces = TraceReader(self.store)
+        if self.requests is None:
+            limits = self.settings.limits
+            self.requests = RequestLimiter(
+                self.limiter,
+                TenantLimitsCache(TenantStore(self.store), limits.tenant_limits_cache_ttl_s),
+                default_rate_per_s=limits.rate_limit_per_second,
+                default_burst=limits.rate_limit_burst,
+            )
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """API key from ``x-api-key`` or ``Authorization: Bearer``, then the per-key limit."""
+    principal = await services.auth.authenticate(extract_api_key(request.headers))
+    params = request.path_params
+    logs.update(
+        tenant_id=principal.tenant_id,
+        thread_id=params.get("thread_id"),
+        run_id=params.get("run_id"),
+    )
+    # The request id crosses the handle calls with the principal
+    # (agent_runtime.deployments.orchestrator).
+    principal = principal.model_copy(update={"request_id": request.state.request_id})
+    assert services.requests is not None, "Services.__post_init__ builds it"
+    await check_request_limit(request, services.requests, services.metrics, principal)
+    return principal
+
+
+# Authenticated, whatever the key's scopes: not for routes (the route-table test fails a
+# route that has no scope dependency); use the scoped aliases below.
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def missing_scope(scope: Scope) -> Forbidden:
+    return Forbidden(f"this API key lacks the {scope!r} scope", missing_scope=scope)
+
+
+class RequireScope:
+    """A dependency: the caller's key must have ``scope`` (403 naming it otherwise)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope: Scope = scope
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        if self.scope not in principal.scopes:
+            raise missing_scope(self.scope)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"RequireScope({self.scope!r})"
+
+
+class RequireAdmin:
+    """A dependency: the bootstrap admin key or an ``admin``-scoped API key; who it was."""
+
+    scope: Scope = "admin"
+
+    async def __call__(self, request: Request, services: ServicesDep) -> Actor:
+        secret = services.settings.budgets.admin_api_key
+        bootstrap = secret.get_secret_value() if secret is not None else ""
+        headers = request.headers
+        if bootstrap:
+            offered = [headers.get("x-admin-key", ""), extract_api_key(headers) or ""]
+            if any(o and hmac.compare_digest(o.encode(), bootstrap.encode()) for o in offered):
+                return Actor("admin-api-key")
+        if extract_api_key(headers) is not None:
+            try:
+                principal = await authenticate(request, services)
+            except Unauthorized:
+                if not bootstrap:
+                    raise NotFound("Not Found") from None
+                raise
+            if "admin" in principal.scopes:
+                return Actor("api-key", key_id=principal.key_id, tenant_id=principal.tenant_id)
+            if bootstrap:
+                raise missing_scope("admin")
+        if not bootstrap:
+            raise NotFound("Not Found")
+        raise Unauthorized(
+            "admin credential missing or invalid: send AGENT_ADMIN_API_KEY as x-admin-key, "
+            "or an API key with the 'admin' scope"
+        )
+
+    def __repr__(self) -> str:
+        return "RequireAdmin()"
+
+
+require_read = RequireScope("read")
+require_run = RequireScope("run")
+require_admin = RequireAdmin()
+ReadPrincipal = Annotated[Principal, Depends(require_read)]
+RunPrincipal = Annotated[Principal, Depends(require_run)]
+AdminPrincipal = Annotated[Actor, Depends(require_admin)]

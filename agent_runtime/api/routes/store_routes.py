@@ -1,0 +1,199 @@
+"""HTTP routes of the store (long-term memory): items and namespaces, per tenant.
+
+Paths, bodies, statuses and response shapes follow LangGraph Platform, so
+``client.store.*`` of the official SDK works unchanged: puts and deletes answer 204, a
+missing item is ``200 null``, a bad namespace label is a 422, an empty or reserved
+namespace a 400. Every call acts on the caller's tenant only (:class:`TenantScopedStore`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError, NotProvided
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.core.records import Principal
+from agent_runtime.execution.item_store import TenantScopedStore
+from agent_runtime.protocol.agent_protocol import MAX_OFFSET
+
+store = APIRouter(tags=["store"])
+
+
+def _label(label: str) -> str:
+    """Platform's rule: labels are joined with "." in storage, so they cannot hold one."""
+    if not label or "." in label or "\0" in label:
+        raise ValueError(f"Namespace label {label!r} must be a non-empty string without periods")
+    return label
+
+
+Label = Annotated[str, AfterValidator(_label)]
+MAX_TTL_MINUTES = 100 * 366 * 24 * 60
+MIN_TTL_MINUTES = 0.0001
+
+
+def _ttl(minutes: float | None) -> float | None:
+    if minutes is not None and 0 < minutes < MIN_TTL_MINUTES:
+        raise ValueError(f"ttl must be 0 or at least {MIN_TTL_MINUTES} minutes")
+    return minutes
+
+
+def _index(index: Any) -> Literal[False] | list[str] | None:
+    """Which fields to index for search: false (none), null (the default) or their paths."""
+    if index is None or index is False:
+        return index
+    if isinstance(index, list) and all(isinstance(path, str) for path in index):
+        return index
+    raise ValueError("index must be false, null or a list of field paths")
+
+
+class _StoreRequest(BaseModel):
+    # As agent_runtime.protocol.agent_protocol's requests: unknown fields ignored, known ones
+    # strictly typed.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class StorePut(_StoreRequest):
+    namespace: list[Label]
+    key: str
+    value: dict[str, Any]
+    # Typed by hand: a union would report one error per member, named after the member.
+    index: Annotated[Any, AfterValidator(_index)] = None
+    # Minutes; null: never expires. Absent (see ttl_minutes): the store's default TTL.
+    # At most a century, and none in (0, 0.0001): the database is sent the number as text,
+    # and a longer one overflowed its interval, a tinier one (1e-05) is not one (500s).
+    ttl: Annotated[
+        float | None,
+        Field(ge=0, le=MAX_TTL_MINUTES, allow_inf_nan=False),
+        AfterValidator(_ttl),
+    ] = None
+
+    def ttl_minutes(self) -> float | NotProvided | None:
+        return self.ttl if "ttl" in self.model_fields_set else NOT_PROVIDED
+
+
+class StoreDelete(_StoreRequest):
+    namespace: list[Label] = Field(default_factory=list)
+    key: str
+
+
+class StoreSearch(_StoreRequest):
+    namespace_prefix: list[Label] | None = None
+    filter: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=0, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    query: str | None = None
+    refresh_ttl: bool | None = None
+
+
+class StoreListNamespaces(_StoreRequest):
+    prefix: list[Label] | None = None
+    suffix: list[Label] | None = None
+    max_depth: int | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=0, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+def tenant_store(services: Services, principal: Principal) -> TenantScopedStore:
+    if services.items is None:
+        raise DependencyUnavailable("the item store is not set up on this replica")
+    return services.items.for_tenant(principal.tenant_id)
+
+
+def bad_request(detail: str) -> JSONResponse:
+    """Platform answers 400 with a bare ``detail`` where the store rejects a namespace."""
+    return JSONResponse({"detail": detail, "error": "bad_request"}, status_code=400)
+
+
+def query_namespace(dotted: str) -> tuple[str, ...]:
+    """``GET`` carries the namespace dotted (``a.b``), as the SDK sends it."""
+    labels = tuple(dotted.split("."))
+    for index, label in enumerate(labels):
+        try:
+            _label(label)
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ("query", "namespace", index), "msg": str(exc), "type": "value_error"}]
+            ) from None
+    return labels
+
+
+@store.put("/store/items", status_code=204)
+async def put_item(services: ServicesDep, principal: RunPrincipal, body: StorePut) -> Response:
+    items = tenant_store(services, principal)
+    try:
+        await items.aput(
+            tuple(body.namespace),
+            body.key,
+            body.value,
+            index=body.index,
+            ttl=body.ttl_minutes(),
+        )
+    except InvalidNamespaceError as exc:
+        return bad_request(str(exc))
+    return Response(status_code=204)
+
+
+@store.get("/store/items", response_model=None)
+async def get_item(
+    services: ServicesDep,
+    principal: ReadPrincipal,
+    namespace: Annotated[str, Query()] = "",
+    key: Annotated[str | None, Query()] = None,
+    refresh_ttl: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    labels = query_namespace(namespace)
+    if not key:
+        return bad_request("Key is required")
+    # As Platform: "true" (any case) refreshes, anything else does not, absent is the default.
+    refresh = None if refresh_ttl is None else refresh_ttl.lower() == "true"
+    item = await tenant_store(services, principal).aget(labels, key, refresh_ttl=refresh)
+    return JSONResponse(None if item is None else item.dict())
+
+
+@store.delete("/store/items", status_code=204)
+async def delete_item(
+    services: ServicesDep, principal: RunPrincipal, body: StoreDelete
+) -> Response:
+    await tenant_store(services, principal).adelete(tuple(body.namespace), body.key)
+    return Response(status_code=204)
+
+
+@store.post("/store/items/search")
+async def search_items(
+    services: ServicesDep, principal: ReadPrincipal, body: StoreSearch
+) -> dict[str, Any]:
+    try:
+        found = await tenant_store(services, principal).asearch(
+            tuple(body.namespace_prefix or ()),
+            query=body.query,
+            filter=body.filter,
+            limit=body.limit,
+            offset=body.offset,
+            refresh_ttl=body.refresh_ttl,
+        )
+    except ValueError as exc:
+        # The stores reject unknown filter operators and (SQLite) odd filter keys.
+        raise RequestValidationError(
+            [{"loc": ("body", "filter"), "msg": str(exc), "type": "value_error"}]
+        ) from None
+    return {"items": [item.dict() for item in found]}
+
+
+@store.post("/store/namespaces")
+async def list_namespaces(
+    services: ServicesDep, principal: ReadPrincipal, body: StoreListNamespaces
+) -> dict[str, list[list[str]]]:
+    found = await tenant_store(services, principal).alist_namespaces(
+        prefix=tuple(body.prefix) if body.prefix else None,
+        suffix=tuple(body.suffix) if body.suffix else None,
+        max_depth=body.max_depth,
+        limit=body.limit,
+        offset=body.offset,
+    )
+    return {"namespaces": [list(namespace) for namespace in found]}

@@ -1,0 +1,464 @@
+"""Every tunable of the runtime, one ``BaseSettings`` per concern.
+
+Settings are read from ``AGENT_*`` environment variables (and a ``.env`` file) once, at
+start-up, by :meth:`RuntimeSettings.from_env`, then passed down to each part. Nothing in
+this module reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile
+from agent_runtime.config.models_file import ModelsConfig, configured
+from agent_runtime.config.pricing import ModelPrice
+from agent_runtime.config.provider_settings import ENV as _ENV
+from agent_runtime.config.provider_settings import ProviderSettings
+
+DEFAULT_HTTP_PORT = 8000
+
+
+class StorageSettings(BaseSettings):
+    """Where metadata (tenants, keys, threads, runs) and checkpoints live."""
+
+    model_config = _ENV
+
+    data_dir: Path = Field(default=Path(".agent-data"), description="Embedded databases' folder.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://... or sqlite:///path; default: SQLite under data_dir.",
+    )
+    db_pool_size: int = Field(default=10, ge=4, description="Postgres pool size per replica.")
+    db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("AGENT_DATABASE_URL must start with postgresql:// or sqlite:///")
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url is not None and self.database_url.startswith("postgres")
+
+    @property
+    def postgres_dsn(self) -> str:
+        """libpq DSN (psycopg) for the Postgres database."""
+        assert self.database_url is not None and self.is_postgres
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Metadata SQLite file (embedded default)."""
+        if self.database_url and self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return self.data_dir / "runtime.db"
+
+    @property
+    def checkpoint_sqlite_path(self) -> Path:
+        """Checkpoints get their own SQLite file so the saver's connection never blocks metadata."""
+        return self.sqlite_path.with_name(self.sqlite_path.stem + "-checkpoints.db")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Async SQLAlchemy URL: asyncpg for Postgres, aiosqlite for SQLite."""
+        if self.is_postgres:
+            return "postgresql+asyncpg://" + self.postgres_dsn.split("://", 1)[1]
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+
+class LimitSettings(BaseSettings):
+    """Per-key request limits (token bucket) and where they are kept."""
+
+    model_config = _ENV
+
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://host:port/db; unset means an in-process limiter."
+    )
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    rate_limit_per_second: float = Field(default=50.0, gt=0, description="Refill rate per key.")
+    rate_limit_burst: int = Field(default=100, ge=1, description="Bucket size per key.")
+    auth_cache_ttl_s: float = Field(default=2.0, ge=0, description="Key lookup cache.")
+    # Fair use (agent_runtime/tenancy/fair_use.py); a tenant's own limits (admin API) override
+    # these.
+    rate_limit_failure_mode: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description="Redis unreachable: fail_open limits per replica; fail_closed answers 503.",
+    )
+    rate_limit_redis_retry_s: float = Field(
+        default=1.0, gt=0, description="After a Redis failure, how long limits skip Redis."
+    )
+    tenant_limits_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a replica caches a tenant's own limits."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Model tokens per tenant per minute; unset: no limit."
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, description="Running runs per tenant; unset: no limit."
+    )
+    max_queued_runs: int | None = Field(
+        default=None, ge=0, description="Queued background runs per tenant; unset: no limit."
+    )
+
+    @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
+    @classmethod
+    def _blank_limit_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class FakeProviderSettings(BaseSettings):
+    """The built-in OpenAI-compatible fake provider: latency and injected faults.
+
+    The flat fields are shorthands for the fault table (:mod:`agent_runtime.fake.faults`):
+    ``latency_ms``, ``jitter_ms``, ``fail_rate`` and ``fail_status`` describe the default
+    profile unless ``default_profile`` gives it whole; ``failing_models``, ``hanging_models``
+    and ``models`` (which wins) give models their own profiles.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_FAKE_", env_file=".env", extra="ignore")
+
+    latency_ms: float = Field(
+        default=50.0, ge=0, le=MAX_DELAY_MS, description="Fixed latency of every answer."
+    )
+    jitter_ms: float = Field(
+        default=0.0, ge=0, le=MAX_DELAY_MS, description="Uniform extra latency, 0..jitter."
+    )
+    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of calls that fail.")
+    fail_status: int = Field(default=500, ge=400, le=599)
+    failing_models: list[str] = Field(
+        default_factory=list, description="Models that always fail with fail_status."
+    )
+    hanging_models: list[str] = Field(
+        default_factory=list, description="Models that never answer (tests timeouts)."
+    )
+    default_profile: FaultProfile | None = Field(
+        default=None,
+        description="JSON FaultProfile of models without their own (replaces the flat fields).",
+    )
+    models: dict[str, FaultProfile] = Field(
+        default_factory=dict, description='JSON model -> FaultProfile, e.g. {"m": {"hang": true}}.'
+    )
+    control_token: SecretStr | None = Field(
+        default=None, description="Bearer token of /control/faults; unset: the routes are 404."
+    )
+    seed: int = 0
+
+    @field_validator("control_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_default(self) -> FakeProviderSettings:
+        flat = {"latency_ms", "jitter_ms", "fail_rate"} & self.model_fields_set
+        if self.default_profile is not None and flat:
+            names = ", ".join(f"AGENT_FAKE_{name.upper()}" for name in sorted(flat))
+            raise ValueError(f"set AGENT_FAKE_DEFAULT_PROFILE or {names}, not both")
+        return self
+
+
+class ItemStoreSettings(BaseSettings):
+    """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_STORE_", env_file=".env", extra="ignore")
+
+    default_ttl_minutes: float | None = Field(
+        default=None, gt=0, description="TTL of items put without one; unset: they never expire."
+    )
+    refresh_on_read: bool = Field(
+        default=True, description="Reads restart an item's TTL unless the caller says otherwise."
+    )
+    sweep_interval_minutes: float = Field(
+        default=5.0, gt=0, description="How often each replica deletes expired items."
+    )
+
+
+class DeploymentScaling(BaseModel):
+    """Autoscaling and concurrency of one Serve deployment (Serve's own option names)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=32, gt=0)
+    max_ongoing_requests: int = Field(default=128, ge=1)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+    # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
+    num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
+
+    def autoscaling_config(self) -> dict[str, float | int]:
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": max(self.min_replicas, 1),
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
+
+
+class ServeSettings(BaseSettings):
+    """HTTP address and per-deployment scaling; a Serve config file can override the latter."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = Field(default=8085, description="Ray's Prometheus endpoint.")
+    local_num_cpus: int = Field(
+        default=8,
+        ge=1,
+        description="Logical CPUs of the local Ray cluster (replicas are I/O-bound).",
+    )
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    router: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    fake_provider: DeploymentScaling = Field(
+        default_factory=lambda: DeploymentScaling(max_replicas=1)
+    )
+
+
+class HttpSettings(BaseSettings):
+    """What the ingress accepts and adds to every answer (agent_runtime/api/hardening.py).
+
+    Requests past a limit are refused before any route, body parser or model sees them,
+    with the JSON error shape of every other error (``{"detail", "error", ...}``).
+    """
+
+    model_config = _ENV
+
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="Total size of a request's headers (431 past it)."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Headers per request (431 past it).")
+    max_json_depth: int = Field(
+        default=64, ge=2, description="Nesting of a JSON body's arrays and objects (422 past it)."
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of an ordinary route's answer (504 past it)."
+    )
+    wait_timeout_s: float = Field(
+        default=360.0,
+        gt=0,
+        description="Deadline of routes that wait for a run or a model (the .../wait and "
+        "join routes, cancel with wait, chat completions).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (JSON list or comma-separated); empty: CORS off.",
+    )
+    hsts_max_age_s: int | None = Field(
+        default=None, ge=0, description="Send Strict-Transport-Security with this max-age."
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("hsts_max_age_s", mode="before")
+    @classmethod
+    def _blank_hsts_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class RunSettings(BaseSettings):
+    """Limits of runs, the run queue's leases and the thread retention sweeper."""
+
+    model_config = _ENV
+
+    run_timeout_s: float = Field(default=300.0, gt=0, description="A run past this: timeout.")
+    run_max_steps: int = Field(
+        default=100, ge=1, description="Most graph supersteps per run (recursion_limit cap)."
+    )
+    run_heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
+    run_lease_s: float = Field(
+        default=10.0, gt=0, description="A running run not heartbeated this long is resumed."
+    )
+    run_poll_s: float = Field(default=0.5, gt=0, description="Run queue and reaper interval.")
+    run_max_attempts: int = Field(default=3, ge=1, description="Tries when replicas die.")
+    run_max_concurrent: int = Field(
+        default=64, ge=1, description="Queued runs one orchestrator replica takes at once."
+    )
+    thread_ttl_minutes: float | None = Field(
+        default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
+    )
+    thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+    run_events_ttl_minutes: float = Field(
+        default=60.0, gt=0, description="Stored stream events are kept this long after a run."
+    )
+    cron_poll_s: float = Field(
+        default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
+    )
+    webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
+    )
+
+    @field_validator("thread_ttl_minutes", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def _default_model_prices() -> dict[str, ModelPrice]:
+    # The built-in fake provider's models, priced like small and large hosted models.
+    return {
+        "fake-fast": ModelPrice(0.15, 0.60),
+        "fake-fallback": ModelPrice(0.15, 0.60),
+        "fake-smart": ModelPrice(2.50, 10.00),
+    }
+
+
+class BudgetSettings(BaseSettings):
+    """Usage ledger, spending budgets and model prices (``AGENT_*``); the admin credential.
+
+    Budget counters live in the Redis of ``LimitSettings.redis_url`` (in process when unset).
+    """
+
+    model_config = _ENV
+
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Credential of the /admin routes (x-admin-key); unset: they answer 404.",
+    )
+    budget_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a replica caches a tenant's budgets."
+    )
+    budget_redis_prefix: str = Field(default="agent:budget:", min_length=1)
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=_default_model_prices,
+        description='JSON model -> price, e.g. {"gpt-4o": {"input_per_million_usd": 2.5, '
+        '"output_per_million_usd": 10}}',
+    )
+    default_model_price: ModelPrice | None = Field(
+        default_factory=lambda: ModelPrice(10.00, 30.00),
+        description="Price of models not in model_prices; null: such calls are refused.",
+    )
+    default_max_output_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Completion bound reserved (and sent) when a request sets no max_tokens.",
+    )
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class EvalSettings(BaseSettings):
+    """Sampled online judging of finished runs (``AGENT_EVAL_*``; agent_runtime/evals/online.py).
+
+    Off by default. A sampled run's last exchange is scored by the judge model in the
+    background, after the run has ended; the run's caller never waits for it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_EVAL_", env_file=".env", extra="ignore")
+
+    sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of successful runs judged; 0: off."
+    )
+    judge_model: str = Field(
+        default="smart", min_length=1, description="Alias (or model) the judge asks."
+    )
+    graphs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Graphs whose runs are sampled (JSON list or comma-separated); empty: all.",
+    )
+    max_pending: int = Field(
+        default=8, ge=1, description="Judgements in flight per replica; more are skipped."
+    )
+
+    @field_validator("graphs", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class TraceSettings(BaseSettings):
+    """Run traces (``AGENT_TRACE_*``; agent_runtime/execution/run_trace.py) and their OpenTelemetry
+    export.
+
+    Every run keeps its path (nodes, model and tool calls) with it, readable at
+    ``GET /threads/{thread_id}/runs/{run_id}/trace``. Export as OTLP/HTTP spans is off
+    until an endpoint is set.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_TRACE_", env_file=".env", extra="ignore")
+
+    enabled: bool = Field(default=True, description="Keep each run's trace with the run.")
+    max_spans: int = Field(default=2000, ge=1, description="Spans kept per run; later: dropped.")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); unset: off.",
+    )
+    otlp_headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Headers sent with each export (JSON object)."
+    )
+    otlp_timeout_s: float = Field(default=5.0, gt=0, description="Per export request.")
+    service_name: str = Field(default="agent-runtime", min_length=1)
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_endpoint_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def _models_config(data: dict[str, Any]) -> ModelsConfig:
+    provider: ProviderSettings = data["provider"]
+    budgets: BudgetSettings | None = data.get("budgets")
+    return configured(provider, budgets.model_prices if budgets is not None else None)
+
+
+class RuntimeSettings(BaseModel):
+    """All concerns together, built once by the launcher and passed to every deployment."""
+
+    storage: StorageSettings
+    limits: LimitSettings
+    provider: ProviderSettings
+    fake: FakeProviderSettings
+    serve: ServeSettings
+    runs: RunSettings = Field(default_factory=RunSettings)
+    items: ItemStoreSettings = Field(default_factory=ItemStoreSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+    # The router's providers, models and aliases: AGENT_MODELS_FILE, read (keys included)
+    # where the settings are built, or the provider settings above. Declared last: it is
+    # built from the fields before it.
+    models: ModelsConfig = Field(default_factory=_models_config)
+
+    @classmethod
+    def from_env(cls) -> RuntimeSettings:
+        return cls(
+            storage=StorageSettings(),
+            limits=LimitSettings(),
+            provider=ProviderSettings(),
+            fake=FakeProviderSettings(),
+            serve=ServeSettings(),
+            runs=RunSettings(),
+            items=ItemStoreSettings(),
+        )

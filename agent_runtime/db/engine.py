@@ -1,0 +1,139 @@
+"""SQLAlchemy plumbing for :class:`agent_runtime.db.metadata.MetadataStore`.
+
+The async engine for Postgres (asyncpg) or SQLite (aiosqlite), SQLite's WAL switch and its
+"database is locked" retry, schema migrations, and the transaction helper that maps
+connection-level driver errors to :class:`DependencyUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agent_runtime.config.settings import StorageSettings
+from agent_runtime.core import telemetry
+from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.db import migrations
+
+# Serialises table creation across processes on one Postgres database ("agentrt" in hex).
+DDL_LOCK_KEY = 0x6167656E747274
+# Errors that mean "the database cannot serve us right now", not "the request is wrong".
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+T = TypeVar("T")
+
+
+async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """Run ``operation`` again while SQLite answers "database is locked".
+
+    Switching a new file to WAL (and the DDL right after) can fail at once, without
+    waiting for the busy timeout, when several processes open the file together.
+    Only for idempotent operations.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await operation()
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+def build_engine(settings: StorageSettings) -> AsyncEngine:
+    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas;
+    every statement is reported to :mod:`agent_runtime.core.telemetry`."""
+    timeout_s = settings.db_timeout_s
+    if settings.is_postgres:
+        engine = create_async_engine(
+            settings.sqlalchemy_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_timeout=timeout_s,
+            # No pre-ping on the hot path: a dropped connection fails one call, and
+            # SQLAlchemy then invalidates the whole pool.
+            pool_recycle=1800,
+            connect_args={
+                "timeout": timeout_s,
+                "command_timeout": timeout_s,
+                "server_settings": {
+                    "statement_timeout": str(int(timeout_s * 1000)),
+                    "application_name": "agent-runtime",
+                },
+            },
+        )
+        telemetry.instrument_engine(engine, "postgres")
+        return engine
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        settings.sqlalchemy_url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}
+    )
+    busy_ms = int(timeout_s * 1000)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The busy timeout makes writers from other processes wait rather than fail;
+        # SQLite needs FKs switched on. WAL is set once, by setup (it is persistent).
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    telemetry.instrument_engine(engine, "sqlite")
+    return engine
+
+
+async def enable_wal(engine: AsyncEngine) -> None:
+    """WAL lets readers run beside the one writer, also across processes."""
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+
+
+async def migrate(conn: AsyncConnection, is_postgres: bool) -> None:
+    """Run the schema migrations inside the caller's transaction (SQLite: one holding the
+    write lock), so replicas starting together take turns and none sees a half schema."""
+    if is_postgres:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK_KEY})
+    await conn.run_sync(migrations.upgrade)
+
+
+async def ping(engine: AsyncEngine, timeout_s: float) -> None:
+    """``SELECT 1`` within ``timeout_s``; any failure is :class:`DependencyUnavailable`."""
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise DependencyUnavailable("database unreachable") from exc
+
+
+@asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, *, begin_immediate: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction; connection-level failures become DependencyUnavailable.
+
+    ``begin_immediate`` (SQLite only) takes the write lock up front so a read-then-write
+    cannot go stale. Messages name only the error class: driver messages may carry the URL.
+    """
+    try:
+        async with engine.connect() as conn, conn.begin():
+            if begin_immediate:
+                # pysqlite begins lazily, so this statement opens the real transaction.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+    except UNAVAILABLE as exc:
+        raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc

@@ -1,0 +1,325 @@
+"""Runs on one orchestrator replica: a task per run, leases, cancels, the queue loop.
+
+Every run executes in a task of its own, apart from the request that started it, so a
+client that disconnects does not kill a run it asked to continue, and any request (on any
+replica) can wait for it or join its stream. The executor:
+
+- starts runs it claimed (at creation, at the end of the thread's previous run, or from
+  the queue) and keeps them in a registry by id, with their :class:`RunStream`;
+- heartbeats its runs' leases in one statement every ``heartbeat_s`` and, from the same
+  answer, cancels runs that someone asked to stop (possibly from another replica) or that
+  it no longer holds;
+- every ``poll_s`` reaps runs whose replica died (lease older than ``lease_s``) and claims
+  due queued runs while it has capacity;
+- on close, hands its runs back to the queue so another replica resumes them.
+
+Each run executes inside a log context (:mod:`agent_runtime.core.logs`) with its tenant, thread, run
+and the id of the request that submitted it, so every line it writes names them; after
+each poll the executor reports its :class:`QueueStats` (runs in flight here, and every
+``stats_interval_s`` the queue's depth, from ``queue_depth`` such as :func:`pending_runs`)
+to ``on_stats``, e.g. for gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from agent_runtime.core import logs
+from agent_runtime.core.errors import AgentRuntimeError
+from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.tables import RUNS
+from agent_runtime.runs.event_stream import RunStream
+from agent_runtime.runs.run_queue import RunEnd, RunStore
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutorSettings(BaseModel):
+    """Timing of leases and of the queue loop (the run limits live in ``RunLimits``)."""
+
+    heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
+    lease_s: float = Field(default=10.0, gt=0, description="A run idle this long is reaped.")
+    poll_s: float = Field(default=0.5, gt=0, description="Queue and reaper loop interval.")
+    max_attempts: int = Field(default=3, ge=1, description="Tries of a run whose replica dies.")
+    max_concurrent_runs: int = Field(default=64, ge=1, description="Runs claimed per replica.")
+    stats_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the queue's depth is counted (one query)."
+    )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """After a poll: runs executing on this replica, and the runs waiting in the queue
+    (pending in the database, every replica's; None when not counted this time)."""
+
+    in_flight: int
+    queued: int | None = None
+
+
+@dataclass
+class RunResult:
+    """How a run ended, for the request waiting on it in this replica."""
+
+    status: RunStatus | None  # None: rolled back
+    output: Any = None  # the wait body (values, ``__interrupt__`` or ``__error__``)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalRun:
+    run: RunRecord
+    stream: RunStream
+    done: asyncio.Future[RunResult]
+    task: asyncio.Task[None] | None = None
+    # The graph's own task, which a cancel stops (the run's task then records the end).
+    work: asyncio.Task[Any] | None = None
+    cancel_action: CancelAction | None = None
+    lost: bool = False
+    request_id: str | None = None  # the request that submitted it, for its log lines
+
+    def stop(self, action: CancelAction | None) -> None:
+        """Cancel the graph; ``None`` means the lease was lost (record nothing)."""
+        if self.cancel_action is None and not self.lost:
+            if action is None:
+                self.lost = True
+            else:
+                self.cancel_action = action
+        if self.work is not None and not self.work.done():
+            self.work.cancel()
+
+
+Runner = Callable[[LocalRun], Awaitable[tuple[RunEnd, RunResult]]]
+"""Executes a run's graph, publishing to its stream; says how it ended."""
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        runs: RunStore,
+        runner: Runner,
+        settings: ExecutorSettings,
+        *,
+        persist_events: Callable[[RunRecord, bool], bool],
+        worker_id: str | None = None,
+        after_finish: Callable[[RunRecord, RunResult], Awaitable[None]] | None = None,
+        on_stats: Callable[[QueueStats], None] | None = None,
+        queue_depth: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self.runs = runs
+        self._runner = runner
+        self.settings = settings
+        self._persist_events = persist_events
+        self._after_finish = after_finish
+        self._on_stats = on_stats
+        self._queue_depth = queue_depth
+        self._stats_due = 0.0
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self._local: dict[str, LocalRun] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if not self._loops:
+            self._loops = [
+                asyncio.get_running_loop().create_task(self._heartbeat_loop()),
+                asyncio.get_running_loop().create_task(self._queue_loop()),
+            ]
+
+    async def close(self) -> None:
+        """Stop the loops and hand unfinished runs back to the queue."""
+        self._closing = True
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops = []
+        unfinished = list(self._local.values())
+        for local in unfinished:
+            if local.task is not None:
+                local.task.cancel()
+        for local in unfinished:
+            if local.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await local.task
+        try:
+            await self.runs.release([local.run.run_id for local in unfinished], self.worker_id)
+        except AgentRuntimeError as exc:
+            logger.warning("could not hand %d runs back: %s", len(unfinished), exc.message)
+
+    # -- runs ---------------------------------------------------------------------------
+    def local(self, run_id: str) -> LocalRun | None:
+        return self._local.get(run_id)
+
+    def running(self) -> list[str]:
+        return list(self._local)
+
+    def submit(
+        self, run: RunRecord, *, subscriber: bool = False, at_creation: bool = False
+    ) -> LocalRun:
+        """Start a run this worker has claimed (``at_creation``: by the request creating it,
+        which may be its only reader; any other run may be joined from anywhere)."""
+        existing = self._local.get(run.run_id)
+        if existing is not None:
+            return existing
+        sink = self.runs.events.append if self._persist_events(run, at_creation) else None
+        stream = RunStream(run.run_id, sink=sink)
+        if subscriber:
+            stream.expect_subscriber()
+        loop = asyncio.get_running_loop()
+        context = logs.current()
+        local = LocalRun(
+            run=run,
+            stream=stream,
+            done=loop.create_future(),
+            request_id=context.request_id if context is not None else None,
+        )
+        self._local[run.run_id] = local
+        # A fresh context: the run must not inherit the request that started it, or what
+        # is tied to that request (Serve cancels a request's downstream calls when its
+        # client leaves) would reach a run asked to continue without it.
+        local.task = loop.create_task(
+            self._execute(local), name=f"run-{run.run_id}", context=contextvars.Context()
+        )
+        return local
+
+    def cancel(self, run_id: str, action: CancelAction | None) -> bool:
+        local = self._local.get(run_id)
+        if local is None:
+            return False
+        local.stop(action)
+        return True
+
+    async def _execute(self, local: LocalRun) -> None:
+        run = local.run
+        with logs.bind(
+            request_id=local.request_id,
+            tenant_id=run.tenant_id,
+            thread_id=run.thread_id,
+            run_id=run.run_id,
+        ):
+            await self._execute_logged(local)
+
+    async def _execute_logged(self, local: LocalRun) -> None:
+        run = local.run
+        started = time.perf_counter()
+        logger.info("run started: graph %s, attempt %d", run.graph_id, run.attempt)
+        try:
+            if run.attempt > 1 and local.stream.persisted:
+                local.stream.resume_after(await self.runs.events.last_seq(run.run_id))
+            try:
+                end, result = await self._runner(local)
+            except Exception as exc:  # the runner maps graph errors; this is a runtime bug
+                logger.error("run %s: runner failed (%s)", run.run_id, type(exc).__name__)
+                end = RunEnd(status="error", thread_status="error", error=type(exc).__name__)
+                result = RunResult(status="error", output={"__error__": {"error": "internal"}})
+            # Events first, then the status: whoever sees the run ended has all its events.
+            await local.stream.close()
+            next_run = None if local.lost else await self._finish(run, end)
+            if next_run is not None and not self._closing:
+                self.submit(next_run)
+            if self._after_finish is not None and not local.lost:
+                await self._after_finish(run, result)
+            logger.info(
+                "run ended: graph %s, status %s, %.1f ms",
+                run.graph_id,
+                end.status or "rolled back",
+                (time.perf_counter() - started) * 1000,
+            )
+            if not local.done.done():
+                local.done.set_result(result)
+        except asyncio.CancelledError:
+            # Shutting down: close() gives the run back to the queue.
+            await local.stream.close()
+            if not local.done.done():
+                local.done.cancel()
+            raise
+        finally:
+            self._local.pop(run.run_id, None)
+
+    async def _finish(self, run: RunRecord, end: RunEnd) -> RunRecord | None:
+        for attempt in range(3):
+            try:
+                return await self.runs.finish(run, end, self.worker_id)
+            except AgentRuntimeError as exc:
+                # The database blinked: try again; if it stays down, the lease lapses and
+                # another replica's reaper resumes the run from its checkpoint.
+                logger.warning("run %s: finish failed (%s), retrying", run.run_id, exc.message)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return None
+
+    # -- loops --------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        ids = list(self._local)
+        if not ids:
+            return
+        try:
+            beat = await self.runs.heartbeat(ids, self.worker_id)
+        except AgentRuntimeError as exc:
+            logger.warning("heartbeat of %d runs failed: %s", len(ids), exc.message)
+            return
+        for run_id, action in beat.cancel.items():
+            self.cancel(run_id, action)
+        for run_id in beat.lost:
+            local = self._local.get(run_id)
+            # A run that just finished is no longer "running"; only stop live ones.
+            if local is not None and local.work is not None and not local.work.done():
+                logger.warning("run %s: lease lost, stopping it here", run_id)
+                self.cancel(run_id, None)
+
+    async def _queue_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await self.poll()
+            except AgentRuntimeError as exc:
+                logger.warning("run queue poll failed: %s", exc.message)
+
+    async def poll(self) -> list[RunRecord]:
+        """Reap dead replicas' runs, then claim due queued runs up to capacity."""
+        reaped = await self.runs.reap(self.settings.lease_s, self.settings.max_attempts)
+        if reaped:
+            logger.warning("put back %d runs whose replica stopped: %s", len(reaped), reaped)
+        room = self.settings.max_concurrent_runs - len(self._local)
+        claimed: list[RunRecord] = []
+        if room > 0 and not self._closing:
+            claimed = await self.runs.claim_due(self.worker_id, room)
+            for run in claimed:
+                self.submit(run)
+        await self._report_stats()
+        return claimed
+
+    async def _report_stats(self) -> None:
+        if self._on_stats is None:
+            return
+        queued = None
+        now = time.monotonic()
+        if self._queue_depth is not None and now >= self._stats_due:
+            self._stats_due = now + self.settings.stats_interval_s
+            queued = await self._queue_depth()
+        self._on_stats(QueueStats(in_flight=len(self._local), queued=queued))
+
+
+async def pending_runs(store: MetadataStore) -> int:
+    """Runs waiting in the queue, every replica's (one count over the status index)."""
+    query = select(func.count()).select_from(RUNS).where(RUNS.c.status == "pending")
+    async with store.transaction() as conn:
+        return int((await conn.execute(query)).scalar_one())

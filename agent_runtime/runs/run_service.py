@@ -1,0 +1,408 @@
+"""Runs as the Agent Protocol sees them: create, wait, stream, join, cancel.
+
+:class:`RunService` is the orchestrator's run logic, free of Ray. A run is recorded (and,
+when its thread is free, claimed) in one transaction before anything else happens; the
+executor then runs it in a task of its own. ``wait`` and ``stream`` follow that task on
+this replica, or, when the run is queued or runs elsewhere, the database (its status and
+its stored events), so double-texting and joins work across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agent_runtime.core import timing
+from agent_runtime.core.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
+from agent_runtime.core.records import AssistantRecord, CancelAction, Principal, RunRecord
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.protocol.agent_protocol import RunCreate, dumps, run_to_wire
+from agent_runtime.protocol.sse import encode_event
+from agent_runtime.runs.event_rows import FINAL_STATUSES
+from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult
+from agent_runtime.runs.run_queue import CreatedRun, NewRun, RunStore
+from agent_runtime.runs.webhooks import WebhookSender
+from agent_runtime.tenancy.audit import record_run_end
+from agent_runtime.tenancy.usage import UsageLedger
+
+logger = logging.getLogger(__name__)
+
+RunKind = Literal["background", "wait", "stream"]
+# Keys of configurable the runtime sets; a caller's values for them are replaced.
+RESERVED_CONFIGURABLE = ("run_id", "thread_id", "graph_id", "assistant_id", "tenant_id")
+
+
+class AssistantResolver(Protocol):
+    async def resolve(self, tenant_id: str, assistant_id: str) -> AssistantRecord: ...
+
+
+@dataclass
+class RunOutcome:
+    """What a finished ``wait`` hands back to the ingress."""
+
+    run_id: str
+    thread_id: str
+    status: str | None
+    body: bytes
+    timings: timing.RunTimings = field(default_factory=timing.RunTimings)
+    graph_ms: float = 0.0
+
+
+@dataclass
+class StartedRun:
+    created: CreatedRun
+    local: LocalRun | None
+
+    @property
+    def run(self) -> RunRecord:
+        return self.created.run
+
+
+def _merge(*parts: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part or {})
+    return out
+
+
+class RunService:
+    def __init__(
+        self,
+        store: MetadataStore,
+        runs: RunStore,
+        assistants: AssistantResolver,
+        executor_factory: Callable[[RunStore], RunExecutor],
+        *,
+        max_steps: int,
+        poll_s: float = 0.1,
+        on_temporary_done: Callable[[RunRecord], Awaitable[None]] | None = None,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
+        self._store = store
+        self.runs = runs
+        self._assistants = assistants
+        self.executor = executor_factory(runs)
+        self._max_steps = max_steps
+        self._poll_s = poll_s
+        self._on_temporary_done = on_temporary_done
+        self._webhooks = webhooks
+        self._deliveries: set[asyncio.Task[bool]] = set()
+
+    # -- creation -----------------------------------------------------------------------
+    async def start(
+        self, principal: Principal, thread_id: str | None, body: RunCreate, kind: RunKind
+    ) -> StartedRun:
+        """Validate, record and (when the thread is free) start a run."""
+        problem = body.semantic_error(thread_id)
+        if problem is not None:
+            raise BadRequest(problem)
+        if body.webhook is not None:
+            if self._webhooks is None:
+                raise InvalidRequest("webhook: webhooks are disabled on this server")
+            await self._webhooks.check(body.webhook)
+        assistant = await self._assistants.resolve(principal.tenant_id, body.assistant_id)
+        new = self._new_run(principal, thread_id, body, assistant, kind)
+        created = await self.runs.create(new, self.executor.worker_id)
+        for run_id in created.superseded:
+            self.executor.cancel(run_id, new.multitask_strategy)  # type: ignore[arg-type]
+        local = None
+        if created.started:
+            local = self.executor.submit(created.run, subscriber=kind == "stream", at_creation=True)
+        return StartedRun(created, local)
+
+    def _new_run(
+        self,
+        principal: Principal,
+        thread_id: str | None,
+        body: RunCreate,
+        assistant: AssistantRecord,
+        kind: RunKind,
+    ) -> NewRun:
+        temporary = thread_id is None
+        thread_id = thread_id or str(uuid.uuid4())
+        run_id = str(uuid.uuid4())
+        request_config, request_context = body.config_and_context()
+        metadata = _merge(
+            assistant.metadata,
+            request_config.get("metadata"),
+            body.metadata,
+            {"assistant_id": assistant.assistant_id},
+        )
+        configurable = _merge(
+            (assistant.config or {}).get("configurable"),
+            request_config.get("configurable"),
+        )
+        configurable.update(
+            run_id=run_id,
+            thread_id=thread_id,
+            graph_id=assistant.graph_id,
+            assistant_id=assistant.assistant_id,
+            tenant_id=principal.tenant_id,
+        )
+        config = _merge(assistant.config, request_config)
+        config["configurable"] = configurable
+        config["metadata"] = metadata
+        steps = config.get("recursion_limit")
+        config["recursion_limit"] = min(
+            steps if isinstance(steps, int) and steps > 0 else self._max_steps, self._max_steps
+        )
+        kwargs: dict[str, Any] = {
+            "input": body.input,
+            "command": body.command.model_dump(mode="json") if body.command else None,
+            "config": config,
+            "context": _merge(assistant.context, request_context),
+            "stream_mode": body.stream_modes,
+            "interrupt_before": body.interrupt_before,
+            "interrupt_after": body.interrupt_after,
+            "subgraphs": body.stream_subgraphs,
+            "resumable": body.stream_resumable,
+            "temporary": temporary,
+            "on_completion": body.effective_on_completion(temporary),
+            "durability": body.effective_durability(),
+            "webhook": body.webhook,
+            "feedback_keys": body.feedback_keys,
+            "background": kind == "background",
+            "kind": kind,
+            "key_id": principal.key_id,  # for the audit log; not on the wire
+        }
+        return NewRun(
+            tenant_id=principal.tenant_id,
+            thread_id=thread_id,
+            graph_id=assistant.graph_id,
+            assistant_id=assistant.assistant_id,
+            kwargs=kwargs,
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy,
+            if_not_exists=body.if_not_exists,
+            after_seconds=body.after_seconds or 0.0,
+            temporary=temporary,
+            thread_metadata={
+                "graph_id": assistant.graph_id,
+                "assistant_id": assistant.assistant_id,
+            },
+            run_id=run_id,
+        )
+
+    @staticmethod
+    def persist_events(run: RunRecord, at_creation: bool) -> bool:
+        """Store a run's events unless it is a ``wait`` its own request runs: a stream's
+        client may reconnect (the SDK does, with ``Last-Event-ID``) through any replica,
+        and background or queued runs are joined from anywhere."""
+        return not (run.kwargs.get("kind") == "wait" and at_creation)
+
+    # -- wait ---------------------------------------------------------------------------
+    async def wait(
+        self, principal: Principal, thread_id: str | None, body: RunCreate
+    ) -> RunOutcome:
+        started = await self.start(principal, thread_id, body, "wait")
+        run = started.run
+        try:
+            if started.local is not None:
+                result = await asyncio.shield(started.local.done)
+                return _outcome(run, result)
+            return await self._await_outcome(run)
+        except asyncio.CancelledError:
+            if body.on_disconnect == "cancel":
+                await self._cancel_quietly(principal, run)
+            raise
+
+    async def join(self, principal: Principal, thread_id: str, run_id: str) -> RunOutcome:
+        run = await self.runs.get(principal.tenant_id, run_id, thread_id)
+        return await self._await_outcome(run)
+
+    async def _await_outcome(self, run: RunRecord) -> RunOutcome:
+        """Wait for ``run`` to end, here or on another replica; its wait body."""
+        while True:
+            local = self.executor.local(run.run_id)
+            if local is not None:
+                return _outcome(run, await asyncio.shield(local.done))
+            status = await self.runs.status(run.run_id)
+            if status is None or status in FINAL_STATUSES:
+                return await self._stored_outcome(run, status)
+            await asyncio.sleep(self._poll_s)
+
+    async def _stored_outcome(self, run: RunRecord, status: str | None) -> RunOutcome:
+        output: Any = None
+        if status is not None:
+            run = await self.runs.get(run.tenant_id, run.run_id)
+        if status == "error" and run.error:
+            output = {"__error__": _error_json(run.error)}
+        elif run.thread_id is not None:
+            try:
+                thread = await self._store.get_thread(run.tenant_id, run.thread_id)
+            except NotFound:
+                thread = None
+            if thread is not None:
+                output = thread.state_values
+                flat = [i for task in (thread.interrupts or {}).values() for i in task]
+                if flat and isinstance(output, dict):
+                    output = {**output, "__interrupt__": flat}
+        return RunOutcome(run.run_id, run.thread_id or "", status, dumps(output))
+
+    # -- streams ------------------------------------------------------------------------
+    async def stream(
+        self, principal: Principal, thread_id: str | None, body: RunCreate
+    ) -> AsyncIterator[bytes]:
+        """SSE frames: ``metadata`` first, then the run's events until it ends."""
+        started = await self.start(principal, thread_id, body, "stream")
+        async for frame in self.follow(
+            principal, started.run, 0, cancel_on_disconnect=body.on_disconnect == "cancel"
+        ):
+            yield frame
+
+    async def join_stream(
+        self,
+        principal: Principal,
+        thread_id: str,
+        run_id: str,
+        *,
+        last_event_id: str | None,
+        cancel_on_disconnect: bool,
+    ) -> AsyncIterator[bytes]:
+        run = await self.runs.get(principal.tenant_id, run_id, thread_id)
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        async for frame in self.follow(
+            principal, run, after, cancel_on_disconnect=cancel_on_disconnect
+        ):
+            yield frame
+
+    async def follow(
+        self, principal: Principal, run: RunRecord, after: int, *, cancel_on_disconnect: bool
+    ) -> AsyncIterator[bytes]:
+        """A run's events after number ``after``, as SSE frames numbered by the run."""
+        try:
+            async for seq, name, data in self.events(run.run_id, after):
+                yield encode_event(name, data, str(seq))
+        except (asyncio.CancelledError, GeneratorExit):
+            if cancel_on_disconnect:
+                await asyncio.shield(self._cancel_quietly(principal, run))
+            raise
+
+    async def events(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, str, bytes]]:
+        """A run's (number, name, data) events after ``after`` until it ends: live from
+        this replica's stream, or polled from the database while the run is queued or runs
+        elsewhere."""
+        while True:
+            local = self.executor.local(run_id)
+            if local is not None:
+                async for seq, name, data in local.stream.subscribe(after):
+                    after = seq
+                    yield seq, name, data
+                return
+            events = await self.runs.events.read(run_id, after)
+            for seq, name, data in events:
+                after = seq
+                yield seq, name, data
+            if events:
+                continue
+            status = await self.runs.status(run_id)
+            if status is None or status in FINAL_STATUSES:
+                for seq, name, data in await self.runs.events.read(run_id, after):
+                    yield seq, name, data
+                return
+            await asyncio.sleep(self._poll_s)
+
+    # -- cancel -------------------------------------------------------------------------
+    async def cancel(
+        self,
+        principal: Principal,
+        thread_id: str | None,
+        run_ids: list[str] | None,
+        *,
+        action: CancelAction,
+        status: str | None = None,
+        wait: bool = False,
+    ) -> list[RunRecord]:
+        runs = await self.runs.cancel(
+            principal.tenant_id, run_ids, action, thread_id=thread_id, status=status
+        )
+        if not runs and status is None:
+            raise NotFound(
+                "No matching runs to cancel. Please verify the thread ID and run IDs are "
+                "correct, and the runs haven't been deleted or completed."
+            )
+        for run in runs:
+            self.executor.cancel(run.run_id, action)
+        if wait:
+            for run in runs:
+                await self._await_outcome(run)
+        return runs
+
+    async def _cancel_quietly(self, principal: Principal, run: RunRecord) -> None:
+        """The client went away and asked for its run to stop with it."""
+        try:
+            await self.runs.cancel(principal.tenant_id, [run.run_id], "interrupt")
+        except AgentRuntimeError as exc:
+            logger.warning("run %s: cancel on disconnect failed: %s", run.run_id, exc.message)
+        self.executor.cancel(run.run_id, "interrupt")
+
+    # -- after a run --------------------------------------------------------------------
+    async def after_run(self, run: RunRecord, result: RunResult) -> None:
+        """Audit the run's end; call its webhook (in the background); stateless runs drop
+        their temporary thread unless asked to keep it."""
+        await self._audit(run, result)
+        kwargs = run.kwargs
+        webhook = kwargs.get("webhook")
+        if webhook and self._webhooks is not None and result.status is not None:
+            payload = {
+                **run_to_wire(run),
+                "status": result.status,
+                "values": result.output if result.status != "error" else None,
+            }
+            if result.status == "error" and isinstance(result.output, dict):
+                payload["error"] = result.output.get("__error__")
+            task = asyncio.get_running_loop().create_task(self._webhooks.send(webhook, payload))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        dropped = kwargs.get("temporary") and kwargs.get("on_completion", "delete") == "delete"
+        if dropped and self._on_temporary_done is not None:
+            try:
+                await self._on_temporary_done(run)
+            except AgentRuntimeError as exc:
+                logger.warning("run %s: temporary thread kept: %s", run.run_id, exc.message)
+
+    async def _audit(self, run: RunRecord, result: RunResult) -> None:
+        tokens = result.extra.get("timings")
+        try:
+            cost = await UsageLedger(self._store).run_cost(run.tenant_id, run.run_id)
+            await record_run_end(
+                self._store,
+                run,
+                result.status,
+                getattr(tokens, "input_tokens", 0),
+                getattr(tokens, "output_tokens", 0),
+                float(cost),
+            )
+        except AgentRuntimeError as exc:
+            logger.warning("run %s: audit entry not written: %s", run.run_id, exc.message)
+
+
+def _outcome(run: RunRecord, result: RunResult) -> RunOutcome:
+    timings = result.extra.get("timings") or timing.RunTimings()
+    error = result.extra.get("error")
+    if isinstance(error, AgentRuntimeError):
+        # Runtime failures (provider chain exhausted, a dependency down) keep their
+        # HTTP status; graph code failures answer 200 with ``__error__`` as the Platform
+        # does, which the SDK raises unless ``raise_error=False``.
+        error.details.setdefault("run_id", run.run_id)
+        raise error
+    return RunOutcome(
+        run.run_id,
+        run.thread_id or "",
+        result.status,
+        dumps(result.output),
+        timings,
+        float(result.extra.get("graph_ms") or 0.0),
+    )
+
+
+def _error_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"error": "RunError", "message": text}

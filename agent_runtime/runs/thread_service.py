@@ -1,0 +1,314 @@
+"""Thread operations that touch checkpoints or graphs: state, history, updates, copies,
+deletes, pruning and the TTL sweeper. Plain row reads and searches need neither and are
+answered by :class:`agent_runtime.runs.thread_rows.ThreadStore` (the ingress calls it directly)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.errors import InvalidUpdateError
+from langgraph.pregel import Pregel
+from langgraph.types import StateUpdate
+
+from agent_runtime.core.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
+from agent_runtime.core.records import Principal, ThreadRecord, ThreadStatus
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.tables import utcnow
+from agent_runtime.execution import checkpoint_ops
+from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.protocol.agent_protocol import (
+    CheckpointConfig,
+    Superstep,
+    ThreadCreate,
+    ThreadStateUpdate,
+    state_to_wire,
+    thread_interrupts,
+    thread_to_wire,
+)
+from agent_runtime.protocol.sse import to_jsonable
+from agent_runtime.runs.thread_rows import ThreadStore
+
+logger = logging.getLogger(__name__)
+
+NO_GRAPH = (
+    "Thread '{thread_id}' has no assigned graph ID. This usually occurs when no runs have "
+    "been made on this particular thread. This operation requires a graph ID. Please ensure "
+    "a run has been made for the thread or manually update the thread metadata (by setting "
+    "the 'graph_id' field) before running this operation."
+)
+
+
+# What a state update that does not fit the graph raises: an unknown node, an ambiguous
+# update, or values its reducers reject (``{"messages": 5}`` is a NotImplementedError).
+UPDATE_ERRORS = (ValueError, KeyError, NotImplementedError, InvalidUpdateError)
+
+
+def ttl_of(
+    body_ttl: dict[str, Any] | None, default_minutes: float | None
+) -> tuple[str, float] | None:
+    """(strategy, minutes) from a ``ttl`` body (``{"strategy", "ttl"}``) or the default."""
+    if body_ttl:
+        minutes = body_ttl.get("ttl")
+        strategy = body_ttl.get("strategy", "delete")
+        if not isinstance(minutes, int | float) or isinstance(minutes, bool) or minutes <= 0:
+            raise InvalidRequest("ttl.ttl: must be a positive number of minutes")
+        if strategy not in ("delete", "keep_latest"):
+            raise InvalidRequest("ttl.strategy: must be 'delete' or 'keep_latest'")
+        return str(strategy), float(minutes)
+    if default_minutes is not None:
+        return "delete", default_minutes
+    return None
+
+
+def thread_namespace(thread_id: str) -> tuple[str, str]:
+    """Where graphs keep store items that belong to one thread: they go with it."""
+    return ("threads", thread_id)
+
+
+def empty_state(thread_id: str) -> dict[str, Any]:
+    """The state of a thread no run has touched yet."""
+    return {
+        "values": {},
+        "next": [],
+        "tasks": [],
+        "metadata": None,
+        "created_at": None,
+        "checkpoint": None,
+        "parent_checkpoint": None,
+        "interrupts": [],
+        "checkpoint_id": None,
+        "parent_checkpoint_id": None,
+    }
+
+
+class ThreadService:
+    def __init__(
+        self,
+        store: MetadataStore,
+        threads: ThreadStore,
+        graphs: Mapping[str, Pregel[Any, Any]],
+        saver: Any,
+        *,
+        default_ttl_minutes: float | None = None,
+        stop_runs: Callable[[Sequence[str]], None] | None = None,
+        items: ItemStores | None = None,
+    ) -> None:
+        self._store = store
+        self._threads = threads
+        self._graphs = dict(graphs)
+        self._saver = saver
+        self._default_ttl = default_ttl_minutes
+        self._stop_runs = stop_runs
+        self._items = items
+
+    # -- create -------------------------------------------------------------------------
+    async def create(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
+        ttl = ttl_of(body.ttl, self._default_ttl)
+        record = await self._store.create_thread(
+            principal.tenant_id,
+            thread_id=body.thread_id,
+            metadata=body.metadata,
+            graph_id=body.graph_id,
+            if_exists=body.if_exists,
+            ttl=ttl,
+        )
+        if body.supersteps:
+            record = await self._apply_supersteps(principal, record, body.supersteps)
+        return thread_to_wire(record)
+
+    async def _apply_supersteps(
+        self, principal: Principal, record: ThreadRecord, supersteps: list[Superstep]
+    ) -> ThreadRecord:
+        graph = self._graph(record)
+        config: RunnableConfig = {"configurable": {"thread_id": record.thread_id}}
+        steps = [
+            [StateUpdate(cast(Any, u.values), u.as_node, u.task_id) for u in step.updates]
+            for step in supersteps
+        ]
+        try:
+            await graph.abulk_update_state(config, steps)
+        except UPDATE_ERRORS as exc:
+            raise BadRequest(
+                f"Thread {record.thread_id} was created, but there were problems updating "
+                f"the state: {exc}"
+            ) from exc
+        await self._store_state(principal, record, graph)
+        return await self._store.get_thread(principal.tenant_id, record.thread_id)
+
+    # -- state --------------------------------------------------------------------------
+    def _graph(self, record: ThreadRecord) -> Pregel[Any, Any]:
+        graph_id = record.graph_id or record.metadata.get("graph_id")
+        if not isinstance(graph_id, str) or graph_id not in self._graphs:
+            raise BadRequest(NO_GRAPH.format(thread_id=record.thread_id))
+        return self._graphs[graph_id]
+
+    async def get_state(
+        self,
+        principal: Principal,
+        thread_id: str,
+        *,
+        subgraphs: bool = False,
+        checkpoint: CheckpointConfig | None = None,
+    ) -> dict[str, Any]:
+        record = await self._store.get_thread(principal.tenant_id, thread_id)
+        try:
+            graph = self._graph(record)
+        except BadRequest:
+            return empty_state(thread_id)
+        configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+        if checkpoint is not None:
+            configurable.update(checkpoint.model_dump(exclude_none=True))
+        configurable["thread_id"] = thread_id
+        snapshot = await graph.aget_state({"configurable": configurable}, subgraphs=subgraphs)
+        if snapshot.created_at is None and checkpoint is None:
+            return empty_state(thread_id)
+        return state_to_wire(snapshot)
+
+    async def update_state(
+        self, principal: Principal, thread_id: str, body: ThreadStateUpdate
+    ) -> dict[str, Any]:
+        record = await self._threads.require_idle(principal.tenant_id, thread_id)
+        graph = self._graph(record)
+        configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+        if body.checkpoint_id:
+            configurable["checkpoint_id"] = body.checkpoint_id
+        if body.checkpoint is not None:
+            configurable.update(body.checkpoint.model_dump(exclude_none=True))
+        configurable["thread_id"] = thread_id
+        try:
+            written = await graph.aupdate_state(
+                {"configurable": configurable}, body.values, as_node=body.as_node
+            )
+        except UPDATE_ERRORS as exc:
+            # LangGraph's answer to an unknown node or an ambiguous update.
+            raise BadRequest(str(exc)) from exc
+        await self._store_state(principal, record, graph)
+        checkpoint = dict(written.get("configurable") or {})
+        return {
+            "checkpoint": checkpoint,
+            "configurable": checkpoint,
+            "checkpoint_id": checkpoint.get("checkpoint_id"),
+        }
+
+    async def _store_state(
+        self, principal: Principal, record: ThreadRecord, graph: Pregel[Any, Any]
+    ) -> None:
+        snapshot = await graph.aget_state({"configurable": {"thread_id": record.thread_id}})
+        interrupts = thread_interrupts(snapshot)
+        status: ThreadStatus = "interrupted" if snapshot.next or interrupts else "idle"
+        await self._threads.set_state(
+            principal.tenant_id,
+            record.thread_id,
+            values=to_jsonable(snapshot.values),
+            interrupts=interrupts,
+            status=status,
+        )
+
+    async def history(
+        self,
+        principal: Principal,
+        thread_id: str,
+        *,
+        limit: int = 10,
+        before: str | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        record = await self._store.get_thread(principal.tenant_id, thread_id)
+        try:
+            graph = self._graph(record)
+        except BadRequest:
+            return []
+        configurable = {"checkpoint_ns": "", **(checkpoint or {}), "thread_id": thread_id}
+        before_config: RunnableConfig | None = None
+        if isinstance(before, str):
+            before_config = {"configurable": {"checkpoint_id": before}}
+        elif isinstance(before, dict):
+            before_config = {"configurable": before.get("configurable", before)}
+        return [
+            state_to_wire(snapshot)
+            async for snapshot in graph.aget_state_history(
+                {"configurable": configurable},
+                limit=limit,
+                before=before_config,
+                filter=metadata or None,
+            )
+        ]
+
+    # -- copy, delete, prune ------------------------------------------------------------
+    async def copy(self, principal: Principal, thread_id: str) -> dict[str, Any]:
+        copy = await self._threads.copy_row(principal.tenant_id, thread_id)
+        try:
+            await checkpoint_ops.copy_thread(self._saver, thread_id, copy.thread_id)
+        except Exception:
+            await self._threads.delete_cascade(principal.tenant_id, copy.thread_id)
+            raise
+        return thread_to_wire(copy)
+
+    async def delete(self, principal: Principal, thread_id: str) -> None:
+        """The row first (so nothing new starts on it), then its runs, its checkpoints and
+        the store items kept for it (namespace ``("threads", <thread id>, ...)``)."""
+        stopped = await self._threads.delete_cascade(principal.tenant_id, thread_id)
+        if stopped and self._stop_runs is not None:
+            self._stop_runs(stopped)
+        await self._saver.adelete_thread(thread_id)
+        if self._items is not None:
+            await self._items.delete_namespace(principal.tenant_id, thread_namespace(thread_id))
+
+    async def forget_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
+        """After a finished run's row is deleted: drop the checkpoints it wrote (as the
+        Platform does) and bring the thread's stored state back in line with them."""
+        # The tenant's thread first: another tenant's id must not reach its checkpoints.
+        record = await self._store.get_thread(principal.tenant_id, thread_id)
+        await checkpoint_ops.delete_run_checkpoints(self._saver, thread_id, run_id)
+        if record.status != "busy":
+            try:
+                graph = self._graph(record)
+            except BadRequest:
+                return
+            await self._store_state(principal, record, graph)
+
+    async def prune(self, principal: Principal, thread_ids: Sequence[str], strategy: str) -> int:
+        """``delete``: remove the threads; ``keep_latest``: keep only their newest state.
+        Unknown and other tenants' ids are skipped; returns how many were pruned."""
+        pruned = 0
+        for thread_id in thread_ids:
+            try:
+                if strategy == "delete":
+                    await self.delete(principal, thread_id)
+                else:
+                    await self._store.get_thread(principal.tenant_id, thread_id)
+                    await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
+            except AgentRuntimeError as exc:
+                logger.debug("prune skipped thread %s: %s", thread_id, exc.message)
+                continue
+            pruned += 1
+        return pruned
+
+    async def sweep(self, limit: int = 100) -> int:
+        """Apply the TTL of threads idle past it; returns how many were swept."""
+        swept = 0
+        for tenant_id, thread_id in await self._threads.expired(utcnow(), limit):
+            principal = Principal(tenant_id=tenant_id, key_id="ttl-sweeper")
+            try:
+                record = await self._store.get_thread(tenant_id, thread_id)
+                if record.ttl_strategy == "keep_latest":
+                    await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
+                    await self._store.update_thread(
+                        tenant_id, thread_id, expires_at=_next_expiry(record)
+                    )
+                else:
+                    await self.delete(principal, thread_id)
+            except NotFound:
+                # Gone since expired() listed it: another replica's sweep or its owner.
+                continue
+            swept += 1
+        return swept
+
+
+def _next_expiry(record: ThreadRecord) -> Any:
+    return utcnow() + timedelta(minutes=record.ttl_minutes or 0)

@@ -1,0 +1,430 @@
+"""Spending budgets per tenant and per API key (USD per day or month), enforced before a call.
+
+Two parts:
+
+* :class:`BudgetStore`: the budgets themselves, rows of ``agent_budgets`` in the metadata
+  store (set, list, delete). A tenant budget limits every call of the tenant; a key budget
+  limits the calls made with that key, on top of the tenant's. No key is exempt.
+* :class:`BudgetGuard`: the spend counters, one per budget and window (the UTC day or
+  month), in integer micro-dollars, in Redis
+  (:class:`~agent_runtime.tenancy.budget_spend.RedisSpend`, shared by replicas) or in this process
+  (:class:`~agent_runtime.tenancy.budget_spend.InMemorySpend`, single replica only).
+
+The router's side (see also :mod:`agent_runtime.config.pricing`)::
+
+    reservation = await guard.reserve(tenant_id, key_id, worst_case_usd)  # may raise 402
+    try:
+        result = await call_provider(...)
+    except BaseException:
+        await guard.release(reservation)      # nothing was spent (or settle what was)
+        raise
+    await guard.settle(reservation, cost(price, result.usage))
+
+:meth:`BudgetGuard.reserve` checks every budget that applies (the tenant's and the key's,
+each of its day and/or month windows) and adds the amount to all of their counters in ONE
+atomic Lua call, all or nothing: if any counter's spend plus the amount would pass its
+limit, nothing is added and :class:`BudgetExceeded` (402) names that budget and when it
+resets. Concurrent reservations are therefore serialised by Redis and the reserved total
+never passes a limit; spend can pass it only when a call's real cost is above its
+reservation (settle records the truth). :meth:`BudgetGuard.settle` moves every counter by
+``actual - reserved`` in one Lua call, never below zero, and only counters whose window
+still exists. A reservation never settled (its replica died) stays counted at its worst
+case until the window ends: that errs towards refusing.
+
+Windows start at 00:00 UTC (day) or the 1st, 00:00 UTC (month), computed from this
+replica's clock; a counter's key names its window start, and it expires at the window's
+end plus :data:`EXPIRY_GRACE` (for clocks a little behind). Budgets are read from the
+database and cached per replica for ``cache_ttl_s`` (``AGENT_BUDGET_CACHE_TTL_S``, 5 s by
+default): a new, changed or deleted budget applies on every replica within that time.
+
+Failure modes: a tenant with no budgets never touches Redis. Redis configured but
+unreachable fails closed: a call that has a budget cannot be checked, so ``reserve``
+raises :class:`DependencyUnavailable` (503), as do ``settle`` and ``status``. A database
+that cannot be read (on a cache miss) is also :class:`DependencyUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal, Protocol
+from urllib.parse import quote
+
+from pydantic import BaseModel, PrivateAttr
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent_runtime.config.pricing import format_usd, from_micros, to_micros
+from agent_runtime.config.settings import BudgetSettings, LimitSettings
+from agent_runtime.core.errors import BudgetExceeded, NotFound
+from agent_runtime.core.ttl_cache import TtlCache
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.db.tables import API_KEYS, BUDGETS, TENANTS, utcnow
+from agent_runtime.tenancy.budget_spend import Counter, InMemorySpend, RedisSpend, SpendBackend
+
+logger = logging.getLogger(__name__)
+
+Scope = Literal["tenant", "key"]
+BudgetPeriod = Literal["day", "month"]
+PERIODS: tuple[BudgetPeriod, ...] = ("day", "month")
+# Limits are stored as integer micro-dollars in a 64-bit column: a trillion dollars fits.
+MAX_LIMIT_USD = Decimal(1_000_000_000_000)
+DEFAULT_PREFIX = "agent:budget:"
+DEFAULT_CACHE_TTL_S = 5.0
+# A counter outlives its window by this much, so that a replica whose clock is a little
+# behind still adds to the live counter (a fresh one would expire at once).
+EXPIRY_GRACE = timedelta(minutes=10)
+
+
+# -- the budgets (database) -------------------------------------------------------------
+class Budget(BaseModel):
+    """One spending limit: ``key_id`` is None for a tenant budget."""
+
+    tenant_id: str
+    scope: Scope
+    key_id: str | None = None
+    period: BudgetPeriod
+    limit_micro_usd: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def limit_usd(self) -> Decimal:
+        return from_micros(self.limit_micro_usd)
+
+    @property
+    def label(self) -> str:
+        """``tenant acme, daily, $5.00`` or ``key k1 of tenant acme, monthly, $20.00``."""
+        who = f"tenant {self.tenant_id}"
+        if self.scope == "key":
+            who = f"key {self.key_id} of {who}"
+        every = "daily" if self.period == "day" else "monthly"
+        return f"{who}, {every}, {format_usd(self.limit_micro_usd)}"
+
+    def applies_to(self, key_id: str | None) -> bool:
+        return self.scope == "tenant" or (key_id is not None and self.key_id == key_id)
+
+
+class BudgetSource(Protocol):
+    """Where a guard reads budgets from (:class:`BudgetStore`, or a fixed list in tests)."""
+
+    async def list_budgets(self, tenant_id: str) -> list[Budget]: ...
+
+
+def _row_to_budget(row: Mapping[str, object]) -> Budget:
+    values = dict(row)
+    values["key_id"] = values["key_id"] or None
+    return Budget.model_validate(values)
+
+
+def _pk(tenant_id: str, period: str, key_id: str | None) -> tuple[ColumnElement[bool], ...]:
+    return (
+        BUDGETS.c.tenant_id == tenant_id,
+        BUDGETS.c.scope == ("key" if key_id else "tenant"),
+        BUDGETS.c.key_id == (key_id or ""),
+        BUDGETS.c.period == period,
+    )
+
+
+class BudgetStore:
+    """Budgets in table ``agent_budgets`` of a (set up) :class:`MetadataStore`."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self._store = store
+
+    async def set_budget(
+        self,
+        tenant_id: str,
+        period: BudgetPeriod,
+        limit_usd: Decimal | float | int | str,
+        *,
+        key_id: str | None = None,
+    ) -> Budget:
+        """Create or replace the tenant's (or, with ``key_id``, that key's) budget for
+        ``period``. NotFound when the tenant does not exist or the key is not the tenant's.
+        """
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {PERIODS}, got {period!r}")
+        if not Decimal(0) <= Decimal(str(limit_usd)) <= MAX_LIMIT_USD:
+            raise ValueError(f"a budget's limit must be between 0 and {MAX_LIMIT_USD} USD")
+        limit = to_micros(Decimal(str(limit_usd)))
+        try:
+            return await self._upsert(tenant_id, period, limit, key_id)
+        except IntegrityError:
+            # Postgres: another process inserted the same budget first; now it updates.
+            return await self._upsert(tenant_id, period, limit, key_id)
+
+    async def _upsert(
+        self, tenant_id: str, period: BudgetPeriod, limit: int, key_id: str | None
+    ) -> Budget:
+        now = utcnow()
+        async with self._store.transaction(write_lock=True) as conn:
+            if key_id:
+                owner = await conn.execute(
+                    select(API_KEYS.c.tenant_id).where(API_KEYS.c.key_id == key_id)
+                )
+                if owner.scalar_one_or_none() != tenant_id:
+                    raise NotFound(f"api key {key_id} of tenant {tenant_id} not found")
+            else:
+                tenant = await conn.execute(
+                    select(TENANTS.c.tenant_id).where(TENANTS.c.tenant_id == tenant_id)
+                )
+                if tenant.first() is None:
+                    raise NotFound(f"tenant {tenant_id} not found")
+            result = await conn.execute(
+                update(BUDGETS)
+                .where(*_pk(tenant_id, period, key_id))
+                .values(limit_micro_usd=limit, updated_at=now)
+                .returning(*BUDGETS.c)
+            )
+            row = result.mappings().one_or_none()
+            if row is None:
+                values = {
+                    "tenant_id": tenant_id,
+                    "scope": "key" if key_id else "tenant",
+                    "key_id": key_id or "",
+                    "period": period,
+                    "limit_micro_usd": limit,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                await conn.execute(insert(BUDGETS).values(**values))
+                return _row_to_budget(values)
+        return _row_to_budget(dict(row))
+
+    async def list_budgets(self, tenant_id: str) -> list[Budget]:
+        """The tenant's budgets and its keys', tenant first, then by key, day before month."""
+        async with self._store.transaction() as conn:
+            result = await conn.execute(select(BUDGETS).where(BUDGETS.c.tenant_id == tenant_id))
+            rows = result.mappings().all()
+        budgets = [_row_to_budget(dict(row)) for row in rows]
+        return sorted(budgets, key=_budget_order)
+
+    async def delete_budget(
+        self, tenant_id: str, period: BudgetPeriod, *, key_id: str | None = None
+    ) -> None:
+        async with self._store.transaction() as conn:
+            result = await conn.execute(delete(BUDGETS).where(*_pk(tenant_id, period, key_id)))
+            if result.rowcount == 0:
+                who = f"key {key_id}" if key_id else f"tenant {tenant_id}"
+                raise NotFound(f"no {period} budget for {who}")
+
+
+def _budget_order(budget: Budget) -> tuple[int, str, int]:
+    return (budget.scope == "key", budget.key_id or "", PERIODS.index(budget.period))
+
+
+# -- windows ----------------------------------------------------------------------------
+def window_of(period: BudgetPeriod, now: datetime) -> tuple[datetime, datetime]:
+    """(start, reset) of the UTC day or month holding ``now``."""
+    now = now.astimezone(UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the guard --------------------------------------------------------------------------
+class Reservation(BaseModel):
+    """What :meth:`BudgetGuard.reserve` holds for a call, until it is settled.
+
+    ``counters`` are the Redis keys of the windows it was reserved in: settling after a
+    window rolled over still adjusts the window the call was counted in. Picklable.
+    """
+
+    tenant_id: str
+    key_id: str | None
+    amount_micro_usd: int
+    counters: tuple[str, ...] = ()
+    budgets: tuple[str, ...] = ()  # the labels of the budgets it counts against
+    _settled: bool = PrivateAttr(default=False)
+
+    @property
+    def amount_usd(self) -> Decimal:
+        return from_micros(self.amount_micro_usd)
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+
+class BudgetStatus(BaseModel):
+    """A budget with its current window's spend (reservations in flight included)."""
+
+    budget: Budget
+    window_start: datetime
+    resets_at: datetime
+    spent_micro_usd: int
+
+    @property
+    def remaining_micro_usd(self) -> int:
+        return max(0, self.budget.limit_micro_usd - self.spent_micro_usd)
+
+
+class BudgetGuard:
+    """Reserves a call's worst-case cost against every budget that applies, then settles.
+
+    ``source`` gives a tenant's budgets (:class:`BudgetStore`); ``backend`` keeps the
+    counters (:class:`RedisSpend` or :class:`InMemorySpend`, which it owns and closes);
+    ``clock`` (UTC now) decides the windows.
+    """
+
+    def __init__(
+        self,
+        source: BudgetSource,
+        backend: SpendBackend,
+        *,
+        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._source = source
+        self._backend = backend
+        self._prefix = prefix
+        self._clock = clock
+        # Concurrent misses for one tenant share one query.
+        self._cache: TtlCache[list[Budget]] = TtlCache(source.list_budgets, cache_ttl_s)
+
+    @property
+    def backend(self) -> SpendBackend:
+        return self._backend
+
+    async def reserve(
+        self, tenant_id: str, key_id: str | None, amount_usd: Decimal | float | int
+    ) -> Reservation:
+        """Reserve ``amount_usd`` (rounded up to the micro-dollar) against the tenant's
+        budgets and, with ``key_id``, that key's, atomically in one Lua call.
+
+        Raises :class:`BudgetExceeded` (402) naming the first budget it would exceed, its
+        spend and reset time (``details``: budget, scope, period, key_id, limit_usd,
+        spent_usd, requested_usd, resets_at); :class:`DependencyUnavailable` (503) when the
+        budgets or the counters cannot be read. With no budget it returns an empty
+        reservation without touching Redis.
+        """
+        amount = to_micros(amount_usd, round_up=True)
+        if amount < 0:
+            raise ValueError("a reservation cannot be negative")
+        budgets = [b for b in await self._budgets(tenant_id) if b.applies_to(key_id)]
+        if not budgets:
+            return Reservation(tenant_id=tenant_id, key_id=key_id, amount_micro_usd=amount)
+        now = self._clock()
+        windows = [window_of(b.period, now) for b in budgets]
+        counters = [
+            Counter(
+                key=self._counter_key(budget, start),
+                limit_micro_usd=budget.limit_micro_usd,
+                ttl_ms=max(1, int((reset + EXPIRY_GRACE - now).total_seconds() * 1000)),
+            )
+            for budget, (start, reset) in zip(budgets, windows, strict=True)
+        ]
+        refused, spent = await self._backend.reserve(counters, amount)
+        if refused:
+            budget, (_, reset) = budgets[refused - 1], windows[refused - 1]
+            raise BudgetExceeded(
+                f"budget '{budget.label}' would be exceeded (spent {format_usd(spent)}, "
+                f"this call may cost up to {format_usd(amount)}); "
+                f"it resets at {iso_z(reset)}",
+                budget=budget.label,
+                scope=budget.scope,
+                period=budget.period,
+                key_id=budget.key_id,
+                limit_usd=float(budget.limit_usd),
+                spent_usd=float(from_micros(spent)),
+                requested_usd=float(from_micros(amount)),
+                resets_at=iso_z(reset),
+            )
+        return Reservation(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            amount_micro_usd=amount,
+            counters=tuple(c.key for c in counters),
+            budgets=tuple(b.label for b in budgets),
+        )
+
+    async def settle(self, reservation: Reservation, actual_usd: Decimal | float | int) -> None:
+        """Replace the reservation by the call's real cost (rounded half-even to the
+        micro-dollar) in one Lua call; counters never go below zero. A second settle of
+        the same reservation object does nothing."""
+        if reservation._settled:
+            return
+        actual = to_micros(actual_usd)
+        if actual < 0:
+            raise ValueError("a cost cannot be negative")
+        delta = actual - reservation.amount_micro_usd
+        if reservation.counters and delta != 0:
+            await self._backend.adjust(reservation.counters, delta)
+        reservation._settled = True
+
+    async def release(self, reservation: Reservation) -> None:
+        """The call cost nothing (it never reached the provider): settle at zero."""
+        await self.settle(reservation, 0)
+
+    async def status(self, tenant_id: str, key_id: str | None = None) -> list[BudgetStatus]:
+        """Every budget of the tenant (or only those applying to ``key_id``) with its
+        current window's spend, read in one MGET (fresh from the database, not cached)."""
+        budgets = await self._source.list_budgets(tenant_id)
+        if key_id is not None:
+            budgets = [b for b in budgets if b.applies_to(key_id)]
+        now = self._clock()
+        windows = [window_of(b.period, now) for b in budgets]
+        keys = [self._counter_key(b, w[0]) for b, w in zip(budgets, windows, strict=True)]
+        spent = await self._backend.read(keys)
+        return [
+            BudgetStatus(budget=b, window_start=w[0], resets_at=w[1], spent_micro_usd=s)
+            for b, w, s in zip(budgets, windows, spent, strict=True)
+        ]
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        """Forget cached budgets (of one tenant, or all) so the next call rereads them."""
+        self._cache.invalidate(tenant_id)
+
+    async def ping(self) -> None:
+        await self._backend.ping()
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+    def _counter_key(self, budget: Budget, window_start: datetime) -> str:
+        # {tenant} is a hash tag: all of a call's counters live in one Cluster slot.
+        tenant = quote(budget.tenant_id, safe="")
+        key = quote(budget.key_id or "", safe="")
+        return (
+            f"{self._prefix}{{{tenant}}}:{budget.scope}:{key}:{budget.period}:"
+            f"{window_start:%Y-%m-%d}"
+        )
+
+    async def _budgets(self, tenant_id: str) -> list[Budget]:
+        return await self._cache.get(tenant_id)
+
+
+def build_budget_guard(
+    limits: LimitSettings, budgets: BudgetSettings, store: MetadataStore
+) -> BudgetGuard:
+    """Counters in the Redis of ``AGENT_REDIS_URL`` when set, else in process (with a
+    warning); budgets from ``store`` (set up), cached ``AGENT_BUDGET_CACHE_TTL_S``."""
+    url = limits.redis_url.get_secret_value() if limits.redis_url is not None else ""
+    backend: SpendBackend
+    if url:
+        backend = RedisSpend(make_redis_client(url, limits.redis_timeout_s))
+    else:
+        logger.warning(
+            "AGENT_REDIS_URL is not set: budget spend is counted per process, so each replica "
+            "enforces budgets on its own. Set AGENT_REDIS_URL=redis://<host>:6379/0 to share it."
+        )
+        backend = InMemorySpend()
+    return BudgetGuard(
+        BudgetStore(store),
+        backend,
+        cache_ttl_s=budgets.budget_cache_ttl_s,
+        prefix=budgets.budget_redis_prefix,
+    )

@@ -1,0 +1,104 @@
+"""GET /health names what is down and answers 503; GET /ok needs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from agent_runtime.api.app_factory import create_api
+from agent_runtime.api.deps import Services
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
+    FakeProviderSettings,
+    LimitSettings,
+    RuntimeSettings,
+    ServeSettings,
+    StorageSettings,
+)
+from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.auth import Authenticator, generate_key
+from agent_runtime.tenancy.token_buckets import build_limiter
+from graphs.registry import default_registry
+
+
+class Method:
+    """Stands in for a deployment handle's method: ``.remote()`` gives an awaitable."""
+
+    def __init__(self, probe: Callable[[], Awaitable[None]]) -> None:
+        self._probe = probe
+
+    def remote(self, *args: Any) -> Awaitable[None]:
+        return self._probe()
+
+
+class Deployment:
+    def __init__(self, probe: Callable[[], Awaitable[None]]) -> None:
+        self.ping = Method(probe)
+
+
+async def healthy() -> None:
+    return None
+
+
+async def down() -> None:
+    raise DependencyUnavailable("provider unreachable")
+
+
+class Metrics:
+    """Ray's metric objects need a running cluster; these tests need none."""
+
+    def observe(self, *args: Any) -> None:
+        return None
+
+
+async def test_health_is_503_naming_every_part_that_is_down(tmp_path: Any) -> None:
+    settings = RuntimeSettings(
+        # Nothing listens on port 1: both the database and Redis are down.
+        storage=StorageSettings(
+            database_url="postgresql://postgres@127.0.0.1:1/none", db_timeout_s=1
+        ),
+        limits=LimitSettings(redis_url=SecretStr("redis://127.0.0.1:1/0"), redis_timeout_s=0.5),
+        provider=ProviderSettings(),
+        fake=FakeProviderSettings(),
+        serve=ServeSettings(),
+    )
+    store = MetadataStore(settings.storage)
+    # Set-up reports the outage and keeps its engine, so later queries report it too.
+    with pytest.raises(DependencyUnavailable):
+        await store.setup()
+    limiter = build_limiter(settings.limits)
+    services = Services(
+        settings=settings,
+        store=store,
+        auth=Authenticator(store, cache_ttl_s=0),
+        limiter=limiter,
+        orchestrator=Deployment(healthy),  # type: ignore[arg-type]
+        router=Deployment(down),  # type: ignore[arg-type]
+        metrics=Metrics(),  # type: ignore[arg-type]
+        graphs=default_registry(),
+    )
+    app = create_api(services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/ok")).json() == {"ok": True}
+        response = await client.get("/health")
+        # Any request with a key needs the database: a clear 503, not a 500.
+        well_formed_key, _ = generate_key("t")
+        runs = await client.post("/threads", json={}, headers={"x-api-key": well_formed_key})
+    await limiter.close()
+    await store.close()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["orchestrator"] == "ok"
+    assert body["checks"]["database"].startswith("down")
+    assert body["checks"]["redis"].startswith("down")
+    assert body["checks"]["router"].startswith("down")
+    assert body["detail"] == "unavailable: database, redis, router"
+    assert "127.0.0.1:1" not in response.text
+    assert runs.status_code == 503
+    assert runs.json()["error"] == "service_unavailable"
