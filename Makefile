@@ -24,11 +24,15 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m agent_runtime.cli.launch --pid-file $(PIDFILE)
 
+# SIGTERM to the launcher, which shuts Serve and Ray down; "stopped" only once it is gone.
 stop:
 	@if [ -f $(PIDFILE) ] && kill -0 $$(cat $(PIDFILE)) 2>/dev/null; then \
-	  kill -TERM $$(cat $(PIDFILE)); \
-	  for i in $$(seq 1 60); do kill -0 $$(cat $(PIDFILE) 2>/dev/null) 2>/dev/null || break; sleep 0.5; done; \
-	  echo "stopped"; \
+	  pid=$$(cat $(PIDFILE)); kill -TERM $$pid; \
+	  for i in $$(seq 1 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	  if kill -0 $$pid 2>/dev/null; then \
+	    echo "the launcher (pid $$pid) is still stopping after 20 s: wait, or end it with" \
+	      "kill -KILL $$pid && $(BIN)/ray stop --force" >&2; exit 1; \
+	  fi; echo "stopped"; \
 	else echo "no running stack (no live $(PIDFILE))"; fi
 
 # Prometheus on :9090 scraping the stack `make run` serves (its metrics port, with the

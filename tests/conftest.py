@@ -18,6 +18,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # The same Serve mode `make run` uses (agent_runtime/cli/launch.py).
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+# As `make run` does: no 30 s wait for load balancers when the session's stack stops.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0.5")
 
 
 @pytest.fixture(scope="session")
