@@ -1,5 +1,6 @@
 # Quick start: `make run` (serve locally) and `make test` (the whole suite). Both set up
-# .venv with the pinned dependencies first. See README.md for every target and setting.
+# .venv with the pinned dependencies first; `make test` also installs Prometheus when missing.
+# See README.md for every target and setting, docs/architecture.md for the code's layout.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
