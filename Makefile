@@ -1,17 +1,17 @@
 # Quick start: `make run` (serve locally) and `make test` (the whole suite). Both set up
-# .venv with the pinned dependencies first. See README.md for every target and setting.
+# .venv with the pinned dependencies first; `make test` also installs Prometheus when missing.
+# See README.md for every target and setting, docs/architecture.md for the code's layout.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIDFILE := .agent-data/launcher.pid
-SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Ray 2.60 turns token auth on by default; the local stack runs without it.
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install run stop observe test lint typecheck loadtest bench bench-checkpointer clean
+.PHONY: install prometheus-bin run stop observe test lint typecheck loadtest bench bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,17 +35,28 @@ stop:
 	  fi; echo "stopped"; \
 	else echo "no running stack (no live $(PIDFILE))"; fi
 
-# Prometheus on :9090 scraping the stack `make run` serves (its metrics port, with the
-# alert rules); Debian's package is installed first when missing. Grafana: README.md.
-observe: install
+# Debian's prometheus (any 2.x on PATH works), for `make observe` and
+# tests/e2e/test_observability.py: installed when missing, with apt-get as root, else sudo.
+prometheus-bin:
 	@command -v prometheus >/dev/null 2>&1 || { \
+	  hint="install Prometheus 2.x so that 'prometheus' is on PATH, then run make again"; \
+	  command -v apt-get >/dev/null 2>&1 \
+	    || { echo "prometheus is not installed and there is no apt-get: $$hint" >&2; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	  else echo "prometheus is not installed, and installing it needs root or sudo: $$hint" >&2; \
+	       exit 1; fi; \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
 	  echo "prometheus is not installed: installing Debian's package" \
-	    "(apt-get install -y --no-install-recommends prometheus)..."; \
-	  $(SUDO) apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
-	  || { $(SUDO) apt-get update -qq && \
-	       $(SUDO) apt-get install -y --no-install-recommends prometheus >/dev/null; } \
-	  || { echo "could not install prometheus: install it (any 2.x on PATH works)" \
-	       "and run make observe again" >&2; exit 1; }; }
+	    "($${sudo:+sudo }apt-get install -y --no-install-recommends prometheus)..."; \
+	  { $$apt install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+	    || { $$apt update -qq && $$apt install -y --no-install-recommends prometheus >/dev/null; }; } \
+	  && command -v prometheus >/dev/null 2>&1 \
+	  || { echo "could not install Debian's prometheus package: $$hint" >&2; exit 1; }; }
+
+# Prometheus on :9090 scraping the stack `make run` serves (its metrics port, with the
+# alert rules). Grafana: README.md.
+observe: install prometheus-bin
 	$(BIN)/python -m observability.prometheus
 
 lint: install
@@ -57,7 +68,9 @@ typecheck: install
 	$(BIN)/mypy --strict agent_runtime
 	$(BIN)/mypy graphs loadtests observability
 
-test: lint typecheck
+# Set-up (.venv, prometheus), then ruff, import-linter's layer contracts, mypy and pytest
+# (tests/e2e start a Ray Serve stack; PostgreSQL and Redis must be up, see README.md).
+test: install prometheus-bin lint typecheck
 	$(BIN)/pytest
 
 loadtest: install

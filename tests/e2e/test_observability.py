@@ -1,8 +1,8 @@
 """Every dashboard panel and alert rule has data in a real Prometheus scraping the stack.
 
-A Prometheus (Debian's package; `.ci/run` installs it) scrapes the session's stack every
-second with the shipped alert rules. Traffic then exercises every metric: runs with tool
-calls and a fallback, a failing model, a stream (time to first token), a rate-limit
+A Prometheus (Debian's package; `make test` installs it when missing) scrapes the session's
+stack every second with the shipped alert rules. Traffic then exercises every metric: runs
+with tool calls and a fallback, a failing model, a stream (time to first token), a rate-limit
 refusal, a budget refusal, a database error, a background run. Each PromQL expression of
 each dashboard panel must then return at least one series, and so must each alert's
 expression without its threshold (alerts stay quiet in normal traffic: what is checked is
