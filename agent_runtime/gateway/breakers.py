@@ -12,6 +12,11 @@ needs tornado, so :func:`guarded` and :func:`call` drive the same state objects 
   :class:`~agent_runtime.core.errors.CircuitOpen` instead of all piling onto a provider that may
   still be down.
 
+Time comes from an injected :class:`~agent_runtime.core.clock.Clock` (the real one by
+default): :class:`ModelBreaker` stamps the opening time with it and decides open ->
+half-open from it, never from pybreaker's own ``datetime.now``, so tests move time instead
+of waiting out ``reset_timeout``.
+
 :class:`ModelBreaker` / :class:`BreakerRegistry` keep the state in this process (each
 replica its own); :mod:`agent_runtime.gateway.shared_breakers` keeps it in Redis for every
 replica, with the same :class:`Breaker` interface, and its ``build_breakers`` picks one.
@@ -23,12 +28,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol, TypeVar
 
 import pybreaker
 
 from agent_runtime.config.models_file import BreakerPolicy
+from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import CircuitOpen, ProviderError
 
 T = TypeVar("T")
@@ -131,7 +137,9 @@ class ModelBreaker(pybreaker.CircuitBreaker):
         fail_max: int,
         reset_timeout_s: float,
         listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         # throw_new_error_on_trip=False: the call that trips the breaker re-raises its own
         # error (the provider's), not a generic CircuitBreakerError.
         super().__init__(
@@ -144,11 +152,19 @@ class ModelBreaker(pybreaker.CircuitBreaker):
         self.model = model
         self._trial_in_flight = False
 
+    def open(self) -> bool:
+        """pybreaker's ``open``, with the opening time from the injected clock."""
+        with self._lock:
+            thrown = super().open()
+            # Still under the lock: nobody reads pybreaker's own stamp in between.
+            self._state_storage.opened_at = self._clock.now()
+            return thrown
+
     def _reset_elapsed(self) -> bool:
         opened_at = self._state_storage.opened_at
         if opened_at is None:
             return True
-        return datetime.now(UTC) >= opened_at + timedelta(seconds=self.reset_timeout)
+        return self._clock.now() >= opened_at + timedelta(seconds=self.reset_timeout)
 
     def refuses_calls(self) -> bool:
         state = self.current_state
@@ -252,9 +268,11 @@ class BreakerRegistry:
         reset_timeout_s: float,
         listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
         on_transition: TransitionHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.fail_max = fail_max
         self.reset_timeout_s = reset_timeout_s
+        self._clock = clock
         hooks = [_HookListener(on_transition)] if on_transition is not None else []
         self._listeners = (*listeners, *hooks)
         self._breakers: dict[str, ModelBreaker] = {}
@@ -267,6 +285,7 @@ class BreakerRegistry:
                 fail_max=self.fail_max,
                 reset_timeout_s=self.reset_timeout_s,
                 listeners=self._listeners,
+                clock=self._clock,
             )
             self._breakers[model] = breaker
         return breaker

@@ -14,7 +14,9 @@ state in one Redis hash per model, changed by Lua scripts, one round trip per tr
 * after ``reset_timeout`` exactly one trial call runs across all replicas: the one that
   takes the trial lock (``SET NX PX``, expiring after ``trial_ttl_s`` should its replica
   die); the others skip the model until the trial's outcome closes or re-opens it;
-* times are Redis's own (``TIME``): replicas' clocks never have to agree.
+* times are Redis's own (``TIME``): replicas' clocks never have to agree. Only this
+  replica's own timing (its local copy, its outage retries, its fallback breakers) reads
+  the injected :class:`~agent_runtime.core.clock.Clock`.
 
 Another replica's transition is seen within ``cache_ttl_s``. If Redis cannot be reached,
 the breakers fall back to this replica's own state (an in-process :class:`ModelBreaker`
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from agent_runtime.config.models_file import BreakerPolicy
+from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import CircuitOpen
 from agent_runtime.db.redis_client import make_redis_client
 from agent_runtime.gateway.breakers import (
@@ -142,8 +144,9 @@ def _text(value: Any) -> str:
 class _Link:
     """The registry's Redis connection, scripts and outage state, shared by its breakers."""
 
-    def __init__(self, redis: Redis, op_timeout_s: float, retry_s: float) -> None:
+    def __init__(self, redis: Redis, op_timeout_s: float, retry_s: float, clock: Clock) -> None:
         self.redis = redis
+        self.clock = clock
         self.op_timeout_s = op_timeout_s
         self.retry_s = retry_s
         self.down_until = 0.0  # monotonic; while in the future, Redis is not tried
@@ -156,7 +159,7 @@ class _Link:
 
     @property
     def usable(self) -> bool:
-        return not self.down or time.monotonic() >= self.down_until
+        return not self.down or self.clock.monotonic() >= self.down_until
 
     async def run(self, op: Callable[[], Awaitable[T]]) -> T | None:
         """``op()`` within the op timeout, or None (and the outage noted) if Redis fails."""
@@ -171,7 +174,7 @@ class _Link:
                     type(exc).__name__,
                 )
             self.down = True
-            self.down_until = time.monotonic() + self.retry_s
+            self.down_until = self.clock.monotonic() + self.retry_s
             return None
         if self.down:
             logger.warning("circuit breaker state in Redis is reachable again: shared again")
@@ -208,7 +211,11 @@ class SharedBreaker:
         listeners = [_HookListener(on_transition)] if on_transition is not None else []
         # Used while Redis is unreachable.
         self.local = ModelBreaker(
-            model, fail_max=fail_max, reset_timeout_s=reset_timeout_s, listeners=listeners
+            model,
+            fail_max=fail_max,
+            reset_timeout_s=reset_timeout_s,
+            listeners=listeners,
+            clock=link.clock,
         )
         # The local copy of the shared state.
         self._state = CLOSED
@@ -224,7 +231,7 @@ class SharedBreaker:
         return self._state if self._link.usable else self.local.current_state
 
     def refuses_calls(self) -> bool:
-        now = time.monotonic()
+        now = self._link.clock.monotonic()
         self._maybe_refresh(now)
         if not self._link.usable:
             return self.local.refuses_calls()
@@ -249,7 +256,7 @@ class SharedBreaker:
                 await self._do_refresh()
         if not self._link.usable:
             return TRIAL if self.local.admit_now() else ADMITTED
-        now = time.monotonic()
+        now = self._link.clock.monotonic()
         if self._state == CLOSED:
             return SHARED
         if self._state == OPEN and now < self._retry_at:
@@ -266,7 +273,7 @@ class SharedBreaker:
         verdict = int(reply[4])
         if verdict == 0:
             if self._state == HALF_OPEN:
-                self._busy_until = time.monotonic() + self._cache_ttl_s
+                self._busy_until = self._link.clock.monotonic() + self._cache_ttl_s
             raise CircuitOpen(self.model)
         if verdict == 2:
             self._notify(_text(reply[0]), HALF_OPEN)
@@ -315,7 +322,7 @@ class SharedBreaker:
             self._refresh = asyncio.get_running_loop().create_task(self._do_refresh())
 
     async def _do_refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._link.clock.monotonic()
         reply = await self._link.run(
             lambda: self._link.read(keys=self._keys, args=[self._reset_ms])
         )
@@ -326,7 +333,7 @@ class SharedBreaker:
     def _apply(self, reply: list[Any]) -> None:
         self._state = _text(reply[1])
         self.fail_counter = int(reply[2])
-        now = time.monotonic()
+        now = self._link.clock.monotonic()
         self._fetched_at = now
         if self._state == OPEN:
             self._retry_at = now + max(0, int(reply[3])) / 1000
@@ -357,10 +364,11 @@ class SharedBreakerRegistry:
         op_timeout_s: float = OP_TIMEOUT_S,
         retry_s: float = RETRY_S,
         on_transition: TransitionHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.fail_max = fail_max
         self.reset_timeout_s = reset_timeout_s
-        self._link = _Link(redis, op_timeout_s, retry_s)
+        self._link = _Link(redis, op_timeout_s, retry_s, clock)
         self._prefix = prefix
         self._trial_ttl_s = trial_ttl_s
         # Long enough to outlive an open period several times; stale counts then vanish.

@@ -8,6 +8,10 @@ lock; SQLite's write lock), so two replicas can never run one thread at once.
 A running run carries a lease: its replica refreshes ``heartbeat_at`` (and learns about
 cancellations in the same statement); a run whose heartbeat lapsed is put back to
 ``pending`` by any replica's reaper and resumed from the thread's last checkpoint.
+
+Every time written or compared here (creation, claims, heartbeats, the reaper's cutoff)
+is this process's, read from the store's injected :class:`~agent_runtime.core.clock.Clock`:
+tests move it to make a lease lapse instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import (
     CancelAction,
@@ -34,7 +39,7 @@ from agent_runtime.core.records import (
     ThreadStatus,
 )
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS, utcnow
+from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS
 from agent_runtime.execution.run_trace import RunTrace
 from agent_runtime.runs.event_rows import RunEventStore
 from agent_runtime.runs.trace_rows import delete_traces, write_trace
@@ -110,12 +115,16 @@ class RunStore:
 
     ``limits``: the default per-tenant run limits (``AGENT_MAX_CONCURRENT_RUNS``,
     ``AGENT_MAX_QUEUED_RUNS``), applied at creation with the tenant's own
-    (:mod:`agent_runtime.tenancy.run_limits`).
+    (:mod:`agent_runtime.tenancy.run_limits`). ``clock``: the time rows are stamped with
+    and leases judged by.
     """
 
-    def __init__(self, store: MetadataStore, limits: RunLimits | None = None) -> None:
+    def __init__(
+        self, store: MetadataStore, limits: RunLimits | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._store = store
         self._limits = limits or RunLimits()
+        self._clock = clock
         self.events = RunEventStore(store)  # the runs' stored stream events
 
     # -- helpers ------------------------------------------------------------------------
@@ -145,7 +154,7 @@ class RunStore:
         the runs in flight to stop (the worker running them sees it at its next heartbeat).
         A run past its tenant's run limits is RateLimited (429) and nothing is written.
         """
-        now = utcnow()
+        now = self._clock.now()
         delayed = new.after_seconds > 0
         record = RunRecord(
             run_id=new.run_id,
@@ -311,7 +320,7 @@ class RunStore:
         One transaction. Returns the next run, already claimed for ``worker_id``. A worker
         that lost its lease (the run was reaped and resumed elsewhere) changes nothing.
         """
-        now = utcnow()
+        now = self._clock.now()
         mine = and_(
             RUNS.c.run_id == run.run_id,
             RUNS.c.worker_id == worker_id,
@@ -404,7 +413,7 @@ class RunStore:
                     RUNS.c.worker_id == worker_id,
                     RUNS.c.status == "running",
                 )
-                .values(heartbeat_at=utcnow())
+                .values(heartbeat_at=self._clock.now())
                 .returning(RUNS.c.run_id, RUNS.c.cancel_action)
             )
             rows = result.all()
@@ -415,7 +424,7 @@ class RunStore:
 
     async def reap(self, lease_s: float, max_attempts: int) -> list[str]:
         """Put back runs whose worker stopped heartbeating; fail those out of attempts."""
-        cutoff = utcnow() - timedelta(seconds=lease_s)
+        cutoff = self._clock.now() - timedelta(seconds=lease_s)
         async with self._store.transaction(write_lock=True) as conn:
             stale = (
                 await conn.execute(
@@ -450,20 +459,20 @@ class RunStore:
                                 "message": f"the run's replica stopped {max_attempts} times",
                             }
                         ),
-                        updated_at=utcnow(),
+                        updated_at=self._clock.now(),
                     )
                 )
                 spent_threads = [row.thread_id for row in stale if row.run_id in spent]
                 await conn.execute(
                     update(THREADS)
                     .where(THREADS.c.thread_id.in_(spent_threads), THREADS.c.status == "busy")
-                    .values(status="error", updated_at=utcnow())
+                    .values(status="error", updated_at=self._clock.now())
                 )
         return ids
 
     async def claim_due(self, worker_id: str, limit: int) -> list[RunRecord]:
         """Claim up to ``limit`` due pending runs whose thread nobody holds."""
-        now = utcnow()
+        now = self._clock.now()
         async with self._store.transaction() as conn:
             candidates = (
                 await conn.execute(
@@ -486,7 +495,7 @@ class RunStore:
         return claimed
 
     async def _claim_thread(self, thread_id: str, worker_id: str) -> RunRecord | None:
-        now = utcnow()
+        now = self._clock.now()
         async with self._store.transaction(write_lock=True) as conn:
             holder = await conn.execute(
                 select(THREADS.c.current_run_id)
@@ -566,7 +575,7 @@ class RunStore:
             query = query.where(RUNS.c.thread_id == thread_id)
         if status in ("pending", "running"):
             query = query.where(RUNS.c.status == status)
-        now = utcnow()
+        now = self._clock.now()
         async with self._store.transaction(write_lock=True) as conn:
             rows = (await conn.execute(query)).mappings().all()
             runs = [_run(row) for row in rows]

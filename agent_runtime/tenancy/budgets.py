@@ -46,6 +46,7 @@ that cannot be read (on a cache miss) is also :class:`DependencyUnavailable`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -276,7 +277,8 @@ class BudgetGuard:
 
     ``source`` gives a tenant's budgets (:class:`BudgetStore`); ``backend`` keeps the
     counters (:class:`RedisSpend` or :class:`InMemorySpend`, which it owns and closes);
-    ``clock`` (UTC now) decides the windows.
+    ``clock`` (UTC now) decides the windows; ``cache_clock`` (monotonic seconds) when a
+    cached list of budgets is read again.
     """
 
     def __init__(
@@ -287,13 +289,16 @@ class BudgetGuard:
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], datetime] = utcnow,
+        cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._backend = backend
         self._prefix = prefix
         self._clock = clock
         # Concurrent misses for one tenant share one query.
-        self._cache: TtlCache[list[Budget]] = TtlCache(source.list_budgets, cache_ttl_s)
+        self._cache: TtlCache[list[Budget]] = TtlCache(
+            source.list_budgets, cache_ttl_s, clock=cache_clock
+        )
 
     @property
     def backend(self) -> SpendBackend:

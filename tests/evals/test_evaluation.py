@@ -811,9 +811,10 @@ async def test_online_judge_bounds_what_is_in_flight() -> None:
     assert [r.error for r in results if r is not None] == [
         "judge call failed: ConnectionError: late"
     ] * 2
-    blocked = asyncio.Event()
+    blocked, calling = asyncio.Event(), asyncio.Event()
 
     async def never(request: ChatRequest) -> ChatResult:
+        calling.set()
         await blocked.wait()
         raise AssertionError
 
@@ -821,6 +822,6 @@ async def test_online_judge_bounds_what_is_in_flight() -> None:
         Judge(RouterChatModel(alias="smart", call=never)), eval_settings(sample_rate=1.0)
     )
     task = online.submit(run_record(), "success", values)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(calling.wait(), timeout=5)  # the judge call is in flight
     await online.aclose()
     assert task is not None and task.cancelled()

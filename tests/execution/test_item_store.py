@@ -4,8 +4,7 @@ tenant isolation through :class:`TenantScopedStore` and :class:`ContextualStore`
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from agent_runtime.execution.item_store import (
     tenant_prefix,
     tenant_scope,
 )
+from tests.time_control import wait_for
 
 # Short enough to wait for, long enough that a put and its read land before expiry.
 SHORT_TTL_MINUTES = 0.02  # 1.2 s
@@ -42,13 +42,6 @@ async def items(storage_settings: StorageSettings) -> AsyncIterator[ItemStores]:
     await stores.setup()
     yield stores
     await stores.close()
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
 
 
 async def stored_rows(stores: ItemStores) -> int:
@@ -223,8 +216,8 @@ async def test_ttl_items_expire_and_the_sweep_deletes_them(items: ItemStores) ->
     await store.aput(("t",), "forever", {"v": 2})
     assert await store.aget(("t",), "short", refresh_ttl=False) is not None
 
-    await asyncio.sleep(SHORT_TTL_MINUTES * 60 + 1.1)  # SQLite compares to the second
-    assert await items.sweep_expired() == 1
+    # The database judges expiry (SQLite to the second): sweep until it finds the item.
+    assert await wait_for(items.sweep_expired) == 1
     assert await store.aget(("t",), "short") is None
     assert [i.key for i in await store.asearch(("t",))] == ["forever"]
     assert await items.sweep_expired() == 0
@@ -239,8 +232,7 @@ async def test_default_ttl_applies_to_items_put_without_one(
         store = stores.for_tenant("acme")
         await store.aput(("t",), "default", {"v": 1})
         await store.aput(("t",), "kept", {"v": 2}, ttl=None)
-        await asyncio.sleep(SHORT_TTL_MINUTES * 60 + 1.1)
-        assert await stores.sweep_expired() == 1
+        assert await wait_for(stores.sweep_expired) == 1
         assert [i.key for i in await store.asearch(("t",))] == ["kept"]
     finally:
         await stores.close()

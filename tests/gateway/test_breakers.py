@@ -10,8 +10,9 @@ import pytest
 
 from agent_runtime.core.errors import CircuitOpen, ProviderError, ProviderRejected
 from agent_runtime.gateway.breakers import BreakerRegistry, ModelBreaker, call, policy_filter
+from tests.time_control import ManualClock
 
-RESET_S = 0.15
+RESET_S = 30.0  # on a ManualClock: tests advance it, nothing waits
 
 
 class Flaky:
@@ -23,7 +24,7 @@ class Flaky:
 
     async def __call__(self) -> str:
         self.calls += 1
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # suspends, as a real provider call does
         if self.error is not None:
             raise self.error
         return "ok"
@@ -121,11 +122,14 @@ async def test_a_success_resets_the_consecutive_failure_count() -> None:
 
 async def test_half_open_trial_success_closes() -> None:
     log = StateLog()
-    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S, listeners=[log])
+    clock = ManualClock()
+    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S, listeners=[log], clock=clock)
     breaker = registry.get("m")
     op = Flaky()
     await trip(breaker, op)
-    await asyncio.sleep(RESET_S + 0.05)
+    clock.advance(RESET_S - 0.01)
+    assert registry.is_open("m"), "refused until reset_timeout has elapsed"
+    clock.advance(0.01)
     assert not registry.is_open("m"), "after reset_timeout one trial call may go through"
 
     op.error = None
@@ -139,15 +143,17 @@ async def test_half_open_trial_success_closes() -> None:
 
 
 async def test_half_open_trial_failure_reopens_for_another_timeout() -> None:
-    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S)
+    clock = ManualClock()
+    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S, clock=clock)
     breaker = registry.get("m")
     op = Flaky()
     await trip(breaker, op)
-    await asyncio.sleep(RESET_S + 0.05)
+    clock.advance(RESET_S)
 
     await fail(breaker, op, ProviderError("HTTP 500", model="m", status=500))
     assert registry.states() == {"m": "open"}
-    assert registry.is_open("m")
+    clock.advance(RESET_S - 0.01)
+    assert registry.is_open("m"), "a whole new reset_timeout from the reopening"
     calls = op.calls
     with pytest.raises(CircuitOpen):
         await call(breaker, op, counts=provider_failures)
@@ -155,11 +161,12 @@ async def test_half_open_trial_failure_reopens_for_another_timeout() -> None:
 
 
 async def test_half_open_uncounted_outcome_keeps_it_half_open() -> None:
-    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S)
+    clock = ManualClock()
+    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S, clock=clock)
     breaker = registry.get("m")
     op = Flaky()
     await trip(breaker, op)
-    await asyncio.sleep(RESET_S + 0.05)
+    clock.advance(RESET_S)
 
     await fail(breaker, op, ProviderRejected("bad request", model="m", status=400))
     assert registry.states() == {"m": "half-open"}
@@ -170,10 +177,11 @@ async def test_half_open_uncounted_outcome_keeps_it_half_open() -> None:
 
 
 async def test_only_one_trial_call_at_a_time_while_half_open() -> None:
-    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S)
+    clock = ManualClock()
+    registry = BreakerRegistry(fail_max=1, reset_timeout_s=RESET_S, clock=clock)
     breaker = registry.get("m")
     await trip(breaker, Flaky())
-    await asyncio.sleep(RESET_S + 0.05)
+    clock.advance(RESET_S)
 
     release = asyncio.Event()
     started = asyncio.Event()
@@ -226,12 +234,13 @@ async def test_tripping_call_reraises_the_providers_error() -> None:
 
 async def test_transitions_reach_the_hook() -> None:
     seen: list[tuple[str, str, str]] = []
+    clock = ManualClock()
     registry = BreakerRegistry(
-        fail_max=1, reset_timeout_s=RESET_S, on_transition=lambda *t: seen.append(t)
+        fail_max=1, reset_timeout_s=RESET_S, on_transition=lambda *t: seen.append(t), clock=clock
     )
     breaker = registry.get("m")
     await trip(breaker, Flaky())
-    await asyncio.sleep(RESET_S + 0.05)
+    clock.advance(RESET_S)
     assert await call(breaker, Flaky(), counts=provider_failures) == "ok"
     assert seen == [
         ("m", "closed", "open"),

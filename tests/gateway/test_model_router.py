@@ -3,7 +3,6 @@ breakers, retries, deadlines and the observer seam (streams: test_routing_stream
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from decimal import Decimal
@@ -46,6 +45,7 @@ from tests.gateway.router_harness import (
     provider_settings,
 )
 from tests.servers import served
+from tests.time_control import ManualClock
 
 
 def fails_first(app: ASGIApp, times: int, status: int, headers: dict[str, str]) -> ASGIApp:
@@ -256,13 +256,15 @@ async def test_open_breaker_skips_the_primary_without_calling_it() -> None:
 
 async def test_half_open_trial_after_reset_timeout_closes_on_success() -> None:
     provider = Switchable(fake(failing_models=["fake-smart"]))
-    async with harness(provider, breaker_fail_max=1, breaker_reset_timeout_s=0.2) as h:
+    clock = ManualClock()
+    breakers = BreakerRegistry(fail_max=1, reset_timeout_s=30, clock=clock)
+    async with harness(provider, breakers=breakers) as h:
         await h.router.chat(ask("hello"))
         assert h.router.breaker_states()["fake-smart"] == "open"
         skipped = await h.router.chat(ask("hello"))
         assert skipped.attempts[0].outcome == "circuit_open"
 
-        await asyncio.sleep(0.25)
+        clock.advance(30)
         provider.target = fake()  # the provider has recovered
         result = await h.router.chat(ask("hello again"))
 
@@ -273,11 +275,11 @@ async def test_half_open_trial_after_reset_timeout_closes_on_success() -> None:
 
 
 async def test_half_open_trial_failure_reopens() -> None:
-    async with harness(
-        fake(failing_models=["fake-smart"]), breaker_fail_max=1, breaker_reset_timeout_s=0.2
-    ) as h:
+    clock = ManualClock()
+    breakers = BreakerRegistry(fail_max=1, reset_timeout_s=30, clock=clock)
+    async with harness(fake(failing_models=["fake-smart"]), breakers=breakers) as h:
         await h.router.chat(ask("hello"))
-        await asyncio.sleep(0.25)
+        clock.advance(30)
         trial = await h.router.chat(ask("hello"))
         assert h.router.breaker_states()["fake-smart"] == "open"
         after = await h.router.chat(ask("hello"))

@@ -2,6 +2,8 @@
 trial call across replicas, no Redis call on the happy path, and local state without Redis.
 
 Each "replica" is a registry with its own Redis client; each test uses its own key prefix.
+Nothing waits out a timeout: the replicas share a :class:`ManualClock`, and the shared
+state's opening times (Redis's own ``TIME``) are moved back by as much (:func:`elapse`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,15 +21,18 @@ from agent_runtime.config.models_file import BreakerPolicy
 from agent_runtime.core.errors import CircuitOpen, ProviderError, ProviderRejected
 from agent_runtime.gateway.breakers import BreakerRegistry, call, guarded
 from agent_runtime.gateway.shared_breakers import (
+    CACHE_TTL_S,
     SharedBreaker,
     SharedBreakerRegistry,
     build_breakers,
 )
 from tests.gateway.router_harness import ask, fake, harness
+from tests.time_control import ManualClock, wait_for
 
-RESET_S = 0.3
+RESET_S = 30.0  # never waited for: see elapse
 
 Replicas = Callable[..., SharedBreakerRegistry]
+Elapse = Callable[[float], Awaitable[None]]
 
 
 def counts(exc: BaseException) -> bool:
@@ -49,8 +54,33 @@ async def fail(breaker: SharedBreaker, times: int = 1) -> None:
 
 
 @pytest.fixture
-async def replicas(redis_url: str) -> AsyncIterator[Replicas]:
-    prefix = f"test:breaker:{uuid.uuid4().hex[:8]}:"
+def prefix() -> str:
+    return f"test:breaker:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def elapse(redis_url: str, prefix: str, clock: ManualClock) -> AsyncIterator[Elapse]:
+    """Let ``seconds`` pass for every replica: their clock, and the shared opening times
+    (Redis's ``TIME`` cannot be moved, so each model's ``opened_at`` is moved back)."""
+    redis = Redis.from_url(redis_url)
+
+    async def advance(seconds: float) -> None:
+        clock.advance(seconds)
+        async for key in redis.scan_iter(match=prefix + "*"):
+            if await redis.type(key) == b"hash" and await redis.hexists(key, "opened_at"):
+                await redis.hincrby(key, "opened_at", -round(seconds * 1000))
+
+    yield advance
+    await redis.aclose()
+
+
+@pytest.fixture
+async def replicas(redis_url: str, prefix: str, clock: ManualClock) -> AsyncIterator[Replicas]:
     made: list[SharedBreakerRegistry] = []
 
     def make(**options: Any) -> SharedBreakerRegistry:
@@ -60,6 +90,7 @@ async def replicas(redis_url: str) -> AsyncIterator[Replicas]:
             "reset_timeout_s": RESET_S,
             "trial_ttl_s": 5.0,
             "prefix": prefix,
+            "clock": clock,
             **options,
         }
         registry = SharedBreakerRegistry.from_url(url, **values)
@@ -96,17 +127,17 @@ async def test_one_replicas_failures_open_the_breaker_for_all(replicas: Replicas
 
 
 async def test_another_replicas_transition_is_seen_within_the_cache_ttl(
-    replicas: Replicas,
+    replicas: Replicas, clock: ManualClock
 ) -> None:
-    a, b = replicas(cache_ttl_s=0.05), replicas(cache_ttl_s=0.05)
+    a, b = replicas(), replicas()
     watcher = b.get("m")
     assert not watcher.refuses_calls()  # starts a background refresh; cache says closed
+    await wait_for(lambda: watcher._refresh is not None and watcher._refresh.done())
     await fail(a.get("m"), 2)
-    for _ in range(40):
-        await asyncio.sleep(0.02)
-        if watcher.refuses_calls():
-            break
-    assert watcher.refuses_calls(), "the refresh picked up replica A's transition"
+    assert not watcher.refuses_calls(), "within the cache TTL the local copy stands"
+    clock.advance(CACHE_TTL_S)
+    # The next look starts a refresh, which picks up replica A's transition.
+    await wait_for(watcher.refuses_calls, timeout_s=5)
 
 
 async def test_the_happy_path_makes_no_redis_call(replicas: Replicas) -> None:
@@ -148,10 +179,10 @@ async def test_a_success_resets_the_shared_consecutive_count(replicas: Replicas)
     assert a.states() == {"m": "closed"}, "1 + reset + 1 is not 2 in a row"
 
 
-async def test_exactly_one_trial_call_across_replicas(replicas: Replicas) -> None:
+async def test_exactly_one_trial_call_across_replicas(replicas: Replicas, elapse: Elapse) -> None:
     a, b, c = replicas(), replicas(), replicas()
     await fail(a.get("m"), 2)
-    await asyncio.sleep(RESET_S + 0.05)
+    await elapse(RESET_S)
     for registry in (b, c):
         await registry.sync()
 
@@ -178,10 +209,10 @@ async def test_exactly_one_trial_call_across_replicas(replicas: Replicas) -> Non
     release.set()
 
 
-async def test_a_failed_trial_reopens_for_everyone(replicas: Replicas) -> None:
+async def test_a_failed_trial_reopens_for_everyone(replicas: Replicas, elapse: Elapse) -> None:
     a, b = replicas(), replicas()
     await fail(a.get("m"), 2)
-    await asyncio.sleep(RESET_S + 0.05)
+    await elapse(RESET_S)
     await b.sync()
     await fail(b.get("m"))  # b's call is the trial, and it fails
     await a.sync()
@@ -189,11 +220,13 @@ async def test_a_failed_trial_reopens_for_everyone(replicas: Replicas) -> None:
     assert a.get("m").refuses_calls()
 
 
-async def test_an_uncounted_trial_releases_the_lock_for_a_new_trial(replicas: Replicas) -> None:
+async def test_an_uncounted_trial_releases_the_lock_for_a_new_trial(
+    replicas: Replicas, elapse: Elapse
+) -> None:
     a = replicas()
     breaker = a.get("m")
     await fail(breaker, 2)
-    await asyncio.sleep(RESET_S + 0.05)
+    await elapse(RESET_S)
 
     async def rejected() -> str:
         raise ProviderRejected("bad request", model="m", status=400)
@@ -205,17 +238,30 @@ async def test_an_uncounted_trial_releases_the_lock_for_a_new_trial(replicas: Re
     assert a.states() == {"m": "closed"}
 
 
-async def test_a_dead_replicas_trial_expires(replicas: Replicas) -> None:
+async def test_a_dead_replicas_trial_expires(
+    replicas: Replicas, elapse: Elapse, clock: ManualClock, redis_url: str, prefix: str
+) -> None:
     a, b = replicas(trial_ttl_s=0.2), replicas(trial_ttl_s=0.2)
     await fail(a.get("m"), 2)
-    await asyncio.sleep(RESET_S + 0.05)
+    await elapse(RESET_S)
     ticket = await a.get("m").admit()  # replica a takes the trial, then dies silently
     assert ticket.trial
     await b.sync()
     with pytest.raises(CircuitOpen):
         await b.get("m").admit()
-    await asyncio.sleep(0.5)  # past the lock's TTL and b's short "trial busy" memory
+    # Redis expires the lock on its own time: wait for that, then let b's short "trial
+    # busy" memory pass.
+    redis = Redis.from_url(redis_url)
+    try:
+        await wait_for(lambda: _gone(redis, prefix + "m:trial"), timeout_s=5)
+    finally:
+        await redis.aclose()
+    clock.advance(CACHE_TTL_S)
     assert (await b.get("m").admit()).trial
+
+
+async def _gone(redis: Redis, key: str) -> bool:
+    return await redis.exists(key) == 0
 
 
 async def test_unreachable_redis_degrades_to_local_state(
@@ -225,7 +271,7 @@ async def test_unreachable_redis_degrades_to_local_state(
     breaker = registry.get("m")
     with caplog.at_level(logging.WARNING):
         assert not breaker.refuses_calls()
-        await asyncio.sleep(0.05)  # the background refresh fails
+        await wait_for(lambda: not registry.shared)  # the background refresh failed
         assert await call(breaker, ok, counts=counts) == "ok", "a call never fails for Redis"
         await fail(breaker, 2)
     assert not registry.shared

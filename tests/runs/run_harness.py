@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
@@ -20,6 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from agent_runtime.config.settings import StorageSettings
+from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import ProviderChainExhausted
 from agent_runtime.core.records import Principal, RunRecord
 from agent_runtime.db.metadata import MetadataStore
@@ -99,6 +100,7 @@ async def replica(
     executor: ExecutorSettings | None = None,
     start_loops: bool = True,
     run_limits: RunLimits | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Replica]:
     store = MetadataStore(settings)
     await store.setup()
@@ -134,7 +136,7 @@ async def replica(
 
     service = RunService(
         store,
-        RunStore(store, run_limits),
+        RunStore(store, run_limits, clock),
         AssistantStore(store, [GRAPH]),
         make_executor,
         max_steps=50,
@@ -161,17 +163,3 @@ def body(mode: str = "ok", **extra: Any) -> RunCreate:
 async def new_thread(replica: Replica, principal: Principal = TENANT) -> str:
     record = await replica.store.create_thread(principal.tenant_id)
     return record.thread_id
-
-
-async def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.05)

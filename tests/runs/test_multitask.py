@@ -6,7 +6,6 @@ each strategy is shown to hold when the second request lands on the other replic
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,7 +19,8 @@ from agent_runtime.db.tables import RUNS, utcnow
 from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.runs.executor import ExecutorSettings
 from agent_runtime.runs.run_queue import NewRun
-from tests.runs.run_harness import GRAPH, TENANT, Replica, body, new_thread, replica, wait_for
+from tests.runs.run_harness import GRAPH, TENANT, Replica, body, new_thread, replica
+from tests.time_control import ManualClock, wait_for
 
 
 @pytest.fixture
@@ -181,20 +181,28 @@ async def test_a_resumed_run_continues_from_its_checkpoint(
     storage_settings: StorageSettings,
 ) -> None:
     """Killed mid-run: the next attempt does not apply the input a second time."""
-    settings = ExecutorSettings(heartbeat_s=0.2, lease_s=1.0, poll_s=0.2)
+    settings = ExecutorSettings(heartbeat_s=0.2, lease_s=10.0, poll_s=0.2)
     async with replica(storage_settings, executor=settings) as doomed:
         thread_id = await new_thread(doomed)
         started = await doomed.runs.start(TENANT, thread_id, body("slow"), "background")
         await wait_for(lambda: doomed.executor.local(started.run.run_id))
-        await asyncio.sleep(0.3)  # "first" is checkpointed, "second" is sleeping
+        await wait_for(lambda: _checkpointed(doomed, thread_id, ["first"]))  # in "second"
         # The replica dies: its tasks stop and it never heartbeats again.
         local = doomed.executor.local(started.run.run_id)
         assert local is not None and local.task is not None
         doomed.executor._loops[0].cancel()
         local.task.cancel()
-    async with replica(storage_settings, executor=settings) as survivor:
+    # The survivor's clock is past the dead replica's lease: its reaper resumes the run.
+    later = ManualClock()
+    later.advance(settings.lease_s)
+    async with replica(storage_settings, executor=settings, clock=later) as survivor:
         outcome = await survivor.runs.join(TENANT, thread_id, started.run.run_id)
         assert json.loads(outcome.body)["steps"] == ["first", "second"]
+
+
+async def _checkpointed(r: Replica, thread_id: str, steps: list[str]) -> bool:
+    state = await r.threads.get_state(TENANT, thread_id)
+    return bool(state["values"].get("steps") == steps)
 
 
 async def test_a_replica_shutting_down_hands_its_runs_back(

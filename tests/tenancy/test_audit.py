@@ -13,7 +13,8 @@ from agent_runtime.core import timing
 from agent_runtime.protocol.agent_protocol import run_to_wire
 from agent_runtime.tenancy.audit import AuditEntry, AuditLog
 from tests.runs import run_harness
-from tests.runs.run_harness import GRAPH, TENANT, Replica, body, new_thread, wait_for
+from tests.runs.run_harness import GRAPH, TENANT, Replica, body, new_thread
+from tests.time_control import wait_for
 
 
 async def _first_with_tokens(state: run_harness.State) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -121,13 +122,16 @@ class Harness:
     prefix: str
     redis: Redis
 
-    def guard(self, cache_ttl_s: float = 0.0) -> BudgetGuard:
+    def guard(
+        self, cache_ttl_s: float = 0.0, cache_clock: Callable[[], float] = time.monotonic
+    ) -> BudgetGuard:
         return BudgetGuard(
             self.budgets,
             self.make_backend(),
             cache_ttl_s=cache_ttl_s,
             prefix=self.prefix,
             clock=self.clock,
+            cache_clock=cache_clock,
         )
 
 
@@ -276,11 +280,13 @@ async def test_settle_never_goes_negative_nor_revives_an_expired_window(
 
 
 async def test_budget_changes_apply_within_the_cache_ttl(harness: Harness) -> None:
-    guard = harness.guard(cache_ttl_s=1.0)
+    elapsed = [0.0]
+    guard = harness.guard(cache_ttl_s=1.0, cache_clock=lambda: elapsed[0])
     await guard.reserve("acme", None, 3)  # no budget yet: cached as none
     await harness.budgets.set_budget("acme", "day", 1)
+    elapsed[0] += 0.99
     await guard.reserve("acme", None, 3)  # still within the cache TTL
-    await asyncio.sleep(1.05)
+    elapsed[0] += 0.02
     with pytest.raises(BudgetExceeded):
         await guard.reserve("acme", None, 3)
     await harness.budgets.delete_budget("acme", "day")
@@ -342,7 +348,7 @@ async def test_full_calls_racing_settle_exactly(harness: Harness) -> None:
             return
         [peak] = await _spent(guard, "acme")
         peaks.append(peak)
-        await asyncio.sleep(rng.uniform(0, 0.01))
+        await asyncio.sleep(rng.uniform(0, 0.01))  # a call's latency: shuffles the settles
         actual = rng.randint(10_000, 50_000)
         await guard.settle(reservation, Decimal(actual) / 1_000_000)
         costs.append(actual)

@@ -48,7 +48,7 @@ class Source:
 
     async def get_limits(self, tenant_id: str) -> TenantLimits:
         self.reads += 1
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a query's latency, so that concurrent misses overlap
         if self.fail:
             raise DependencyUnavailable("database unavailable (OSError)")
         return self.limits.get(tenant_id, TenantLimits())

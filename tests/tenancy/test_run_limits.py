@@ -14,7 +14,8 @@ from agent_runtime.core.errors import RateLimited
 from agent_runtime.core.records import TenantLimits
 from agent_runtime.tenancy.run_limits import RunLimits
 from agent_runtime.tenancy.tenants import TenantStore
-from tests.runs.run_harness import OTHER, TENANT, Replica, body, new_thread, replica, wait_for
+from tests.runs.run_harness import OTHER, TENANT, Replica, body, new_thread, replica
+from tests.time_control import wait_for
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""Run leases on a clock the test moves: a claimed run holds its thread while its worker
+heartbeats, and lapses (back to the queue, resumable elsewhere) once it stops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_runtime.config.settings import StorageSettings
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.runs.run_queue import NewRun, RunEnd, RunStore
+from tests.time_control import ManualClock
+
+TENANT = "lease-tenant"
+LEASE_S = 10.0
+
+
+@pytest.fixture
+async def store(storage_settings: StorageSettings) -> AsyncIterator[MetadataStore]:
+    store = MetadataStore(storage_settings)
+    await store.setup()
+    await store.ensure_tenant(TENANT, "leases")
+    yield store
+    await store.close()
+
+
+async def _claimed(runs: RunStore, store: MetadataStore, worker_id: str) -> str:
+    thread = await store.create_thread(TENANT)
+    new = NewRun(
+        tenant_id=TENANT, thread_id=thread.thread_id, graph_id="g", assistant_id="g", kwargs={}
+    )
+    created = await runs.create(new, worker_id=worker_id)
+    assert created.started
+    return new.run_id
+
+
+async def test_a_heartbeating_run_keeps_its_lease_and_a_silent_one_lapses(
+    store: MetadataStore,
+) -> None:
+    clock = ManualClock()
+    runs = RunStore(store, clock=clock)
+    run_id = await _claimed(runs, store, "w1")
+
+    clock.advance(LEASE_S - 1)
+    assert await runs.reap(LEASE_S, max_attempts=3) == [], "the lease still holds"
+    beat = await runs.heartbeat([run_id], "w1")
+    assert (beat.lost, beat.cancel) == (set(), {})
+
+    clock.advance(LEASE_S - 1)
+    assert await runs.reap(LEASE_S, max_attempts=3) == [], "the heartbeat renewed it"
+
+    clock.advance(2)  # w1 went silent: its last heartbeat is now past the lease
+    assert await runs.reap(LEASE_S, max_attempts=3) == [run_id]
+    assert (await runs.heartbeat([run_id], "w1")).lost == {run_id}
+
+    [resumed] = await runs.claim_due("w2", limit=10)
+    assert (resumed.run_id, resumed.worker_id, resumed.attempt) == (run_id, "w2", 2)
+    # The first worker finishing late changes nothing: the run is w2's now.
+    end = RunEnd(status="success", thread_status="idle")
+    assert await runs.finish(resumed, end, "w1") is None
+    assert await runs.status(run_id) == "running"
+
+
+async def test_a_run_out_of_attempts_fails_when_its_lease_lapses(store: MetadataStore) -> None:
+    clock = ManualClock()
+    runs = RunStore(store, clock=clock)
+    run_id = await _claimed(runs, store, "w1")
+    clock.advance(LEASE_S + 1)
+    assert await runs.reap(LEASE_S, max_attempts=1) == [run_id]
+    assert await runs.status(run_id) == "error"
+    assert await runs.claim_due("w2", limit=10) == []
