@@ -39,6 +39,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from ray.serve.handle import DeploymentHandle
 
+from agent_runtime.api.graph_info import assistant_store
 from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
@@ -53,16 +54,17 @@ from agent_runtime.runs.run_queue import RunStore
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.trace_rows import TraceReader
 from agent_runtime.tenancy.audit import Actor
-from agent_runtime.tenancy.auth import Authenticator, extract_api_key
-from agent_runtime.tenancy.budgets import BudgetGuard
+from agent_runtime.tenancy.auth import Authenticator, AuthInvalidations, extract_api_key
+from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
 from agent_runtime.tenancy.tenants import TenantStore
-from agent_runtime.tenancy.token_buckets import RateLimiter
+from agent_runtime.tenancy.token_buckets import RateLimiter, build_limiter
 
 
 @dataclass
 class Services:
-    """What one ingress replica holds, built once in its constructor."""
+    """What one ingress replica holds: built once by :meth:`open` (the deployment's
+    constructor); tests build partial ones in process."""
 
     settings: RuntimeSettings
     store: MetadataStore
@@ -94,6 +96,53 @@ class Services:
                 default_rate_per_s=limits.rate_limit_per_second,
                 default_burst=limits.rate_limit_burst,
             )
+
+    @classmethod
+    async def open(
+        cls,
+        settings: RuntimeSettings,
+        orchestrator: DeploymentHandle,
+        router: DeploymentHandle,
+        metrics: IngressMetrics,
+        graphs: GraphRegistry,
+    ) -> Services:
+        """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it."""
+        store = MetadataStore(settings.storage)
+        await store.setup()
+        items = ItemStores(settings.storage, settings.items)
+        await items.setup()
+        # With Redis, revocations and disabled tenants reach this replica at once.
+        auth = Authenticator(
+            store,
+            settings.limits.auth_cache_ttl_s,
+            invalidations=AuthInvalidations.from_settings(settings.limits),
+        )
+        await auth.start()
+        return cls(
+            settings=settings,
+            store=store,
+            auth=auth,
+            # AGENT_RATE_LIMIT_FAILURE_MODE applies when Redis is away; the metric counts it.
+            limiter=build_limiter(
+                settings.limits, on_unavailable=metrics.record_limiter_unavailable
+            ),
+            orchestrator=orchestrator,
+            router=router,
+            metrics=metrics,
+            graphs=graphs,
+            assistants=assistant_store(store, graphs),
+            items=items,
+            budgets=build_budget_guard(settings.limits, settings.budgets, store),
+        )
+
+    async def aclose(self) -> None:
+        await self.auth.close()
+        await self.limiter.close()
+        if self.items is not None:
+            await self.items.close()
+        if self.budgets is not None:
+            await self.budgets.close()
+        await self.store.close()
 
 
 def get_services(request: Request) -> Services:

@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -38,8 +38,10 @@ from sqlalchemy import func, select
 from agent_runtime.core import logs
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
+from agent_runtime.core.timing import RunTimings
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS
+from agent_runtime.execution.run_trace import RunTrace
 from agent_runtime.runs.event_stream import RunStream
 from agent_runtime.runs.run_queue import RunEnd, RunStore
 
@@ -74,7 +76,10 @@ class RunResult:
 
     status: RunStatus | None  # None: rolled back
     output: Any = None  # the wait body (values, ``__interrupt__`` or ``__error__``)
-    extra: dict[str, Any] = field(default_factory=dict)
+    timings: RunTimings | None = None  # the graph's model calls (None: it never ran)
+    graph_ms: float = 0.0  # the graph's wall time in this replica
+    trace: RunTrace | None = None  # its spans, when traces are kept
+    error: BaseException | None = None  # what failed it, re-raised to a waiter if a runtime error
 
 
 @dataclass

@@ -90,7 +90,7 @@ class GraphRunner:
         with timing.track_run() as timings, self._scope_for(run), run_identity(identity):
             end, result = await self._run(local, recorder)
         end.input_tokens, end.output_tokens = timings.input_tokens, timings.output_tokens
-        result.extra.update(timings=timings, graph_ms=(time.perf_counter() - started) * 1000)
+        result.timings, result.graph_ms = timings, (time.perf_counter() - started) * 1000
         if recorder is not None and end.status is not None:
             end.trace = recorder.finish(
                 thread_id=run.thread_id,
@@ -98,7 +98,7 @@ class GraphRunner:
                 attempt=run.attempt,
                 status=end.status,
             )
-            result.extra["trace"] = end.trace
+            result.trace = end.trace
         if self._on_run_finished is not None and run.graph_id and end.status is not None:
             duration_ms = (time.perf_counter() - started) * 1000
             self._on_run_finished(run.graph_id, end.status, duration_ms, timings)
@@ -280,9 +280,7 @@ class GraphRunner:
             values=values if values is not None else {},
             error=json.dumps(payload),
         )
-        result = RunResult(status=status, output={"__error__": payload})
-        result.extra["error"] = error
-        return end, result
+        return end, RunResult(status=status, output={"__error__": payload}, error=error)
 
 
 def _thread_config(run: RunRecord) -> RunnableConfig:

@@ -367,15 +367,15 @@ class RunService:
                 logger.warning("run %s: temporary thread kept: %s", run.run_id, exc.message)
 
     async def _audit(self, run: RunRecord, result: RunResult) -> None:
-        tokens = result.extra.get("timings")
+        tokens = result.timings or timing.RunTimings()
         try:
             cost = await UsageLedger(self._store).run_cost(run.tenant_id, run.run_id)
             await record_run_end(
                 self._store,
                 run,
                 result.status,
-                getattr(tokens, "input_tokens", 0),
-                getattr(tokens, "output_tokens", 0),
+                tokens.input_tokens,
+                tokens.output_tokens,
                 float(cost),
             )
         except AgentRuntimeError as exc:
@@ -383,8 +383,8 @@ class RunService:
 
 
 def _outcome(run: RunRecord, result: RunResult) -> RunOutcome:
-    timings = result.extra.get("timings") or timing.RunTimings()
-    error = result.extra.get("error")
+    timings = result.timings or timing.RunTimings()
+    error = result.error
     if isinstance(error, AgentRuntimeError):
         # Runtime failures (provider chain exhausted, a dependency down) keep their
         # HTTP status; graph code failures answer 200 with ``__error__`` as the Platform
@@ -397,7 +397,7 @@ def _outcome(run: RunRecord, result: RunResult) -> RunOutcome:
         result.status,
         dumps(result.output),
         timings,
-        float(result.extra.get("graph_ms") or 0.0),
+        result.graph_ms,
     )
 
 

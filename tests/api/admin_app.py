@@ -15,30 +15,17 @@ from pydantic import SecretStr
 
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
-from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import (
-    BudgetSettings,
-    FakeProviderSettings,
-    LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
-    StorageSettings,
-)
+from agent_runtime.config.settings import BudgetSettings, RuntimeSettings, StorageSettings
 from agent_runtime.core.records import Scope
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.audit import CLI
 from agent_runtime.tenancy.auth import Authenticator
 from agent_runtime.tenancy.tenants import TenantAdmin
-from agent_runtime.tenancy.token_buckets import build_limiter
-from graphs.registry import default_registry
+from tests.api import app_services
+from tests.api.app_services import runtime_settings
 from tests.backends import backend_settings
 
 ADMIN = SecretStr("bootstrap-admin-key-for-tests")
-
-
-class Metrics:
-    def observe(self, *args: Any) -> None:
-        return None
 
 
 @dataclass
@@ -64,29 +51,9 @@ class App:
         return raw
 
 
-def runtime_settings(storage: StorageSettings, bootstrap: bool = True) -> RuntimeSettings:
-    return RuntimeSettings(
-        storage=storage,
-        limits=LimitSettings(redis_url=None),
-        provider=ProviderSettings(),
-        fake=FakeProviderSettings(),
-        serve=ServeSettings(),
-        budgets=BudgetSettings(admin_api_key=ADMIN if bootstrap else None),
-    )
-
-
-def build_services(
-    store: MetadataStore, settings: RuntimeSettings, cache_ttl_s: float = 0
-) -> Services:
-    return Services(
-        settings=settings,
-        store=store,
-        auth=Authenticator(store, cache_ttl_s=cache_ttl_s),
-        limiter=build_limiter(settings.limits),
-        orchestrator=None,  # type: ignore[arg-type]
-        router=None,  # type: ignore[arg-type]
-        metrics=Metrics(),  # type: ignore[arg-type]
-        graphs=default_registry(),
+def admin_settings(storage: StorageSettings, bootstrap: bool = True) -> RuntimeSettings:
+    return runtime_settings(
+        storage, budgets=BudgetSettings(admin_api_key=ADMIN if bootstrap else None)
     )
 
 
@@ -95,10 +62,11 @@ async def admin_app(
     backend: str, folder: Path, *, bootstrap: bool = True, cache_ttl_s: float = 0
 ) -> AsyncIterator[App]:
     async with backend_settings(backend, folder) as storage:
-        settings = runtime_settings(storage, bootstrap)
+        settings = admin_settings(storage, bootstrap)
         store = MetadataStore(storage)
         await store.setup()
-        services = build_services(store, settings, cache_ttl_s)
+        auth = Authenticator(store, cache_ttl_s=cache_ttl_s)
+        services = app_services.services(store, settings, auth=auth)
         try:
             yield App(create_api(services), services, store)
         finally:

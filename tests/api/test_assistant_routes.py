@@ -29,31 +29,21 @@ from agent_runtime.api.deps import Services
 from agent_runtime.api.graph_info import assistant_store
 from agent_runtime.api.middleware import install_error_handlers, install_middleware
 from agent_runtime.api.routes.assistant_routes import assistants, system
-from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
-    FakeProviderSettings,
     LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
 )
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.execution.graph_registry import GraphRegistry
 from agent_runtime.protocol.agent_protocol import default_assistant_id
-from agent_runtime.tenancy.auth import Authenticator, generate_key
-from agent_runtime.tenancy.token_buckets import build_limiter
+from agent_runtime.tenancy.auth import generate_key
 from graphs.registry import default_registry
+from tests.api.app_services import runtime_settings
+from tests.api.app_services import services as app_services
 from tests.backends import BACKENDS, backend_settings
 from tests.servers import served
 
 REACT = default_assistant_id("react")
 MULTI = default_assistant_id("multi_agent")
-
-
-class Metrics:
-    """Ray's metric objects need a running cluster; these tests need none."""
-
-    def observe(self, *args: Any) -> None:
-        return None
 
 
 @dataclass
@@ -83,12 +73,8 @@ def build_app(services: Services) -> FastAPI:
 @pytest.fixture(params=BACKENDS)
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
     async with backend_settings(request.param, tmp_path) as storage:
-        settings = RuntimeSettings(
-            storage=storage,
-            limits=LimitSettings(redis_url=None, rate_limit_burst=10_000),
-            provider=ProviderSettings(),
-            fake=FakeProviderSettings(),
-            serve=ServeSettings(),
+        settings = runtime_settings(
+            storage, limits=LimitSettings(redis_url=None, rate_limit_burst=10_000)
         )
         store = MetadataStore(storage)
         await store.setup()
@@ -102,20 +88,11 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         registry = GraphRegistry(
             s for s in default_registry().specs() if s.graph_id in ("multi_agent", "react")
         )
-        limiter = build_limiter(settings.limits)
-        services = Services(
-            settings=settings,
-            store=store,
-            auth=Authenticator(store, cache_ttl_s=0),
-            limiter=limiter,
-            orchestrator=None,  # type: ignore[arg-type]
-            router=None,  # type: ignore[arg-type]
-            metrics=Metrics(),  # type: ignore[arg-type]
-            graphs=registry,
-            assistants=assistant_store(store, registry),
+        services = app_services(
+            store, settings, graphs=registry, assistants=assistant_store(store, registry)
         )
         yield Api(build_app(services), store, keys)
-        await limiter.close()
+        await services.limiter.close()
         await store.close()
 
 

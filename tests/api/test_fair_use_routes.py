@@ -24,11 +24,10 @@ from agent_runtime.core.records import TenantLimits
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
 from agent_runtime.tenancy.audit import CLI
-from agent_runtime.tenancy.auth import Authenticator
 from agent_runtime.tenancy.tenants import TenantAdmin
 from agent_runtime.tenancy.token_buckets import build_limiter
-from graphs.registry import default_registry
-from tests.api.admin_app import runtime_settings
+from tests.api.admin_app import admin_settings
+from tests.api.app_services import services as app_services
 from tests.backends import backend_settings
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -102,23 +101,20 @@ async def make_api(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def make(backend: str = "postgres", **limits: Any) -> Api:
         storage = await stack.enter_async_context(backend_settings(backend, tmp_path / backend))
-        settings = runtime_settings(storage)
+        settings = admin_settings(storage)
         settings.limits = LimitSettings(**{"redis_url": SecretStr(REDIS_URL), **limits})
         store = MetadataStore(storage)
         await store.setup()
         metrics = Metrics()
         prefix = f"test:routes-rl:{uuid.uuid4().hex}:"
-        services = Services(
-            settings=settings,
-            store=store,
-            auth=Authenticator(store, cache_ttl_s=0),
+        services = app_services(
+            store,
+            settings,
             limiter=build_limiter(
                 settings.limits, prefix=prefix, on_unavailable=metrics.record_limiter_unavailable
             ),
-            orchestrator=Orchestrator(),  # type: ignore[arg-type]
-            router=None,  # type: ignore[arg-type]
-            metrics=metrics,  # type: ignore[arg-type]
-            graphs=default_registry(),
+            orchestrator=Orchestrator(),
+            metrics=metrics,
         )
         opened.append((services, store))
         return Api(create_api(services), store, metrics)

@@ -14,17 +14,18 @@ import pytest
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.config.settings import HttpSettings
 from agent_runtime.db.metadata import MetadataStore
-from tests.api.admin_app import App, build_services, runtime_settings
+from tests.api.admin_app import App, admin_settings
+from tests.api.app_services import services as app_services
 from tests.backends import backend_settings
 
 
 async def make_app(folder: Path, **http: Any) -> AsyncIterator[App]:
     async with backend_settings("sqlite", folder) as storage:
-        settings = runtime_settings(storage)
+        settings = admin_settings(storage)
         settings.http = HttpSettings(**http)
         store = MetadataStore(storage)
         await store.setup()
-        services = build_services(store, settings)
+        services = app_services(store, settings)
         try:
             yield App(create_api(services), services, store)
         finally:

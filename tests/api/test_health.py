@@ -10,20 +10,15 @@ import pytest
 from pydantic import SecretStr
 
 from agent_runtime.api.app_factory import create_api
-from agent_runtime.api.deps import Services
-from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
-    FakeProviderSettings,
     LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.tenancy.auth import Authenticator, generate_key
-from agent_runtime.tenancy.token_buckets import build_limiter
-from graphs.registry import default_registry
+from agent_runtime.tenancy.auth import generate_key
+from tests.api.app_services import runtime_settings
+from tests.api.app_services import services as app_services
 
 
 class Method:
@@ -49,38 +44,18 @@ async def down() -> None:
     raise DependencyUnavailable("provider unreachable")
 
 
-class Metrics:
-    """Ray's metric objects need a running cluster; these tests need none."""
-
-    def observe(self, *args: Any) -> None:
-        return None
-
-
 async def test_health_is_503_naming_every_part_that_is_down(tmp_path: Any) -> None:
-    settings = RuntimeSettings(
+    settings = runtime_settings(
         # Nothing listens on port 1: both the database and Redis are down.
-        storage=StorageSettings(
-            database_url="postgresql://postgres@127.0.0.1:1/none", db_timeout_s=1
-        ),
+        StorageSettings(database_url="postgresql://postgres@127.0.0.1:1/none", db_timeout_s=1),
         limits=LimitSettings(redis_url=SecretStr("redis://127.0.0.1:1/0"), redis_timeout_s=0.5),
-        provider=ProviderSettings(),
-        fake=FakeProviderSettings(),
-        serve=ServeSettings(),
     )
     store = MetadataStore(settings.storage)
     # Set-up reports the outage and keeps its engine, so later queries report it too.
     with pytest.raises(DependencyUnavailable):
         await store.setup()
-    limiter = build_limiter(settings.limits)
-    services = Services(
-        settings=settings,
-        store=store,
-        auth=Authenticator(store, cache_ttl_s=0),
-        limiter=limiter,
-        orchestrator=Deployment(healthy),  # type: ignore[arg-type]
-        router=Deployment(down),  # type: ignore[arg-type]
-        metrics=Metrics(),  # type: ignore[arg-type]
-        graphs=default_registry(),
+    services = app_services(
+        store, settings, orchestrator=Deployment(healthy), router=Deployment(down)
     )
     app = create_api(services)
     transport = httpx.ASGITransport(app=app)
@@ -90,7 +65,7 @@ async def test_health_is_503_naming_every_part_that_is_down(tmp_path: Any) -> No
         # Any request with a key needs the database: a clear 503, not a 500.
         well_formed_key, _ = generate_key("t")
         runs = await client.post("/threads", json={}, headers={"x-api-key": well_formed_key})
-    await limiter.close()
+    await services.limiter.close()
     await store.close()
     assert response.status_code == 503
     body = response.json()

@@ -17,24 +17,20 @@ import openai
 import pytest
 
 from agent_runtime.api.app_factory import create_api
-from agent_runtime.api.deps import Services
 from agent_runtime.config.fault_profiles import FaultProfile
 from agent_runtime.config.models_file import ModelsConfig, ModelSpec, ProviderConfig, Timeouts
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
     FakeProviderSettings,
-    LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.model_router import ModelRouter
-from agent_runtime.tenancy.auth import Authenticator, generate_key
-from agent_runtime.tenancy.token_buckets import build_limiter
-from graphs.registry import default_registry
+from agent_runtime.tenancy.auth import generate_key
+from tests.api.app_services import runtime_settings
+from tests.api.app_services import services as app_services
 from tests.servers import served
 
 CALCULATOR = {
@@ -100,11 +96,6 @@ class LocalRouterHandle:
         return LocalRouterHandle(self._router, stream)
 
 
-class Metrics:
-    def observe(self, *args: Any) -> None:
-        return None
-
-
 @dataclass
 class Gateway:
     client: openai.AsyncOpenAI
@@ -122,32 +113,15 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     )
     config = models_config()
     storage = StorageSettings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'rt.db'}")
-    settings = RuntimeSettings(
-        storage=storage,
-        limits=LimitSettings(redis_url=None),
-        provider=ProviderSettings(_env_file=None),
-        fake=FakeProviderSettings(),
-        serve=ServeSettings(),
-        models=config,
-    )
+    settings = runtime_settings(storage, provider=ProviderSettings(_env_file=None), models=config)
     store = MetadataStore(storage)
     await store.setup()
     await store.ensure_tenant("acme", "acme")
     raw, record = generate_key("acme")
     await store.add_key(record)
-    limiter = build_limiter(settings.limits)
     async with served(fake) as fake_url:
         router = ModelRouter(config, fake_url)
-        services = Services(
-            settings=settings,
-            store=store,
-            auth=Authenticator(store, cache_ttl_s=0),
-            limiter=limiter,
-            orchestrator=None,  # type: ignore[arg-type]
-            router=LocalRouterHandle(router),  # type: ignore[arg-type]
-            metrics=Metrics(),  # type: ignore[arg-type]
-            graphs=default_registry(),
-        )
+        services = app_services(store, settings, router=LocalRouterHandle(router))
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_api(services)))
         client = openai.AsyncOpenAI(
             base_url="http://gateway/v1", api_key=raw, http_client=http, max_retries=0
@@ -157,7 +131,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         finally:
             await http.aclose()
             await router.close()
-            await limiter.close()
+            await services.limiter.close()
             await store.close()
 
 

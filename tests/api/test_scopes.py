@@ -17,7 +17,8 @@ from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import RequireAdmin, RequireScope, authenticate
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.db.metadata import MetadataStore
-from tests.api.admin_app import App, admin_app, build_services, runtime_settings
+from tests.api.admin_app import App, admin_app, admin_settings
+from tests.api.app_services import services
 from tests.backends import BACKENDS
 
 READ, RUN, ADMIN = "read", "run", "admin"
@@ -105,8 +106,8 @@ def _scopes(route: APIRoute) -> list[str]:
 
 
 def test_every_route_has_exactly_its_intended_scope(tmp_path: Path) -> None:
-    settings = runtime_settings(StorageSettings(data_dir=tmp_path))
-    app = create_api(build_services(MetadataStore(settings.storage), settings))
+    settings = admin_settings(StorageSettings(data_dir=tmp_path))
+    app = create_api(services(MetadataStore(settings.storage), settings))
     seen: set[tuple[str, str]] = set()
     # FastAPI includes routers lazily: walk the effective routes, prefixes applied.
     for context in iter_route_contexts(app.routes):

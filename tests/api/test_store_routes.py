@@ -18,29 +18,16 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from agent_runtime.api.app_factory import create_api
-from agent_runtime.api.deps import Services
-from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
-    FakeProviderSettings,
-    LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.execution.item_store import ItemStores
-from agent_runtime.tenancy.auth import Authenticator, generate_key
-from agent_runtime.tenancy.token_buckets import build_limiter
-from graphs.registry import default_registry
+from agent_runtime.tenancy.auth import generate_key
+from tests.api.app_services import runtime_settings
+from tests.api.app_services import services as app_services
 from tests.backends import BACKENDS, backend_settings
 from tests.servers import served
-
-
-class Metrics:
-    """Ray's metric objects need a running cluster; these tests need none."""
-
-    def observe(self, *args: Any) -> None:
-        return None
 
 
 @dataclass
@@ -58,16 +45,6 @@ class Api:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
 
 
-def runtime_settings(storage: StorageSettings) -> RuntimeSettings:
-    return RuntimeSettings(
-        storage=storage,
-        limits=LimitSettings(redis_url=None),
-        provider=ProviderSettings(),
-        fake=FakeProviderSettings(),
-        serve=ServeSettings(),
-    )
-
-
 async def issue_key(store: MetadataStore, tenant_id: str) -> str:
     await store.ensure_tenant(tenant_id, tenant_id)
     raw, record = generate_key(tenant_id)
@@ -83,25 +60,14 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         await store.setup()
         items = ItemStores(storage)
         await items.setup()
-        limiter = build_limiter(settings.limits)
-        services = Services(
-            settings=settings,
-            store=store,
-            auth=Authenticator(store, cache_ttl_s=0),
-            limiter=limiter,
-            orchestrator=None,  # type: ignore[arg-type]
-            router=None,  # type: ignore[arg-type]
-            metrics=Metrics(),  # type: ignore[arg-type]
-            graphs=default_registry(),
-            items=items,
-        )
+        services = app_services(store, settings, items=items)
         try:
             alice, bob = await issue_key(store, "alice"), await issue_key(store, "bob")
             async with served(create_api(services)) as base:
                 yield Api(base.removesuffix("/v1"), alice, bob, items)
         finally:
             await items.close()
-            await limiter.close()
+            await services.limiter.close()
             await store.close()
 
 
@@ -264,24 +230,14 @@ async def test_a_replica_without_an_item_store_answers_503(tmp_path: Path) -> No
     settings = runtime_settings(storage)
     store = MetadataStore(storage)
     await store.setup()
-    limiter = build_limiter(settings.limits)
-    services = Services(
-        settings=settings,
-        store=store,
-        auth=Authenticator(store, cache_ttl_s=0),
-        limiter=limiter,
-        orchestrator=None,  # type: ignore[arg-type]
-        router=None,  # type: ignore[arg-type]
-        metrics=Metrics(),  # type: ignore[arg-type]
-        graphs=default_registry(),
-    )
+    services = app_services(store, settings)
     try:
         key = await issue_key(store, "alice")
         transport = httpx.ASGITransport(app=create_api(services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             response = await http.post("/store/namespaces", json={}, headers={"x-api-key": key})
     finally:
-        await limiter.close()
+        await services.limiter.close()
         await store.close()
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"

@@ -19,32 +19,23 @@ from pydantic import SecretStr
 
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
-from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
-    FakeProviderSettings,
-    LimitSettings,
     RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
-from agent_runtime.tenancy.auth import Authenticator, generate_key
+from agent_runtime.tenancy.auth import generate_key
 from agent_runtime.tenancy.budget_spend import RedisSpend
 from agent_runtime.tenancy.budgets import BudgetGuard, BudgetStore
-from agent_runtime.tenancy.token_buckets import build_limiter
 from agent_runtime.tenancy.usage import UsageEvent, UsageLedger
-from graphs.registry import default_registry
+from tests.api.app_services import runtime_settings
+from tests.api.app_services import services as app_services
 from tests.backends import BACKENDS, backend_settings
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
-
-
-class Metrics:
-    def observe(self, *args: Any) -> None:
-        return None
 
 
 @dataclass
@@ -63,15 +54,9 @@ class Api:
         return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
 
 
-def runtime_settings(storage: StorageSettings, admin_key: str | None) -> RuntimeSettings:
-    return RuntimeSettings(
-        storage=storage,
-        limits=LimitSettings(redis_url=None),
-        provider=ProviderSettings(),
-        fake=FakeProviderSettings(),
-        serve=ServeSettings(),
-        budgets=BudgetSettings(admin_api_key=SecretStr(admin_key) if admin_key else None),
-    )
+def usage_settings(storage: StorageSettings, admin_key: str | None) -> RuntimeSettings:
+    admin = SecretStr(admin_key) if admin_key else None
+    return runtime_settings(storage, budgets=BudgetSettings(admin_api_key=admin))
 
 
 async def issue_key(store: MetadataStore, tenant_id: str) -> tuple[str, str]:
@@ -113,10 +98,9 @@ def event(tenant: str, key_id: str, when: datetime, model: str, cost: str) -> Us
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
     prefix = f"test:budget-routes:{uuid.uuid4().hex}:"
     async with backend_settings(request.param, tmp_path) as storage:
-        settings = runtime_settings(storage, ADMIN_KEY)
+        settings = usage_settings(storage, ADMIN_KEY)
         store = MetadataStore(storage)
         await store.setup()
-        limiter = build_limiter(settings.limits)
         guard = BudgetGuard(
             BudgetStore(store),
             RedisSpend(make_redis_client(REDIS_URL, timeout_s=2.0)),
@@ -124,17 +108,7 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
             prefix=prefix,
         )
         await guard.ping()  # a Redis that is down fails the test here
-        services = Services(
-            settings=settings,
-            store=store,
-            auth=Authenticator(store, cache_ttl_s=0),
-            limiter=limiter,
-            orchestrator=None,  # type: ignore[arg-type]
-            router=None,  # type: ignore[arg-type]
-            metrics=Metrics(),  # type: ignore[arg-type]
-            graphs=default_registry(),
-            budgets=guard,
-        )
+        services = app_services(store, settings, budgets=guard)
         try:
             alice, alice_key_id = await issue_key(store, "alice")
             bob, bob_key_id = await issue_key(store, "bob")
@@ -150,7 +124,7 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
             yield Api(create_api(services), store, guard, alice, alice_key_id, bob)
         finally:
             await guard.close()
-            await limiter.close()
+            await services.limiter.close()
             await store.close()
             await delete_prefix(prefix)
 

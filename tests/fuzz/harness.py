@@ -1,7 +1,7 @@
 """The whole ingress app, answered by the real runtime, served on a real socket, for fuzzing.
 
 What runs is what a Serve deployment runs, minus Ray: the ingress app (``create_api``)
-with the services ``IngressDeployment`` builds; the orchestrator is the real
+with the services ``IngressDeployment`` builds (``Services.open``); the orchestrator is the real
 ``OrchestratorDeployment`` class, constructed as Serve would (its async ``__init__``), and
 the model router the real ``ModelRouter`` over the built-in fake provider (in process).
 The deployment handles are replaced by :class:`LocalHandle`, which makes the same calls a
@@ -31,7 +31,6 @@ from pydantic import SecretStr
 
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
-from agent_runtime.api.graph_info import assistant_store
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
@@ -42,18 +41,13 @@ from agent_runtime.config.settings import (
     ServeSettings,
     StorageSettings,
 )
-from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.deployments.orchestrator import OrchestratorDeployment
-from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import BreakerRegistry
 from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.tenancy.audit import CLI
-from agent_runtime.tenancy.auth import Authenticator
-from agent_runtime.tenancy.budgets import build_budget_guard
 from agent_runtime.tenancy.tenants import TenantAdmin
-from agent_runtime.tenancy.token_buckets import build_limiter
 from graphs.registry import default_registry
 from tests.backends import isolated_postgres
 
@@ -145,9 +139,6 @@ async def build_app(stack: AsyncExitStack) -> tuple[Any, str]:
     dsn = await stack.enter_async_context(isolated_postgres())
     storage = StorageSettings(_env_file=None, database_url=dsn, db_pool_size=4)
     settings = stack_settings(storage)
-    store = MetadataStore(storage)
-    await store.setup()
-    stack.push_async_callback(store.close)
     fake = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_fake_provider_app(settings.fake)),
         base_url=FAKE_URL,
@@ -163,29 +154,15 @@ async def build_app(stack: AsyncExitStack) -> tuple[Any, str]:
     stack.push_async_callback(model_router.close)
     router = LocalHandle(model_router)
     orchestrator = await _orchestrator(stack, router, settings)
-    items = ItemStores(settings.storage, settings.items)
-    await items.setup()
-    stack.push_async_callback(items.close)
-    registry = default_registry()
-    auth = Authenticator(store, settings.limits.auth_cache_ttl_s)
-    limiter = build_limiter(settings.limits)
-    stack.push_async_callback(limiter.close)
-    budgets = build_budget_guard(settings.limits, settings.budgets, store)
-    stack.push_async_callback(budgets.close)
-    services = Services(
-        settings=settings,
-        store=store,
-        auth=auth,
-        limiter=limiter,
-        orchestrator=LocalHandle(orchestrator),  # type: ignore[arg-type]
-        router=router,  # type: ignore[arg-type]
-        metrics=IngressMetrics(),
-        graphs=registry,
-        assistants=assistant_store(store, registry),
-        items=items,
-        budgets=budgets,
+    services = await Services.open(
+        settings,
+        LocalHandle(orchestrator),  # type: ignore[arg-type]
+        router,  # type: ignore[arg-type]
+        IngressMetrics(),
+        default_registry(),
     )
-    admin = TenantAdmin(store)
+    stack.push_async_callback(services.aclose)
+    admin = TenantAdmin(services.store)
     await admin.create_tenant(CLI, "fuzz", "fuzzing")
     key, _ = await admin.create_key(CLI, "fuzz", "fuzz")
     return create_api(services), key

@@ -1,7 +1,8 @@
 """Orchestrator replicas without Ray: the real run services over one real database.
 
-Each :class:`Replica` is what an orchestrator replica holds (metadata store, checkpointer,
-item store, executor with its own worker id, run and thread services). Two replicas on
+Each :class:`Replica` is what an orchestrator replica holds, built by the deployment's own
+:class:`Orchestration` (metadata store, checkpointer, item store, executor with its own
+worker id, run and thread services), with the model router in process. Two replicas on
 the same database behave as two Serve replicas do: that is how the tests show that
 double-texting, cancels, joins and crash recovery hold across replicas.
 """
@@ -12,25 +13,35 @@ import asyncio
 import operator
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from agent_runtime.config.settings import StorageSettings
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
+    FakeProviderSettings,
+    LimitSettings,
+    RunSettings,
+    RuntimeSettings,
+    ServeSettings,
+    StorageSettings,
+)
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import ProviderChainExhausted
-from agent_runtime.core.records import Principal, RunRecord
+from agent_runtime.core.records import Principal, RunStatus
+from agent_runtime.core.timing import RunTimings
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
+from agent_runtime.evals.local import local_router
+from agent_runtime.evals.schema import Judgement
+from agent_runtime.execution.checkpointers import TimedSaver
+from agent_runtime.execution.graph_registry import GraphRegistry, GraphSpec, ModelFactory
 from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.protocol.agent_protocol import RunCreate
-from agent_runtime.runs.assistants import AssistantStore
-from agent_runtime.runs.executor import ExecutorSettings, RunExecutor
-from agent_runtime.runs.graph_runner import GraphRunner
-from agent_runtime.runs.run_queue import RunStore
+from agent_runtime.replica.orchestration import Orchestration
+from agent_runtime.runs.executor import ExecutorSettings, QueueStats, RunExecutor
 from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
@@ -67,7 +78,7 @@ async def second(state: State) -> dict[str, Any]:
     return {"steps": ["second"]}
 
 
-def build() -> StateGraph[State]:
+def build(models: ModelFactory) -> StateGraph[State]:
     graph = StateGraph(State)
     graph.add_node("first", first)
     graph.add_node("second", second)
@@ -77,19 +88,101 @@ def build() -> StateGraph[State]:
     return graph
 
 
+# The replica's only graph; it calls no model.
+REGISTRY = GraphRegistry(
+    [GraphSpec(GRAPH, "two steps; the input's mode says how the second ends", build)]
+)
+
+
+@dataclass
+class Finished:
+    """The replica's observer: the runs it finished, as (graph, status)."""
+
+    runs: list[tuple[str, str]] = field(default_factory=list)
+
+    def record_run(
+        self, graph_id: str, status: RunStatus, duration_ms: float, timings: RunTimings
+    ) -> None:
+        self.runs.append((graph_id, status))
+
+    def record_queue(self, stats: QueueStats) -> None:
+        return None
+
+    def record_judgement(self, graph_id: str, judgement: Judgement) -> None:
+        return None
+
+
 @dataclass
 class Replica:
-    store: MetadataStore
-    runs: RunService
-    threads: ThreadService
-    thread_rows: ThreadStore
-    finished: list[tuple[str, str]]
-    items: ItemStores
-    saver: TimedSaver
+    """An orchestrator replica as the deployment builds it, its parts named for tests."""
+
+    orchestration: Orchestration
+    observer: Finished
+
+    @property
+    def store(self) -> MetadataStore:
+        return self.orchestration.store
+
+    @property
+    def runs(self) -> RunService:
+        return self.orchestration.runs
+
+    @property
+    def threads(self) -> ThreadService:
+        return self.orchestration.threads
+
+    @property
+    def thread_rows(self) -> ThreadStore:
+        return self.orchestration.thread_rows
+
+    @property
+    def items(self) -> ItemStores:
+        return self.orchestration.items
+
+    @property
+    def saver(self) -> TimedSaver:
+        return self.orchestration.saver
 
     @property
     def executor(self) -> RunExecutor:
-        return self.runs.executor
+        return self.orchestration.executor
+
+    @property
+    def finished(self) -> list[tuple[str, str]]:
+        return self.observer.runs
+
+
+def replica_settings(
+    storage: StorageSettings,
+    *,
+    run_timeout_s: float,
+    executor: ExecutorSettings,
+    run_limits: RunLimits | None,
+) -> RuntimeSettings:
+    """Short leases and polls, so tests see reaps and claims quickly; no Redis."""
+    limits = run_limits or RunLimits()
+    return RuntimeSettings(
+        storage=storage,
+        limits=LimitSettings(
+            _env_file=None,
+            redis_url=None,
+            max_concurrent_runs=limits.max_concurrent_runs,
+            max_queued_runs=limits.max_queued_runs,
+        ),
+        provider=ProviderSettings(_env_file=None),
+        fake=FakeProviderSettings(_env_file=None),
+        serve=ServeSettings(_env_file=None),
+        runs=RunSettings(
+            _env_file=None,
+            run_timeout_s=run_timeout_s,
+            run_max_steps=50,
+            run_heartbeat_s=executor.heartbeat_s,
+            run_lease_s=executor.lease_s,
+            run_poll_s=executor.poll_s,
+            run_max_attempts=executor.max_attempts,
+            run_max_concurrent=executor.max_concurrent_runs,
+        ),
+    )
 
 
 @asynccontextmanager
@@ -102,56 +195,27 @@ async def replica(
     run_limits: RunLimits | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Replica]:
-    store = MetadataStore(settings)
-    await store.setup()
-    for principal in (TENANT, OTHER):
-        await store.ensure_tenant(principal.tenant_id, "runs")
-    checkpointers = Checkpointers(settings)
-    saver = await checkpointers.setup()
-    items = ItemStores(settings)
-    await items.setup()
-    graphs = {GRAPH: build().compile(checkpointer=saver)}
-    finished: list[tuple[str, str]] = []
-    runner = GraphRunner(
-        graphs,
-        saver,
+    """A replica running the ``steps`` graph; ``start_loops`` starts its executor's
+    loops (the cron and TTL loops stay off: the cron tests run schedulers of their own)."""
+    runtime = replica_settings(
+        settings,
         run_timeout_s=run_timeout_s,
-        on_run_finished=lambda graph, status, ms, timings: finished.append((graph, status)),
+        executor=executor or ExecutorSettings(heartbeat_s=0.2, lease_s=2.0, poll_s=0.2),
+        run_limits=run_limits,
     )
-    thread_rows = ThreadStore(store)
-    threads = ThreadService(store, thread_rows, graphs, saver, items=items)
-    loop_settings = executor or ExecutorSettings(heartbeat_s=0.2, lease_s=2.0, poll_s=0.2)
-
-    def make_executor(runs: RunStore) -> RunExecutor:
-        return RunExecutor(
-            runs,
-            runner,
-            loop_settings,
-            persist_events=RunService.persist_events,
-            after_finish=lambda run, result: service.after_run(run, result),
+    observer = Finished()
+    async with local_router() as router:
+        orchestration = await Orchestration.build(
+            runtime, REGISTRY, router.chat, router.stream, observer=observer, clock=clock
         )
-
-    async def drop(run: RunRecord) -> None:
-        await threads.delete(Principal(tenant_id=run.tenant_id, key_id="t"), run.thread_id or "")
-
-    service = RunService(
-        store,
-        RunStore(store, run_limits, clock),
-        AssistantStore(store, [GRAPH]),
-        make_executor,
-        max_steps=50,
-        poll_s=0.05,
-        on_temporary_done=drop,
-    )
-    if start_loops:
-        service.executor.start()
-    try:
-        yield Replica(store, service, threads, thread_rows, finished, items, saver)
-    finally:
-        await service.executor.close()
-        await items.close()
-        await checkpointers.close()
-        await store.close()
+        for principal in (TENANT, OTHER):
+            await orchestration.store.ensure_tenant(principal.tenant_id, "runs")
+        if start_loops:
+            orchestration.executor.start()
+        try:
+            yield Replica(orchestration, observer)
+        finally:
+            await orchestration.close()
 
 
 def body(mode: str = "ok", **extra: Any) -> RunCreate:

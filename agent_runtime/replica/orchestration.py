@@ -1,0 +1,283 @@
+"""What one orchestrator replica holds, built in one place: the Serve deployment
+(:mod:`agent_runtime.deployments.orchestrator`) and the tests' replicas both use it.
+
+:class:`Orchestration` wires the metadata store, the checkpointer and the item store, the
+registry's graphs compiled over them, the graph runner, the run queue and its executor,
+:class:`RunService`, :class:`ThreadService`, thread streams, the cron scheduler, webhooks,
+the online judge, the trace exporter and the TTL sweeper. It imports no Ray (a contract in
+pyproject.toml says so): graph code reaches models through ``RouterChatModel``, whose calls
+are the ``chat`` and ``stream`` callables given to :meth:`Orchestration.build` (through
+the router's deployment handle in Serve, an in-process router's in tests), and the
+replica's metrics are an :class:`OrchestrationObserver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+from langchain_core.messages import AIMessageChunk
+from langgraph.pregel import Pregel
+
+from agent_runtime.config.settings import RuntimeSettings
+from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
+from agent_runtime.core.errors import AgentRuntimeError
+from agent_runtime.core.records import Principal, RunRecord, RunStatus
+from agent_runtime.core.timing import RunTimings
+from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.tables import utcnow
+from agent_runtime.evals.judge import Judge
+from agent_runtime.evals.online import OnlineJudge
+from agent_runtime.evals.schema import Judgement
+from agent_runtime.execution.chat_model import RouterChatModel
+from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
+from agent_runtime.execution.graph_registry import GraphRegistry
+from agent_runtime.execution.item_store import ItemStores, tenant_scope
+from agent_runtime.execution.otel import OtlpTraceExporter
+from agent_runtime.runs.assistants import AssistantStore
+from agent_runtime.runs.cron_scheduler import CronScheduler
+from agent_runtime.runs.crons import CronRecord
+from agent_runtime.runs.executor import (
+    ExecutorSettings,
+    QueueStats,
+    RunExecutor,
+    RunResult,
+    pending_runs,
+)
+from agent_runtime.runs.graph_runner import GraphRunner
+from agent_runtime.runs.run_queue import RunStore
+from agent_runtime.runs.run_service import RunService
+from agent_runtime.runs.thread_rows import ThreadStore
+from agent_runtime.runs.thread_service import ThreadService
+from agent_runtime.runs.thread_stream import ThreadStreams
+from agent_runtime.runs.webhooks import WebhookSender
+from agent_runtime.tenancy.run_limits import RunLimits
+
+logger = logging.getLogger(__name__)
+
+ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
+StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]
+
+
+class OrchestrationObserver(Protocol):
+    """What the replica reports (``OrchestratorMetrics`` in Serve)."""
+
+    def record_run(
+        self, graph_id: str, status: RunStatus, duration_ms: float, timings: RunTimings
+    ) -> None: ...
+
+    def record_queue(self, stats: QueueStats) -> None: ...
+
+    def record_judgement(self, graph_id: str, judgement: Judgement) -> None: ...
+
+
+class Orchestration:
+    """An orchestrator replica's services over its storage; :meth:`build` opens the
+    storage, :meth:`start` starts the loops, :meth:`close` stops and closes everything."""
+
+    @classmethod
+    async def build(
+        cls,
+        settings: RuntimeSettings,
+        registry: GraphRegistry,
+        chat: ChatCall,
+        stream: StreamCall,
+        *,
+        observer: OrchestrationObserver | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> Orchestration:
+        store = MetadataStore(settings.storage)
+        await store.setup()
+        checkpointers = Checkpointers(settings.storage)
+        saver = await checkpointers.setup()
+        items = ItemStores(settings.storage, settings.items)
+        await items.setup()
+        return cls(
+            settings,
+            registry,
+            chat,
+            stream,
+            store=store,
+            checkpointers=checkpointers,
+            saver=saver,
+            items=items,
+            observer=observer,
+            clock=clock,
+        )
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        registry: GraphRegistry,
+        chat: ChatCall,
+        stream: StreamCall,
+        *,
+        store: MetadataStore,
+        checkpointers: Checkpointers,
+        saver: TimedSaver,
+        items: ItemStores,
+        observer: OrchestrationObserver | None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.store = store
+        self.checkpointers = checkpointers
+        self.saver = saver
+        self.items = items
+        self._chat = chat
+        self._stream = stream
+        self._observer = observer
+        self.graphs: dict[str, Pregel[Any, Any]] = {
+            spec.graph_id: spec.build(self.model).compile(
+                checkpointer=saver, store=items.contextual
+            )
+            for spec in registry.specs()
+        }
+        limits = settings.runs
+        runner = GraphRunner(
+            self.graphs,
+            saver,
+            run_timeout_s=limits.run_timeout_s,
+            scope=_tenant_scope,
+            on_run_finished=observer.record_run if observer is not None else None,
+            trace_max_spans=settings.trace.max_spans if settings.trace.enabled else None,
+        )
+        self.traces = (
+            OtlpTraceExporter(settings.trace) if settings.trace.otlp_endpoint is not None else None
+        )
+        self.online_judge = OnlineJudge(
+            Judge(self.model(settings.evals.judge_model)),
+            settings.evals,
+            on_judgement=self._record_judgement,
+        )
+        executor_settings = ExecutorSettings(
+            heartbeat_s=limits.run_heartbeat_s,
+            lease_s=limits.run_lease_s,
+            poll_s=limits.run_poll_s,
+            max_attempts=limits.run_max_attempts,
+            max_concurrent_runs=limits.run_max_concurrent,
+        )
+        self.thread_rows = ThreadStore(store)
+        self.threads = ThreadService(
+            store,
+            self.thread_rows,
+            self.graphs,
+            saver,
+            default_ttl_minutes=limits.thread_ttl_minutes,
+            stop_runs=self._stop_runs,
+            items=items,
+        )
+
+        def executor(runs: RunStore) -> RunExecutor:
+            return RunExecutor(
+                runs,
+                runner,
+                executor_settings,
+                persist_events=RunService.persist_events,
+                after_finish=self._after_run,
+                on_stats=observer.record_queue if observer is not None else None,
+                queue_depth=self._queue_depth,
+            )
+
+        self.runs = RunService(
+            store,
+            # The clock leases are timed by: tests move it rather than wait a lease out.
+            RunStore(store, RunLimits.from_settings(settings.limits), clock),
+            AssistantStore(store, registry.ids()),
+            executor,
+            max_steps=limits.run_max_steps,
+            on_temporary_done=self._drop_temporary,
+            webhooks=WebhookSender(
+                timeout_s=limits.webhook_timeout_s,
+                allow_private=limits.webhook_allow_private,
+                enabled=limits.webhooks_enabled,
+            ),
+        )
+        self.crons = CronScheduler(store, self._start_cron_run, poll_s=limits.cron_poll_s)
+        self.thread_streams = ThreadStreams(
+            store, self.runs, self.threads.get_state, poll_s=limits.run_poll_s
+        )
+        self._sweep_interval_s = limits.thread_sweep_interval_s
+        self._events_ttl_minutes = limits.run_events_ttl_minutes
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def executor(self) -> RunExecutor:
+        return self.runs.executor
+
+    def start(self) -> None:
+        """The run executor's loops, the cron scheduler and the TTL sweeper."""
+        self.executor.start()
+        self.crons.start()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def close(self) -> None:
+        await self.crons.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.executor.close()
+        await self.online_judge.aclose()
+        if self.traces is not None:
+            await asyncio.to_thread(self.traces.close)
+        await self.items.close()
+        await self.checkpointers.close()
+        await self.store.close()
+
+    def model(self, alias: str) -> RouterChatModel:
+        return RouterChatModel(alias=alias, call=self._chat, stream_call=self._stream)
+
+    # -- callbacks between the parts ------------------------------------------------------
+    async def _queue_depth(self) -> int:
+        return await pending_runs(self.store)
+
+    def _stop_runs(self, run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            self.executor.cancel(run_id, "interrupt")
+
+    async def _start_cron_run(self, cron: CronRecord) -> str:
+        principal = Principal(tenant_id=cron.tenant_id, key_id=cron.key_id or "cron")
+        started = await self.runs.start(principal, cron.thread_id, cron.run_body(), "background")
+        return started.run.run_id
+
+    def _record_judgement(self, run: RunRecord, judgement: Judgement) -> None:
+        if self._observer is not None:
+            self._observer.record_judgement(run.graph_id or "", judgement)
+
+    async def _after_run(self, run: RunRecord, result: RunResult) -> None:
+        await self.runs.after_run(run, result)
+        if self.traces is not None and result.trace is not None:
+            try:
+                self.traces.export(result.trace, run.tenant_id)
+            except Exception as exc:  # tracing must never fail a run that already ended
+                logger.warning("run %s: trace export failed: %s", run.run_id, type(exc).__name__)
+        self.online_judge.submit(run, result.status, result.output)
+
+    async def _drop_temporary(self, run: RunRecord) -> None:
+        principal = Principal(tenant_id=run.tenant_id, key_id="stateless-run")
+        await self.threads.delete(principal, run.thread_id or "")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            try:
+                swept = await self.threads.sweep()
+                if swept:
+                    logger.info("TTL sweeper removed or pruned %d threads", swept)
+                cutoff = utcnow() - timedelta(minutes=self._events_ttl_minutes)
+                await self.runs.runs.events.purge(cutoff)
+            except AgentRuntimeError as exc:
+                logger.warning("TTL sweep failed: %s", exc.message)
+
+
+@contextlib.contextmanager
+def _tenant_scope(run: RunRecord) -> Iterator[None]:
+    """Graph code's store calls see only the run's tenant."""
+    with tenant_scope(run.tenant_id):
+        yield

@@ -1,0 +1,62 @@
+"""The ingress's :class:`Services` for the API tests' apps in process, built in one place.
+
+The deployment builds the whole set with ``Services.open``; these tests build only what
+the routes they reach use: a real store, authenticator (no cache) and limiter, the
+default graphs, and no deployment handles, items, assistants or budgets unless a test
+passes its own. Ray's metric objects need a running cluster, so metrics are a stub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_runtime.api.deps import Services
+from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.settings import (
+    FakeProviderSettings,
+    LimitSettings,
+    RuntimeSettings,
+    ServeSettings,
+    StorageSettings,
+)
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.tenancy.auth import Authenticator
+from agent_runtime.tenancy.token_buckets import build_limiter
+from graphs.registry import default_registry
+
+
+class Metrics:
+    """Stands in for ``IngressMetrics``: observes nothing."""
+
+    def observe(self, *args: Any) -> None:
+        return None
+
+
+def runtime_settings(storage: StorageSettings, **fields: Any) -> RuntimeSettings:
+    """Settings without Redis; ``fields`` replace any part (``limits``, ``budgets`` ...)."""
+    parts: dict[str, Any] = {
+        "limits": LimitSettings(redis_url=None),
+        "provider": ProviderSettings(),
+        "fake": FakeProviderSettings(),
+        "serve": ServeSettings(),
+        **fields,
+    }
+    return RuntimeSettings(storage=storage, **parts)
+
+
+def services(store: MetadataStore, settings: RuntimeSettings, **parts: Any) -> Services:
+    """Services over ``store``; ``parts`` replace or add fields (``orchestrator``,
+    ``router``, ``items``, ``budgets``, a ``limiter`` of the test's own ...)."""
+    fields: dict[str, Any] = {
+        "settings": settings,
+        "store": store,
+        "auth": Authenticator(store, cache_ttl_s=0),
+        "orchestrator": None,
+        "router": None,
+        "metrics": Metrics(),
+        "graphs": default_registry(),
+        **parts,
+    }
+    if "limiter" not in fields:
+        fields["limiter"] = build_limiter(settings.limits)
+    return Services(**fields)
