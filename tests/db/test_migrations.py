@@ -17,6 +17,7 @@ from agent_runtime.config.settings import StorageSettings
 from agent_runtime.db import migrations
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import ALL_TABLES
+from agent_runtime.runs.run_queue import RunStore
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ async def _assert_old_rows_survived(store: MetadataStore) -> None:
     assert thread.config == {}
     assert thread.interrupts == {}
     assert thread.state_values is None
-    [run] = await store.list_runs("acme", "t-old")
+    [run] = await RunStore(store).search("acme", "t-old")
     assert (run.run_id, run.input_tokens, run.output_tokens) == ("r-old", 12, 34)
     assert run.kwargs == {}
     assert run.attempt == 1
