@@ -290,7 +290,6 @@ AssistantField = Literal[
     "assistant_id", "graph_id", "name", "description", "config", "context",
     "created_at", "updated_at", "metadata", "version",
 ]  # fmt: skip
-ASSISTANT_FIELDS: tuple[str, ...] = get_args(AssistantField)
 
 
 class AssistantConfig(_Request):
