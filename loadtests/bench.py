@@ -1171,7 +1171,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
+def _interrupt(_signum: int, frame: FrameType | None) -> None:
     # As SIGINT: inside asyncio.run that cancels the main task cleanly, elsewhere it raises
     # KeyboardInterrupt; either way the finally block stops what was started.
     signal.raise_signal(signal.SIGINT)

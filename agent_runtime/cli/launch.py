@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stopping = threading.Event()
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    def abort_start(signum: int, frame: FrameType | None) -> None:
+    def abort_start(_signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # unwinds through the finally below, which stops Ray
 
     signal.signal(signal.SIGTERM, abort_start)

@@ -226,8 +226,7 @@ class ModelsConfig(_Strict):
         return any(provider.kind == "fake" for provider in self.providers.values())
 
     def prices(self) -> dict[str, ModelPrice]:
-        """``{model: price}`` of every priced model (e.g. for
-        ``agent_runtime.config.pricing.PriceTable``)."""
+        """``{model: price}`` of every priced model."""
         return {name: spec.price for name, spec in self.models.items() if spec.price is not None}
 
     def public_names(self) -> list[str]:

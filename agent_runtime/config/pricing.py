@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -107,32 +107,6 @@ def format_usd(micros: int) -> str:
         return f"${amount:,.2f}"
     text = f"{amount:,.6f}".rstrip("0")
     return f"${text}"
-
-
-class PriceTable:
-    """Prices by provider model name, with a default for models not listed.
-
-    A model with no price and no default is a :class:`KeyError`: pricing it at zero would
-    let its calls bypass every budget. Fallback chains reserve at their dearest model
-    (:meth:`worst_case`), since any model of the chain may end up answering.
-    """
-
-    def __init__(self, prices: Mapping[str, ModelPrice], default: ModelPrice | None = None) -> None:
-        self._prices = dict(prices)
-        self._default = default
-
-    def price(self, model: str) -> ModelPrice:
-        found = self._prices.get(model, self._default)
-        if found is None:
-            raise KeyError(f"no price configured for model {model!r} and no default price")
-        return found
-
-    def worst_case(self, models: Iterable[str], prompt_tokens: int, max_tokens: int) -> Decimal:
-        """The highest :func:`estimate_worst_case` over ``models`` (e.g. a fallback chain)."""
-        costs = [estimate_worst_case(self.price(m), prompt_tokens, max_tokens) for m in models]
-        if not costs:
-            raise ValueError("worst_case needs at least one model")
-        return max(costs)
 
 
 def estimate_prompt_tokens(

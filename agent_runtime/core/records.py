@@ -28,7 +28,6 @@ ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 CancelAction = Literal["interrupt", "rollback"]
-ACTIVE_RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running")
 
 
 class Tenant(BaseModel):

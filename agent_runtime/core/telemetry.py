@@ -88,13 +88,13 @@ def instrument_engine(engine: AsyncEngine | Engine, system: str) -> None:
     sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     def before(
-        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, _many: bool
     ) -> None:
         if context is not None:
             setattr(context, _STARTED, time.perf_counter())
 
     def after(
-        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, _many: bool
     ) -> None:
         started = getattr(context, _STARTED, None)
         if started is not None:

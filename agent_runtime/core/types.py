@@ -60,7 +60,3 @@ class ChatResult(BaseModel):
     cost_usd: float | None = Field(
         default=None, description="At the answering model's price (None: unpriced)."
     )
-
-    @property
-    def fallback_used(self) -> bool:
-        return len(self.attempts) > 1

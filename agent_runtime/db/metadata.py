@@ -1,4 +1,4 @@
-"""The metadata store: tenants, API keys, threads and runs, on Postgres or SQLite.
+"""The metadata store: tenants, API keys and threads, on Postgres or SQLite.
 
 One class, :class:`MetadataStore`, over SQLAlchemy's async engine (asyncpg for Postgres,
 aiosqlite for SQLite). It returns the pydantic records of :mod:`agent_runtime.core.records`, never
@@ -8,8 +8,9 @@ ORM objects, and maps driver errors to the runtime's own: a database that cannot
 Engine construction, SQLite's WAL and lock retry, and the error mapping live in
 :mod:`agent_runtime.db.engine`.
 
-Hot-path calls (``get_key``, ``get_thread``, ``create_run``, ``update_run``) are one
-statement each. Checkpoints live elsewhere (:mod:`agent_runtime.execution.checkpointers`).
+Hot-path calls (``get_key``, ``get_thread``) are one statement each. Run rows live in
+:class:`agent_runtime.runs.run_queue.RunStore`, over this store's engine; checkpoints in
+:mod:`agent_runtime.execution.checkpointers`.
 """
 
 from __future__ import annotations
@@ -20,47 +21,16 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import Conflict, NotFound
-from agent_runtime.core.records import (
-    ApiKeyRecord,
-    RunRecord,
-    RunStatus,
-    Tenant,
-    ThreadRecord,
-    ThreadStatus,
-)
+from agent_runtime.core.records import ApiKeyRecord, Tenant, ThreadRecord, ThreadStatus
 from agent_runtime.db import engine as db
 from agent_runtime.db.engine import retry_while_locked
-from agent_runtime.db.tables import API_KEYS, RUNS, TENANTS, THREADS, utcnow
-
-# retry_while_locked moved to agent_runtime.db.engine; re-exported for callers that import it from
-# here.
-__all__ = ["MetadataStore", "retry_while_locked"]
-
-
-def _new_run(
-    tenant_id: str,
-    thread_id: str | None,
-    assistant_id: str,
-    metadata: dict[str, Any] | None,
-    status: RunStatus,
-) -> RunRecord:
-    now = utcnow()
-    return RunRecord(
-        run_id=_new_id(),
-        thread_id=thread_id,
-        tenant_id=tenant_id,
-        assistant_id=assistant_id,
-        status=status,
-        metadata=metadata or {},
-        created_at=now,
-        updated_at=now,
-    )
+from agent_runtime.db.tables import API_KEYS, TENANTS, THREADS, utcnow
 
 
 def _new_id() -> str:
@@ -68,7 +38,7 @@ def _new_id() -> str:
 
 
 class MetadataStore:
-    """Tenants, keys, threads and runs behind one async SQLAlchemy engine.
+    """Tenants, keys and threads behind one async SQLAlchemy engine (shared with the run store).
 
     :meth:`setup` creates or upgrades the schema with the Alembic revisions of
     :mod:`agent_runtime.db.migrations`. Also satisfies the auth ``KeyStore`` protocol
@@ -309,144 +279,3 @@ class MetadataStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"Thread with ID {thread_id} not found")
-
-    # -- run lifecycle (one transaction at each end of a run: the hot path) -------------
-    async def start_run(
-        self,
-        tenant_id: str,
-        thread_id: str,
-        *,
-        graph_id: str,
-        assistant_id: str,
-        metadata: dict[str, Any] | None = None,
-        stale_after_s: float | None = None,
-    ) -> RunRecord | None:
-        """Mark the thread busy (compare-and-set) and record a running run, atomically.
-
-        None when the thread already has a run in progress; NotFound when it does not exist
-        or belongs to another tenant. A busy claim older than ``stale_after_s`` (its run's
-        replica died; runs cannot last that long) is taken over, so a crash never leaves a
-        thread locked.
-        """
-        record = _new_run(tenant_id, thread_id, assistant_id, metadata, "running")
-        now = record.created_at
-        free = THREADS.c.status != "busy"
-        if stale_after_s is not None:
-            free = or_(free, THREADS.c.updated_at < now - timedelta(seconds=stale_after_s))
-        async with self.transaction() as conn:
-            claimed = await conn.execute(
-                update(THREADS)
-                .where(
-                    THREADS.c.thread_id == thread_id,
-                    THREADS.c.tenant_id == tenant_id,
-                    free,
-                )
-                .values(status="busy", graph_id=graph_id, updated_at=now)
-            )
-            if claimed.rowcount == 1:
-                await conn.execute(insert(RUNS).values(**record.model_dump()))
-                return record
-            exists = await conn.execute(
-                select(THREADS.c.thread_id).where(
-                    THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
-                )
-            )
-        if exists.first() is None:
-            raise NotFound(f"Thread with ID {thread_id} not found")
-        return None
-
-    async def finish_run(
-        self,
-        tenant_id: str,
-        thread_id: str,
-        run_id: str,
-        *,
-        status: RunStatus,
-        thread_status: ThreadStatus,
-        error: str | None = None,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-    ) -> None:
-        """Record a run's outcome and release its thread, in one transaction."""
-        now = utcnow()
-        async with self.transaction() as conn:
-            await conn.execute(
-                update(RUNS)
-                .where(RUNS.c.run_id == run_id)
-                .values(
-                    status=status,
-                    error=error,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    updated_at=now,
-                )
-            )
-            await conn.execute(
-                update(THREADS)
-                .where(THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
-                .values(status=thread_status, updated_at=now)
-            )
-
-    # -- runs -------------------------------------------------------------------------
-    async def create_run(
-        self,
-        tenant_id: str,
-        thread_id: str | None,
-        assistant_id: str,
-        metadata: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Record a pending run. The caller has checked the thread belongs to the tenant."""
-        record = _new_run(tenant_id, thread_id, assistant_id, metadata, "pending")
-        async with self.transaction() as conn:
-            await conn.execute(insert(RUNS).values(**record.model_dump()))
-        return record
-
-    async def update_run(
-        self,
-        run_id: str,
-        *,
-        status: RunStatus,
-        error: str | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-    ) -> RunRecord:
-        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
-        if error is not None:
-            values["error"] = error
-        if input_tokens is not None:
-            values["input_tokens"] = input_tokens
-        if output_tokens is not None:
-            values["output_tokens"] = output_tokens
-        async with self.transaction() as conn:
-            result = await conn.execute(
-                update(RUNS).where(RUNS.c.run_id == run_id).values(**values).returning(*RUNS.c)
-            )
-            row = result.mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"run {run_id} not found")
-        return RunRecord.model_validate(dict(row))
-
-    async def get_run(self, tenant_id: str, run_id: str) -> RunRecord:
-        async with self.transaction() as conn:
-            result = await conn.execute(
-                select(RUNS).where(RUNS.c.run_id == run_id, RUNS.c.tenant_id == tenant_id)
-            )
-            row = result.mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"run {run_id} not found")
-        return RunRecord.model_validate(dict(row))
-
-    async def list_runs(
-        self, tenant_id: str, thread_id: str, limit: int = 10, offset: int = 0
-    ) -> list[RunRecord]:
-        """The thread's runs, newest first."""
-        async with self.transaction() as conn:
-            result = await conn.execute(
-                select(RUNS)
-                .where(RUNS.c.thread_id == thread_id, RUNS.c.tenant_id == tenant_id)
-                .order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
-                .limit(limit)
-                .offset(offset)
-            )
-            rows = result.mappings().all()
-        return [RunRecord.model_validate(dict(row)) for row in rows]

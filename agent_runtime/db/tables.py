@@ -38,14 +38,14 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -330,18 +330,3 @@ TENANT_LIMITS = _table(TenantLimitsRow)
 AUDIT = _table(AuditRow)
 RUN_TRACES = _table(RunTraceRow)
 CRONS = _table(CronRow)
-ALL_TABLES = (
-    TENANTS,
-    API_KEYS,
-    THREADS,
-    RUNS,
-    RUN_EVENTS,
-    ASSISTANTS,
-    ASSISTANT_VERSIONS,
-    USAGE,
-    BUDGETS,
-    TENANT_LIMITS,
-    AUDIT,
-    RUN_TRACES,
-    CRONS,
-)

@@ -32,6 +32,8 @@ from agent_runtime.replica.metrics import RouterMetrics
 from agent_runtime.tenancy.budget_watch import BudgetWatch
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.cost_observers import BudgetObserver, LedgerObserver
+from agent_runtime.tenancy.fair_use import build_token_rate_observer
+from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
@@ -68,8 +70,10 @@ def build_router(
     store: MetadataStore | None = None,
     budgets: BudgetGuard | None = None,
 ) -> ModelRouter:
-    """The router with its observers: metrics, and with a store the usage ledger and the
-    budgets (the ledger comes first, so a refused request is recorded too)."""
+    """The router with its observers: metrics, and with a store the usage ledger, each
+    tenant's tokens per minute and the budgets (the ledger comes first, so a refused
+    request is recorded too; tokens per minute before the budgets, so a request it
+    refuses reserves no money)."""
     config = settings.models
     limits = settings.limits
     trial_ttl_s = max(p.timeouts.request_s for p in config.providers.values()) + 1.0
@@ -85,6 +89,14 @@ def build_router(
         observers.append(BudgetWatch(budgets, metrics.record_budgets))
     if store is not None:
         observers.append(LedgerObserver(UsageLedger(store)))
+        observers.append(
+            build_token_rate_observer(
+                limits,
+                settings.budgets,
+                TenantStore(store),
+                on_unavailable=metrics.record_limiter_unavailable,
+            )
+        )
     if budgets is not None:
         observers.append(
             BudgetObserver(

@@ -40,7 +40,6 @@ class OnlineJudge:
         self._on_judgement = on_judgement
         self._random = rng or random.Random()
         self._tasks: set[asyncio.Task[Judgement | None]] = set()
-        self.skipped = 0  # sampled runs dropped because max_pending were in flight
 
     @property
     def enabled(self) -> bool:
@@ -91,7 +90,6 @@ class OnlineJudge:
         if not self.sampled(run, status):
             return None
         if len(self._tasks) >= self._settings.max_pending:
-            self.skipped += 1
             logger.warning("run %s: not judged, %d judgements in flight", run.run_id, self.pending)
             return None
         task = asyncio.get_running_loop().create_task(self._guarded(run, values))

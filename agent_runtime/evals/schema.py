@@ -24,7 +24,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-GOLDEN_VERSION = 1
 SCORE_MIN = 1
 SCORE_MAX = 5
 

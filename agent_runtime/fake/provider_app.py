@@ -151,10 +151,6 @@ class FakeProvider:
         self._models_body = b""
         self._models_table: FaultTable | None = None
 
-    @property
-    def faults(self) -> FaultInjector:
-        return self._faults
-
     async def list_models(self) -> Response:
         table = self._faults.table
         if table is not self._models_table:

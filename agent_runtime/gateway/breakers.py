@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 ErrorFilter = Callable[[BaseException], bool]
 # (model, old state, new state) for each transition this replica makes.
 TransitionHook = Callable[[str, str, str], None]
-STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,10 +105,6 @@ class CallReport:
         """The call's cost at the answering model's price (None: unpriced or unanswered)."""
         return cost(self.price, self.usage) if self.price is not None else None
 
-    @property
-    def fallback_used(self) -> bool:
-        return self.model is not None and self.attempts[0].model != self.model
-
 
 class CallObserver(Protocol):
     async def before_call(self, plan: CallPlan) -> object:

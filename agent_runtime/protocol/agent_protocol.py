@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from langgraph.types import Command as LangGraphCommand
 from langgraph.types import Send as LangGraphSend
 from langgraph.types import StateSnapshot
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_runtime.core.errors import InvalidRequest
 from agent_runtime.core.records import (
@@ -52,8 +52,6 @@ NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 # Pagination offsets past this are refused (422): the database's OFFSET is an integer,
 # and a larger one failed the query (a 500) instead.
 MAX_OFFSET = 2**31 - 1
-
-_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
 class _Request(BaseModel):
@@ -292,7 +290,6 @@ AssistantField = Literal[
     "assistant_id", "graph_id", "name", "description", "config", "context",
     "created_at", "updated_at", "metadata", "version",
 ]  # fmt: skip
-ASSISTANT_FIELDS: tuple[str, ...] = get_args(AssistantField)
 
 
 class AssistantConfig(_Request):
@@ -452,25 +449,6 @@ def normalise_stream_modes(value: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(modes)) or ["values"]
 
 
-def validation_detail(exc: ValidationError) -> str:
-    """One line per error, each starting with the dotted field path (the 422 ``detail``)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"]) or "body"
-        lines.append(f"{path}: {err['msg']}")
-    return "; ".join(lines)
-
-
-def parse_request(model: type[_ModelT], data: Any) -> _ModelT:
-    """Validate a decoded JSON body; a type error becomes ``InvalidRequest`` (422)."""
-    if data is None:
-        data = {}
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(validation_detail(exc)) from None
-
-
 def require_uuid(value: str | None, message: str) -> str:
     """``value`` when it is a UUID; otherwise the Platform's 422 (e.g. "Invalid thread ID")."""
     try:
@@ -482,33 +460,6 @@ def require_uuid(value: str | None, message: str) -> str:
 
 def default_assistant_id(graph_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
-
-
-def resolve_assistant_id(assistant_id: str, graph_ids: Sequence[str]) -> str:
-    """A registered graph id stands for its default assistant (as in langgraph-api)."""
-    return default_assistant_id(assistant_id) if assistant_id in graph_ids else assistant_id
-
-
-def default_assistant(
-    graph_id: str,
-    description: str | None = None,
-    *,
-    name: str | None = None,
-    config: dict[str, Any] | None = None,
-    created_at: dt.datetime | None = None,
-) -> Assistant:
-    """The assistant langgraph-api registers for every graph at startup."""
-    when = created_at or dt.datetime.now(dt.UTC)
-    return Assistant(
-        assistant_id=default_assistant_id(graph_id),
-        graph_id=graph_id,
-        config=config or {},
-        metadata={"created_by": "system"},
-        name=name or graph_id,
-        description=description,
-        created_at=when,
-        updated_at=when,
-    )
 
 
 def thread_to_wire(record: ThreadRecord, *, include_ttl: bool = False) -> dict[str, Any]:

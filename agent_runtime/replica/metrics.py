@@ -229,12 +229,6 @@ class RouterMetrics:
                 BREAKER_STATE_VALUE.get(state, 0.0), tags={"model": self.name(model)}
             )
 
-    def record_budget(self, tenant: str, scope: str, period: str, remaining_usd: float) -> None:
-        """For the budgets integration: a budget's remaining amount after a call."""
-        self.budget_remaining.set(
-            remaining_usd, tags={"tenant": tenant, "scope": scope, "period": period}
-        )
-
     def record_report(self, plan: CallPlan, report: CallReport) -> None:
         """Everything one finished model request tells: the counters above, its time to
         first token and context size, and a refusal's limit."""

@@ -33,8 +33,6 @@ from agent_runtime.tenancy.usage import UsageLedger
 logger = logging.getLogger(__name__)
 
 RunKind = Literal["background", "wait", "stream"]
-# Keys of configurable the runtime sets; a caller's values for them are replaced.
-RESERVED_CONFIGURABLE = ("run_id", "thread_id", "graph_id", "assistant_id", "tenant_id")
 
 
 class AssistantResolver(Protocol):

@@ -254,10 +254,6 @@ class Reservation(BaseModel):
     def amount_usd(self) -> Decimal:
         return from_micros(self.amount_micro_usd)
 
-    @property
-    def settled(self) -> bool:
-        return self._settled
-
 
 class BudgetStatus(BaseModel):
     """A budget with its current window's spend (reservations in flight included)."""

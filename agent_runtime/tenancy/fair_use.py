@@ -247,18 +247,6 @@ class TokenRateObserver:
         await self.limiter.close()
 
 
-def build_request_limiter(
-    settings: LimitSettings, source: LimitsSource, on_unavailable: UnavailableHook | None = None
-) -> RequestLimiter:
-    """The ingress's per-key limiter: Redis (with the failure mode) or in process."""
-    return RequestLimiter(
-        build_limiter(settings, name=REQUESTS_PER_KEY, on_unavailable=on_unavailable),
-        TenantLimitsCache(source, settings.tenant_limits_cache_ttl_s),
-        default_rate_per_s=settings.rate_limit_per_second,
-        default_burst=settings.rate_limit_burst,
-    )
-
-
 def build_token_rate_observer(
     limits: LimitSettings,
     budgets: BudgetSettings,

@@ -5,8 +5,8 @@ or given per call: a tenant's own limits); a hit takes ``cost`` tokens or is ref
 the time until it could succeed; :meth:`RateLimiter.adjust` gives tokens back or takes
 more without refusing (settling a reservation: a bucket may go into debt, down to
 ``-burst``). Every operation is one Lua script in Redis: one round trip. Limiters return a
-:class:`LimitDecision`; the caller raises :class:`RateLimited` (see
-:meth:`LimitDecision.raise_if_refused`) and sends :meth:`LimitDecision.headers`.
+:class:`LimitDecision`; the caller raises :class:`RateLimited` when it is refused and
+sends :meth:`LimitDecision.headers`.
 
 :class:`FailoverLimiter` is what :func:`build_limiter` returns when Redis is configured:
 when Redis cannot be reached it either keeps limiting with in-process buckets (each
@@ -30,7 +30,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from agent_runtime.config.settings import LimitSettings
-from agent_runtime.core.errors import DependencyUnavailable, RateLimited
+from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.redis_client import make_redis_client
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ class LimitDecision(BaseModel):
         if not self.allowed:
             headers["Retry-After"] = str(self._retry_after_header())
         return headers
-
-    def raise_if_refused(self) -> None:
-        if not self.allowed:
-            seconds = self._retry_after_header()
-            raise RateLimited(
-                f"rate limit exceeded: {self.limit} requests burst; retry in {seconds}s",
-                retry_after=seconds,
-            )
 
     def _retry_after_header(self) -> int:
         return max(1, math.ceil(self.retry_after_s))

@@ -805,7 +805,7 @@ async def test_online_judge_bounds_what_is_in_flight() -> None:
     )
     values = {"messages": [HumanMessage("q?"), AIMessage("a.")]}
     tasks = [online.submit(run_record(run_id=f"r{i}"), "success", values) for i in range(3)]
-    assert tasks[2] is None and online.skipped == 1 and online.pending == 2
+    assert tasks[2] is None and online.pending == 2
     release.set()
     results = [await t for t in tasks if t is not None]
     assert [r.error for r in results if r is not None] == [

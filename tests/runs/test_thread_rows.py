@@ -14,6 +14,7 @@ from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import ThreadRecord
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS, utcnow
 from agent_runtime.execution import checkpoint_ops
+from agent_runtime.runs.run_queue import NewRun
 from agent_runtime.runs.thread_rows import SORTABLE
 from tests.runs.run_harness import GRAPH, OTHER, TENANT, Replica, body, new_thread, replica
 
@@ -238,9 +239,14 @@ async def test_delete_cascade(one: Replica) -> None:
     for thread_id in (doomed, kept):  # background runs store their stream events
         started = await one.runs.start(TENANT, thread_id, body(), "background")
         await one.runs.join(TENANT, thread_id, started.run.run_id)
-    pending = await one.store.create_run(T, doomed, GRAPH)
-    running = await one.store.create_run(T, doomed, GRAPH)
-    await one.store.update_run(running.run_id, status="running")
+
+    # A run in flight (held by another worker) and one queued behind it.
+    def new() -> NewRun:
+        return NewRun(tenant_id=T, thread_id=doomed, graph_id=GRAPH, assistant_id=GRAPH, kwargs={})
+
+    running = (await one.runs.runs.create(new(), "elsewhere")).run
+    pending = (await one.runs.runs.create(new(), "elsewhere")).run
+    assert (running.status, pending.status) == ("running", "pending")
     [done] = [r for r in await one.runs.runs.search(T, doomed) if r.status == "success"]
     [other_run] = await one.runs.runs.search(T, kept)
     for tenant, thread_id in ((T, "no-such-thread"), (OTHER.tenant_id, doomed)):

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from agent_runtime.core.records import RunRecord
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS, utcnow
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
@@ -23,6 +24,7 @@ from agent_runtime.protocol.agent_protocol import (
     ThreadStateUpdate,
 )
 from agent_runtime.protocol.agent_protocol import Command as ResumeCommand
+from agent_runtime.runs.run_queue import NewRun, RunEnd
 from agent_runtime.runs.thread_service import NO_GRAPH, ThreadService, empty_state
 from tests.runs import run_harness
 from tests.runs.run_harness import GRAPH, OTHER, TENANT, Replica, State, body, new_thread
@@ -341,11 +343,24 @@ async def test_delete_cascades_and_stops_runs_in_flight(one: Replica) -> None:
         one.store, one.thread_rows, {}, one.saver, stop_runs=stopped.extend, items=one.items
     )
     thread_id = await new_thread(one)
-    pending = await one.store.create_run(TENANT.tenant_id, thread_id, GRAPH)
-    finished = await one.store.create_run(TENANT.tenant_id, thread_id, GRAPH)
-    await one.store.update_run(finished.run_id, status="success")
+    runs = one.runs.runs
+
+    async def create() -> RunRecord:  # by another worker, which runs nothing here
+        new = NewRun(
+            tenant_id=TENANT.tenant_id,
+            thread_id=thread_id,
+            graph_id=GRAPH,
+            assistant_id=GRAPH,
+            kwargs={},
+        )
+        return (await runs.create(new, "elsewhere")).run
+
+    finished = await create()
+    await runs.finish(finished, RunEnd(status="success", thread_status="idle"), "elsewhere")
+    running, pending = await create(), await create()
+    assert (running.status, pending.status) == ("running", "pending")
     await service.delete(TENANT, thread_id)
-    assert stopped == [pending.run_id]
+    assert sorted(stopped) == sorted([running.run_id, pending.run_id])
 
 
 async def test_forget_run_restores_the_earlier_state(one: Replica) -> None:

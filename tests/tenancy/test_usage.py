@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from agent_runtime.config.pricing import (
     ModelPrice,
-    PriceTable,
     cost,
     estimate_prompt_tokens,
     estimate_worst_case,
@@ -201,11 +200,6 @@ def test_costs_and_worst_case() -> None:
         "$0.00015",
         "$1,234.56789",
     )
-    table = PriceTable({"cheap": ModelPrice(1, 1), "dear": ModelPrice(5, 20)})
-    assert table.worst_case(["cheap", "dear"], 1000, 1000) == Decimal("0.025")
-    with pytest.raises(KeyError):
-        table.price("unknown")  # no default: never priced at zero
-    assert PriceTable({}, default=price).price("unknown") == price
     with pytest.raises(ValidationError):
         ModelPrice(-1, 0)
 

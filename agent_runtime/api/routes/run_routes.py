@@ -27,7 +27,12 @@ from agent_runtime.protocol.agent_protocol import (
     require_uuid,
     run_to_wire,
 )
-from agent_runtime.protocol.sse import run_location_headers, sse_headers, with_heartbeats
+from agent_runtime.protocol.sse import (
+    SSE_MEDIA_TYPE,
+    run_location_headers,
+    sse_headers,
+    with_heartbeats,
+)
 from agent_runtime.replica.handles import call, iterate
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import parse_modes
@@ -140,7 +145,7 @@ async def _sse(
 
     return StreamingResponse(
         with_heartbeats(body()),
-        media_type="text/event-stream",
+        media_type=SSE_MEDIA_TYPE,
         headers={**sse_headers(), **headers},
     )
 
@@ -250,7 +255,7 @@ async def join_thread_stream(
             generator.cancel()  # the stream never ends by itself: stop it with the client
 
     return StreamingResponse(
-        with_heartbeats(body()), media_type="text/event-stream", headers=sse_headers()
+        with_heartbeats(body()), media_type=SSE_MEDIA_TYPE, headers=sse_headers()
     )
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
 FOUNDATION_REVISION = "0001"
@@ -30,12 +29,6 @@ def config(connection: Connection) -> Config:
     cfg.set_main_option("script_location", str(_HERE))
     cfg.attributes["connection"] = connection
     return cfg
-
-
-def head_revision() -> str:
-    head = ScriptDirectory(str(_HERE)).get_current_head()
-    assert head is not None
-    return head
 
 
 def current_revision(connection: Connection) -> str | None:
