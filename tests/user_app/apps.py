@@ -34,6 +34,7 @@ def write_app(folder: Path, config: dict[str, Any] | str, files: dict[str, str])
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dedent(text).lstrip(), encoding="utf-8")
+    folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / "langgraph.json"
     text = config if isinstance(config, str) else json.dumps(config, indent=2)
     config_path.write_text(text, encoding="utf-8")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import (
     DOCKER_ONLY_KEYS,
-    GraphDef,
     LangGraphJsonError,
     read_langgraph_json,
 )
