@@ -1,0 +1,267 @@
+"""The graphs a ``langgraph.json`` names, loaded as LangGraph's server loads them.
+
+Each graph is ``"./path/file.py:attr"`` (imported from the file, see :mod:`.app_imports`) or
+``"package.module:attr"``, resolved against the config's folder. ``attr`` may be, as
+``langgraph_api.graph`` accepts:
+
+- a compiled graph (``Pregel``, e.g. ``CompiledStateGraph``, an ``@entrypoint``);
+- a ``StateGraph``, compiled once at load;
+- a factory taking nothing or a ``RunnableConfig``, sync or async, returning either of those
+  or a (sync or async) context manager yielding one: called for every use of the graph.
+
+The runtime's checkpointer and store replace whatever the graph was compiled with, as
+LangGraph Platform does (``graph.copy(update=...)``): a graph compiled with its own
+``InMemorySaver`` is served with the runtime's persistence, and loading says so in a warning.
+Every graph is imported at load; all failures are reported together, each with the graph
+id, its file or module and the traceback (:class:`GraphLoadError`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import traceback
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
+from langgraph.pregel import Pregel
+from langgraph.store.base import BaseStore
+
+from agent_runtime.user_app import app_imports
+from agent_runtime.user_app.config_sections import GraphDef
+from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
+
+Graph = Pregel[Any, Any, Any, Any]
+Factory = Callable[..., Any]
+_DEFAULT_NAME = "LangGraph"  # what compile() names a graph not named by its author
+
+
+class GraphLoadError(UserAppError):
+    """One or more graphs cannot be loaded; each problem names the graph, file and cause."""
+
+
+@dataclass(frozen=True)
+class LoadedGraph:
+    """One graph of the app, ready to be bound to the runtime's persistence.
+
+    A static graph (:attr:`is_factory` false) is bound once with :meth:`bind`; a factory's
+    graph exists only inside :meth:`open`, which works for both.
+    """
+
+    graph_id: str
+    description: str | None
+    source: str
+    """The graph's reference as ``langgraph.json`` writes it."""
+    _graph: Graph | None = field(repr=False)
+    _factory: Factory | None = field(repr=False)
+    _takes_config: bool = field(default=False, repr=False)
+
+    @property
+    def is_factory(self) -> bool:
+        return self._factory is not None
+
+    def bind(
+        self, *, checkpointer: BaseCheckpointSaver[Any] | None, store: BaseStore | None
+    ) -> Graph:
+        """The static graph with the runtime's checkpointer and store."""
+        if self._graph is None:
+            raise TypeError(f"graph {self.graph_id!r} is a factory: use open()")
+        return self._bound(self._graph, checkpointer, store)
+
+    @asynccontextmanager
+    async def open(
+        self,
+        config: RunnableConfig | None = None,
+        *,
+        checkpointer: BaseCheckpointSaver[Any] | None,
+        store: BaseStore | None,
+    ) -> AsyncIterator[Graph]:
+        """The graph for one use (a run, a state read, a schema), bound to the runtime's
+        checkpointer and store; a factory is called with ``config`` and, when it returns a
+        context manager, left inside it until the block ends."""
+        if self._factory is None:
+            yield self.bind(checkpointer=checkpointer, store=store)
+            return
+        config = ensure_config(config)
+        async with AsyncExitStack() as stack:
+            # As LangGraph's server does: get_config() works inside the factory.
+            token = var_child_runnable_config.set(config)
+            try:
+                made = self._factory(config) if self._takes_config else self._factory()
+                graph = await _enter(stack, made)
+            finally:
+                var_child_runnable_config.reset(token)
+            if isinstance(graph, StateGraph):
+                graph = graph.compile()
+            if not isinstance(graph, Pregel):
+                raise TypeError(
+                    f"graph {self.graph_id!r} ({self.source}): the factory gave a "
+                    f"{type(graph).__name__}, not a graph"
+                )
+            yield self._bound(graph, checkpointer, store)
+
+    def _bound(
+        self, graph: Graph, checkpointer: BaseCheckpointSaver[Any] | None, store: BaseStore | None
+    ) -> Graph:
+        update: dict[str, Any] = {"checkpointer": checkpointer, "store": store}
+        if graph.name == _DEFAULT_NAME:
+            update["name"] = self.graph_id
+        return graph.copy(update=update)
+
+
+@dataclass(frozen=True)
+class LoadedApp:
+    """A user's app: its config file, its graphs in the file's order, and the warnings
+    (settings without effect here, persistence replaced, names taken) to log at start."""
+
+    config_file: ConfigFile
+    graphs: dict[str, LoadedGraph]
+    warnings: list[str]
+
+
+def load_app(config_path: str | Path) -> LoadedApp:
+    """Read ``langgraph.json``, set its ``env`` (where the process has not), put its code on
+    the import path and load every graph it names.
+
+    Raises :class:`~agent_runtime.user_app.langgraph_json.UserAppError` (a
+    ``LangGraphJsonError``, ``AppImportError`` or :class:`GraphLoadError`) naming each problem.
+    """
+    config_file = read_langgraph_json(config_path)
+    name = config_file.path.name
+    warnings = list(config_file.warnings)
+    roots = app_imports.app_roots(config_file)
+    kept = app_imports.apply_environment(app_imports.app_environment(config_file))
+    warnings += [f"{name}: env: {var} is already set; the process's value is kept" for var in kept]
+    warnings += app_imports.activate(roots)
+    graphs: dict[str, LoadedGraph] = {}
+    problems: list[str] = []
+    modules: dict[str, ModuleType] = {}
+    for graph_id, spec in config_file.config.graphs.items():
+        source = spec.path if isinstance(spec, GraphDef) else spec
+        description = spec.description if isinstance(spec, GraphDef) else None
+        try:
+            graph = _load(config_file, graph_id, source, description, modules, warnings)
+        except _Problem as problem:
+            problems.append(f"{name}: graphs.{graph_id}: {problem}")
+            continue
+        graphs[graph_id] = graph
+    if problems:
+        raise GraphLoadError(problems)
+    return LoadedApp(config_file=config_file, graphs=graphs, warnings=warnings)
+
+
+class _Problem(Exception):
+    """Why one graph did not load (becomes a line of :class:`GraphLoadError`)."""
+
+
+def _load(
+    config_file: ConfigFile,
+    graph_id: str,
+    source: str,
+    description: str | None,
+    modules: dict[str, ModuleType],
+    warnings: list[str],
+) -> LoadedGraph:
+    target, _, attr = source.rpartition(":")
+    is_file = "/" in target or target.endswith(".py")
+    where = str((config_file.folder / target).resolve()) if is_file else f"module {target}"
+    module = modules.get(where)
+    if module is None:
+        if is_file and not Path(where).is_file():
+            raise _Problem(f"{source!r}: no such file {where}")
+        try:
+            if is_file:
+                module = app_imports.import_file(Path(where))
+            else:
+                module = app_imports.import_module(target)
+        except (Exception, SystemExit) as exc:
+            raise _Problem(f"{source!r} ({where}) failed to import:\n{_traceback(exc)}") from exc
+        modules[where] = module
+    if attr not in vars(module):
+        raise _Problem(f"{source!r}: {where} has no {attr!r}{_suggestion(module, attr)}")
+    value = vars(module)[attr]
+    if isinstance(value, StateGraph):
+        value = value.compile()
+    if isinstance(value, Pregel):
+        own = [
+            f"{part} ({type(getattr(value, part)).__name__})"
+            for part in ("checkpointer", "store")
+            if isinstance(getattr(value, part), BaseCheckpointSaver | BaseStore)
+        ]
+        if own:
+            warnings.append(
+                f"{config_file.path.name}: graphs.{graph_id}: compiled with its own "
+                f"{' and '.join(own)}; the runtime's replaces it"
+            )
+        return LoadedGraph(graph_id, description, source, _graph=value, _factory=None)
+    if callable(value) and not isinstance(value, type):
+        takes_config = _takes_config(value, source)
+        return LoadedGraph(
+            graph_id, description, source, None, _factory=value, _takes_config=takes_config
+        )
+    raise _Problem(
+        f"{source!r}: {attr!r} is a {type(value).__name__}, not a compiled graph, a "
+        "StateGraph or a graph factory"
+    )
+
+
+def _takes_config(factory: Factory, source: str) -> bool:
+    """Whether ``factory`` takes the ``RunnableConfig`` (its only parameter, if any)."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise _Problem(f"{source!r}: cannot read the factory's signature ({exc})") from exc
+    named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any("ServerRuntime" in str(p.annotation) for p in named):
+        raise _Problem(f"{source!r}: factories taking a ServerRuntime are not supported yet")
+    if len(named) > 1:
+        raise _Problem(
+            f"{source!r}: the factory takes {len(named)} parameters; it may take none or a "
+            "RunnableConfig"
+        )
+    if named and named[0].kind is named[0].KEYWORD_ONLY:
+        raise _Problem(f"{source!r}: the factory's config parameter must be positional")
+    return bool(named)
+
+
+async def _enter(stack: AsyncExitStack, made: Any) -> Any:
+    """What a factory gave, resolved: awaited, or entered as a context manager."""
+    if inspect.isawaitable(made):
+        made = await made
+    if hasattr(made, "__aenter__") and hasattr(made, "__aexit__"):
+        return await stack.enter_async_context(made)
+    if hasattr(made, "__enter__") and hasattr(made, "__exit__"):
+        return stack.enter_context(made)
+    return made
+
+
+def _suggestion(module: ModuleType, attr: str) -> str:
+    graphs = [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and isinstance(value, Pregel | StateGraph)
+    ]
+    close = difflib.get_close_matches(attr, graphs or list(vars(module)), n=3)
+    return f"; graphs it has: {', '.join(close or graphs)}" if close or graphs else ""
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback from the user's code down, without the import machinery's frames."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen")
+        and frame.filename not in (__file__, app_imports.__file__)
+        and "importlib" not in Path(frame.filename).parts
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(exc)
+    return "".join(lines).rstrip()
