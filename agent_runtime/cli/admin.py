@@ -1,6 +1,8 @@
 """Administration: ``agent-runtime <command>`` (or ``python -m agent_runtime.cli.admin <command>``).
 
-Tenants (``create-tenant``, ``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys
+``check [-c langgraph.json]`` loads an app's graphs and reports what would stop it from
+being served (:mod:`agent_runtime.cli.app_check`). The others administer tenants
+(``create-tenant``, ``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys
 (``create-key [--scope read|run|admin ...]``, ``list-keys``, ``rotate-key``,
 ``revoke-key``), a tenant's limits (``set-limits``, ``get-limits``), budgets
 (``set-budget``, ``list-budgets``, ``delete-budget``), usage totals (``usage``) and the
@@ -20,8 +22,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TypeVar
 
+from agent_runtime.cli import app_check
 from agent_runtime.config.settings import LimitSettings, StorageSettings
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import ALL_SCOPES, ApiKeyRecord, Scope, TenantLimits
@@ -156,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser(
+        "check", help="load an app's langgraph.json and its graphs, start nothing"
+    )
+    check.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
     tenant = commands.add_parser("create-tenant", help="create a tenant")
     tenant.add_argument("--tenant", required=True)
     tenant.add_argument("--name", default=None, help="a display name (default: the id)")
@@ -213,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The ``agent-runtime`` console script (and ``python -m agent_runtime.cli.admin``)."""
     args = _parser().parse_args(argv)
+    if args.command == "check":  # the app's files only: no database
+        return app_check.check(args.config)
     try:
         asyncio.run(_with_admin(StorageSettings(), lambda admin: _run(args, admin)))
     except AgentRuntimeError as error:  # e.g. an unknown tenant or key: no traceback
