@@ -120,7 +120,8 @@ async def test_a_factory_taking_the_config_is_called_for_each_use(tmp_path: Path
     assert await run_twice(greeter, InMemorySaver()) == ["default", "default"]
     assert await run_twice(app.graphs["plain"], InMemorySaver()) == ["async", "async"]
     # Both graphs come from one file, imported once under a name of its own.
-    assert len([name for name in sys.modules if name.endswith("_factory")]) == 1
+    user_modules = [name for name in sys.modules if name.startswith("_user_app_")]
+    assert len([name for name in user_modules if name.endswith("_factory")]) == 1
 
 
 async def test_an_async_context_manager_factory_holds_its_resources_for_the_block(
