@@ -46,7 +46,6 @@ from agent_runtime.core import logs
 from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
 from agent_runtime.core.records import Principal, Scope
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.execution.graph_registry import GraphRegistry
 from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.runs.assistants import AssistantStore
@@ -59,6 +58,7 @@ from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
 from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.token_buckets import RateLimiter, build_limiter
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Services:
     orchestrator: DeploymentHandle
     router: DeploymentHandle
     metrics: IngressMetrics
-    graphs: GraphRegistry
+    graphs: ServedGraphs
     assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
     budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
@@ -104,7 +104,7 @@ class Services:
         orchestrator: DeploymentHandle,
         router: DeploymentHandle,
         metrics: IngressMetrics,
-        graphs: GraphRegistry,
+        graphs: ServedGraphs,
     ) -> Services:
         """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it."""
         store = MetadataStore(settings.storage)

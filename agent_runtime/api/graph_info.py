@@ -1,15 +1,15 @@
 """What the assistants API shows of a graph: its drawing, JSON schemas and subgraphs.
 
-Built from the registry's specs the way langgraph-api builds them from a compiled graph,
+Built from the served graphs the way langgraph-api builds them from a compiled graph,
 so ``GET /assistants/{id}/graph|schemas|subgraphs`` answer as Platform does. Drawing a
-graph never runs it: the graph is compiled without a checkpointer and given chat models
-that refuse to be called. A schema that cannot be derived is ``null`` (Platform logs and
-does the same), e.g. input/output schemas of a ``typing.TypedDict`` state on Python 3.11.
+graph never runs it: the ingress's graphs have no checkpointer, and the runtime's example
+graphs are given chat models that refuse to be called (:func:`inspection_model`). A schema
+that cannot be derived is ``null`` (Platform logs and does the same), e.g. input/output
+schemas of a ``typing.TypedDict`` state on Python 3.11.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -25,8 +25,8 @@ from pydantic import TypeAdapter
 
 from agent_runtime.core.errors import InvalidRequest
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.execution.graph_registry import GraphRegistry, GraphSpec
 from agent_runtime.runs.assistants import AssistantStore
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger("agent_runtime.graph_info")
 
@@ -41,13 +41,14 @@ EXCLUDED_CONFIG_KEYS = (
 NO_VISUALIZATION = "The graph does not support visualization"
 
 
-def assistant_store(store: MetadataStore, registry: GraphRegistry) -> AssistantStore:
-    """The assistants of ``registry``'s graphs; defaults carry each spec's description."""
-    return AssistantStore(
-        store,
-        registry.ids(),
-        descriptions={spec.graph_id: spec.description for spec in registry.specs()},
-    )
+def assistant_store(store: MetadataStore, graphs: ServedGraphs) -> AssistantStore:
+    """The assistants of the served graphs; defaults carry each graph's description."""
+    return AssistantStore(store, graphs.ids(), descriptions=graphs.descriptions())
+
+
+def inspection_model(alias: str) -> BaseChatModel:
+    """The model factory of graphs that are only inspected, never run."""
+    return _UncallableModel()
 
 
 class _UncallableModel(BaseChatModel):
@@ -67,14 +68,6 @@ class _UncallableModel(BaseChatModel):
         raise RuntimeError("a graph compiled for inspection was invoked")
 
 
-@functools.cache
-def compiled(spec: GraphSpec) -> Pregel[Any, Any, Any, Any]:
-    """The spec's graph compiled for inspection, named after its id as Platform names it
-    (which gives the state schema its title)."""
-    graph = spec.build(lambda alias: _UncallableModel())
-    return graph.compile(name=spec.graph_id)
-
-
 def parse_xray(value: str | None) -> bool | int:
     """The ``xray`` query parameter: true/false, or a positive depth; else 422."""
     if not value or value in ("false", "False"):
@@ -90,10 +83,11 @@ def parse_xray(value: str | None) -> bool | int:
     return depth
 
 
-async def drawing(spec: GraphSpec, xray: bool | int = False) -> dict[str, Any]:
+async def drawing(graphs: ServedGraphs, graph_id: str, xray: bool | int = False) -> dict[str, Any]:
     """The drawable graph's JSON, without the class path each node's data carries."""
     try:
-        drawable = await compiled(spec).aget_graph(xray=xray)
+        async with graphs.open(graph_id) as graph:
+            drawable = await graph.aget_graph(xray=xray)
     except NotImplementedError:
         raise InvalidRequest(NO_VISUALIZATION) from None
     body = drawable.to_json()
@@ -104,19 +98,22 @@ async def drawing(spec: GraphSpec, xray: bool | int = False) -> dict[str, Any]:
     return body
 
 
-def schemas(spec: GraphSpec) -> dict[str, Any]:
+async def schemas(graphs: ServedGraphs, graph_id: str) -> dict[str, Any]:
     """``GET /assistants/{id}/schemas``: graph id plus the five schemas."""
-    return {"graph_id": spec.graph_id, **_graph_schemas(compiled(spec))}
+    async with graphs.open(graph_id) as graph:
+        return {"graph_id": graph_id, **_graph_schemas(graph)}
 
 
-async def subgraphs(spec: GraphSpec, namespace: str | None, recurse: bool) -> dict[str, Any]:
+async def subgraphs(
+    graphs: ServedGraphs, graph_id: str, namespace: str | None, recurse: bool
+) -> dict[str, Any]:
     """Schemas of each subgraph by namespace (``{}`` for a graph without any)."""
-    graph = compiled(spec)
     try:
-        return {
-            ns: _graph_schemas(cast(Pregel[Any, Any, Any, Any], sub))
-            async for ns, sub in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
-        }
+        async with graphs.open(graph_id) as graph:
+            return {
+                ns: _graph_schemas(cast(Pregel[Any, Any, Any, Any], sub))
+                async for ns, sub in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
+            }
     except NotImplementedError:
         raise InvalidRequest(NO_VISUALIZATION) from None
 

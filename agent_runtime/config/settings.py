@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent_runtime.config.app_settings import AppSettings
 from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile
 from agent_runtime.config.models_file import ModelsConfig, configured
 from agent_runtime.config.pricing import ModelPrice
@@ -446,6 +447,7 @@ class RuntimeSettings(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     evals: EvalSettings = Field(default_factory=EvalSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
     # The router's providers, models and aliases: AGENT_MODELS_FILE, read (keys included)
     # where the settings are built, or the provider settings above. Declared last: it is
     # built from the fields before it.

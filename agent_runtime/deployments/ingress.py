@@ -13,12 +13,14 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from agent_runtime.api import graph_info
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
 from agent_runtime.config.settings import RuntimeSettings
+from agent_runtime.deployments.app_graphs import app_graphs
 from agent_runtime.replica import replica_logs
 from agent_runtime.replica.metrics import IngressMetrics
-from graphs.registry import default_registry
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,12 @@ class IngressDeployment:
         settings: RuntimeSettings,
     ) -> None:
         replica_logs.install(settings.serve.log_level)
+        # Only inspected here (schemas, drawings): no checkpointer, models that refuse calls.
+        graphs = ServedGraphs(
+            app_graphs(settings, graph_info.inspection_model), checkpointer=None, store=None
+        )
         self._services = await Services.open(
-            settings, orchestrator, router, IngressMetrics(), default_registry()
+            settings, orchestrator, router, IngressMetrics(), graphs
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

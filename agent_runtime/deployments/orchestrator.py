@@ -10,6 +10,7 @@ wrapper sends to the router's handle.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.identity import stamp
 from agent_runtime.core.records import CancelAction, Principal, RunRecord
 from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.deployments.app_graphs import app_graphs
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
     RunCreate,
@@ -34,7 +36,6 @@ from agent_runtime.replica.replica_logs import install as install_logs
 from agent_runtime.replica.replica_logs import logged
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import ThreadStreamMode
-from graphs.registry import default_registry
 
 
 @serve.deployment(name="Orchestrator")
@@ -48,7 +49,7 @@ class OrchestratorDeployment:
         self._stream_router = router.options(stream=True)
         self._orchestration = await Orchestration.build(
             settings,
-            default_registry(),
+            functools.partial(app_graphs, settings),
             self._chat,
             self._stream,
             observer=OrchestratorMetrics(),

@@ -2,7 +2,7 @@
 (:mod:`agent_runtime.deployments.orchestrator`) and the tests' replicas both use it.
 
 :class:`Orchestration` wires the metadata store, the checkpointer and the item store, the
-registry's graphs compiled over them, the graph runner, the run queue and its executor,
+served graphs bound to them, the graph runner, the run queue and its executor,
 :class:`RunService`, :class:`ThreadService`, thread streams, the cron scheduler, webhooks,
 the online judge, the trace exporter and the TTL sweeper. It imports no Ray (a contract in
 pyproject.toml says so): graph code reaches models through ``RouterChatModel``, whose calls
@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from langchain_core.messages import AIMessageChunk
-from langgraph.pregel import Pregel
 
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
@@ -36,7 +35,7 @@ from agent_runtime.evals.online import OnlineJudge
 from agent_runtime.evals.schema import Judgement
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
-from agent_runtime.execution.graph_registry import GraphRegistry
+from agent_runtime.execution.graph_registry import ModelFactory
 from agent_runtime.execution.item_store import ItemStores, tenant_scope
 from agent_runtime.execution.otel import OtlpTraceExporter
 from agent_runtime.runs.assistants import AssistantStore
@@ -57,11 +56,16 @@ from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
 from agent_runtime.runs.webhooks import WebhookSender
 from agent_runtime.tenancy.run_limits import RunLimits
+from agent_runtime.user_app.graph_loader import LoadedGraph
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
 StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]
+GraphsOver = Callable[[ModelFactory], Iterable[LoadedGraph]]
+"""The graphs to serve, given the replica's model factory (which a user's own app, calling
+its models itself, ignores)."""
 
 
 class OrchestrationObserver(Protocol):
@@ -84,7 +88,7 @@ class Orchestration:
     async def build(
         cls,
         settings: RuntimeSettings,
-        registry: GraphRegistry,
+        graphs: GraphsOver,
         chat: ChatCall,
         stream: StreamCall,
         *,
@@ -99,7 +103,7 @@ class Orchestration:
         await items.setup()
         return cls(
             settings,
-            registry,
+            graphs,
             chat,
             stream,
             store=store,
@@ -113,7 +117,7 @@ class Orchestration:
     def __init__(
         self,
         settings: RuntimeSettings,
-        registry: GraphRegistry,
+        graphs: GraphsOver,
         chat: ChatCall,
         stream: StreamCall,
         *,
@@ -131,12 +135,7 @@ class Orchestration:
         self._chat = chat
         self._stream = stream
         self._observer = observer
-        self.graphs: dict[str, Pregel[Any, Any]] = {
-            spec.graph_id: spec.build(self.model).compile(
-                checkpointer=saver, store=items.contextual
-            )
-            for spec in registry.specs()
-        }
+        self.graphs = ServedGraphs(graphs(self.model), checkpointer=saver, store=items.contextual)
         limits = settings.runs
         runner = GraphRunner(
             self.graphs,
@@ -187,7 +186,7 @@ class Orchestration:
             store,
             # The clock leases are timed by: tests move it rather than wait a lease out.
             RunStore(store, RunLimits.from_settings(settings.limits), clock),
-            AssistantStore(store, registry.ids()),
+            AssistantStore(store, self.graphs.ids()),
             executor,
             max_steps=limits.run_max_steps,
             on_temporary_done=self._drop_temporary,

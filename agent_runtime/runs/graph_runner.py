@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from agent_runtime.protocol.sse import (
 )
 from agent_runtime.runs.executor import LocalRun, RunResult
 from agent_runtime.runs.run_queue import RunEnd
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class _Progress:
 class GraphRunner:
     def __init__(
         self,
-        graphs: Mapping[str, Pregel[Any, Any]],
+        graphs: ServedGraphs,
         saver: Any,
         *,
         run_timeout_s: float,
@@ -68,7 +69,7 @@ class GraphRunner:
         on_run_finished: RunListener | None = None,
         trace_max_spans: int | None = 2000,
     ) -> None:
-        self._graphs = dict(graphs)
+        self._graphs = graphs
         self._saver = saver
         self._run_timeout_s = run_timeout_s
         self._scope = scope
@@ -111,9 +112,15 @@ class GraphRunner:
         self, local: LocalRun, recorder: TraceRecorder | None
     ) -> tuple[RunEnd, RunResult]:
         run = local.run
-        kwargs = run.kwargs
-        graph = self._graphs[run.graph_id or ""]
         config = self._config(run, recorder)
+        async with self._graphs.open(run.graph_id or "", config) as graph:
+            return await self._run_graph(local, graph, config)
+
+    async def _run_graph(
+        self, local: LocalRun, graph: Pregel[Any, Any], config: RunnableConfig
+    ) -> tuple[RunEnd, RunResult]:
+        run = local.run
+        kwargs = run.kwargs
         progress = _Progress()
         local.stream.publish("metadata", metadata_payload(run.run_id, run.attempt))
         graph_input = await self._input(graph, run, config)

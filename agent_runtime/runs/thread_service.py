@@ -5,7 +5,7 @@ answered by :class:`agent_runtime.runs.thread_rows.ThreadStore` (the ingress cal
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from agent_runtime.protocol.agent_protocol import (
 )
 from agent_runtime.protocol.sse import to_jsonable
 from agent_runtime.runs.thread_rows import ThreadStore
+from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class ThreadService:
         self,
         store: MetadataStore,
         threads: ThreadStore,
-        graphs: Mapping[str, Pregel[Any, Any]],
+        graphs: ServedGraphs,
         saver: Any,
         *,
         default_ttl_minutes: float | None = None,
@@ -99,7 +100,7 @@ class ThreadService:
     ) -> None:
         self._store = store
         self._threads = threads
-        self._graphs = dict(graphs)
+        self._graphs = graphs
         self._saver = saver
         self._default_ttl = default_ttl_minutes
         self._stop_runs = stop_runs
@@ -123,28 +124,30 @@ class ThreadService:
     async def _apply_supersteps(
         self, principal: Principal, record: ThreadRecord, supersteps: list[Superstep]
     ) -> ThreadRecord:
-        graph = self._graph(record)
+        graph_id = self._graph_id(record)
         config: RunnableConfig = {"configurable": {"thread_id": record.thread_id}}
         steps = [
             [StateUpdate(cast(Any, u.values), u.as_node, u.task_id) for u in step.updates]
             for step in supersteps
         ]
-        try:
-            await graph.abulk_update_state(config, steps)
-        except UPDATE_ERRORS as exc:
-            raise BadRequest(
-                f"Thread {record.thread_id} was created, but there were problems updating "
-                f"the state: {exc}"
-            ) from exc
-        await self._store_state(principal, record, graph)
+        async with self._graphs.open(graph_id, config) as graph:
+            try:
+                await graph.abulk_update_state(config, steps)
+            except UPDATE_ERRORS as exc:
+                raise BadRequest(
+                    f"Thread {record.thread_id} was created, but there were problems "
+                    f"updating the state: {exc}"
+                ) from exc
+            await self._store_state(principal, record, graph)
         return await self._store.get_thread(principal.tenant_id, record.thread_id)
 
     # -- state --------------------------------------------------------------------------
-    def _graph(self, record: ThreadRecord) -> Pregel[Any, Any]:
+    def _graph_id(self, record: ThreadRecord) -> str:
+        """The id of the served graph the thread runs; else 400."""
         graph_id = record.graph_id or record.metadata.get("graph_id")
         if not isinstance(graph_id, str) or graph_id not in self._graphs:
             raise BadRequest(NO_GRAPH.format(thread_id=record.thread_id))
-        return self._graphs[graph_id]
+        return graph_id
 
     async def get_state(
         self,
@@ -156,14 +159,16 @@ class ThreadService:
     ) -> dict[str, Any]:
         record = await self._store.get_thread(principal.tenant_id, thread_id)
         try:
-            graph = self._graph(record)
+            graph_id = self._graph_id(record)
         except BadRequest:
             return empty_state(thread_id)
         configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
         if checkpoint is not None:
             configurable.update(checkpoint.model_dump(exclude_none=True))
         configurable["thread_id"] = thread_id
-        snapshot = await graph.aget_state({"configurable": configurable}, subgraphs=subgraphs)
+        config: RunnableConfig = {"configurable": configurable}
+        async with self._graphs.open(graph_id, config) as graph:
+            snapshot = await graph.aget_state(config, subgraphs=subgraphs)
         if snapshot.created_at is None and checkpoint is None:
             return empty_state(thread_id)
         return state_to_wire(snapshot)
@@ -172,21 +177,21 @@ class ThreadService:
         self, principal: Principal, thread_id: str, body: ThreadStateUpdate
     ) -> dict[str, Any]:
         record = await self._threads.require_idle(principal.tenant_id, thread_id)
-        graph = self._graph(record)
+        graph_id = self._graph_id(record)
         configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
         if body.checkpoint_id:
             configurable["checkpoint_id"] = body.checkpoint_id
         if body.checkpoint is not None:
             configurable.update(body.checkpoint.model_dump(exclude_none=True))
         configurable["thread_id"] = thread_id
-        try:
-            written = await graph.aupdate_state(
-                {"configurable": configurable}, body.values, as_node=body.as_node
-            )
-        except UPDATE_ERRORS as exc:
-            # LangGraph's answer to an unknown node or an ambiguous update.
-            raise BadRequest(str(exc)) from exc
-        await self._store_state(principal, record, graph)
+        config: RunnableConfig = {"configurable": configurable}
+        async with self._graphs.open(graph_id, config) as graph:
+            try:
+                written = await graph.aupdate_state(config, body.values, as_node=body.as_node)
+            except UPDATE_ERRORS as exc:
+                # LangGraph's answer to an unknown node or an ambiguous update.
+                raise BadRequest(str(exc)) from exc
+            await self._store_state(principal, record, graph)
         checkpoint = dict(written.get("configurable") or {})
         return {
             "checkpoint": checkpoint,
@@ -220,7 +225,7 @@ class ThreadService:
     ) -> list[dict[str, Any]]:
         record = await self._store.get_thread(principal.tenant_id, thread_id)
         try:
-            graph = self._graph(record)
+            graph_id = self._graph_id(record)
         except BadRequest:
             return []
         configurable = {"checkpoint_ns": "", **(checkpoint or {}), "thread_id": thread_id}
@@ -229,15 +234,14 @@ class ThreadService:
             before_config = {"configurable": {"checkpoint_id": before}}
         elif isinstance(before, dict):
             before_config = {"configurable": before.get("configurable", before)}
-        return [
-            state_to_wire(snapshot)
-            async for snapshot in graph.aget_state_history(
-                {"configurable": configurable},
-                limit=limit,
-                before=before_config,
-                filter=metadata or None,
-            )
-        ]
+        config: RunnableConfig = {"configurable": configurable}
+        async with self._graphs.open(graph_id, config) as graph:
+            return [
+                state_to_wire(snapshot)
+                async for snapshot in graph.aget_state_history(
+                    config, limit=limit, before=before_config, filter=metadata or None
+                )
+            ]
 
     # -- copy, delete, prune ------------------------------------------------------------
     async def copy(self, principal: Principal, thread_id: str) -> dict[str, Any]:
@@ -267,10 +271,12 @@ class ThreadService:
         await checkpoint_ops.delete_run_checkpoints(self._saver, thread_id, run_id)
         if record.status != "busy":
             try:
-                graph = self._graph(record)
+                graph_id = self._graph_id(record)
             except BadRequest:
                 return
-            await self._store_state(principal, record, graph)
+            config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+            async with self._graphs.open(graph_id, config) as graph:
+                await self._store_state(principal, record, graph)
 
     async def prune(self, principal: Principal, thread_ids: Sequence[str], strategy: str) -> int:
         """``delete``: remove the threads; ``keep_latest``: keep only their newest state.

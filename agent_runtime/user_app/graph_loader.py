@@ -64,6 +64,13 @@ class LoadedGraph:
     _factory: Factory | None = field(repr=False)
     _takes_config: bool = field(default=False, repr=False)
 
+    @classmethod
+    def static(
+        cls, graph_id: str, description: str | None, source: str, graph: Graph
+    ) -> LoadedGraph:
+        """A graph that exists already (compiled), e.g. one of the runtime's examples."""
+        return cls(graph_id, description, source, _graph=graph, _factory=None)
+
     @property
     def is_factory(self) -> bool:
         return self._factory is not None
@@ -201,7 +208,7 @@ def _load(
                 f"{config_file.path.name}: graphs.{graph_id}: compiled with its own "
                 f"{' and '.join(own)}; the runtime's replaces it"
             )
-        return LoadedGraph(graph_id, description, source, _graph=value, _factory=None)
+        return LoadedGraph.static(graph_id, description, source, value)
     if callable(value) and not isinstance(value, type):
         takes_config = _takes_config(value, source)
         return LoadedGraph(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_runtime.api import graph_info
 from agent_runtime.api.deps import Services
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import (
@@ -22,6 +23,7 @@ from agent_runtime.config.settings import (
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import Authenticator
 from agent_runtime.tenancy.token_buckets import build_limiter
+from agent_runtime.user_app.served_graphs import ServedGraphs, registry_graphs
 from graphs.registry import default_registry
 
 
@@ -44,6 +46,14 @@ def runtime_settings(storage: StorageSettings, **fields: Any) -> RuntimeSettings
     return RuntimeSettings(storage=storage, **parts)
 
 
+def example_graphs(*ids: str) -> ServedGraphs:
+    """The example graphs as the ingress serves them (for inspection only); all by default."""
+    graphs = registry_graphs(default_registry(), graph_info.inspection_model)
+    return ServedGraphs(
+        (g for g in graphs if not ids or g.graph_id in ids), checkpointer=None, store=None
+    )
+
+
 def services(store: MetadataStore, settings: RuntimeSettings, **parts: Any) -> Services:
     """Services over ``store``; ``parts`` replace or add fields (``orchestrator``,
     ``router``, ``items``, ``budgets``, a ``limiter`` of the test's own ...)."""
@@ -54,7 +64,7 @@ def services(store: MetadataStore, settings: RuntimeSettings, **parts: Any) -> S
         "orchestrator": None,
         "router": None,
         "metrics": Metrics(),
-        "graphs": default_registry(),
+        "graphs": example_graphs(),
         **parts,
     }
     if "limiter" not in fields:

@@ -33,11 +33,9 @@ from agent_runtime.config.settings import (
     LimitSettings,
 )
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.execution.graph_registry import GraphRegistry
 from agent_runtime.protocol.agent_protocol import default_assistant_id
 from agent_runtime.tenancy.auth import generate_key
-from graphs.registry import default_registry
-from tests.api.app_services import runtime_settings
+from tests.api.app_services import example_graphs, runtime_settings
 from tests.api.app_services import services as app_services
 from tests.backends import BACKENDS, backend_settings
 from tests.servers import served
@@ -85,11 +83,9 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
             await store.add_key(record)
             keys[tenant] = raw
         # Two graphs, so lists and messages stay short and fixed as graphs get added.
-        registry = GraphRegistry(
-            s for s in default_registry().specs() if s.graph_id in ("multi_agent", "react")
-        )
+        graphs = example_graphs("multi_agent", "react")
         services = app_services(
-            store, settings, graphs=registry, assistants=assistant_store(store, registry)
+            store, settings, graphs=graphs, assistants=assistant_store(store, graphs)
         )
         yield Api(build_app(services), store, keys)
         await services.limiter.close()

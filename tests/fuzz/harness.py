@@ -29,6 +29,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from agent_runtime.api import graph_info
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
 from agent_runtime.config.provider_settings import ProviderSettings
@@ -48,6 +49,7 @@ from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.tenancy.audit import CLI
 from agent_runtime.tenancy.tenants import TenantAdmin
+from agent_runtime.user_app.served_graphs import ServedGraphs, registry_graphs
 from graphs.registry import default_registry
 from tests.backends import isolated_postgres
 
@@ -159,7 +161,11 @@ async def build_app(stack: AsyncExitStack) -> tuple[Any, str]:
         LocalHandle(orchestrator),  # type: ignore[arg-type]
         router,  # type: ignore[arg-type]
         IngressMetrics(),
-        default_registry(),
+        ServedGraphs(
+            registry_graphs(default_registry(), graph_info.inspection_model),
+            checkpointer=None,
+            store=None,
+        ),
     )
     stack.push_async_callback(services.aclose)
     admin = TenantAdmin(services.store)

@@ -14,6 +14,7 @@ import operator
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_stream_writer
@@ -46,6 +47,7 @@ from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.tenancy.run_limits import RunLimits
+from agent_runtime.user_app.served_graphs import registry_graphs
 
 TENANT = Principal(tenant_id="runs-tenant", key_id="k1")
 OTHER = Principal(tenant_id="other-tenant", key_id="k2")
@@ -206,7 +208,12 @@ async def replica(
     observer = Finished()
     async with local_router() as router:
         orchestration = await Orchestration.build(
-            runtime, REGISTRY, router.chat, router.stream, observer=observer, clock=clock
+            runtime,
+            partial(registry_graphs, REGISTRY),
+            router.chat,
+            router.stream,
+            observer=observer,
+            clock=clock,
         )
         for principal in (TENANT, OTHER):
             await orchestration.store.ensure_tenant(principal.tenant_id, "runs")

@@ -26,8 +26,12 @@ from agent_runtime.protocol.agent_protocol import (
 from agent_runtime.protocol.agent_protocol import Command as ResumeCommand
 from agent_runtime.runs.run_queue import NewRun, RunEnd
 from agent_runtime.runs.thread_service import NO_GRAPH, ThreadService, empty_state
+from agent_runtime.user_app.graph_loader import LoadedGraph
+from agent_runtime.user_app.served_graphs import ServedGraphs
 from tests.runs import run_harness
 from tests.runs.run_harness import GRAPH, OTHER, TENANT, Replica, State, body, new_thread
+
+NO_GRAPHS = ServedGraphs([], checkpointer=None, store=None)
 
 
 @pytest.fixture
@@ -74,7 +78,9 @@ async def test_create_with_ttl_default_ttl_and_bad_ttl(one: Replica) -> None:
     for bad in ({"ttl": 0}, {"ttl": "5"}, {"ttl": True}, {"ttl": 5, "strategy": "archive"}):
         with pytest.raises(InvalidRequest):
             await one.threads.create(TENANT, ThreadCreate(ttl=bad))
-    defaulted = ThreadService(one.store, one.thread_rows, {}, one.saver, default_ttl_minutes=2)
+    defaulted = ThreadService(
+        one.store, one.thread_rows, NO_GRAPHS, one.saver, default_ttl_minutes=2
+    )
     made = await defaulted.create(TENANT, ThreadCreate())
     record = await one.store.get_thread(TENANT.tenant_id, made["thread_id"])
     assert (record.ttl_strategy, record.ttl_minutes) == ("delete", 2.0)
@@ -147,7 +153,9 @@ def nested_graph(saver: Any) -> Any:
 
 async def test_state_and_history_of_a_subgraph(one: Replica) -> None:
     graph = nested_graph(one.saver)
-    service = ThreadService(one.store, one.thread_rows, {"nested": graph}, one.saver)
+    nested = LoadedGraph.static("nested", None, "test", graph)
+    served = ServedGraphs([nested], checkpointer=one.saver, store=None)
+    service = ThreadService(one.store, one.thread_rows, served, one.saver)
     thread = await one.store.create_thread(TENANT.tenant_id, metadata={"graph_id": "nested"})
     config = {"configurable": {"thread_id": thread.thread_id}}
     await graph.ainvoke({"steps": [], "mode": "ok"}, config)
@@ -340,7 +348,7 @@ async def test_delete_cascades_and_stops_runs_in_flight(one: Replica) -> None:
     # Runs still in flight are told to stop.
     stopped: list[str] = []
     service = ThreadService(
-        one.store, one.thread_rows, {}, one.saver, stop_runs=stopped.extend, items=one.items
+        one.store, one.thread_rows, NO_GRAPHS, one.saver, stop_runs=stopped.extend, items=one.items
     )
     thread_id = await new_thread(one)
     runs = one.runs.runs

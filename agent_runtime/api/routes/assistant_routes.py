@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, Response
 from agent_runtime.api import graph_info
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from agent_runtime.core.errors import BadRequest, NotFound
-from agent_runtime.execution.graph_registry import GraphSpec
 from agent_runtime.protocol.agent_protocol import (
     AssistantCount,
     AssistantCreate,
@@ -237,11 +236,12 @@ async def set_latest_assistant_version(
     return _json(assistant_to_wire(record))
 
 
-async def _graph_spec(
+async def _graph_id(
     services: Services, store: AssistantStore, tenant_id: str, assistant_id: str
-) -> GraphSpec:
+) -> str:
+    """The served graph of the tenant's assistant (404 for either missing)."""
     record = await store.get(tenant_id, assistant_id)
-    return services.graphs.get(record.graph_id)
+    return services.graphs.get(record.graph_id).graph_id
 
 
 @assistants.get("/assistants/{assistant_id}/graph")
@@ -253,16 +253,16 @@ async def get_assistant_graph(
     xray: str | None = None,
 ) -> Response:
     depth = graph_info.parse_xray(xray)
-    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
-    return _json(await graph_info.drawing(spec, depth))
+    graph_id = await _graph_id(services, store, principal.tenant_id, assistant_id)
+    return _json(await graph_info.drawing(services.graphs, graph_id, depth))
 
 
 @assistants.get("/assistants/{assistant_id}/schemas")
 async def get_assistant_schemas(
     assistant_id: str, services: ServicesDep, store: AssistantsDep, principal: ReadPrincipal
 ) -> Response:
-    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
-    return _json(graph_info.schemas(spec))
+    graph_id = await _graph_id(services, store, principal.tenant_id, assistant_id)
+    return _json(await graph_info.schemas(services.graphs, graph_id))
 
 
 @assistants.get("/assistants/{assistant_id}/subgraphs")
@@ -275,6 +275,8 @@ async def get_assistant_subgraphs(
     namespace: str | None = None,
     recurse: str = "false",
 ) -> Response:
-    spec = await _graph_spec(services, store, principal.tenant_id, assistant_id)
-    found = await graph_info.subgraphs(spec, namespace, recurse in ("true", "True"))
+    graph_id = await _graph_id(services, store, principal.tenant_id, assistant_id)
+    found = await graph_info.subgraphs(
+        services.graphs, graph_id, namespace, recurse in ("true", "True")
+    )
     return _json(found)
