@@ -21,11 +21,8 @@ from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.core.timing import RunTimings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from loadtests.baseline_app import create_baseline_app, openai_models
-from loadtests.bench import (
-    ADVICE,
-    END_MARK,
+from loadtests.bench_figures import (
     HOP_LABELS,
-    START_MARK,
     BenchResult,
     ColdStart,
     HopBreakdown,
@@ -36,14 +33,18 @@ from loadtests.bench import (
     RunSettings,
     ServerTiming,
     Throughput,
-    critical_parts,
     parse_server_timing,
     percentile,
+)
+from loadtests.bench_load import run_body, run_error
+from loadtests.bench_report import (
+    ADVICE,
+    END_MARK,
+    START_MARK,
+    critical_parts,
     render_section,
     render_table,
     replace_section,
-    run_body,
-    run_error,
     where_time_goes,
     write_doc,
 )
