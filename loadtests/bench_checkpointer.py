@@ -32,246 +32,51 @@ import contextlib
 import gc
 import importlib.metadata
 import json
-import operator
 import os
 import platform
-import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypedDict
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from typing import Any
 
 import psutil
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from psycopg import AsyncConnection, sql
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
-from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core import timing
-from agent_runtime.execution.checkpointers import Checkpointers
+
+try:
+    from loadtests.bench_checkpointer_configs import CONFIGS, build_graph, open_saver
+    from loadtests.bench_checkpointer_results import (
+        CPU_FIELDS,
+        BenchResult,
+        ConfigResult,
+        CpuUse,
+        WorkloadResult,
+        percentile,
+        render_table,
+    )
+except ModuleNotFoundError:  # run as a script (python loadtests/bench_checkpointer.py)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from loadtests.bench_checkpointer_configs import CONFIGS, build_graph, open_saver
+    from loadtests.bench_checkpointer_results import (
+        CPU_FIELDS,
+        BenchResult,
+        ConfigResult,
+        CpuUse,
+        WorkloadResult,
+        percentile,
+        render_table,
+    )
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TARGET_RATIO = 0.5  # the production path's runs/s over no checkpointer's
 WARMUP_S = 0.5  # before each round's window
 ROUNDS = 3
 SCHEMA_PREFIX = "bench_ckpt_"
-POOL_MIN_SIZE = 4  # as agent_runtime.execution.checkpointers builds its pool
-# The kwargs the saver needs (autocommit, dict rows), as the production pool has them.
-POOL_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
-
-CONFIGS: dict[str, str] = {
-    "none": "no checkpointer",
-    "memory": "InMemorySaver",
-    "postgres_stock": "AsyncPostgresSaver (stock, one lock)",
-    "postgres_ours": "Checkpointers (lock-free, timed)",
-}
-BASELINE, OURS, STOCK = "none", "postgres_ours", "postgres_stock"
-
-
-# -- the workload -------------------------------------------------------------------------
-
-
-class ThreadState(TypedDict, total=False):
-    messages: Annotated[list[str], operator.add]
-    route: str
-
-
-def build_graph(
-    model_ms: float, checkpointer: BaseCheckpointSaver[Any] | None
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Router -> code | general, each node one fake model call of ``model_ms``."""
-    delay = model_ms / 1000
-
-    async def router(state: ThreadState) -> ThreadState:
-        await asyncio.sleep(delay)
-        question = state["messages"][-1]
-        return {"route": "code" if int(question.rsplit(" ", 1)[-1]) % 2 else "general"}
-
-    async def code(state: ThreadState) -> ThreadState:
-        await asyncio.sleep(delay)
-        return {"messages": [f"code answer to {state['messages'][-1]}"]}
-
-    async def general(state: ThreadState) -> ThreadState:
-        await asyncio.sleep(delay)
-        return {"messages": [f"general answer to {state['messages'][-1]}"]}
-
-    builder = StateGraph(ThreadState)
-    builder.add_node("router", router)
-    builder.add_node("code", code)
-    builder.add_node("general", general)
-    builder.add_edge(START, "router")
-    builder.add_conditional_edges("router", lambda state: state["route"], ["code", "general"])
-    builder.add_edge("code", END)
-    builder.add_edge("general", END)
-    return builder.compile(checkpointer=checkpointer)
-
-
-# -- results ------------------------------------------------------------------------------
-
-
-@dataclass
-class CpuUse:
-    """CPU over the measured window: this process (% of one core), the machine (% of all)."""
-
-    process_pct: float = 0.0
-    machine_pct: float = 0.0
-    steal_pct: float = 0.0  # taken by the hypervisor: high means noisy figures
-
-
-CPU_FIELDS = ("process_pct", "machine_pct", "steal_pct")
-
-
-@dataclass
-class ConfigResult:
-    name: str
-    label: str
-    runs: int
-    errors: int
-    runs_per_s: float
-    p50_ms: float
-    p99_ms: float
-    cpu: CpuUse
-    ratio: float = 0.0  # runs/s over no checkpointer's, same workload
-    first_error: str | None = None
-
-
-@dataclass
-class WorkloadResult:
-    model_ms: float
-    configs: list[ConfigResult]
-
-    def get(self, name: str) -> ConfigResult:
-        return next(c for c in self.configs if c.name == name)
-
-    @property
-    def target_met(self) -> bool:
-        ours = self.get(OURS)
-        return ours.ratio >= TARGET_RATIO and ours.errors == 0
-
-
-@dataclass
-class BenchResult:
-    started: str
-    users: int
-    duration_s: float  # the window per configuration and workload, over all rounds
-    rounds: int
-    warmup_s: float
-    machine: dict[str, str]
-    workloads: list[WorkloadResult] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for workload, raw in zip(self.workloads, data["workloads"], strict=True):
-            raw["target_ratio"] = TARGET_RATIO
-            raw["target_met"] = workload.target_met
-        return data
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100), interpolating linearly between ranks; 0 if empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def render_table(result: BenchResult) -> str:
-    lines = [
-        "| model call | checkpointer | runs/s | vs none | p50 ms | p99 ms | runs | errors"
-        " | bench CPU | machine CPU | steal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for workload in result.workloads:
-        for c in workload.configs:
-            lines.append(
-                f"| {workload.model_ms:g} ms | {c.label} | {c.runs_per_s:.1f} | {c.ratio:.2f}x"
-                f" | {c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.runs} | {c.errors}"
-                f" | {c.cpu.process_pct:.0f}% | {c.cpu.machine_pct:.0f}% | {c.cpu.steal_pct:.0f}% |"
-            )
-    lines.append("")
-    for workload in result.workloads:
-        ours, stock = workload.get(OURS), workload.get(STOCK)
-        verdict = "met" if workload.target_met else "NOT met"
-        lines.append(
-            f"{workload.model_ms:g} ms model calls: production path {ours.ratio:.2f}x no "
-            f"checkpointer (target >= {TARGET_RATIO}x: {verdict}); stock saver {stock.ratio:.2f}x."
-        )
-    return "\n".join(lines)
-
-
-# -- the configurations -------------------------------------------------------------------
-
-
-def with_search_path(url: str, schema: str) -> str:
-    """``url`` with libpq ``options`` that put ``schema`` first on the search path."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
-    existing = dict(parse_qsl(parts.query)).get("options")
-    options = f"-c search_path={schema}" + (f" {existing}" if existing else "")
-    query.append(("options", options))
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
-
-
-@contextlib.asynccontextmanager
-async def fresh_schema(url: str, prefix: str) -> AsyncIterator[str]:
-    """Create an empty schema; yield a URL whose tables land in it; drop it afterwards."""
-    schema = f"{prefix}{secrets.token_hex(4)}"
-    async with await AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as admin:
-        await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield with_search_path(url, schema)
-        finally:
-            await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-
-
-@contextlib.asynccontextmanager
-async def open_saver(
-    name: str, url: str, schema_prefix: str
-) -> AsyncIterator[BaseCheckpointSaver[Any] | None]:
-    """Configuration ``name``'s checkpointer; a Postgres one gets a schema of its own."""
-    if name == BASELINE:
-        yield None
-        return
-    if name == "memory":
-        yield InMemorySaver()
-        return
-    async with fresh_schema(url, schema_prefix) as dsn:
-        settings = StorageSettings(database_url=dsn)
-        if name == OURS:
-            factory = Checkpointers(settings)
-            try:
-                yield await factory.setup()
-            finally:
-                await factory.close()
-            return
-        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
-            settings.postgres_dsn,
-            min_size=POOL_MIN_SIZE,
-            max_size=max(POOL_MIN_SIZE, settings.db_pool_size),
-            kwargs=POOL_KWARGS,
-            timeout=settings.db_timeout_s,
-            open=False,
-        )
-        await pool.open(wait=True, timeout=settings.db_timeout_s)
-        try:
-            saver = AsyncPostgresSaver(pool)
-            await saver.setup()
-            yield saver
-        finally:
-            await pool.close()
 
 
 # -- the load -----------------------------------------------------------------------------

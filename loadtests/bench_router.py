@@ -37,282 +37,32 @@ import asyncio
 import json
 import os
 import platform
-import random
 import secrets
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
-import httpx
-import openai
-from langchain_core.messages import HumanMessage
-
-from agent_runtime.core.types import ChatRequest
-from agent_runtime.gateway.breakers import Breakers, Ticket
-from agent_runtime.gateway.call_observer import CallPlan, CallReport
-from agent_runtime.gateway.model_router import ModelRouter
-
 try:
-    from loadtests.bench_router_support import Latency, Provider, breakers, models_config
+    from loadtests.bench_router_failover import FAILOVER_P99_SLACK_MS, measure_failover
+    from loadtests.bench_router_overhead import (
+        KINDS,
+        OVERHEAD_P50_TARGET_MS,
+        OVERHEAD_P99_TARGET_MS,
+        measure_overhead,
+    )
+    from loadtests.bench_router_support import Provider
 except ModuleNotFoundError:  # run as a script (python loadtests/bench_router.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from loadtests.bench_router_support import Latency, Provider, breakers, models_config
+    from loadtests.bench_router_failover import FAILOVER_P99_SLACK_MS, measure_failover
+    from loadtests.bench_router_overhead import (
+        KINDS,
+        OVERHEAD_P50_TARGET_MS,
+        OVERHEAD_P99_TARGET_MS,
+        measure_overhead,
+    )
+    from loadtests.bench_router_support import Provider
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-OVERHEAD_P50_TARGET_MS = 2.0
-OVERHEAD_P99_TARGET_MS = 10.0
-FAILOVER_P99_SLACK_MS = 20.0
-PROMPT = "hello from the router benchmark"
-KINDS = ("direct", "sdk", "router")
-
-
-# -- results ------------------------------------------------------------------------------
-
-
-@dataclass
-class Overhead:
-    calls: int
-    provider_ms: float
-    breakers: str
-    latency: dict[str, Latency]
-    overhead_p50_ms: float  # p50(router) - p50(direct)
-    overhead_p99_ms: float  # p99(router) - p99(direct)
-    paired: Latency  # percentiles of the per-round router - direct differences
-    over_sdk_p50_ms: float
-    breaker_us: dict[str, float]
-    errors: int
-
-    @property
-    def target_met(self) -> bool:
-        return (
-            self.errors == 0
-            and self.overhead_p50_ms <= OVERHEAD_P50_TARGET_MS
-            and self.overhead_p99_ms <= OVERHEAD_P99_TARGET_MS
-        )
-
-
-@dataclass
-class Failover:
-    workers: int
-    phase_s: float
-    provider_ms: float
-    breakers: str
-    fallback_alone: Latency
-    during: Latency  # every call of phase 2
-    after_open: Latency  # calls started once the primary was skipped on every replica
-    errors: int
-    first_error: str | None
-    open_after_s: float | None  # from the failures starting to "open everywhere"
-    primary_calls: int  # calls that reached the failing primary
-    answered_by: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def target_met(self) -> bool:
-        limit = self.fallback_alone.p99_ms + FAILOVER_P99_SLACK_MS
-        return self.errors == 0 and self.after_open.n > 0 and self.after_open.p99_ms <= limit
-
-
-# -- overhead -----------------------------------------------------------------------------
-
-
-async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
-    started = time.perf_counter()
-    await fn()
-    return (time.perf_counter() - started) * 1000
-
-
-async def measure_overhead(
-    url: str, calls: int, warmup: int, redis_url: str | None, provider_ms: float
-) -> Overhead:
-    prefix = f"bench:breaker:{secrets.token_hex(4)}:"
-    registry = breakers(redis_url, prefix)
-    router = ModelRouter(models_config(), url, registry)
-    request = ChatRequest(alias="fast", messages=[HumanMessage(PROMPT)])
-    route = router._chain("fast")[0]
-    body = route.client.payload(route.model_id, request, route.max_tokens(request), stream=False)
-    headers = {"Authorization": "Bearer bench"}
-    async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
-        sdk_http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
-        sdk = openai.AsyncOpenAI(
-            base_url=url,
-            api_key="bench",
-            http_client=sdk_http,  # type: ignore[arg-type]
-            max_retries=0,
-        )
-        stack.push_async_callback(router.close)
-        stack.push_async_callback(registry.close)
-
-        async def direct() -> None:
-            response = await http.post(f"{url}/chat/completions", json=body, headers=headers)
-            response.raise_for_status()
-            response.json()
-
-        async def via_sdk() -> None:
-            await sdk.chat.completions.create(
-                model="fake-fast",
-                messages=[{"role": "user", "content": PROMPT}],
-                max_completion_tokens=body.get("max_completion_tokens") or 4096,
-            )
-
-        async def via_router() -> None:
-            await router.chat(request)
-
-        kinds: dict[str, Callable[[], Awaitable[None]]] = {
-            "direct": direct,
-            "sdk": via_sdk,
-            "router": via_router,
-        }
-        samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
-        paired: list[float] = []
-        errors = 0
-        shuffle = random.Random(7)
-        for index in range(warmup + calls):
-            order = list(KINDS)
-            shuffle.shuffle(order)
-            got: dict[str, float] = {}
-            for kind in order:
-                try:
-                    got[kind] = await timed(kinds[kind])
-                except Exception:
-                    errors += 1
-            if index >= warmup and len(got) == len(KINDS):
-                for kind, value in got.items():
-                    samples[kind].append(value)
-                paired.append(got["router"] - got["direct"])
-        breaker_us = {"router's": await breaker_cost(registry, "fake-fast")}
-    latency = {kind: Latency.of(values) for kind, values in samples.items()}
-    return Overhead(
-        calls=calls,
-        provider_ms=provider_ms,
-        breakers="shared (Redis)" if redis_url else "per process",
-        latency=latency,
-        overhead_p50_ms=round(latency["router"].p50_ms - latency["direct"].p50_ms, 3),
-        overhead_p99_ms=round(latency["router"].p99_ms - latency["direct"].p99_ms, 3),
-        paired=Latency.of(paired),
-        over_sdk_p50_ms=round(latency["router"].p50_ms - latency["sdk"].p50_ms, 3),
-        breaker_us=breaker_us,
-        errors=errors,
-    )
-
-
-async def breaker_cost(registry: Breakers, model: str, rounds: int = 20_000) -> float:
-    """Microseconds per call of a closed breaker: refuses_calls + admit + record_success."""
-    breaker = registry.get(model)
-    ticket: Ticket = await breaker.admit()
-    await breaker.record_success(ticket)
-    started = time.perf_counter()
-    for _ in range(rounds):
-        breaker.refuses_calls()
-        ticket = await breaker.admit()
-        await breaker.record_success(ticket)
-    return round((time.perf_counter() - started) / rounds * 1e6, 2)
-
-
-# -- failover -----------------------------------------------------------------------------
-
-
-class SkipWatch:
-    """A call observer noting when its replica first skipped the primary."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.first_skip: float | None = None
-        self.primary_calls = 0
-
-    async def before_call(self, plan: CallPlan) -> object:
-        return time.perf_counter()
-
-    async def after_call(self, plan: CallPlan, report: CallReport, ticket: object) -> None:
-        for attempt in report.attempts:
-            if attempt.model != self.model:
-                continue
-            if attempt.outcome == "circuit_open":
-                if self.first_skip is None and isinstance(ticket, float):
-                    self.first_skip = ticket
-            else:
-                self.primary_calls += 1
-
-
-async def load(
-    routers: Sequence[ModelRouter], alias: str, workers: int, seconds: float
-) -> list[tuple[float, float, str | None, str | None]]:
-    """(start, latency ms, answering model, error) of every call of ``workers`` loops."""
-    results: list[tuple[float, float, str | None, str | None]] = []
-    stop_at = time.perf_counter() + seconds
-    turn = 0
-
-    async def worker() -> None:
-        nonlocal turn
-        while time.perf_counter() < stop_at:
-            router = routers[turn % len(routers)]
-            turn += 1
-            request = ChatRequest(alias=alias, messages=[HumanMessage(PROMPT)])
-            started = time.perf_counter()
-            try:
-                result = await router.chat(request)
-                results.append(
-                    (started, (time.perf_counter() - started) * 1000, result.model, None)
-                )
-            except Exception as exc:
-                elapsed = (time.perf_counter() - started) * 1000
-                results.append((started, elapsed, None, f"{type(exc).__name__}: {exc}"[:200]))
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return results
-
-
-async def measure_failover(
-    provider: Provider, workers: int, phase_s: float, provider_ms: float, redis_url: str | None
-) -> Failover:
-    prefix = f"bench:breaker:{secrets.token_hex(4)}:"
-    watches = [SkipWatch("fake-smart"), SkipWatch("fake-smart")]
-    registries = [breakers(redis_url, prefix), breakers(redis_url, prefix)]
-    routers = [
-        ModelRouter(models_config(), provider.url, registry, observers=[watch])
-        for registry, watch in zip(registries, watches, strict=True)
-    ]
-    try:
-        await load(routers, "fallback", workers, min(1.0, phase_s / 4))  # warm-up
-        alone = await load(routers, "fallback", workers, phase_s)
-        await provider.set_faults(
-            "fake-smart", {"latency_ms": provider_ms, "error_rates": {"500": 1.0}}
-        )
-        failing_from = time.perf_counter()
-        during = await load(routers, "smart", workers, phase_s)
-    finally:
-        await provider.set_faults("fake-smart", None)
-        for router, registry in zip(routers, registries, strict=True):
-            await router.close()
-            await registry.close()
-    skips = [watch.first_skip for watch in watches]
-    everywhere = max(skips) if all(s is not None for s in skips) else None  # type: ignore[type-var]
-    after = [r for r in during if everywhere is not None and r[0] >= everywhere]
-    errors = [r[3] for r in during if r[3] is not None]
-    answered: dict[str, int] = {}
-    for _, _, model, _ in during:
-        if model is not None:
-            answered[model] = answered.get(model, 0) + 1
-    return Failover(
-        workers=workers,
-        phase_s=phase_s,
-        provider_ms=provider_ms,
-        breakers="shared (Redis)" if redis_url else "per process",
-        fallback_alone=Latency.of([r[1] for r in alone if r[3] is None]),
-        during=Latency.of([r[1] for r in during]),
-        after_open=Latency.of([r[1] for r in after]),
-        errors=len(errors),
-        first_error=errors[0] if errors else None,
-        open_after_s=round(everywhere - failing_from, 3) if everywhere is not None else None,
-        primary_calls=sum(watch.primary_calls for watch in watches),
-        answered_by=answered,
-    )
-
-
-# -- the run ------------------------------------------------------------------------------
 
 
 async def reachable(redis_url: str) -> bool:

@@ -1,5 +1,5 @@
 """What ``loadtests/bench_router.py`` needs around the router: the fake provider in a
-process of its own, the models config, breakers, percentiles."""
+process of its own, the models config, breakers, percentiles, the prompt every call sends."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import BreakerRegistry, Breakers, TransitionHook
 from agent_runtime.gateway.shared_breakers import SharedBreakerRegistry
+
+PROMPT = "hello from the router benchmark"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

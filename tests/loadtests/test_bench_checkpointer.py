@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
-from loadtests.bench_checkpointer import (
-    BASELINE,
-    CONFIGS,
-    OURS,
-    BenchResult,
-    percentile,
-    render_table,
-    run_benchmark,
-    with_search_path,
-)
+from loadtests.bench_checkpointer import run_benchmark
+from loadtests.bench_checkpointer_configs import BASELINE, CONFIGS, OURS
+from loadtests.bench_checkpointer_results import BenchResult, render_table
 
 
 async def test_tiny_run_measures_every_config_and_leaves_no_schema(postgres_url: str) -> None:
@@ -65,16 +57,3 @@ async def test_tiny_run_measures_every_config_and_leaves_no_schema(postgres_url:
         )
         row = await cursor.fetchone()
     assert row == (0,)
-
-
-def test_search_path_goes_into_the_url_options() -> None:
-    url = with_search_path("postgresql://u@h:5432/db?sslmode=disable", "bench_ckpt_x")
-    query = parse_qs(urlsplit(url).query)
-    assert query == {"sslmode": ["disable"], "options": ["-c search_path=bench_ckpt_x"]}
-    assert urlsplit(url).path == "/db"
-
-
-def test_percentile() -> None:
-    assert percentile([], 50) == 0.0
-    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
-    assert percentile([0.0, 10.0], 99) == 9.9

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from loadtests.bench_router import KINDS, render, run_benchmark
+from loadtests.bench_router import render, run_benchmark
+from loadtests.bench_router_overhead import KINDS
 
 
 async def test_tiny_run_measures_overhead_and_failover(redis_url: str) -> None:
