@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PIDFILE := .agent-data/launcher.pid
+PIDFILE := .agent-data/launcher.pid  # where `agent-runtime stop` looks, run here
 
 # Ray 2.60 turns token auth on by default; the local stack runs without it.
 export RAY_AUTH_MODE ?= disabled
@@ -26,14 +26,8 @@ run: install
 
 # SIGTERM to the launcher, which shuts Serve and Ray down; "stopped" only once it is gone.
 stop:
-	@if [ -f $(PIDFILE) ] && kill -0 $$(cat $(PIDFILE)) 2>/dev/null; then \
-	  pid=$$(cat $(PIDFILE)); kill -TERM $$pid; \
-	  for i in $$(seq 1 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
-	  if kill -0 $$pid 2>/dev/null; then \
-	    echo "the launcher (pid $$pid) is still stopping after 20 s: wait, or end it with" \
-	      "kill -KILL $$pid && $(BIN)/ray stop --force" >&2; exit 1; \
-	  fi; echo "stopped"; \
-	else echo "no running stack (no live $(PIDFILE))"; fi
+	@if [ -x $(BIN)/agent-runtime ]; then $(BIN)/agent-runtime stop; \
+	else echo "no running stack (no $(BIN))"; fi
 
 # Debian's prometheus (any 2.x on PATH works), for `make observe` and
 # tests/e2e/test_observability.py: installed when missing, with apt-get as root, else sudo.

@@ -1,16 +1,18 @@
 """Administration: ``agent-runtime <command>`` (or ``python -m agent_runtime.cli.admin <command>``).
 
 ``check [-c langgraph.json]`` loads an app's graphs and reports what would stop it from
-being served (:mod:`agent_runtime.cli.app_check`). The others administer tenants
-(``create-tenant``, ``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys
-(``create-key [--scope read|run|admin ...]``, ``list-keys``, ``rotate-key``,
-``revoke-key``), a tenant's limits (``set-limits``, ``get-limits``), budgets
-(``set-budget``, ``list-budgets``, ``delete-budget``), usage totals (``usage``) and the
-audit log (``audit``). Talks to the database directly, with the same ``AGENT_*`` settings
-as the runtime; every change is written to the audit log (actor ``cli``). A new or rotated
-key is printed once: only its hash is stored. With ``AGENT_REDIS_URL`` set, revocations
-and disabled tenants reach running replicas at once, else within
-``AGENT_AUTH_CACHE_TTL_S``; a budget change within ``AGENT_BUDGET_CACHE_TTL_S``.
+being served (:mod:`agent_runtime.cli.app_check`); ``serve [-c langgraph.json] [--port N]``
+serves it on a local Ray cluster and ``stop`` stops that
+(:mod:`agent_runtime.cli.app_serve`). The others administer tenants (``create-tenant``,
+``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys (``create-key [--scope
+read|run|admin ...]``, ``list-keys``, ``rotate-key``, ``revoke-key``), a tenant's limits
+(``set-limits``, ``get-limits``), budgets (``set-budget``, ``list-budgets``,
+``delete-budget``), usage totals (``usage``) and the audit log (``audit``). Talks to the
+database directly, with the same ``AGENT_*`` settings as the runtime; every change is
+written to the audit log (actor ``cli``). A new or rotated key is printed once: only its
+hash is stored. With ``AGENT_REDIS_URL`` set, revocations and disabled tenants reach running
+replicas at once, else within ``AGENT_AUTH_CACHE_TTL_S``; a budget change within
+``AGENT_BUDGET_CACHE_TTL_S``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 
-from agent_runtime.cli import app_check
+from agent_runtime.cli import app_check, app_serve
 from agent_runtime.config.settings import LimitSettings, StorageSettings
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import ALL_SCOPES, ApiKeyRecord, Scope, TenantLimits
@@ -164,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="load an app's langgraph.json and its graphs, start nothing"
     )
     check.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
+    serve = commands.add_parser(
+        "serve", help="serve an app's langgraph.json on a local Ray cluster (as make run)"
+    )
+    serve.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
+    serve.add_argument("--host", default=None, help="HTTP address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
+    stop = commands.add_parser("stop", help="stop the stack `serve` started in this folder")
+    stop.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
     tenant = commands.add_parser("create-tenant", help="create a tenant")
     tenant.add_argument("--tenant", required=True)
     tenant.add_argument("--name", default=None, help="a display name (default: the id)")
@@ -223,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":  # the app's files only: no database
         return app_check.check(args.config)
+    if args.command == "serve":
+        return app_serve.serve(args.config, args.host, args.port)
+    if args.command == "stop":
+        return app_serve.stop(args.config)
     try:
         asyncio.run(_with_admin(StorageSettings(), lambda admin: _run(args, admin)))
     except AgentRuntimeError as error:  # e.g. an unknown tenant or key: no traceback

@@ -1,7 +1,8 @@
-"""``make run``: start a local Ray cluster and the Serve applications, print how to use them.
+"""``make run`` and ``agent-runtime serve``: start a local Ray cluster and the Serve
+applications, print how to use them.
 
-Runs in the foreground until Ctrl-C or SIGTERM (``make stop``), then shuts Serve and Ray
-down so no Ray process is left behind.
+Runs in the foreground until Ctrl-C or SIGTERM (:func:`stop`: ``make stop``,
+``agent-runtime stop``), then shuts Serve and Ray down so no Ray process is left behind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agent_runtime.tenancy.auth import generate_key, parse_key, verify_key
 
 DEV_TENANT = "default"
 LOCAL_DRAINING_S = 0.5
+STOP_WAIT_S = 20.0
 
 
 async def ensure_dev_key(settings: RuntimeSettings, existing: str | None) -> str:
@@ -123,6 +125,7 @@ def shutdown() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pid-file", type=Path, default=None)
+    parser.add_argument("--stop-hint", default="make stop", help="how to stop, as printed")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  Try:      curl -H 'x-api-key: {api_key}' {url}/health\n"
             f"  Metrics:  http://127.0.0.1:{settings.serve.metrics_port}/metrics\n"
             f"  Models:   {models_summary(settings)}\n"
-            "  Stop:     Ctrl-C here, or `make stop` from another terminal\n",
+            f"  Graphs:   {settings.app.config or 'the example graphs (graphs/registry.py)'}\n"
+            f"  Stop:     Ctrl-C here, or `{args.stop_hint}` from another terminal\n",
             flush=True,
         )
         stopping.wait()
@@ -176,6 +180,31 @@ def main(argv: list[str] | None = None) -> int:
             pid_file.unlink(missing_ok=True)
     print("Stopped.", flush=True)
     return 0
+
+
+def stop(pid_file: Path, wait_s: float = STOP_WAIT_S) -> int:
+    """SIGTERM to the launcher that wrote ``pid_file``; "stopped" only once it is gone."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        print(f"no running stack (no live {pid_file})")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            print("stopped")
+            return 0
+        time.sleep(0.1)
+    print(
+        f"the launcher (pid {pid}) is still stopping after {wait_s:.0f} s: wait, or end it "
+        f"with `kill -KILL {pid} && ray stop --force`",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""``agent-runtime serve`` and ``agent-runtime stop``: the user's app on the local stack.
+
+``serve [-c langgraph.json] [--host H] [--port N]`` loads the app as ``check`` does (an app
+that cannot load stops here, every problem named), then starts the same stack as ``make
+run`` (:mod:`agent_runtime.cli.launch`) serving the app's graphs: its state, key and pid
+file live under ``.agent-data/`` in the app's folder unless ``AGENT_DATA_DIR`` says
+otherwise. ``stop`` ends the stack started from that folder, from another terminal.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Imported for its effect too: the examples' package is in sys.modules, as in the
+# replicas, so an app with a package of the same name takes it over the same way.
+from agent_runtime.cli import app_check, launch
+from agent_runtime.deployments import app_graphs  # noqa: F401
+
+PID_FILE = "launcher.pid"
+
+
+def data_dir(config: Path) -> Path:
+    """Where the app's local state lives: ``AGENT_DATA_DIR``, else its folder's
+    ``.agent-data``."""
+    configured = os.environ.get("AGENT_DATA_DIR")
+    return Path(configured) if configured else config.resolve().parent / ".agent-data"
+
+
+def serve(config: Path, host: str | None, port: int | None) -> int:
+    if app_check.check(config) != 0:
+        return app_check.EXIT_INVALID
+    folder = data_dir(config)
+    os.environ["AGENT_APP_CONFIG"] = str(config.resolve())
+    os.environ["AGENT_DATA_DIR"] = str(folder)
+    if host is not None:
+        os.environ["AGENT_HTTP_HOST"] = host
+    if port is not None:
+        os.environ["AGENT_HTTP_PORT"] = str(port)
+    return launch.main(["--pid-file", str(folder / PID_FILE), "--stop-hint", "agent-runtime stop"])
+
+
+def stop(config: Path) -> int:
+    return launch.stop(data_dir(config) / PID_FILE)
