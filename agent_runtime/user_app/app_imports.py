@@ -25,10 +25,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 from dotenv import dotenv_values
+from packaging.requirements import InvalidRequirement, Requirement
 
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError
 
@@ -49,7 +51,10 @@ def app_roots(config_file: ConfigFile) -> list[Path]:
     problems = []
     for dependency in config_file.config.dependencies:
         if not dependency.startswith("."):
-            continue  # a distribution: it must already be installed here
+            problem = _missing_distribution(dependency)
+            if problem is not None:
+                problems.append(f"{config_file.path.name}: dependencies: {problem}")
+            continue
         root = (folder / dependency).resolve()
         if not root.is_dir():
             problems.append(
@@ -68,6 +73,24 @@ def app_roots(config_file: ConfigFile) -> list[Path]:
     if problems:
         raise AppImportError(problems)
     return roots
+
+
+def _missing_distribution(dependency: str) -> str | None:
+    """Why a package dependency is not satisfied where the runtime runs (it installs
+    nothing itself: the user does, as they installed the runtime); ``None`` when it is."""
+    try:
+        requirement = Requirement(dependency)
+    except InvalidRequirement:
+        return f"{dependency!r} is neither a local folder ('./...') nor a package requirement"
+    if requirement.url is not None or (requirement.marker and not requirement.marker.evaluate()):
+        return None  # a URL cannot be checked by name; a marker may exclude this machine
+    try:
+        installed = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        return f"{dependency!r} is not installed here: pip install '{dependency}'"
+    if not requirement.specifier.contains(installed, prereleases=True):
+        return f"{dependency!r}: {installed} is installed: pip install '{dependency}'"
+    return None
 
 
 def app_environment(config_file: ConfigFile) -> dict[str, str]:

@@ -8,6 +8,9 @@ runtime differs from the CLI it is stricter, so that a typo never silently drops
   editor hint ``$schema`` is accepted;
 - a key the CLI knows that only shapes its Docker image (:data:`DOCKER_ONLY_KEYS`) is a
   warning naming it: here the app runs in the runtime's own environment;
+- a key whose feature this runtime does not apply yet (:data:`NOT_APPLIED_KEYS`) is a
+  warning saying so and what applies instead; a ``python_version`` other than the one the
+  runtime runs is a warning too;
 - duplicate keys, JavaScript graphs and the CLI's retired ``project_root``/``package`` are
   errors.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +58,19 @@ DOCKER_ONLY_KEYS = (
 )
 """Keys that choose or extend the CLI's Docker image (base image, distro, Node, pip, extra
 Dockerfile lines, the langgraph-api version, uv-based installs); they have no effect here."""
+NOT_APPLIED_KEYS = {
+    "store": "semantic search (store.index) and item TTLs (store.ttl) are not applied yet; "
+    "the store works without them",
+    "checkpointer": "checkpointer.ttl and serde are not applied yet; thread TTLs come from "
+    "AGENT_THREAD_TTL_MINUTES",
+    "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
+    "encryption": "custom encryption is not applied",
+    "http": "a custom app, CORS and route switches are not applied; see AGENT_HTTP_*",
+    "webhooks": "webhook header templates and URL policy are not applied yet",
+    "ui": "generative UI components are not served",
+    "ui_config": "generative UI components are not served",
+}
+"""Keys of features this runtime does not apply (yet): each a warning with what applies."""
 
 
 class UserAppError(ValueError):
@@ -203,6 +220,17 @@ def read_langgraph_json(path: str | Path) -> ConfigFile:
         "the runtime's own environment"
         for key in config.docker_only_keys()
     ]
+    warnings += [
+        f"{name}: {key}: not applied by this runtime: {NOT_APPLIED_KEYS[key]}"
+        for key in NOT_APPLIED_KEYS
+        if key in raw
+    ]
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if config.python_version is not None and config.python_version != running:
+        warnings.append(
+            f"{name}: python_version: the app asks for {config.python_version}; the "
+            f"runtime runs Python {running}"
+        )
     return ConfigFile(path=path, config=config, warnings=warnings)
 
 

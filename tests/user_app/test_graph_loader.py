@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,25 @@ def test_local_dependencies_go_on_the_path_and_must_exist(tmp_path: Path) -> Non
     )
     with pytest.raises(AppImportError, match=r"dependencies: '\./gone' is not a folder"):
         load_app(missing)
+
+
+def test_package_dependencies_must_be_installed_where_the_runtime_runs(tmp_path: Path) -> None:
+    needs = [
+        "langchain-openai>=1",  # installed with the runtime
+        "no-such-distribution-xyz",
+        "langgraph<0.1",
+        "not a requirement!",
+        "pywin32; sys_platform == 'win32'",  # not for this machine
+    ]
+    config = write_app(tmp_path, {"dependencies": needs, "graphs": {"a": "m:g"}}, {})
+    with pytest.raises(AppImportError) as caught:
+        load_app(config)
+    version = metadata.version("langgraph")
+    assert caught.value.problems == [
+        "langgraph.json: dependencies: 'no-such-distribution-xyz' is not installed here: "
+        "pip install 'no-such-distribution-xyz'",
+        f"langgraph.json: dependencies: 'langgraph<0.1': {version} is installed: "
+        "pip install 'langgraph<0.1'",
+        "langgraph.json: dependencies: 'not a requirement!' is neither a local folder "
+        "('./...') nor a package requirement",
+    ]
