@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import START, StateGraph
@@ -45,14 +44,7 @@ from agent_runtime.evals.report import (
     write_reports,
 )
 from agent_runtime.evals.runner import EvalReport, EvalRunner, InProcessGraphs, RemoteGraphs
-from agent_runtime.evals.schema import (
-    GoldenSet,
-    GoldenSetError,
-    Judgement,
-    JudgeScore,
-    Thresholds,
-    load_golden,
-)
+from agent_runtime.evals.schema import GoldenSet, Judgement, JudgeScore, Thresholds, load_golden
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.fake.fake_model import JUDGE_MARKER, fake_judgement, fake_reply
 from agent_runtime.gateway.model_router import ModelRouter
@@ -72,27 +64,6 @@ from tests.evals.eval_harness import (
 )
 
 # --- the score schema and the judge's reply ------------------------------------------------
-
-
-def test_score_schema_bounds_and_coercion() -> None:
-    score = JudgeScore.model_validate(
-        {"relevance": "4", "helpfulness": 2.0, "hallucination": "false", "extra": 1}
-    )
-    assert (score.relevance, score.helpfulness, score.hallucination, score.rationale) == (
-        4,
-        2,
-        False,
-        "",
-    )
-    for bad in (
-        {"relevance": 0, "helpfulness": 3, "hallucination": False},
-        {"relevance": 6, "helpfulness": 3, "hallucination": False},
-        {"relevance": 3, "helpfulness": 3},
-        {"relevance": 3.5, "helpfulness": 3, "hallucination": False},
-        {"relevance": 3, "helpfulness": 3, "hallucination": "maybe"},
-    ):
-        with pytest.raises(ValidationError):
-            JudgeScore.model_validate(bad)
 
 
 @pytest.mark.parametrize(
@@ -316,27 +287,6 @@ def test_no_exchange_without_a_question_and_an_answer(values: Any) -> None:
 
 
 # --- the golden set ---------------------------------------------------------------------------
-
-
-def test_golden_set_format_is_validated(tmp_path: Path) -> None:
-    golden = load_golden(GOLDEN)
-    assert golden.version == 1 and golden.name == "default"
-    assert [case.id for case in golden.cases] == list(EXPECTED)
-    assert {case.graph for case in golden.cases} <= set(default_registry().ids())
-    raw = yaml.safe_load(GOLDEN.read_text())
-    bad = tmp_path / "bad.yaml"
-    for change, problem in (
-        ({"version": 2}, "bad.yaml: version: Input should be 1"),
-        ({"cases": [raw["cases"][0], raw["cases"][0]]}, "case id 'general-capital' is used twice"),
-        ({"cases": [{**raw["cases"][0], "expect": {"must_mention": "x"}}]}, "must_mention"),
-        ({"cases": [{**raw["cases"][0], "turns": []}]}, "cases.0.turns"),
-        ({"cases": [{**raw["cases"][0], "typo": 1}]}, "cases.0.typo: Extra inputs"),
-    ):
-        bad.write_text(yaml.safe_dump({**raw, **change}))
-        with pytest.raises(GoldenSetError, match=problem):
-            load_golden(bad)
-    with pytest.raises(GoldenSetError, match="cannot read"):
-        load_golden(tmp_path / "missing.yaml")
 
 
 def test_the_eval_router_uses_the_default_models_file() -> None:
