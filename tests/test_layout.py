@@ -2,7 +2,8 @@
 
 No module imports another in a cycle, not even inside a function or under
 ``TYPE_CHECKING``; the example graphs see only the model-factory interface; no two modules
-share a name; every package says what it owns and what it may import.
+share a name; every package says what it owns and what it may import; no file is over
+400 lines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent_runtime", "graphs")
 GRAPH_INTERFACE = "agent_runtime.execution.graph_registry"
+SIZED = ("agent_runtime", "graphs", "loadtests", "observability", "tests")
+MAX_LINES = 400
+# The files still over MAX_LINES while other branches split them. Empty this list (and keep it
+# empty) once those branches are merged; a split file's entry may go before then.
+OVER_MAX_LINES_FOR_NOW = frozenset(
+    {
+        "agent_runtime/config/models_file.py",
+        "agent_runtime/config/settings.py",
+        "agent_runtime/fake/provider_app.py",
+        "agent_runtime/gateway/model_router.py",
+        "agent_runtime/gateway/shared_breakers.py",
+        "agent_runtime/protocol/agent_protocol.py",
+        "agent_runtime/replica/metrics.py",
+        "agent_runtime/runs/assistants.py",
+        "agent_runtime/runs/run_queue.py",
+        "agent_runtime/runs/run_service.py",
+        "agent_runtime/tenancy/budgets.py",
+        "agent_runtime/tenancy/token_buckets.py",
+        "loadtests/bench.py",
+        "loadtests/bench_checkpointer.py",
+        "loadtests/bench_router.py",
+        "tests/fake/test_faults.py",
+        "tests/fake/test_provider_app.py",
+        "tests/gateway/test_model_router.py",
+        "tests/gateway/test_openai_compat.py",
+        "tests/loadtests/test_bench.py",
+        "tests/protocol/test_agent_protocol.py",
+        "tests/protocol/test_sse.py",
+        "tests/runs/test_thread_service.py",
+        "tests/tenancy/test_budgets.py",
+        "tests/tenancy/test_token_buckets.py",
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +156,14 @@ def test_every_package_says_what_it_owns_and_may_import() -> None:
         assert doc, f"{init.relative_to(ROOT)} has no docstring"
         if init.parent.name not in ("agent_runtime", "routes", "migrations"):
             assert "import" in doc, f"{init.relative_to(ROOT)} does not say what it may import"
+
+
+def test_no_file_is_over_400_lines() -> None:
+    lines = {
+        path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines())
+        for package in SIZED
+        for path in (ROOT / package).rglob("*.py")
+    }
+    over = {path: n for path, n in sorted(lines.items()) if n > MAX_LINES}
+    new = {path: n for path, n in over.items() if path not in OVER_MAX_LINES_FOR_NOW}
+    assert not new, f"files over {MAX_LINES} lines (split them by concern): {new}"
