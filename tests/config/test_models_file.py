@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import (
     ModelsConfig,
     ModelsConfigError,
@@ -20,12 +21,11 @@ from agent_runtime.config.models_file import (
 )
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.serve_settings import ServeSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
-    FakeProviderSettings,
     LimitSettings,
     RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.core.timing import RunTimings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from loadtests.baseline_app import create_baseline_app, openai_models
