@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent_runtime.config.builtin_models import configured
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
-from agent_runtime.config.models_file import ModelsConfig, configured
+from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ENV as _ENV
 from agent_runtime.config.provider_settings import ProviderSettings

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from agent_runtime.config.builtin_models import builtin_config
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import (
     ModelsConfig,
     ModelsConfigError,
     ModelSpec,
     ProviderConfig,
-    builtin_config,
     load,
 )
 from agent_runtime.config.pricing import ModelPrice
