@@ -36,7 +36,7 @@ from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import SecretStr
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.execution.graph_registry import GraphRegistry, ModelFactory
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.protocol.agent_protocol import (

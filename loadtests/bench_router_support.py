@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import ModelsConfig, ModelSpec, ProviderConfig
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import BreakerRegistry, Breakers, TransitionHook
 from agent_runtime.gateway.shared_breakers import SharedBreakerRegistry

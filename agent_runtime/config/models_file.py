@@ -7,8 +7,9 @@ tokens, context window, most output tokens); and the aliases graphs ask for, eac
 ordered fallback chain. :func:`load` validates it and names the file and the field of
 every problem, e.g. ``models.yaml: aliases.smart[1]: unknown model 'gpt-5'``.
 
-Without a file the runtime uses :func:`builtin_config`, built from the ``AGENT_PROVIDER_*``
-settings as before; the repository's ``models.yaml`` is that same default, written out.
+Without a file the runtime uses :func:`agent_runtime.config.builtin_models.builtin_config`,
+built from the ``AGENT_PROVIDER_*`` settings as before; the repository's ``models.yaml`` is
+that same default, written out.
 
 Keys are read from the named environment variables once, when the config is loaded (in the
 launcher), kept as ``SecretStr`` and never dumped (``api_key`` is excluded from
@@ -37,20 +38,8 @@ from pydantic import (
 )
 
 from agent_runtime.config.pricing import ModelPrice
-from agent_runtime.config.provider_settings import ProviderSettings
 
 FAKE_KEY = "fake-key"  # what the built-in fake provider is sent when no key is configured
-FAKE_PROVIDER = "fake"
-ENV_PROVIDER = "provider"  # the provider of a config built from AGENT_PROVIDER_BASE_URL
-# The fake provider's models, priced like small and large hosted models (nominal: enough
-# for budgets to be exercised), with the limits models.yaml gives them.
-FAKE_MODELS: dict[str, tuple[str, str]] = {
-    "fake-fast": ("0.15", "0.60"),
-    "fake-smart": ("2.50", "10.00"),
-    "fake-fallback": ("0.15", "0.60"),
-}
-FAKE_CONTEXT_WINDOW = 128_000
-FAKE_MAX_OUTPUT_TOKENS = 4096
 
 
 class ModelsConfigError(ValueError):
@@ -342,78 +331,3 @@ def _field_path(loc: Sequence[int | str]) -> str:
         else:
             path += f".{part}" if path else part
     return path
-
-
-# -- the built-in default --------------------------------------------------------------
-
-
-def builtin_config(
-    provider: ProviderSettings,
-    prices: Mapping[str, ModelPrice] | None = None,
-    base_url: str | None = None,
-) -> ModelsConfig:
-    """The config the ``AGENT_PROVIDER_*`` / ``AGENT_MODEL_ALIASES`` settings describe.
-
-    One provider: the built-in fake (``fake``) unless ``AGENT_PROVIDER_BASE_URL`` (or
-    ``base_url``) names one (``provider``). Its models are those of the alias chains, priced
-    from ``prices`` (the budgets' ``AGENT_MODEL_PRICES``); any other model name is sent to
-    the same provider as it is (``default_provider``). With no setting changed this equals
-    the repository's ``models.yaml``.
-    """
-    url = base_url or provider.provider_base_url
-    fake = not url
-    name = FAKE_PROVIDER if fake else ENV_PROVIDER
-    timeout_s = provider.provider_timeout_s
-    provider_config = ProviderConfig(
-        kind="fake" if fake else "openai",
-        base_url=None if fake else url,
-        api_key_env="AGENT_PROVIDER_API_KEY",
-        api_key=provider.provider_api_key,
-        timeouts=Timeouts(
-            connect_s=min(5.0, timeout_s),
-            request_s=timeout_s,
-            first_token_s=timeout_s,
-            idle_s=timeout_s,
-        ),
-        retry=RetryPolicy(max_retries=provider.provider_max_retries),
-    )
-    table = prices if prices is not None else _fake_prices()
-    models: dict[str, ModelSpec] = {}
-    for chain in provider.model_aliases.values():
-        for model in chain:
-            if model not in models:
-                models[model] = _builtin_model(name, model, table.get(model))
-    return ModelsConfig(
-        providers={name: provider_config},
-        models=models,
-        aliases={alias: list(chain) for alias, chain in provider.model_aliases.items()},
-        breaker=BreakerPolicy(
-            fail_max=provider.breaker_fail_max, reset_timeout_s=provider.breaker_reset_timeout_s
-        ),
-        deadline_s=provider.router_deadline_s,
-        default_provider=name,
-    )
-
-
-def _fake_prices() -> dict[str, ModelPrice]:
-    return {model: ModelPrice(inp, out) for model, (inp, out) in FAKE_MODELS.items()}
-
-
-def _builtin_model(provider: str, model: str, price: ModelPrice | None) -> ModelSpec:
-    known = model in FAKE_MODELS
-    return ModelSpec(
-        provider=provider,
-        input_per_million_usd=price.input_per_million_usd if price is not None else None,
-        output_per_million_usd=price.output_per_million_usd if price is not None else None,
-        context_window=FAKE_CONTEXT_WINDOW if known else None,
-        max_output_tokens=FAKE_MAX_OUTPUT_TOKENS if known else None,
-    )
-
-
-def configured(
-    provider: ProviderSettings, prices: Mapping[str, ModelPrice] | None = None
-) -> ModelsConfig:
-    """The file ``AGENT_MODELS_FILE`` names, else :func:`builtin_config`."""
-    if provider.models_file is not None:
-        return load(provider.models_file)
-    return builtin_config(provider, prices)

@@ -1,6 +1,6 @@
 """The provider settings (``AGENT_PROVIDER_*``, ``AGENT_MODELS_FILE`` ...) and how every
 settings class reads the environment. Apart from :mod:`agent_runtime.config.settings` because
-the models file builds the router's config from them."""
+the built-in models config (:mod:`agent_runtime.config.builtin_models`) is built from them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ProviderSettings(BaseSettings):
     With ``models_file`` (``AGENT_MODELS_FILE``) set, that file alone describes the
     providers, models and aliases (:mod:`agent_runtime.config.models_file`); without one, the
     router's config is built from the settings below
-    (:func:`agent_runtime.config.models_file.builtin_config`).
+    (:func:`agent_runtime.config.builtin_models.builtin_config`).
     """
 
     model_config = ENV

@@ -1,4 +1,6 @@
-"""Every tunable of the runtime, one ``BaseSettings`` per concern.
+"""Every tunable of the runtime, one ``BaseSettings`` per concern, gathered in
+:class:`RuntimeSettings`. The provider, fake provider, Serve and run settings have their own
+modules (``*_settings.py``); the others are here.
 
 Settings are read from ``AGENT_*`` environment variables (and a ``.env`` file) once, at
 start-up, by :meth:`RuntimeSettings.from_env`, then passed down to each part. Nothing in
@@ -11,17 +13,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_runtime.config.app_settings import AppSettings
-from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile
-from agent_runtime.config.models_file import ModelsConfig, configured
+from agent_runtime.config.builtin_models import configured
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
+from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ENV as _ENV
 from agent_runtime.config.provider_settings import ProviderSettings
-
-DEFAULT_HTTP_PORT = 8000
+from agent_runtime.config.run_settings import RunSettings
+from agent_runtime.config.serve_settings import ServeSettings
 
 
 class StorageSettings(BaseSettings):
@@ -116,57 +119,6 @@ class LimitSettings(BaseSettings):
         return None if value == "" else value
 
 
-class FakeProviderSettings(BaseSettings):
-    """The built-in OpenAI-compatible fake provider: latency and injected faults.
-
-    The flat fields are shorthands for the fault table (:mod:`agent_runtime.fake.faults`):
-    ``latency_ms``, ``jitter_ms``, ``fail_rate`` and ``fail_status`` describe the default
-    profile unless ``default_profile`` gives it whole; ``failing_models``, ``hanging_models``
-    and ``models`` (which wins) give models their own profiles.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="AGENT_FAKE_", env_file=".env", extra="ignore")
-
-    latency_ms: float = Field(
-        default=50.0, ge=0, le=MAX_DELAY_MS, description="Fixed latency of every answer."
-    )
-    jitter_ms: float = Field(
-        default=0.0, ge=0, le=MAX_DELAY_MS, description="Uniform extra latency, 0..jitter."
-    )
-    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of calls that fail.")
-    fail_status: int = Field(default=500, ge=400, le=599)
-    failing_models: list[str] = Field(
-        default_factory=list, description="Models that always fail with fail_status."
-    )
-    hanging_models: list[str] = Field(
-        default_factory=list, description="Models that never answer (tests timeouts)."
-    )
-    default_profile: FaultProfile | None = Field(
-        default=None,
-        description="JSON FaultProfile of models without their own (replaces the flat fields).",
-    )
-    models: dict[str, FaultProfile] = Field(
-        default_factory=dict, description='JSON model -> FaultProfile, e.g. {"m": {"hang": true}}.'
-    )
-    control_token: SecretStr | None = Field(
-        default=None, description="Bearer token of /control/faults; unset: the routes are 404."
-    )
-    seed: int = 0
-
-    @field_validator("control_token", mode="before")
-    @classmethod
-    def _blank_token_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @model_validator(mode="after")
-    def _one_default(self) -> FakeProviderSettings:
-        flat = {"latency_ms", "jitter_ms", "fail_rate"} & self.model_fields_set
-        if self.default_profile is not None and flat:
-            names = ", ".join(f"AGENT_FAKE_{name.upper()}" for name in sorted(flat))
-            raise ValueError(f"set AGENT_FAKE_DEFAULT_PROFILE or {names}, not both")
-        return self
-
-
 class ItemStoreSettings(BaseSettings):
     """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
 
@@ -180,54 +132,6 @@ class ItemStoreSettings(BaseSettings):
     )
     sweep_interval_minutes: float = Field(
         default=5.0, gt=0, description="How often each replica deletes expired items."
-    )
-
-
-class DeploymentScaling(BaseModel):
-    """Autoscaling and concurrency of one Serve deployment (Serve's own option names)."""
-
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=2, ge=1)
-    target_ongoing_requests: float = Field(default=32, gt=0)
-    max_ongoing_requests: int = Field(default=128, ge=1)
-    upscale_delay_s: float = Field(default=5.0, ge=0)
-    downscale_delay_s: float = Field(default=60.0, ge=0)
-    # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
-    num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
-
-    def autoscaling_config(self) -> dict[str, float | int]:
-        return {
-            "min_replicas": self.min_replicas,
-            "initial_replicas": max(self.min_replicas, 1),
-            "max_replicas": self.max_replicas,
-            "target_ongoing_requests": self.target_ongoing_requests,
-            "upscale_delay_s": self.upscale_delay_s,
-            "downscale_delay_s": self.downscale_delay_s,
-        }
-
-
-class ServeSettings(BaseSettings):
-    """HTTP address and per-deployment scaling; a Serve config file can override the latter."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="AGENT_", env_file=".env", extra="ignore", env_nested_delimiter="__"
-    )
-
-    http_host: str = "127.0.0.1"
-    http_port: int = DEFAULT_HTTP_PORT
-    metrics_port: int = Field(default=8085, description="Ray's Prometheus endpoint.")
-    local_num_cpus: int = Field(
-        default=8,
-        ge=1,
-        description="Logical CPUs of the local Ray cluster (replicas are I/O-bound).",
-    )
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
-    orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
-    router: DeploymentScaling = Field(default_factory=DeploymentScaling)
-    fake_provider: DeploymentScaling = Field(
-        default_factory=lambda: DeploymentScaling(max_replicas=1)
     )
 
 
@@ -276,46 +180,6 @@ class HttpSettings(BaseSettings):
     @field_validator("hsts_max_age_s", mode="before")
     @classmethod
     def _blank_hsts_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-
-class RunSettings(BaseSettings):
-    """Limits of runs, the run queue's leases and the thread retention sweeper."""
-
-    model_config = _ENV
-
-    run_timeout_s: float = Field(default=300.0, gt=0, description="A run past this: timeout.")
-    run_max_steps: int = Field(
-        default=100, ge=1, description="Most graph supersteps per run (recursion_limit cap)."
-    )
-    run_heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
-    run_lease_s: float = Field(
-        default=10.0, gt=0, description="A running run not heartbeated this long is resumed."
-    )
-    run_poll_s: float = Field(default=0.5, gt=0, description="Run queue and reaper interval.")
-    run_max_attempts: int = Field(default=3, ge=1, description="Tries when replicas die.")
-    run_max_concurrent: int = Field(
-        default=64, ge=1, description="Queued runs one orchestrator replica takes at once."
-    )
-    thread_ttl_minutes: float | None = Field(
-        default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
-    )
-    thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
-    run_events_ttl_minutes: float = Field(
-        default=60.0, gt=0, description="Stored stream events are kept this long after a run."
-    )
-    cron_poll_s: float = Field(
-        default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
-    )
-    webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
-    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
-    webhook_allow_private: bool = Field(
-        default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
-    )
-
-    @field_validator("thread_ttl_minutes", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
 

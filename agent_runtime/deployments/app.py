@@ -15,7 +15,8 @@ from ray.serve import Application, RunTarget
 from ray.serve.deployment import Deployment
 
 from agent_runtime.config.provider_settings import FAKE_PROVIDER_ROUTE
-from agent_runtime.config.settings import DeploymentScaling, RuntimeSettings
+from agent_runtime.config.serve_settings import DeploymentScaling
+from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.deployments.fake_provider_deployment import FakeProviderDeployment
 from agent_runtime.deployments.ingress import IngressDeployment
 from agent_runtime.deployments.orchestrator import OrchestratorDeployment

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from ray import serve
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 from langchain_core.language_models import BaseChatModel
 
-from agent_runtime.config.models_file import ModelsConfig, builtin_config, load
+from agent_runtime.config.builtin_models import builtin_config
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
+from agent_runtime.config.models_file import ModelsConfig, load
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.model_router import ModelRouter

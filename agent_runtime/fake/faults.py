@@ -30,7 +30,7 @@ from agent_runtime.config.fault_profiles import (
 )
 
 if TYPE_CHECKING:
-    from agent_runtime.config.settings import FakeProviderSettings
+    from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 
 _STANDARD = NormalDist()
 _EPSILON = 1e-12

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile, FaultTable
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.fake.fake_model import FakeAnswer, chunk_text, completion_id, fake_reply
 from agent_runtime.fake.faults import FaultInjector, FaultPlan, configured_faults
 

@@ -39,7 +39,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from pydantic import BaseModel
 
-from agent_runtime.config.models_file import ModelsConfig, RetryPolicy, builtin_config
+from agent_runtime.config.builtin_models import builtin_config
+from agent_runtime.config.models_file import ModelsConfig, RetryPolicy
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.core.errors import (
     CircuitOpen,

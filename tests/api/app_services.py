@@ -12,14 +12,10 @@ from typing import Any
 
 from agent_runtime.api import graph_info
 from agent_runtime.api.deps import Services
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import (
-    FakeProviderSettings,
-    LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
-    StorageSettings,
-)
+from agent_runtime.config.serve_settings import ServeSettings
+from agent_runtime.config.settings import LimitSettings, RuntimeSettings, StorageSettings
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import Authenticator
 from agent_runtime.tenancy.token_buckets import build_limiter

@@ -17,13 +17,11 @@ import openai
 import pytest
 
 from agent_runtime.api.app_factory import create_api
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import FaultProfile
 from agent_runtime.config.models_file import ModelsConfig, ModelSpec, ProviderConfig, Timeouts
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import (
-    FakeProviderSettings,
-    StorageSettings,
-)
+from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.fake.provider_app import create_fake_provider_app

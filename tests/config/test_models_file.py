@@ -10,22 +10,22 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from agent_runtime.config.builtin_models import builtin_config
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import (
     ModelsConfig,
     ModelsConfigError,
     ModelSpec,
     ProviderConfig,
-    builtin_config,
     load,
 )
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.serve_settings import ServeSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
-    FakeProviderSettings,
     LimitSettings,
     RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 

@@ -7,15 +7,10 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import (
-    DeploymentScaling,
-    FakeProviderSettings,
-    LimitSettings,
-    RuntimeSettings,
-    ServeSettings,
-    StorageSettings,
-)
+from agent_runtime.config.serve_settings import DeploymentScaling, ServeSettings
+from agent_runtime.config.settings import LimitSettings, RuntimeSettings, StorageSettings
 from agent_runtime.deployments.app import build_app, build_fake_provider_app
 
 ROOT = Path(__file__).resolve().parents[2]

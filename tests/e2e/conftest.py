@@ -16,15 +16,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.run_settings import RunSettings
+from agent_runtime.config.serve_settings import ServeSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
     EvalSettings,
-    FakeProviderSettings,
     LimitSettings,
-    RunSettings,
     RuntimeSettings,
-    ServeSettings,
     StorageSettings,
     TraceSettings,
 )

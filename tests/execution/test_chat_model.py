@@ -18,8 +18,8 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.core import timing
 from agent_runtime.core.errors import ProviderChainExhausted
 from agent_runtime.core.types import ChatRequest, ChatResult

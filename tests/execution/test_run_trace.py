@@ -18,10 +18,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
 
-from agent_runtime.config.models_file import builtin_config
+from agent_runtime.config.builtin_models import builtin_config
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.execution.run_trace import ModelSpan, NodeSpan, RunTrace, ToolSpan, TraceRecorder
 from agent_runtime.fake.provider_app import create_fake_provider_app

@@ -23,6 +23,7 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr, ValidationError
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import (
     FaultProfile,
     FaultTable,
@@ -31,7 +32,6 @@ from agent_runtime.config.fault_profiles import (
     RateLimit,
     UniformLatency,
 )
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.fake.faults import FaultInjector, configured_faults
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from tests.servers import served

@@ -25,7 +25,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.fake.fake_model import tool_call_id
 from agent_runtime.fake.provider_app import (
     DEFAULT_MODELS,

@@ -32,14 +32,14 @@ from pydantic import SecretStr
 from agent_runtime.api import graph_info
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.run_settings import RunSettings
+from agent_runtime.config.serve_settings import ServeSettings
 from agent_runtime.config.settings import (
     BudgetSettings,
-    FakeProviderSettings,
     LimitSettings,
-    RunSettings,
     RuntimeSettings,
-    ServeSettings,
     StorageSettings,
 )
 from agent_runtime.deployments.orchestrator import OrchestratorDeployment

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from pydantic import SecretStr
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import FaultProfile
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import BreakerRegistry, Breakers

@@ -25,8 +25,8 @@ from openai.types.chat import ChatCompletion as OpenAIChatCompletion
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 from pydantic import ValidationError
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import FakeProviderSettings
 from agent_runtime.core.errors import ProviderChainExhausted, ProviderError, RateLimited
 from agent_runtime.core.types import ChatResult, TokenUsage
 from agent_runtime.fake.provider_app import create_fake_provider_app

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.execution.graph_registry import ModelFactory
 from agent_runtime.fake.provider_app import create_fake_provider_app
 

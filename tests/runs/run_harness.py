@@ -21,15 +21,11 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.config.settings import (
-    FakeProviderSettings,
-    LimitSettings,
-    RunSettings,
-    RuntimeSettings,
-    ServeSettings,
-    StorageSettings,
-)
+from agent_runtime.config.run_settings import RunSettings
+from agent_runtime.config.serve_settings import ServeSettings
+from agent_runtime.config.settings import LimitSettings, RuntimeSettings, StorageSettings
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import ProviderChainExhausted
 from agent_runtime.core.records import Principal, RunStatus

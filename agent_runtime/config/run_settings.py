@@ -1,0 +1,48 @@
+"""Run settings: a run's limits, the run queue's leases, crons, webhooks and thread retention."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from agent_runtime.config.provider_settings import ENV as _ENV
+
+
+class RunSettings(BaseSettings):
+    """Limits of runs, the run queue's leases and the thread retention sweeper."""
+
+    model_config = _ENV
+
+    run_timeout_s: float = Field(default=300.0, gt=0, description="A run past this: timeout.")
+    run_max_steps: int = Field(
+        default=100, ge=1, description="Most graph supersteps per run (recursion_limit cap)."
+    )
+    run_heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
+    run_lease_s: float = Field(
+        default=10.0, gt=0, description="A running run not heartbeated this long is resumed."
+    )
+    run_poll_s: float = Field(default=0.5, gt=0, description="Run queue and reaper interval.")
+    run_max_attempts: int = Field(default=3, ge=1, description="Tries when replicas die.")
+    run_max_concurrent: int = Field(
+        default=64, ge=1, description="Queued runs one orchestrator replica takes at once."
+    )
+    thread_ttl_minutes: float | None = Field(
+        default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
+    )
+    thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+    run_events_ttl_minutes: float = Field(
+        default=60.0, gt=0, description="Stored stream events are kept this long after a run."
+    )
+    cron_poll_s: float = Field(
+        default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
+    )
+    webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
+    )
+
+    @field_validator("thread_ttl_minutes", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value

@@ -1,0 +1,58 @@
+"""Serve's settings: the HTTP address and each deployment's autoscaling and concurrency."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HTTP_PORT = 8000
+
+
+class DeploymentScaling(BaseModel):
+    """Autoscaling and concurrency of one Serve deployment (Serve's own option names)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=32, gt=0)
+    max_ongoing_requests: int = Field(default=128, ge=1)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+    # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
+    num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
+
+    def autoscaling_config(self) -> dict[str, float | int]:
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": max(self.min_replicas, 1),
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
+
+
+class ServeSettings(BaseSettings):
+    """HTTP address and per-deployment scaling; a Serve config file can override the latter."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = Field(default=8085, description="Ray's Prometheus endpoint.")
+    local_num_cpus: int = Field(
+        default=8,
+        ge=1,
+        description="Logical CPUs of the local Ray cluster (replicas are I/O-bound).",
+    )
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    router: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    fake_provider: DeploymentScaling = Field(
+        default_factory=lambda: DeploymentScaling(max_replicas=1)
+    )
