@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PIDFILE := .agent-data/launcher.pid  # where `agent-runtime stop` looks, run here
+PIDFILE := .agent-data/launcher.pid
 
 # Ray 2.60 turns token auth on by default; the local stack runs without it.
 export RAY_AUTH_MODE ?= disabled
@@ -26,7 +26,7 @@ run: install
 
 # SIGTERM to the launcher, which shuts Serve and Ray down; "stopped" only once it is gone.
 stop:
-	@if [ -x $(BIN)/agent-runtime ]; then $(BIN)/agent-runtime stop; \
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m agent_runtime.cli.stop $(PIDFILE); \
 	else echo "no running stack (no $(BIN))"; fi
 
 # Debian's prometheus (any 2.x on PATH works), for `make observe` and

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return app_serve.serve(args.config, args.host, args.port)
     if args.command == "stop":
-        return app_serve.stop(args.config)
+        return app_serve.stop_app(args.config)
     try:
         asyncio.run(_with_admin(StorageSettings(), lambda admin: _run(args, admin)))
     except AgentRuntimeError as error:  # e.g. an unknown tenant or key: no traceback

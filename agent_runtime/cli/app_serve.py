@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Imported for its effect too: the examples' package is in sys.modules, as in the
 # replicas, so an app with a package of the same name takes it over the same way.
-from agent_runtime.cli import app_check, launch
+from agent_runtime.cli import app_check, launch, stop
 from agent_runtime.deployments import app_graphs  # noqa: F401
 
 PID_FILE = "launcher.pid"
@@ -40,5 +40,5 @@ def serve(config: Path, host: str | None, port: int | None) -> int:
     return launch.main(["--pid-file", str(folder / PID_FILE), "--stop-hint", "agent-runtime stop"])
 
 
-def stop(config: Path) -> int:
-    return launch.stop(data_dir(config) / PID_FILE)
+def stop_app(config: Path) -> int:
+    return stop.stop(data_dir(config) / PID_FILE)

@@ -21,6 +21,14 @@ class DeploymentScaling(BaseModel):
     downscale_delay_s: float = Field(default=60.0, ge=0)
     # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
     num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
+    # A stopping replica checks for requests still in flight this often; Serve's 2 s made
+    # each deployment's stop take 2 s, one deployment after the other.
+    graceful_shutdown_wait_loop_s: float = Field(
+        default=0.2, gt=0, description="How often a stopping replica checks it is idle."
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        default=20.0, ge=0, description="How long a stopping replica may drain requests."
+    )
 
     def autoscaling_config(self) -> dict[str, float | int]:
         return {

@@ -39,6 +39,8 @@ def scaled(deployment: Any, scaling: DeploymentScaling, log_level: str = "INFO")
         max_ongoing_requests=scaling.max_ongoing_requests,
         ray_actor_options={"num_cpus": scaling.num_cpus},
         logging_config=logging_config(log_level),
+        graceful_shutdown_wait_loop_s=scaling.graceful_shutdown_wait_loop_s,
+        graceful_shutdown_timeout_s=scaling.graceful_shutdown_timeout_s,
     )
 
 

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent_runtime.cli import launch
+from agent_runtime.cli import stop
 
 # Exits on SIGTERM (Python's default); the other ignores it, as a stuck launcher would.
 # Each says "ready" once its handler is in place.
@@ -73,7 +73,7 @@ def test_stop_ends_the_launcher_of_this_folder(tmp_path: Path) -> None:
 def test_stop_tells_the_truth_when_the_launcher_does_not_end(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     process, pid_file = start(tmp_path, STUCK)
     try:
-        assert launch.stop(pid_file, wait_s=0.5) == 1
+        assert stop.stop(pid_file, wait_s=0.5) == 1
         assert f"pid {process.pid}) is still stopping" in capsys.readouterr().err
         assert process.poll() is None
     finally:

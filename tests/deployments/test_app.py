@@ -62,6 +62,15 @@ def test_scaling_comes_from_settings() -> None:
     assert config.autoscaling_config.initial_replicas == 2
 
 
+def test_a_stopping_replica_checks_often_that_it_is_idle() -> None:
+    # Serve's default (2 s) made `make stop` wait 2 s per deployment.
+    found = deployments_of(build_app(settings=settings()))
+    for deployment in found.values():
+        config = deployment._deployment_config  # type: ignore[attr-defined]
+        assert config.graceful_shutdown_wait_loop_s == 0.2
+        assert config.graceful_shutdown_timeout_s == 20.0
+
+
 def test_scaling_is_read_from_the_environment(monkeypatch: object) -> None:
     import pytest
 

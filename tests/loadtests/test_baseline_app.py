@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_runtime.config.settings import FakeProviderSettings
+from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from loadtests.baseline_app import create_baseline_app, openai_models
 from loadtests.bench_load import run_body
