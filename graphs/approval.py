@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -23,6 +23,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
+from agent_runtime.execution.graph_registry import ModelFactory, runtime_model
 from graphs.react import (
     DEFAULT_MAX_TOOL_ROUNDS,
     REACT_PROMPT,
@@ -31,9 +32,6 @@ from graphs.react import (
     wants_tools,
 )
 from graphs.tools import default_tools
-
-if TYPE_CHECKING:  # the registry imports this module to list it
-    from agent_runtime.execution.graph_registry import ModelFactory
 
 APPROVALS = {"yes", "y", "approve", "approved", "ok"}
 
@@ -97,3 +95,7 @@ def build(models: ModelFactory) -> StateGraph[ApprovalState]:
     graph.add_conditional_edges("agent", route, ["review", END])
     graph.add_edge("review", "agent")
     return graph
+
+
+graph = build(runtime_model)
+"""What ``langgraph.json`` serves: the graph over the runtime's model router."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
@@ -28,8 +28,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
-if TYPE_CHECKING:  # the registry imports this module to list it
-    from agent_runtime.execution.graph_registry import ModelFactory
+from agent_runtime.execution.graph_registry import ModelFactory, runtime_model
 
 MEMORY_ROOT = "memories"
 ANONYMOUS = "anonymous"
@@ -131,3 +130,7 @@ def build(models: ModelFactory) -> StateGraph[MemoryState]:
     graph.add_edge("memorize", "respond")
     graph.add_edge("respond", END)
     return graph
+
+
+graph = build(runtime_model)
+"""What ``langgraph.json`` serves: the graph over the runtime's model router."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
+from agent_runtime.execution.graph_registry import ModelFactory, runtime_model
 from graphs.react import (
     DEFAULT_MAX_TOOL_ROUNDS,
     model_name,
@@ -31,9 +32,6 @@ from graphs.react import (
     wants_tools,
 )
 from graphs.tools import calculator
-
-if TYPE_CHECKING:  # the registry imports this module to list it
-    from agent_runtime.execution.graph_registry import ModelFactory
 
 Specialist = Literal["code", "analysis", "general"]
 SPECIALISTS: tuple[Specialist, ...] = ("code", "analysis", "general")
@@ -190,3 +188,7 @@ def build(
     graph.add_edge("code", END)
     graph.add_edge("general", END)
     return graph
+
+
+graph = build(runtime_model)
+"""What ``langgraph.json`` serves: the graph over the runtime's model router."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -27,10 +27,8 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from typing_extensions import TypedDict  # pydantic builds schemas from this one on 3.11
 
+from agent_runtime.execution.graph_registry import ModelFactory, runtime_model
 from graphs.tools import default_tools
-
-if TYPE_CHECKING:  # the registry imports this module to list it
-    from agent_runtime.execution.graph_registry import ModelFactory
 
 DEFAULT_MAX_TOOL_ROUNDS = 5
 
@@ -156,3 +154,7 @@ def build(
     graph.add_conditional_edges("agent", route, ["tools", END])
     graph.add_edge("tools", "agent")
     return graph
+
+
+graph = build(runtime_model)
+"""What ``langgraph.json`` serves: the graph over the runtime's model router."""

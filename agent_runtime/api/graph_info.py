@@ -1,11 +1,10 @@
 """What the assistants API shows of a graph: its drawing, JSON schemas and subgraphs.
 
-Built from the served graphs the way langgraph-api builds them from a compiled graph,
-so ``GET /assistants/{id}/graph|schemas|subgraphs`` answer as Platform does. Drawing a
-graph never runs it: the ingress's graphs have no checkpointer, and the runtime's example
-graphs are given chat models that refuse to be called (:func:`inspection_model`). A schema
-that cannot be derived is ``null`` (Platform logs and does the same), e.g. input/output
-schemas of a ``typing.TypedDict`` state on Python 3.11.
+Built from the served graphs the way langgraph-api builds them from a compiled graph, so
+``GET /assistants/{id}/graph|schemas|subgraphs`` answer as Platform does. Drawing a graph
+never runs it (the ingress's graphs have no checkpointer, and a ``runtime_model`` outside a
+run refuses to be called). A schema that cannot be derived is ``null`` (Platform logs and
+does the same), e.g. input/output schemas of a ``typing.TypedDict`` state on Python 3.11.
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
 from langchain_core.utils.pydantic import create_model
 from langgraph.pregel import Pregel
 from pydantic import TypeAdapter
@@ -44,28 +39,6 @@ NO_VISUALIZATION = "The graph does not support visualization"
 def assistant_store(store: MetadataStore, graphs: ServedGraphs) -> AssistantStore:
     """The assistants of the served graphs; defaults carry each graph's description."""
     return AssistantStore(store, graphs.ids(), descriptions=graphs.descriptions())
-
-
-def inspection_model(alias: str) -> BaseChatModel:
-    """The model factory of graphs that are only inspected, never run."""
-    return _UncallableModel()
-
-
-class _UncallableModel(BaseChatModel):
-    """Stands in for every model alias while a graph is only inspected, never run."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "inspection-only"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        raise RuntimeError("a graph compiled for inspection was invoked")
 
 
 def parse_xray(value: str | None) -> bool | int:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Imported for its effect too: the examples' package is in sys.modules, as in the
-# replicas, so an app with a package of the same name takes it over the same way.
 from agent_runtime.cli import app_check, launch, stop
-from agent_runtime.deployments import app_graphs  # noqa: F401
 
 PID_FILE = "launcher.pid"
 
@@ -28,8 +25,8 @@ def data_dir(config: Path) -> Path:
 
 
 def serve(config: Path, host: str | None, port: int | None) -> int:
-    if app_check.check(config) != 0:
-        return app_check.EXIT_INVALID
+    if not config.is_file():  # before anything is written in a folder that has no app
+        return app_check.check(config)
     folder = data_dir(config)
     os.environ["AGENT_APP_CONFIG"] = str(config.resolve())
     os.environ["AGENT_DATA_DIR"] = str(folder)

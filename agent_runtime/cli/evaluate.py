@@ -1,6 +1,8 @@
 """``python -m agent_runtime.cli.evaluate`` (``make eval``): run a golden set, report, export.
 
-By default every case runs in process against the built-in fake provider (deterministic);
+By default every case runs in process, on the graphs of the app ``-c`` names (the
+``langgraph.json`` here: in this repository, the example graphs), against the built-in fake
+provider (deterministic);
 ``--models-file`` points the graphs and the judge at the providers of a models file, and
 ``--url`` runs the graphs on a running stack instead (the judge still runs here). Exit
 status: 0 when every case passes, 1 when one fails, 2 for unusable arguments or files.
@@ -27,7 +29,9 @@ from agent_runtime.evals.runner import (
     InProcessGraphs,
 )
 from agent_runtime.evals.schema import GoldenSet, GoldenSetError, Thresholds, load_golden
-from graphs.registry import default_registry  # the CLI's only tie to the example graphs
+from agent_runtime.execution.chat_model import RouterCalls
+from agent_runtime.user_app.graph_loader import load_app
+from agent_runtime.user_app.langgraph_json import UserAppError
 
 DEFAULT_GOLDEN = Path("evals/golden/default.yaml")
 DEFAULT_OUT = Path("evals/reports")
@@ -41,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
         "provider in process (deterministic).",
         epilog="Exit status: 0 every case passed, 1 a case failed, 2 unusable input.",
     )
+    p.add_argument("-c", "--config", type=Path, default=Path("langgraph.json"), help="the app")
     p.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help="golden set file")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of the reports")
     p.add_argument("--metrics-file", type=Path, help="the .prom file (default: OUT/SUITE.prom)")
@@ -129,10 +134,17 @@ async def evaluate(args: argparse.Namespace, out: TextIO) -> int:
     except GoldenSetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    registry = default_registry()
-    unknown = sorted({c.graph for c in golden.cases} - set(registry.ids()))
-    if unknown and args.url is None:
-        print(f"error: unknown graphs {unknown}; known: {registry.ids()}", file=sys.stderr)
+    try:
+        app = load_app(args.config) if args.url is None else None
+    except UserAppError as error:
+        print(
+            f"error: {args.config} cannot be loaded:", *error.problems, sep="\n  ", file=sys.stderr
+        )
+        return 2
+    known = list(app.graphs) if app is not None else []
+    unknown = sorted({c.graph for c in golden.cases} - set(known))
+    if unknown and app is not None:
+        print(f"error: unknown graphs {unknown}; known: {known}", file=sys.stderr)
         return 2
 
     def keep(case: Any) -> bool:
@@ -146,7 +158,7 @@ async def evaluate(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with local_router(args.models_file) as router:
             graphs: GraphExecutor
-            if args.url is not None:
+            if app is None:
                 from langgraph_sdk import get_client
 
                 from agent_runtime.evals.runner import RemoteGraphs
@@ -154,8 +166,7 @@ async def evaluate(args: argparse.Namespace, out: TextIO) -> int:
                 graphs = RemoteGraphs(get_client(url=args.url, api_key=args.api_key))
                 provider = f"stack at {args.url}; judge: {describe(args.models_file)}"
             else:
-                builds = {spec.graph_id: spec.build for spec in registry.specs()}
-                graphs = InProcessGraphs(builds, lambda alias: router_model(router, alias))
+                graphs = InProcessGraphs(app.graphs.values(), RouterCalls(router.chat))
                 provider = describe(args.models_file)
             runner = EvalRunner(
                 graphs,

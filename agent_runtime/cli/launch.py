@@ -1,5 +1,6 @@
-"""``make run`` and ``agent-runtime serve``: start a local Ray cluster and the Serve
-applications, print how to use them.
+"""``make run`` and ``agent-runtime serve``: load the app (``AGENT_APP_CONFIG``, by default
+the ``langgraph.json`` here), start a local Ray cluster and the Serve applications serving
+it, print how to use them.
 
 Runs in the foreground until Ctrl-C or SIGTERM (:mod:`agent_runtime.cli.stop`: ``make
 stop``, ``agent-runtime stop``), then shuts Serve and Ray down so no Ray process is left
@@ -20,6 +21,7 @@ from types import FrameType
 
 import httpx
 
+from agent_runtime.cli import app_check
 from agent_runtime.config.models_file import ModelsConfigError
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.errors import Unauthorized
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelsConfigError as exc:
         print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
         return 2
+    # The app's graphs load here first: one that cannot stops now, every problem named.
+    if app_check.check(settings.app.config) != 0:
+        return app_check.EXIT_INVALID
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Try:      curl -H 'x-api-key: {api_key}' {url}/health\n"
             f"  Metrics:  http://127.0.0.1:{settings.serve.metrics_port}/metrics\n"
             f"  Models:   {models_summary(settings)}\n"
-            f"  Graphs:   {settings.app.config or 'the example graphs (graphs/registry.py)'}\n"
+            f"  App:      {settings.app.config}\n"
             f"  Stop:     Ctrl-C here, or `{args.stop_hint}` from another terminal\n",
             flush=True,
         )

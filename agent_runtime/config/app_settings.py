@@ -1,5 +1,5 @@
-"""Which app the runtime serves (``AGENT_APP_*``): a user's ``langgraph.json``, or, unset,
-the runtime's own example graphs."""
+"""Which app the runtime serves (``AGENT_APP_*``): the ``langgraph.json`` of the folder it
+starts in, or the one ``AGENT_APP_CONFIG`` names (``agent-runtime serve -c`` sets it)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class AppSettings(BaseSettings):
-    """The app to serve. ``agent-runtime serve`` sets ``config`` from its ``-c`` option."""
+    """The app to serve. In this repository, ``langgraph.json`` serves the example graphs."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_APP_", env_file=".env", extra="ignore")
 
-    config: Path | None = Field(
-        default=None,
-        description="The app's langgraph.json; unset: the runtime's example graphs.",
+    config: Path = Field(
+        default=Path("langgraph.json"),
+        validate_default=True,
+        description="The app's langgraph.json (LangGraph CLI's format).",
     )
 
     @field_validator("config")
     @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
+    def _absolute(cls, value: Path) -> Path:
         # Replicas run in other processes (and, on a cluster, other folders): the path is
         # made absolute where the settings are built, by the launcher.
-        return None if value is None or str(value) == "" else value.expanduser().resolve()
+        return value.expanduser().resolve()

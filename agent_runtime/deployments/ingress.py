@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from agent_runtime.api import graph_info
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
 from agent_runtime.config.settings import RuntimeSettings
@@ -36,10 +35,8 @@ class IngressDeployment:
         settings: RuntimeSettings,
     ) -> None:
         replica_logs.install(settings.serve.log_level)
-        # Only inspected here (schemas, drawings): no checkpointer, models that refuse calls.
-        graphs = ServedGraphs(
-            app_graphs(settings, graph_info.inspection_model), checkpointer=None, store=None
-        )
+        # Only inspected here (schemas, drawings): no checkpointer, no store.
+        graphs = ServedGraphs(app_graphs(settings), checkpointer=None, store=None)
         self._services = await Services.open(
             settings, orchestrator, router, IngressMetrics(), graphs
         )

@@ -10,7 +10,6 @@ wrapper sends to the router's handle.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,7 +48,7 @@ class OrchestratorDeployment:
         self._stream_router = router.options(stream=True)
         self._orchestration = await Orchestration.build(
             settings,
-            functools.partial(app_graphs, settings),
+            app_graphs(settings),
             self._chat,
             self._stream,
             observer=OrchestratorMetrics(),

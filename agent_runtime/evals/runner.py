@@ -1,7 +1,8 @@
 """Runs a golden set: each case through its graph, then the judge, then the checks.
 
-Graphs run in process (:class:`InProcessGraphs`: each case compiled with a fresh in-memory
-checkpointer and store, models from a factory) or on a running stack
+Graphs run in process (:class:`InProcessGraphs`: an app's graphs, each case on a fresh
+in-memory checkpointer and store, their ``runtime_model`` calls sent to a given router) or
+on a running stack
 (:class:`RemoteGraphs`, a langgraph-sdk client). A case passes when its run ends, its
 expectations hold (:func:`check_expectations`), the judge answers, and the scores meet the
 thresholds. The judge always runs here, whatever ran the graph.
@@ -11,23 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import StateGraph
 from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel, Field
 
 from agent_runtime.evals.judge import Exchange, Judge, last_exchange
 from agent_runtime.evals.schema import GoldenCase, GoldenSet, Judgement, Thresholds
+from agent_runtime.execution.chat_model import RouterCalls, router_calls
+from agent_runtime.user_app.graph_loader import LoadedGraph
 
-ModelFactory = Callable[[str], BaseChatModel]
-GraphBuild = Callable[[ModelFactory], StateGraph[Any]]
 DEFAULT_CASE_TIMEOUT_S = 120.0
 
 
@@ -38,24 +37,26 @@ class GraphExecutor(Protocol):
 
 
 class InProcessGraphs:
-    """Graphs built here from ``builds`` (graph id -> build function) over ``models``."""
+    """``graphs`` (an app's, loaded here) run in this process, their models' calls sent to
+    ``router``."""
 
-    def __init__(self, builds: Mapping[str, GraphBuild], models: ModelFactory) -> None:
-        self._builds = dict(builds)
-        self._models = models
+    def __init__(self, graphs: Iterable[LoadedGraph], router: RouterCalls) -> None:
+        self._graphs = {graph.graph_id: graph for graph in graphs}
+        self._router = router
 
     @property
     def graph_ids(self) -> list[str]:
-        return list(self._builds)
+        return list(self._graphs)
 
     async def run(self, case: GoldenCase) -> Any:
-        graph = self._builds[case.graph](self._models).compile(
-            checkpointer=InMemorySaver(), store=InMemoryStore()
-        )
         config: RunnableConfig = {"configurable": {"thread_id": f"eval-{case.id}"}}
         values: Any = None
-        for turn in case.turns:
-            values = await graph.ainvoke({"messages": [HumanMessage(turn)]}, config)
+        with router_calls(self._router):
+            async with self._graphs[case.graph].open(
+                config, checkpointer=InMemorySaver(), store=InMemoryStore()
+            ) as graph:
+                for turn in case.turns:
+                    values = await graph.ainvoke({"messages": [HumanMessage(turn)]}, config)
         return values
 
 

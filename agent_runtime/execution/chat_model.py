@@ -4,7 +4,10 @@ Graphs never talk to a provider. :class:`RouterChatModel` turns LangChain's call
 :class:`~agent_runtime.core.types.ChatRequest` and hands it to ``call`` (in the service, a function
 that calls the router deployment through a Ray handle; in tests, ``ModelRouter.chat``).
 It supports ``bind_tools`` the way ``ChatOpenAI`` does, so LangGraph's ``ToolNode`` works,
-and streams through ``stream_call`` when one is given. Each call adds its timings, tokens
+and streams through ``stream_call`` when one is given. A model made without calls (what
+``runtime_model`` in :mod:`~agent_runtime.execution.graph_registry` makes, for graphs
+loaded from a ``langgraph.json``) uses the router of the run in progress, which the
+orchestrator sets around each run with :func:`router_calls`. Each call adds its timings, tokens
 and model to the run's :class:`~agent_runtime.core.timing.RunTimings`.
 """
 
@@ -13,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -33,6 +39,42 @@ from agent_runtime.gateway.model_router import PARTIAL_KEY, STREAM_SUMMARY_KEY, 
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
 StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]
+
+
+@dataclass(frozen=True)
+class RouterCalls:
+    """How this process reaches the model router: one call, and a stream if it can."""
+
+    chat: ChatCall
+    stream: StreamCall | None = None
+
+
+_CURRENT_ROUTER: ContextVar[RouterCalls | None] = ContextVar(
+    "agent_runtime_router_calls", default=None
+)
+NO_ROUTER = (
+    "this chat model reaches the runtime's model router, which exists only while the runtime "
+    "runs the graph (agent-runtime serve); to run the graph elsewhere, build it with a chat "
+    "model of your own"
+)
+
+
+@contextmanager
+def router_calls(calls: RouterCalls) -> Iterator[None]:
+    """Within the block, models made without calls use ``calls``."""
+    token = _CURRENT_ROUTER.set(calls)
+    try:
+        yield
+    finally:
+        _CURRENT_ROUTER.reset(token)
+
+
+def _current_router() -> RouterCalls:
+    calls = _CURRENT_ROUTER.get()
+    if calls is None:
+        raise RuntimeError(NO_ROUTER)
+    return calls
+
 
 # Call options a ChatRequest carries; "stream" is LangChain's own switch, read before us.
 _REQUEST_OPTIONS = frozenset({"tools", "tool_choice", "temperature", "max_tokens", "stream"})
@@ -82,7 +124,11 @@ class RouterChatModel(BaseChatModel):
     """A chat model whose every call is a :class:`ChatRequest` to the model router."""
 
     alias: str = Field(description="Model alias (fallback chain) or provider model name.")
-    call: ChatCall = Field(exclude=True, description="Sends a request to the router.")
+    call: ChatCall | None = Field(
+        default=None,
+        exclude=True,
+        description="Sends a request to the router; None: the router of the run in progress.",
+    )
     stream_call: StreamCall | None = Field(
         default=None, exclude=True, description="Streams a request through the router."
     )
@@ -144,7 +190,8 @@ class RouterChatModel(BaseChatModel):
     ) -> LCChatResult:
         request = self._request(messages, stop, kwargs)
         started = time.perf_counter()
-        result = await self.call(request)
+        call = self.call or _current_router().chat
+        result = await call(request)
         # Seen from here, router time includes the hop to the router (a Ray handle call).
         router_ms = (time.perf_counter() - started) * 1000
         _record_call(result.model, router_ms, result.provider_ms, result.usage)
@@ -177,7 +224,8 @@ class RouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        if self.stream_call is None:
+        stream_call = self.stream_call if self.call is not None else _current_router().stream
+        if stream_call is None:
             # No streaming path to the router: the whole answer as one chunk.
             result = await self._agenerate(messages, stop, run_manager, **kwargs)
             message = result.generations[0].message
@@ -191,7 +239,7 @@ class RouterChatModel(BaseChatModel):
         started = time.perf_counter()
         usage = TokenUsage()
         summary: StreamSummary | None = None
-        async for chunk in self.stream_call(request):
+        async for chunk in stream_call(request):
             if chunk.usage_metadata is not None:
                 usage.input_tokens += chunk.usage_metadata["input_tokens"]
                 usage.output_tokens += chunk.usage_metadata["output_tokens"]

@@ -1,9 +1,12 @@
-"""The graphs a replica can run, by id, and the one interface graphs see: the model factory.
+"""The one interface graphs of this runtime see: the model factory; and a registry of
+graphs built over one.
 
-A graph never builds its own model clients: it gets a :data:`ModelFactory` that turns a
-model alias ("fast", "smart") into a chat model. In production that is the model router's
-client; in tests, a client of the fake provider. A :class:`GraphSpec`'s ``build`` returns the
-*uncompiled* graph so the orchestrator can compile it with its own checkpointer.
+A :data:`ModelFactory` turns a model alias ("fast", "smart") into a chat model.
+:func:`runtime_model` is the one a served graph uses: its calls go through the runtime's
+model router (fallback chains, breakers, budgets, usage) of the run in progress. A user's
+graph may use it, or call its models itself (``ChatOpenAI``...). A :class:`GraphSpec`'s
+``build`` returns the *uncompiled* graph over a given factory: evaluations and tests build
+the example graphs over models of their own.
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
 
 from agent_runtime.core.errors import NotFound
+from agent_runtime.execution.chat_model import RouterChatModel
 
 ModelFactory = Callable[[str], BaseChatModel]
 """Model alias ("fast", "smart") -> chat model."""
+
+
+def runtime_model(alias: str) -> BaseChatModel:
+    """``alias`` through the runtime's model router, reached from the run in progress."""
+    return RouterChatModel(alias=alias)
 
 
 @dataclass(frozen=True)

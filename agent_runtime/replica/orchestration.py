@@ -33,9 +33,8 @@ from agent_runtime.db.tables import utcnow
 from agent_runtime.evals.judge import Judge
 from agent_runtime.evals.online import OnlineJudge
 from agent_runtime.evals.schema import Judgement
-from agent_runtime.execution.chat_model import RouterChatModel
+from agent_runtime.execution.chat_model import RouterCalls, RouterChatModel, router_calls
 from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
-from agent_runtime.execution.graph_registry import ModelFactory
 from agent_runtime.execution.item_store import ItemStores, tenant_scope
 from agent_runtime.execution.otel import OtlpTraceExporter
 from agent_runtime.runs.assistants import AssistantStore
@@ -63,9 +62,6 @@ logger = logging.getLogger(__name__)
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
 StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]
-GraphsOver = Callable[[ModelFactory], Iterable[LoadedGraph]]
-"""The graphs to serve, given the replica's model factory (which a user's own app, calling
-its models itself, ignores)."""
 
 
 class OrchestrationObserver(Protocol):
@@ -88,7 +84,7 @@ class Orchestration:
     async def build(
         cls,
         settings: RuntimeSettings,
-        graphs: GraphsOver,
+        graphs: Iterable[LoadedGraph],
         chat: ChatCall,
         stream: StreamCall,
         *,
@@ -117,7 +113,7 @@ class Orchestration:
     def __init__(
         self,
         settings: RuntimeSettings,
-        graphs: GraphsOver,
+        graphs: Iterable[LoadedGraph],
         chat: ChatCall,
         stream: StreamCall,
         *,
@@ -135,13 +131,13 @@ class Orchestration:
         self._chat = chat
         self._stream = stream
         self._observer = observer
-        self.graphs = ServedGraphs(graphs(self.model), checkpointer=saver, store=items.contextual)
+        self.graphs = ServedGraphs(graphs, checkpointer=saver, store=items.contextual)
         limits = settings.runs
         runner = GraphRunner(
             self.graphs,
             saver,
             run_timeout_s=limits.run_timeout_s,
-            scope=_tenant_scope,
+            scope=self._run_scope,
             on_run_finished=observer.record_run if observer is not None else None,
             trace_max_spans=settings.trace.max_spans if settings.trace.enabled else None,
         )
@@ -233,6 +229,13 @@ class Orchestration:
         return RouterChatModel(alias=alias, call=self._chat, stream_call=self._stream)
 
     # -- callbacks between the parts ------------------------------------------------------
+    @contextlib.contextmanager
+    def _run_scope(self, run: RunRecord) -> Iterator[None]:
+        """Graph code's store calls see only the run's tenant; its ``runtime_model``
+        calls go to this replica's router."""
+        with tenant_scope(run.tenant_id), router_calls(RouterCalls(self._chat, self._stream)):
+            yield
+
     async def _queue_depth(self) -> int:
         return await pending_runs(self.store)
 
@@ -273,10 +276,3 @@ class Orchestration:
                 await self.runs.runs.events.purge(cutoff)
             except AgentRuntimeError as exc:
                 logger.warning("TTL sweep failed: %s", exc.message)
-
-
-@contextlib.contextmanager
-def _tenant_scope(run: RunRecord) -> Iterator[None]:
-    """Graph code's store calls see only the run's tenant."""
-    with tenant_scope(run.tenant_id):
-        yield

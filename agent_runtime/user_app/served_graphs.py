@@ -1,11 +1,11 @@
 """The graphs one process serves, by id, bound to its checkpointer and store.
 
-Whatever the graphs came from (a user's ``langgraph.json``, through
-:func:`~agent_runtime.user_app.graph_loader.load_app`, or the runtime's own registry of
-example graphs, through :func:`registry_graphs`), the run executor, the thread service and
-the assistants API see one thing: :meth:`ServedGraphs.open` yields the graph for one use.
-A static graph is bound once, here, so a run pays nothing for it; a factory's graph is
-made for each use, as LangGraph's server makes it.
+However the graphs were loaded (from an app's ``langgraph.json``, by
+:func:`~agent_runtime.user_app.graph_loader.load_app`; in tests, also built from a
+registry), the run executor, the thread service and the assistants API see one thing:
+:meth:`ServedGraphs.open` yields the graph for one use. A static graph is bound once, here,
+so a run pays nothing for it; a factory's graph is made for each use, as LangGraph's server
+makes it.
 """
 
 from __future__ import annotations
@@ -19,21 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
 from agent_runtime.core.errors import NotFound
-from agent_runtime.execution.graph_registry import GraphRegistry, ModelFactory
 from agent_runtime.user_app.graph_loader import Graph, LoadedGraph
-
-
-def registry_graphs(registry: GraphRegistry, models: ModelFactory) -> list[LoadedGraph]:
-    """The registry's graphs built over ``models`` and compiled, named after their ids."""
-    return [
-        LoadedGraph.static(
-            spec.graph_id,
-            spec.description,
-            f"registry:{spec.graph_id}",
-            spec.build(models).compile(name=spec.graph_id),
-        )
-        for spec in registry.specs()
-    ]
 
 
 class ServedGraphs:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_runtime.api import graph_info
 from agent_runtime.api.deps import Services
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
@@ -19,8 +18,7 @@ from agent_runtime.config.settings import LimitSettings, RuntimeSettings, Storag
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import Authenticator
 from agent_runtime.tenancy.token_buckets import build_limiter
-from agent_runtime.user_app.served_graphs import ServedGraphs, registry_graphs
-from graphs.registry import default_registry
+from tests.example_graphs import example_graphs
 
 
 class Metrics:
@@ -40,14 +38,6 @@ def runtime_settings(storage: StorageSettings, **fields: Any) -> RuntimeSettings
         **fields,
     }
     return RuntimeSettings(storage=storage, **parts)
-
-
-def example_graphs(*ids: str) -> ServedGraphs:
-    """The example graphs as the ingress serves them (for inspection only); all by default."""
-    graphs = registry_graphs(default_registry(), graph_info.inspection_model)
-    return ServedGraphs(
-        (g for g in graphs if not ids or g.graph_id in ids), checkpointer=None, store=None
-    )
 
 
 def services(store: MetadataStore, settings: RuntimeSettings, **parts: Any) -> Services:

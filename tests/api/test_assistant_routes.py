@@ -35,9 +35,10 @@ from agent_runtime.config.settings import (
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.protocol.agent_protocol import default_assistant_id
 from agent_runtime.tenancy.auth import generate_key
-from tests.api.app_services import example_graphs, runtime_settings
+from tests.api.app_services import runtime_settings
 from tests.api.app_services import services as app_services
 from tests.backends import BACKENDS, backend_settings
+from tests.example_graphs import example_graphs
 from tests.servers import served
 
 REACT = default_assistant_id("react")

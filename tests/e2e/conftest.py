@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from agent_runtime.config.app_settings import AppSettings
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.run_settings import RunSettings
@@ -33,6 +34,7 @@ from agent_runtime.tenancy.auth import generate_key
 from tests.e2e.support import Api, open_api
 from tests.otlp import OtlpReceiver, otlp_receiver
 
+ROOT = Path(__file__).resolve().parents[2]
 # Must never show up in a log line or a response (tests/e2e/test_secrets.py).
 PROVIDER_SECRET = "sk-e2e-provider-secret-7f3a9c"
 ADMIN_SECRET = "e2e-bootstrap-admin-secret-4b81d0"
@@ -90,6 +92,8 @@ def stack_settings(
         runs=RunSettings(cron_poll_s=0.5),
         # Every run of one graph is judged online (tests/e2e/test_trace_e2e.py).
         evals=EvalSettings(sample_rate=1.0, graphs=[JUDGED_GRAPH]),
+        # The example graphs, served as any app is: from their langgraph.json.
+        app=AppSettings(config=ROOT / "langgraph.json"),
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any
 from agent_runtime.evals.judge import Exchange, Judge, ToolResult, render_prompt
 from agent_runtime.evals.local import router_model
 from agent_runtime.evals.runner import EvalRunner, InProcessGraphs
+from agent_runtime.execution.chat_model import RouterCalls
 from agent_runtime.gateway.model_router import ModelRouter
-from graphs.registry import default_registry
+from agent_runtime.user_app.graph_loader import load_app
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "evals" / "golden" / "default.yaml"
@@ -37,8 +38,9 @@ VOLATILE = {"started_at", "duration_s", "duration_ms"}
 
 
 def runner_for(router: ModelRouter, judge: Judge | None = None, **kwargs: Any) -> EvalRunner:
-    builds = {spec.graph_id: spec.build for spec in default_registry().specs()}
-    graphs = InProcessGraphs(builds, lambda alias: router_model(router, alias))
+    # The example app as `make eval` runs it: loaded from the repository's langgraph.json.
+    app = load_app(ROOT / "langgraph.json")
+    graphs = InProcessGraphs(app.graphs.values(), RouterCalls(router.chat))
     return EvalRunner(
         graphs,
         judge or Judge(router_model(router, "smart")),

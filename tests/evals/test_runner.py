@@ -12,10 +12,12 @@ from agent_runtime.evals.local import router_model
 from agent_runtime.evals.report import metrics_registry, render_markdown
 from agent_runtime.evals.runner import EvalRunner, InProcessGraphs, RemoteGraphs
 from agent_runtime.evals.schema import GoldenSet, JudgeScore, load_golden
+from agent_runtime.execution.chat_model import RouterCalls
 from agent_runtime.gateway.model_router import ModelRouter
 from graphs import react
 from graphs.registry import default_registry
 from tests.evals.eval_harness import ANSWERS, EXPECTED, GOLDEN, runner_for, stable
+from tests.example_graphs import built
 
 
 async def test_default_golden_set_end_to_end(router: ModelRouter) -> None:
@@ -93,13 +95,14 @@ async def test_failures_are_recorded_and_the_suite_goes_on(router: ModelRouter) 
         graph.add_edge(START, "fail")
         return graph
 
-    builds = {
-        "multi_agent": default_registry().get("multi_agent").build,
-        "react": react.build,
-        "broken": broken,
-    }
+    graphs = [
+        built("multi_agent", default_registry().get("multi_agent").build),
+        built("react", react.build),
+        built("broken", broken),
+    ]
+    calls = RouterCalls(router.chat)
     runner = EvalRunner(
-        InProcessGraphs(builds, lambda alias: router_model(router, alias)),
+        InProcessGraphs(graphs, calls),
         Judge(router_model(router, "smart")),
         judge_model="smart",
         provider="fake",
@@ -123,7 +126,7 @@ async def test_failures_are_recorded_and_the_suite_goes_on(router: ModelRouter) 
     # A judge that answers prose fails every judged case, and says why.
     prose = Judge(FakeListChatModel(responses=["Looks fine to me."]))
     report = await EvalRunner(
-        InProcessGraphs(builds, lambda alias: router_model(router, alias)),
+        InProcessGraphs(graphs, calls),
         prose,
         judge_model="prose",
         provider="fake",

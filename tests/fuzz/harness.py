@@ -29,7 +29,6 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from agent_runtime.api import graph_info
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
@@ -49,9 +48,8 @@ from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.tenancy.audit import CLI
 from agent_runtime.tenancy.tenants import TenantAdmin
-from agent_runtime.user_app.served_graphs import ServedGraphs, registry_graphs
-from graphs.registry import default_registry
 from tests.backends import isolated_postgres
+from tests.example_graphs import example_graphs
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "fuzz-bootstrap-admin-key"
@@ -161,11 +159,7 @@ async def build_app(stack: AsyncExitStack) -> tuple[Any, str]:
         LocalHandle(orchestrator),  # type: ignore[arg-type]
         router,  # type: ignore[arg-type]
         IngressMetrics(),
-        ServedGraphs(
-            registry_graphs(default_registry(), graph_info.inspection_model),
-            checkpointer=None,
-            store=None,
-        ),
+        example_graphs(),
     )
     stack.push_async_callback(services.aclose)
     admin = TenantAdmin(services.store)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +7,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_runtime.core.errors import NotFound
 from agent_runtime.execution.graph_registry import GraphRegistry, GraphSpec, ModelFactory
+from agent_runtime.user_app.graph_loader import load_app
 from graphs import multi_agent, react
 from graphs.registry import default_registry
 
@@ -61,14 +60,15 @@ def test_every_default_graph_builds_and_compiles(models: ModelFactory) -> None:
         assert "__start__" in compiled.get_graph().nodes
 
 
-def test_langgraph_json_lists_the_default_graphs() -> None:
-    config = json.loads((GRAPHS_DIR / "langgraph.json").read_text())
+def test_the_repositorys_langgraph_json_serves_the_registrys_graphs(models: ModelFactory) -> None:
+    """`make run` serves the examples from langgraph.json, as any app; tests and evals
+    build them from the registry: both must be the same graphs."""
+    app = load_app(GRAPHS_DIR.parent / "langgraph.json")
     registry = default_registry()
-    assert sorted(config["graphs"]) == sorted(registry.ids())
-    for graph_id, target in config["graphs"].items():
-        # Paths are relative to langgraph.json, as the LangGraph CLI reads them.
-        path, attribute = target.split(":")
-        module_file = (GRAPHS_DIR / path).resolve()
-        assert module_file.is_file()
-        module = importlib.import_module(f"graphs.{module_file.stem}")
-        assert getattr(module, attribute) is registry.get(graph_id).build
+    assert list(app.graphs) == registry.ids()
+    for graph_id, loaded in app.graphs.items():
+        spec = registry.get(graph_id)
+        assert loaded.description == spec.description
+        served = loaded.bind(checkpointer=None, store=None)
+        assert served.name == graph_id
+        assert set(served.get_graph().nodes) == set(spec.build(models).compile().get_graph().nodes)

@@ -14,7 +14,6 @@ import operator
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_stream_writer
@@ -43,7 +42,7 @@ from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.tenancy.run_limits import RunLimits
-from agent_runtime.user_app.served_graphs import registry_graphs
+from tests.example_graphs import registry_graphs
 
 TENANT = Principal(tenant_id="runs-tenant", key_id="k1")
 OTHER = Principal(tenant_id="other-tenant", key_id="k2")
@@ -205,7 +204,7 @@ async def replica(
     async with local_router() as router:
         orchestration = await Orchestration.build(
             runtime,
-            partial(registry_graphs, REGISTRY),
+            registry_graphs(REGISTRY),
             router.chat,
             router.stream,
             observer=observer,

@@ -76,7 +76,7 @@ def test_every_section_the_cli_documents_reads_into_its_type(tmp_path: Path) -> 
 
 
 def test_the_repositorys_own_example_config_is_valid() -> None:
-    read = read_langgraph_json(ROOT / "graphs" / "langgraph.json")
+    read = read_langgraph_json(ROOT / "langgraph.json")
     assert set(read.config.graphs) == {"multi_agent", "react", "memory", "approval"}
     assert read.warnings == []
 
