@@ -103,6 +103,15 @@ class ProviderError(AgentRuntimeError):
         self.status = status
 
 
+class StreamInterrupted(ProviderError):
+    """A streamed answer broke off after its first token: what was sent is partial."""
+
+    def __init__(self, message: str, model: str, status: int | None = None) -> None:
+        super().__init__(message, model=model, status=status)
+        self.partial = True
+        self.details["partial"] = True
+
+
 class ProviderRejected(AgentRuntimeError):
     """The provider refused the caller's request (400/422): the caller's fault, no fallback."""
 

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from agent_runtime.core import timing
 from agent_runtime.core.types import ChatRequest, ChatResult, TokenUsage
-from agent_runtime.gateway.model_router import PARTIAL_KEY, STREAM_SUMMARY_KEY, StreamSummary
+from agent_runtime.gateway.model_router_stream import PARTIAL_KEY, STREAM_SUMMARY_KEY, StreamSummary
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
 StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]

@@ -14,9 +14,11 @@ within one deadline (``deadline_s``):
   which statuses); a 400/404/413/422 is the caller's request at fault: it is raised at
   once as :class:`ProviderRejected`, not counted, and no other model is tried.
 
-Streams: a failure before the first token moves to the next model unseen (chunks are held
-back until the first one with content); a failure after it ends the stream with a last
-chunk whose ``response_metadata["partial"]`` is true, then :class:`StreamInterrupted`.
+Streams (:mod:`agent_runtime.gateway.model_router_stream`): a failure before the first token
+moves to the next model unseen (chunks are held back until the first one with content); a
+failure after it ends the stream with a last chunk whose ``response_metadata["partial"]`` is
+true, then :class:`~agent_runtime.core.errors.StreamInterrupted`. Each request's walk down its
+chain is recorded by :mod:`agent_runtime.gateway.chain_progress`.
 
 Observers (:mod:`agent_runtime.gateway.call_observer`) see each request before and after: budgets,
 the usage ledger and metrics plug in there. When no model answers,
@@ -28,19 +30,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import httpx
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
-from pydantic import BaseModel
 
 from agent_runtime.config.builtin_models import builtin_config
-from agent_runtime.config.models_file import ModelsConfig, RetryPolicy
+from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.core.errors import (
     CircuitOpen,
@@ -49,52 +48,25 @@ from agent_runtime.core.errors import (
     ProviderChainExhausted,
     ProviderError,
     ProviderRejected,
+    StreamInterrupted,
 )
-from agent_runtime.core.types import Attempt, ChatRequest, ChatResult, TokenUsage
+from agent_runtime.core.types import ChatRequest, ChatResult, TokenUsage
 from agent_runtime.gateway.breakers import BreakerRegistry, Breakers, guarded, policy_filter
-from agent_runtime.gateway.call_observer import (
-    CallObserver,
-    CallPlan,
-    CallReport,
-    Observers,
-    Outcome,
+from agent_runtime.gateway.call_observer import CallObserver, CallPlan, Observers, Outcome
+from agent_runtime.gateway.chain_progress import (
+    ChainProgress,
+    Sleep,
+    call_outcome,
+    elapsed_ms,
+    failure_reason,
+    retry_wait,
+    usd,
 )
 from agent_runtime.gateway.chains import Route, build_routes
+from agent_runtime.gateway.model_router_stream import stream_model, stream_summary
 from agent_runtime.gateway.provider_client import ProviderClient
 
 PING_TIMEOUT_S = 5.0
-# response_metadata key of the last chunk of :meth:`ModelRouter.stream` (a StreamSummary).
-STREAM_SUMMARY_KEY = "router"
-PARTIAL_KEY = "partial"
-Sleep = Callable[[float], Awaitable[None]]
-
-
-class StreamSummary(BaseModel):
-    """What :meth:`ModelRouter.stream` reports in its last chunk, for timing and metrics."""
-
-    model: str
-    provider_ms: float
-    router_ms: float
-    attempts: list[Attempt]
-    partial: bool = False
-    cost_usd: float | None = None  # at the answering model's price (None: unpriced)
-
-
-class StreamInterrupted(ProviderError):
-    """A streamed answer broke off after its first token: what was sent is partial."""
-
-    def __init__(self, message: str, model: str, status: int | None = None) -> None:
-        super().__init__(message, model=model, status=status)
-        self.partial = True
-        self.details["partial"] = True
-
-
-def _usd(amount: Decimal | None) -> float | None:
-    return None if amount is None else float(amount)
-
-
-def _elapsed_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
 
 
 def _usage(message: AIMessage) -> TokenUsage:
@@ -110,60 +82,6 @@ def _usage_metadata(usage: TokenUsage) -> UsageMetadata:
         output_tokens=usage.output_tokens,
         total_tokens=usage.total_tokens,
     )
-
-
-def _reason(exc: ProviderError) -> str:
-    return f"HTTP {exc.status}" if exc.status is not None else exc.message
-
-
-def _outcome(exc: BaseException) -> Outcome:
-    if isinstance(exc, StreamInterrupted):
-        return "partial"
-    if isinstance(exc, ProviderRejected):
-        return "rejected"
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "cancelled"
-    return "error"
-
-
-@dataclass
-class _Progress:
-    """One request's walk down its chain."""
-
-    alias: str
-    started: float
-    deadline: float
-    attempts: list[Attempt] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    provider_ms: float = 0.0
-    model: str | None = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
-    route: Route | None = None
-    first_token_ms: float | None = None
-
-    def record(self, model: str, outcome: str, error: str | None, latency_ms: float) -> None:
-        self.attempts.append(
-            Attempt(model=model, outcome=outcome, error=error, latency_ms=latency_ms)
-        )
-        if outcome not in ("circuit_open", "deadline"):
-            self.provider_ms += latency_ms
-
-    def skip(self, model: str, outcome: str, why: str) -> None:
-        self.record(model, outcome, why, 0.0)
-        self.failures.append(f"{model}: {why}")
-
-    def report(self, outcome: Outcome, error: BaseException | None = None) -> CallReport:
-        price = self.route.planned.price if self.route is not None else None
-        return CallReport(
-            outcome=outcome,
-            model=self.model,
-            usage=self.usage,
-            latency_ms=_elapsed_ms(self.started),
-            attempts=tuple(self.attempts),
-            error=error,
-            price=price,
-            first_token_ms=self.first_token_ms,
-        )
 
 
 class ModelRouter:
@@ -267,10 +185,10 @@ class ModelRouter:
 
     # -- one answer ----------------------------------------------------------------------
 
-    def _start(self, request: ChatRequest, stream: bool) -> tuple[tuple[Route, ...], _Progress]:
+    def _start(self, request: ChatRequest, stream: bool) -> tuple[tuple[Route, ...], ChainProgress]:
         started = time.perf_counter()
         chain = self._chain(request.alias)
-        progress = _Progress(request.alias, started, started + self._deadline_s)
+        progress = ChainProgress(request.alias, started, started + self._deadline_s)
         return chain, progress
 
     def _plan(self, request: ChatRequest, chain: tuple[Route, ...], stream: bool) -> CallPlan:
@@ -295,7 +213,7 @@ class ModelRouter:
                 raise ProviderChainExhausted(request.alias, progress.failures)
         except BaseException as exc:
             if plan is not None:
-                await self._observers.after(plan, progress.report(_outcome(exc), exc), tickets)
+                await self._observers.after(plan, progress.report(call_outcome(exc), exc), tickets)
             raise
         report = progress.report("ok")
         result = ChatResult(
@@ -303,16 +221,16 @@ class ModelRouter:
             model=progress.model or request.alias,
             usage=progress.usage,
             provider_ms=progress.provider_ms,
-            router_ms=_elapsed_ms(progress.started),
+            router_ms=elapsed_ms(progress.started),
             attempts=progress.attempts,
-            cost_usd=_usd(report.cost_usd),
+            cost_usd=usd(report.cost_usd),
         )
         if plan is not None:
             await self._observers.after(plan, report, tickets)
         return result
 
     async def _call_model(
-        self, route: Route, request: ChatRequest, progress: _Progress
+        self, route: Route, request: ChatRequest, progress: ChainProgress
     ) -> AIMessage | None:
         name, client = route.name, route.client
         breaker = self._breakers.get(name)
@@ -338,17 +256,17 @@ class ModelRouter:
                 progress.skip(name, "circuit_open", "circuit open")
                 return None
             except ProviderRejected as exc:
-                progress.record(name, "rejected", exc.message, _elapsed_ms(call_started))
+                progress.record(name, "rejected", exc.message, elapsed_ms(call_started))
                 raise
             except ProviderError as exc:
-                progress.record(name, "error", exc.message, _elapsed_ms(call_started))
-                wait_s = self._retry_wait(route.retry, exc, retry, progress.deadline)
+                progress.record(name, "error", exc.message, elapsed_ms(call_started))
+                wait_s = retry_wait(route.retry, exc, retry, progress.deadline, self._jitter)
                 if wait_s is None:
-                    progress.failures.append(f"{name}: {_reason(exc)}")
+                    progress.failures.append(f"{name}: {failure_reason(exc)}")
                     return None
                 await self._sleep(wait_s)
                 continue
-            progress.record(name, "ok", None, _elapsed_ms(call_started))
+            progress.record(name, "ok", None, elapsed_ms(call_started))
             usage = _usage(message)
             if message.usage_metadata is None:
                 message.usage_metadata = _usage_metadata(usage)
@@ -356,34 +274,6 @@ class ModelRouter:
             progress.model, progress.usage, progress.route = name, usage, route
             return message
         return None
-
-    def _retry_wait(
-        self, policy: RetryPolicy, exc: ProviderError, retry: int, deadline: float
-    ) -> float | None:
-        """Seconds to wait before trying the same model again, or None: the next model."""
-        if retry >= policy.max_retries:
-            return None
-        kind = getattr(exc, "kind", "status")
-        if exc.status is not None:
-            retryable = exc.status in policy.retry_statuses
-        elif kind == "timeout":
-            retryable = policy.retry_timeouts
-        elif kind == "connection":
-            retryable = policy.retry_connection_errors
-        else:
-            retryable = False
-        if not retryable:
-            return None
-        wait_s: float | None = getattr(exc, "retry_after_s", None)
-        if wait_s is not None:
-            if wait_s > policy.retry_after_max_s:
-                return None  # the provider asks for longer than we wait: next model
-        else:
-            ceiling = min(policy.backoff_max_s, policy.backoff_initial_s * 2**retry)
-            wait_s = self._jitter() * ceiling  # "full jitter"
-        if time.perf_counter() + wait_s >= deadline:
-            return None
-        return wait_s
 
     # -- a streamed answer -------------------------------------------------------------
 
@@ -399,115 +289,30 @@ class ModelRouter:
         error: BaseException | None = None
         try:
             for route in chain:
-                async with aclosing(self._stream_model(route, request, progress)) as chunks:
+                async with aclosing(
+                    stream_model(
+                        route,
+                        request,
+                        progress,
+                        breakers=self._breakers,
+                        counts=self._counts,
+                        sleep=self._sleep,
+                        jitter=self._jitter,
+                    )
+                ) as chunks:
                     async for chunk in chunks:
                         yield chunk
                 if progress.model is not None:
-                    yield self._summary(progress)
+                    yield stream_summary(progress)
                     return
             raise ProviderChainExhausted(request.alias, progress.failures)
         except StreamInterrupted as exc:
             outcome, error = "partial", exc
-            yield self._summary(progress, partial=True)
+            yield stream_summary(progress, partial=True)
             raise
         except BaseException as exc:
-            outcome, error = _outcome(exc), exc
+            outcome, error = call_outcome(exc), exc
             raise
         finally:
             if plan is not None:
                 await self._observers.after(plan, progress.report(outcome, error), tickets)
-
-    def _summary(self, progress: _Progress, partial: bool = False) -> AIMessageChunk:
-        summary = StreamSummary(
-            model=progress.model or progress.alias,
-            provider_ms=progress.provider_ms,
-            router_ms=_elapsed_ms(progress.started),
-            attempts=progress.attempts,
-            partial=partial,
-            cost_usd=_usd(progress.report("partial" if partial else "ok").cost_usd),
-        )
-        metadata: dict[str, object] = {STREAM_SUMMARY_KEY: summary.model_dump()}
-        if partial:
-            metadata[PARTIAL_KEY] = True
-        return AIMessageChunk(content="", response_metadata=metadata)
-
-    async def _stream_model(
-        self, route: Route, request: ChatRequest, progress: _Progress
-    ) -> AsyncGenerator[AIMessageChunk, None]:
-        name, client, timeouts = route.name, route.client, route.timeouts
-        breaker = self._breakers.get(name)
-        body: dict[str, Any] | None = None
-        for retry in range(route.retry.max_retries + 1):
-            remaining = progress.deadline - time.perf_counter()
-            if remaining <= 0:
-                progress.skip(name, "deadline", "request deadline exceeded")
-                return
-            if breaker.refuses_calls():
-                progress.skip(name, "circuit_open", "circuit open")
-                return
-            if body is None:
-                body = client.payload(route.model_id, request, route.max_tokens(request), True)
-            call_started = time.perf_counter()
-            usage = TokenUsage()
-            held: list[AIMessageChunk] = []  # chunks before the first token
-            started = False
-            try:
-                async with (
-                    guarded(breaker, counts=self._counts),
-                    aclosing(
-                        client.stream(
-                            route.model_id,
-                            body,
-                            first_token_s=min(timeouts.first_token_s, remaining),
-                            idle_s=timeouts.idle_s,
-                        )
-                    ) as chunks,
-                ):
-                    async for chunk in chunks:
-                        if chunk.usage_metadata is not None:
-                            usage.input_tokens += chunk.usage_metadata["input_tokens"]
-                            usage.output_tokens += chunk.usage_metadata["output_tokens"]
-                        if started:
-                            yield chunk
-                            continue
-                        held.append(chunk)
-                        if chunk.content or chunk.tool_call_chunks:
-                            started = True
-                            progress.first_token_ms = _elapsed_ms(progress.started)
-                            for early in _named(held, name):
-                                yield early
-                            held = []
-                    for early in _named(held, name):
-                        yield early  # an answer without a token (empty): still an answer
-            except CircuitOpen:
-                progress.skip(name, "circuit_open", "circuit open")
-                return
-            except ProviderRejected as exc:
-                progress.record(name, "rejected", exc.message, _elapsed_ms(call_started))
-                raise
-            except ProviderError as exc:
-                if started:
-                    progress.record(name, "partial", exc.message, _elapsed_ms(call_started))
-                    progress.model, progress.usage, progress.route = name, usage, route
-                    raise StreamInterrupted(
-                        f"the answer from {name!r} broke off after it began: {exc.message}",
-                        model=name,
-                        status=exc.status,
-                    ) from exc
-                progress.record(name, "error", exc.message, _elapsed_ms(call_started))
-                wait_s = self._retry_wait(route.retry, exc, retry, progress.deadline)
-                if wait_s is None:
-                    progress.failures.append(f"{name}: {_reason(exc)}")
-                    return
-                await self._sleep(wait_s)
-                continue
-            progress.record(name, "ok", None, _elapsed_ms(call_started))
-            progress.model, progress.usage, progress.route = name, usage, route
-            return
-
-
-def _named(chunks: list[AIMessageChunk], model: str) -> list[AIMessageChunk]:
-    """The first chunk names the model that answers (once: LangChain concatenates strings)."""
-    if chunks:
-        chunks[0].response_metadata["model_name"] = model
-    return chunks

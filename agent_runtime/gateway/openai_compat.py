@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from agent_runtime.core.errors import AgentRuntimeError, http_status
 from agent_runtime.core.types import ChatRequest, ChatResult
-from agent_runtime.gateway.model_router import STREAM_SUMMARY_KEY, StreamSummary
+from agent_runtime.gateway.model_router_stream import STREAM_SUMMARY_KEY, StreamSummary
 from agent_runtime.protocol.openai_wire import (
     MAX_STOP_SEQUENCES,
     MODELS_CREATED,

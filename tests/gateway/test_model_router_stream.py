@@ -11,15 +11,15 @@ from langchain_core.messages import AIMessageChunk, ChatMessage, HumanMessage
 
 from agent_runtime.config.fault_profiles import FaultProfile
 from agent_runtime.core import timing
-from agent_runtime.core.errors import ProviderChainExhausted, ProviderError, ProviderRejected
+from agent_runtime.core.errors import (
+    ProviderChainExhausted,
+    ProviderError,
+    ProviderRejected,
+    StreamInterrupted,
+)
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.execution.chat_model import RouterChatModel
-from agent_runtime.gateway.model_router import (
-    PARTIAL_KEY,
-    STREAM_SUMMARY_KEY,
-    StreamInterrupted,
-    StreamSummary,
-)
+from agent_runtime.gateway.model_router_stream import PARTIAL_KEY, STREAM_SUMMARY_KEY, StreamSummary
 from tests.gateway.router_harness import CALCULATOR, ASGIApp, ask, collect, fake, faulty, harness
 from tests.servers import served
 

@@ -1,91 +1,34 @@
 """OpenAI wire format <-> router types, checked against the openai package's own models.
 
-The end-to-end cases run the real ``ModelRouter`` against the fake provider (served
-in-process through httpx's ASGI transport), so the chunks and results converted here are
-the ones ``ChatOpenAI`` really produces.
+Requests, answers, model listings and errors here; streamed chunks in
+test_openai_compat_stream.py; the end-to-end cases, which run the real ``ModelRouter``
+against the fake provider so the chunks and results converted are the ones ``ChatOpenAI``
+really produces, in test_openai_compat_router.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from openai.types import Model
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion
-from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 from pydantic import ValidationError
 
-from agent_runtime.config.fake_provider_settings import FakeProviderSettings
-from agent_runtime.config.provider_settings import ProviderSettings
-from agent_runtime.core.errors import ProviderChainExhausted, ProviderError, RateLimited
+from agent_runtime.core.errors import ProviderChainExhausted, RateLimited
 from agent_runtime.core.types import ChatResult, TokenUsage
-from agent_runtime.fake.provider_app import create_fake_provider_app
-from agent_runtime.gateway.breakers import BreakerRegistry
-from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.gateway.openai_compat import (
-    DONE,
-    ChatCompletionRequest,
-    ChunkEncoder,
     completion_response,
     field_path,
     models_response,
     new_completion_id,
     runtime_error_body,
-    sse_stream,
     to_chat_request,
     validation_error_body,
 )
-
-CREATED = 1_700_000_000
-ALIASES = {"fast": ["fake-fast", "fake-fallback"], "smart": ["fake-down", "fake-smart"]}
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
-TOOL_QUESTION = "what is 2 + 3 * 4?"
-MISSING = object()  # a field left out of the body
-
-
-def body(**fields: Any) -> ChatCompletionRequest:
-    fields.setdefault("model", "fast")
-    fields.setdefault("messages", [{"role": "user", "content": "hello"}])
-    return ChatCompletionRequest.model_validate(
-        {name: value for name, value in fields.items() if value is not MISSING}
-    )
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[ModelRouter]:
-    app = create_fake_provider_app(
-        FakeProviderSettings(latency_ms=0, failing_models=["fake-down", "fake-broken"])
-    )
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=5.0)
-    settings = ProviderSettings(provider_timeout_s=5.0, model_aliases=ALIASES)
-    model_router = ModelRouter(
-        settings, "http://fake/v1", BreakerRegistry(fail_max=5, reset_timeout_s=30.0), client
-    )
-    yield model_router
-    await model_router.close()
-    await client.aclose()
-
+from tests.gateway.chat_bodies import CALCULATOR, CREATED, MISSING, body
 
 # -- request ---------------------------------------------------------------------------
 
@@ -296,190 +239,6 @@ def test_unparsable_tool_arguments_are_returned_as_sent() -> None:
     assert calls.tool_calls is not None
     assert calls.tool_calls[0].function.arguments == "{oops"
     assert calls.tool_calls[0].id == "call_z"
-
-
-# -- streaming -------------------------------------------------------------------------
-
-
-def encode_all(encoder: ChunkEncoder, chunks: list[AIMessageChunk]) -> list[dict[str, Any]]:
-    out = [payload for chunk in chunks for payload in encoder.encode(chunk)] + encoder.finish()
-    parsed = [OpenAIChatCompletionChunk.model_validate(p.model_dump()) for p in out]
-    return [p.model_dump() for p in parsed]
-
-
-def test_text_chunks_carry_the_role_first_and_finish_last() -> None:
-    encoder = ChunkEncoder("chatcmpl-s", CREATED, "fast", include_usage=True)
-    payloads = encode_all(
-        encoder,
-        [
-            AIMessageChunk(content=""),
-            AIMessageChunk(content="Hello "),
-            AIMessageChunk(
-                content="world",
-                response_metadata={"finish_reason": "stop", "model_name": "fake-fast"},
-            ),
-            AIMessageChunk(
-                content="",
-                usage_metadata={"input_tokens": 4, "output_tokens": 2, "total_tokens": 6},
-            ),
-        ],
-    )
-    deltas = [p["choices"][0]["delta"] for p in payloads if p["choices"]]
-    assert deltas[0]["role"] == "assistant"
-    assert all(d["role"] is None for d in deltas[1:])
-    assert "".join(d["content"] or "" for d in deltas) == "Hello world"
-    closing, usage = payloads[-2], payloads[-1]
-    assert closing["choices"][0]["finish_reason"] == "stop"
-    assert closing["model"] == "fake-fast"
-    assert usage["choices"] == []
-    assert usage["usage"]["total_tokens"] == 6
-    assert {p["id"] for p in payloads} == {"chatcmpl-s"}
-
-
-def test_tool_call_chunk_becomes_a_tool_call_delta() -> None:
-    encoder = ChunkEncoder("chatcmpl-t", CREATED, "fast", include_usage=False)
-    payloads = encode_all(
-        encoder,
-        [
-            AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    {"name": "calculator", "args": '{"expression": "1+1"}', "id": "c1", "index": 0}
-                ],
-            )
-        ],
-    )
-    assert len(payloads) == 2  # no usage payload unless asked for
-    call = payloads[0]["choices"][0]["delta"]["tool_calls"][0]
-    assert (call["index"], call["id"], call["type"]) == (0, "c1", "function")
-    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "1+1"}'}
-    assert payloads[1]["choices"][0]["finish_reason"] == "tool_calls"
-
-
-def test_an_empty_stream_still_opens_and_closes_the_message() -> None:
-    encoder = ChunkEncoder("chatcmpl-e", CREATED, "fast", include_usage=False)
-    (only,) = encode_all(encoder, [])
-    assert only["choices"][0]["delta"]["role"] == "assistant"
-    assert only["choices"][0]["finish_reason"] == "stop"
-
-
-def decode(events: list[bytes]) -> list[Any]:
-    out: list[Any] = []
-    for event in events:
-        assert event.startswith(b"data: ") and event.endswith(b"\n\n")
-        data = event[len(b"data: ") : -2]
-        out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
-    return out
-
-
-async def chunks_then(
-    chunks: list[AIMessageChunk], error: BaseException
-) -> AsyncIterator[AIMessageChunk]:
-    for chunk in chunks:
-        yield chunk
-    raise error
-
-
-async def test_an_error_mid_stream_is_the_last_event() -> None:
-    encoder = ChunkEncoder("chatcmpl-m", CREATED, "fast", include_usage=False)
-    broke = ProviderError("the answer broke off", model="fake-fast", status=500)
-    source = chunks_then([AIMessageChunk(content="Hel")], broke)
-    events = decode([event async for event in sse_stream(encoder, source)])
-    assert events[0]["choices"][0]["delta"]["content"] == "Hel"
-    assert events[-1] == {
-        "error": {
-            "message": "the answer broke off",
-            "type": "server_error",
-            "param": None,
-            "code": "provider_error",
-        }
-    }
-    assert "[DONE]" not in events
-
-
-async def test_an_unexpected_error_mid_stream_hides_its_message() -> None:
-    encoder = ChunkEncoder("chatcmpl-u", CREATED, "fast", include_usage=False)
-    source = chunks_then([], RuntimeError("postgresql://user:secret@db"))
-    events = decode([event async for event in sse_stream(encoder, source)])
-    assert events == [
-        {
-            "error": {
-                "message": "internal error while streaming the answer",
-                "type": "server_error",
-                "param": None,
-                "code": "internal_error",
-            }
-        }
-    ]
-
-
-# -- through the real router and the fake provider -------------------------------------
-
-
-async def test_router_answer_becomes_a_completion_naming_the_fallback(
-    router: ModelRouter,
-) -> None:
-    answer = await router.chat(to_chat_request(body(model="smart")))
-    parsed = OpenAIChatCompletion.model_validate(
-        completion_response(answer, new_completion_id(), CREATED).model_dump()
-    )
-    assert parsed.model == "fake-smart"  # fake-down failed first
-    assert parsed.choices[0].message.content == "[fake-smart] You said: hello"
-    assert parsed.usage is not None and parsed.usage.completion_tokens > 0
-
-
-async def test_router_tool_call_answer_and_tool_result(router: ModelRouter) -> None:
-    ask = body(tools=[CALCULATOR], messages=[{"role": "user", "content": TOOL_QUESTION}])
-    first = completion_response(await router.chat(to_chat_request(ask)), "chatcmpl-1", CREATED)
-    message = first.choices[0].message
-    assert first.choices[0].finish_reason == "tool_calls"
-    assert message.tool_calls is not None
-    call = message.tool_calls[0]
-    assert call.function.name == "calculator"
-    assert json.loads(call.function.arguments) == {"expression": "2 + 3 * 4"}
-
-    follow_up = body(
-        tools=[CALCULATOR],
-        messages=[
-            {"role": "user", "content": TOOL_QUESTION},
-            message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "14"},
-        ],
-    )
-    second = await router.chat(to_chat_request(follow_up))
-    final = completion_response(second, "chatcmpl-2", CREATED).choices[0]
-    assert final.message.content == "Tool result: 14"
-    assert final.finish_reason == "stop"
-
-
-async def test_router_stream_becomes_sse_equal_to_the_plain_answer(router: ModelRouter) -> None:
-    ask = body(model="smart", stream=True, stream_options={"include_usage": True})
-    encoder = ChunkEncoder("chatcmpl-r", CREATED, ask.model, ask.include_usage)
-    raw = [event async for event in sse_stream(encoder, router.stream(to_chat_request(ask)))]
-    assert raw[-1] == DONE
-    events = decode(raw)
-    chunks = [OpenAIChatCompletionChunk.model_validate(e) for e in events[:-1]]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    plain = await router.chat(to_chat_request(body(model="smart")))
-    assert text == plain.message.text == "[fake-smart] You said: hello"
-    closing = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
-    assert (closing.choices[0].finish_reason, closing.model) == ("stop", "fake-smart")
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == plain.usage.output_tokens
-
-
-async def test_router_streamed_tool_call(router: ModelRouter) -> None:
-    ask = body(stream=True, tools=[CALCULATOR], messages=[{"role": "user", "content": "5 * 6"}])
-    encoder = ChunkEncoder("chatcmpl-c", CREATED, ask.model, include_usage=False)
-    events = decode(
-        [event async for event in sse_stream(encoder, router.stream(to_chat_request(ask)))]
-    )
-    chunks = [OpenAIChatCompletionChunk.model_validate(e) for e in events[:-1]]
-    calls = [t for c in chunks for t in c.choices[0].delta.tool_calls or []]
-    assert [c.function.name for c in calls if c.function] == ["calculator"]
-    assert calls[0].function is not None and calls[0].function.arguments is not None
-    assert json.loads(calls[0].function.arguments) == {"expression": "5 * 6"}
-    assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 # -- models and errors -----------------------------------------------------------------
