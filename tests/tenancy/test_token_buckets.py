@@ -23,15 +23,10 @@ from redis.backoff import NoBackoff
 from agent_runtime.config.settings import LimitSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.redis_client import make_redis_client
-from agent_runtime.tenancy.token_buckets import (
-    DEFAULT_PREFIX,
-    FailoverLimiter,
-    InMemoryTokenBucket,
-    LimitDecision,
-    RateLimiter,
-    RedisTokenBucket,
-    build_limiter,
-)
+from agent_runtime.tenancy.memory_buckets import InMemoryTokenBucket
+from agent_runtime.tenancy.rate_limiter import LimitDecision, RateLimiter
+from agent_runtime.tenancy.redis_buckets import DEFAULT_PREFIX, RedisTokenBucket
+from agent_runtime.tenancy.token_buckets import FailoverLimiter, build_limiter
 from tests.time_control import wait_for
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
