@@ -27,14 +27,9 @@ from agent_runtime.config.settings import BudgetSettings, LimitSettings, Storage
 from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable, NotFound, http_status
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from agent_runtime.tenancy.budget_spend import InMemorySpend, RedisSpend, SpendBackend
-from agent_runtime.tenancy.budgets import (
-    EXPIRY_GRACE,
-    BudgetGuard,
-    BudgetStore,
-    Reservation,
-    build_budget_guard,
-)
+from agent_runtime.tenancy.budgets import EXPIRY_GRACE, BudgetGuard, Reservation, build_budget_guard
 from tests.backends import backend_settings
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
