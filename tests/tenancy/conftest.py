@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.tenancy.bucket_helpers import delete_prefix, new_client, unique_prefix
+from tests.tenancy.redis_helpers import delete_prefix, new_client, unique_prefix
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent_runtime.tenancy.memory_buckets import InMemoryTokenBucket
-from tests.tenancy.bucket_helpers import FakeClock
+from tests.tenancy.redis_helpers import FakeClock
 
 
 async def test_memory_forgets_full_buckets() -> None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from agent_runtime.tenancy.memory_buckets import InMemoryTokenBucket
 from agent_runtime.tenancy.rate_limiter import LimitDecision, RateLimiter
 from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
-from tests.tenancy.bucket_helpers import (
+from tests.tenancy.redis_helpers import (
     FakeClock,
     delete_prefix,
     new_client,

@@ -19,7 +19,7 @@ from agent_runtime.config.settings import LimitSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
 from agent_runtime.tenancy.token_buckets import FailoverLimiter, build_limiter
-from tests.tenancy.bucket_helpers import new_client
+from tests.tenancy.redis_helpers import new_client
 from tests.time_control import wait_for
 
 

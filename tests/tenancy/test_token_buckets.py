@@ -16,7 +16,7 @@ from agent_runtime.config.settings import LimitSettings
 from agent_runtime.tenancy.memory_buckets import InMemoryTokenBucket
 from agent_runtime.tenancy.redis_buckets import DEFAULT_PREFIX, RedisTokenBucket
 from agent_runtime.tenancy.token_buckets import FailoverLimiter, build_limiter
-from tests.tenancy.bucket_helpers import REDIS_URL
+from tests.tenancy.redis_helpers import REDIS_URL
 
 
 async def test_build_without_redis_is_in_memory_and_warns(

@@ -1,4 +1,4 @@
-"""Redis clients, key prefixes and a fake clock for the token-bucket tests."""
+"""Redis clients and key prefixes for the tenancy tests, and a fake monotonic clock."""
 
 from __future__ import annotations
 
