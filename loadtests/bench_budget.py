@@ -44,8 +44,9 @@ from redis.asyncio import Redis
 from agent_runtime.config.pricing import format_usd, from_micros, to_micros
 from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable
 from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.tenancy.budget_rows import Budget
 from agent_runtime.tenancy.budget_spend import RedisSpend
-from agent_runtime.tenancy.budgets import Budget, BudgetGuard, Reservation
+from agent_runtime.tenancy.budgets import BudgetGuard, Reservation
 
 TENANT = "bench"
 KEY = "bench-key"

@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from agent_runtime.core.records import Principal, TenantLimits
 from agent_runtime.db.redis_client import make_redis_client
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache, refused
-from agent_runtime.tenancy.token_buckets import RedisTokenBucket
+from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
 
 TARGET_ADDED_P50_MS = 0.5
 TARGET_ROUND_TRIPS = 1.0

@@ -56,8 +56,9 @@ from agent_runtime.tenancy.audit import Actor
 from agent_runtime.tenancy.auth import Authenticator, AuthInvalidations, extract_api_key
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
+from agent_runtime.tenancy.rate_limiter import RateLimiter
 from agent_runtime.tenancy.tenants import TenantStore
-from agent_runtime.tenancy.token_buckets import RateLimiter, build_limiter
+from agent_runtime.tenancy.token_buckets import build_limiter
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
 

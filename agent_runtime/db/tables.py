@@ -223,7 +223,7 @@ class UsageEventRow(SQLModel, table=True):
 
 class BudgetRow(SQLModel, table=True):
     """A spending limit of a tenant or of one key (since revision 0003); key_id is "" for
-    tenant budgets. See :mod:`agent_runtime.tenancy.budgets`."""
+    tenant budgets. See :mod:`agent_runtime.tenancy.budget_rows`."""
 
     __tablename__ = "agent_budgets"
 

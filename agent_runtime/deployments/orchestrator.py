@@ -29,8 +29,8 @@ from agent_runtime.protocol.agent_protocol import (
     ThreadStateUpdate,
 )
 from agent_runtime.replica.handles import call, iterate
-from agent_runtime.replica.metrics import OrchestratorMetrics
 from agent_runtime.replica.orchestration import Orchestration
+from agent_runtime.replica.orchestrator_metrics import OrchestratorMetrics
 from agent_runtime.replica.replica_logs import install as install_logs
 from agent_runtime.replica.replica_logs import logged
 from agent_runtime.runs.run_service import RunOutcome

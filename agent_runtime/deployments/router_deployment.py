@@ -28,7 +28,7 @@ from agent_runtime.gateway.call_observer import CallObserver, CallPlan, CallRepo
 from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.gateway.shared_breakers import build_breakers
 from agent_runtime.replica import replica_logs
-from agent_runtime.replica.metrics import RouterMetrics
+from agent_runtime.replica.router_metrics import RouterMetrics
 from agent_runtime.tenancy.budget_watch import BudgetWatch
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.cost_observers import BudgetObserver, LedgerObserver

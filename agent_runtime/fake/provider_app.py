@@ -5,7 +5,8 @@
 :func:`agent_runtime.fake.fake_model.fake_reply`; this module adds the HTTP layer and carries out
 the fault plans of :mod:`agent_runtime.fake.faults` (latency, errors, 429s, hangs, cut streams, slow
 tokens). Every error uses OpenAI's ``{"error": {...}}`` body so real clients map it to their
-own exception classes. It is a load-test target: responses are built as JSON directly.
+own exception classes. It is a load-test target: responses are built as JSON directly, by
+:mod:`agent_runtime.fake.fake_wire`.
 
 With ``control_token`` set, ``/control/faults`` reads and changes the fault table of this
 app instance (one per Serve replica: with several replicas, set each one, or use the
@@ -20,18 +21,25 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile, FaultTable
-from agent_runtime.fake.fake_model import FakeAnswer, chunk_text, completion_id, fake_reply
+from agent_runtime.fake.fake_model import completion_id, fake_reply
+from agent_runtime.fake.fake_wire import (
+    ChatCompletionBody,
+    completion_json,
+    openai_error,
+    sse_events,
+    validation_error,
+)
 from agent_runtime.fake.faults import FaultInjector, FaultPlan, configured_faults
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -42,103 +50,6 @@ HANG_S = 3600.0
 _DELAY = re.compile(r"\[delay:(\d{1,6})\]")
 # How often a hanging request checks whether its client gave up (so it can stop waiting).
 _HANG_POLL_S = 0.5
-_FINGERPRINT = "fp_fake"
-
-
-class _ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    text: str | None = None
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[_ContentPart] | None = None
-
-
-class _Function(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(min_length=1)
-
-
-class _Tool(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["function"]
-    function: _Function
-
-
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    include_usage: bool = False
-
-
-class ChatCompletionBody(BaseModel):
-    """The parts of a Chat Completions request the fake checks; other fields are ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1)
-    messages: list[_Message] = Field(min_length=1)
-    tools: list[_Tool] | None = None
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-
-
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    error_type: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    """A JSON error response in OpenAI's shape; a 429 carries ``Retry-After`` (1 s unless set)."""
-    if status == 429 and code is None:
-        code = "rate_limit_exceeded"
-    body = {
-        "error": {
-            "message": message,
-            "type": error_type or _error_type(status),
-            "param": param,
-            "code": code,
-        }
-    }
-    if status == 429 and headers is None:
-        headers = {"Retry-After": "1"}
-    return Response(
-        content=json.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def _error_type(status: int) -> str:
-    if status == 429:
-        return "requests"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
-def _validation_error(error: ValidationError) -> Response:
-    first = error.errors(include_url=False)[0]
-    # OpenAI spells list positions as ".[0]": "messages.[0].role".
-    param = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]) or None
-    if first["type"] == "missing":
-        return openai_error(
-            400,
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    return openai_error(
-        400, f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
-    )
 
 
 class FakeProvider:
@@ -178,7 +89,7 @@ class FakeProvider:
         try:
             body = ChatCompletionBody.model_validate(payload)
         except ValidationError as error:
-            return _validation_error(error)
+            return validation_error(error)
 
         # The raw JSON objects, already checked above, are what the reply rules read.
         messages: list[dict[str, Any]] = payload["messages"]
@@ -191,10 +102,10 @@ class FakeProvider:
         reply_id = completion_id(body.model, messages, tools)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            events = _sse_events(reply_id, body.model, answer, include_usage)
+            events = sse_events(reply_id, body.model, answer, include_usage)
             return _EventStream(self._paced(events, plan), complete=plan.cut_after_chunks is None)
         return Response(
-            content=_completion_json(reply_id, body.model, answer), media_type="application/json"
+            content=completion_json(reply_id, body.model, answer), media_type="application/json"
         )
 
     async def _apply_faults(
@@ -304,7 +215,7 @@ async def _read_json(request: Request, model: type[_Body]) -> _Body | Response:
     except ValidationError as error:
         if error.errors()[0]["type"] == "json_invalid":
             return openai_error(400, "We could not parse the JSON body of your request.")
-        return _validation_error(error)
+        return validation_error(error)
 
 
 class _EventStream(StreamingResponse):
@@ -354,74 +265,6 @@ async def _hang(request: Request) -> None:
         if await request.is_disconnected():
             return
         await asyncio.sleep(min(_HANG_POLL_S, remaining))
-
-
-def _message(answer: FakeAnswer) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
-    if answer.tool_calls:
-        message["tool_calls"] = [call.wire() for call in answer.tool_calls]
-    return message
-
-
-def _completion_json(reply_id: str, model: str, answer: FakeAnswer) -> bytes:
-    return json.dumps(
-        {
-            "id": reply_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": _FINGERPRINT,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": _message(answer),
-                    "logprobs": None,
-                    "finish_reason": answer.finish_reason,
-                }
-            ],
-            "usage": answer.usage(),
-        }
-    ).encode()
-
-
-def _deltas(answer: FakeAnswer) -> Sequence[dict[str, Any]]:
-    """The ``delta`` of each content chunk; the first one carries the role."""
-    if answer.tool_calls:
-        calls = [{"index": i, **call.wire()} for i, call in enumerate(answer.tool_calls)]
-        return [{"role": "assistant", "content": None, "tool_calls": calls}]
-    pieces = chunk_text(answer.text or "") or [""]
-    deltas: list[dict[str, Any]] = [{"content": piece} for piece in pieces]
-    deltas[0] = {"role": "assistant", **deltas[0]}
-    return deltas
-
-
-def _sse_events(reply_id: str, model: str, answer: FakeAnswer, include_usage: bool) -> list[bytes]:
-    """The stream's SSE events, ``data: [DONE]`` last."""
-    base: dict[str, Any] = {
-        "id": reply_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": _FINGERPRINT,
-    }
-    if include_usage:
-        # OpenAI sends "usage": null on every chunk but the last when usage is asked for.
-        base["usage"] = None
-
-    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n"
-
-    events = [
-        event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-        for delta in _deltas(answer)
-    ]
-    events.append(
-        event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": answer.finish_reason}])
-    )
-    if include_usage:
-        events.append(event([], usage=answer.usage()))
-    events.append(b"data: [DONE]\n\n")
-    return events
 
 
 def create_fake_provider_app(

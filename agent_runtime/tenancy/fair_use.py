@@ -36,12 +36,8 @@ from agent_runtime.core.errors import AgentRuntimeError, DependencyUnavailable, 
 from agent_runtime.core.records import Principal, TenantLimits
 from agent_runtime.core.ttl_cache import TtlCache
 from agent_runtime.gateway.call_observer import CallPlan, CallReport
-from agent_runtime.tenancy.token_buckets import (
-    LimitDecision,
-    RateLimiter,
-    UnavailableHook,
-    build_limiter,
-)
+from agent_runtime.tenancy.rate_limiter import LimitDecision, RateLimiter, UnavailableHook
+from agent_runtime.tenancy.token_buckets import build_limiter
 
 logger = logging.getLogger(__name__)
 

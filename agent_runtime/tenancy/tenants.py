@@ -28,7 +28,7 @@ from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import API_KEYS, TENANT_LIMITS, TENANTS, utcnow
 from agent_runtime.tenancy.audit import Actor, AuditLog
 from agent_runtime.tenancy.auth import generate_key, new_secret
-from agent_runtime.tenancy.budgets import Budget, BudgetPeriod, BudgetStore
+from agent_runtime.tenancy.budget_rows import Budget, BudgetPeriod, BudgetStore
 
 TENANT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 Forget = Callable[[str], Awaitable[None]]

@@ -27,8 +27,9 @@ from agent_runtime.config.settings import (
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
 from agent_runtime.tenancy.auth import generate_key
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from agent_runtime.tenancy.budget_spend import RedisSpend
-from agent_runtime.tenancy.budgets import BudgetGuard, BudgetStore
+from agent_runtime.tenancy.budgets import BudgetGuard
 from agent_runtime.tenancy.usage import UsageEvent, UsageLedger
 from tests.api.app_services import runtime_settings
 from tests.api.app_services import services as app_services

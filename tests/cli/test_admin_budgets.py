@@ -12,7 +12,7 @@ from agent_runtime.cli.admin import main
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import generate_key
-from agent_runtime.tenancy.budgets import BudgetStore
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from agent_runtime.tenancy.usage import UsageEvent, UsageLedger
 
 

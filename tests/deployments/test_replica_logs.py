@@ -11,8 +11,8 @@ from agent_runtime.api.middleware import _run_location
 from agent_runtime.core import logs
 from agent_runtime.core.errors import BudgetExceeded, NotFound, RateLimited
 from agent_runtime.core.records import Principal
-from agent_runtime.replica.metrics import refusal_limit
 from agent_runtime.replica.replica_logs import logged
+from agent_runtime.replica.router_metrics import refusal_limit
 
 CALLER = Principal(tenant_id="acme", key_id="k1", request_id="req-9")
 

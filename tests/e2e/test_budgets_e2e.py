@@ -9,7 +9,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.tenancy.budgets import BudgetStore
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from tests.e2e.conftest import Stack, Tenant
 
 pytestmark = pytest.mark.e2e

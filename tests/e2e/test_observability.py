@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.tenancy.budgets import BudgetStore
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from observability import prometheus, render
 from tests.e2e.conftest import BURST, Stack, free_port
 from tests.e2e.support import Api, msg

@@ -1,5 +1,5 @@
-"""Budgets: the store on both databases, then one guard suite run against the Redis counters
-and the in-process ones, then Redis outages and the race for the last dollar.
+"""Budget guard: one suite run against the Redis counters and the in-process ones, then Redis
+outages and the race for the last dollar.
 
 Needs the Redis at ``AGENT_TEST_REDIS_URL`` and the Postgres of ``tests/runtime/conftest``;
 if either is down these tests fail.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 import uuid
@@ -23,85 +22,18 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from agent_runtime.config.settings import BudgetSettings, LimitSettings, StorageSettings
-from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable, NotFound, http_status
+from agent_runtime.config.settings import BudgetSettings, LimitSettings
+from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable, http_status
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from agent_runtime.tenancy.budget_spend import InMemorySpend, RedisSpend, SpendBackend
-from agent_runtime.tenancy.budgets import (
-    EXPIRY_GRACE,
-    BudgetGuard,
-    BudgetStore,
-    Reservation,
-    build_budget_guard,
-)
+from agent_runtime.tenancy.budgets import EXPIRY_GRACE, BudgetGuard, Reservation, build_budget_guard
 from tests.backends import backend_settings
+from tests.tenancy.budget_helpers import add_key, open_store
+from tests.tenancy.redis_helpers import REDIS_URL, delete_prefix, new_client
 
-REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = datetime(2026, 12, 2, 23, 0, tzinfo=UTC)
-
-
-async def _store(settings: StorageSettings, tenants: tuple[str, ...] = ()) -> MetadataStore:
-    store = MetadataStore(settings)
-    await store.setup()
-    for tenant in tenants:
-        await store.ensure_tenant(tenant, tenant)
-    return store
-
-
-async def _add_key(store: MetadataStore, tenant_id: str) -> str:
-    from agent_runtime.tenancy.auth import generate_key
-
-    _, record = generate_key(tenant_id)
-    await store.add_key(record)
-    return record.key_id
-
-
-async def test_store_sets_replaces_lists_and_deletes(storage_settings: StorageSettings) -> None:
-    store = await _store(storage_settings, ("acme", "other"))
-    budgets = BudgetStore(store)
-    try:
-        key = await _add_key(store, "acme")
-        foreign = await _add_key(store, "other")
-        await budgets.set_budget("acme", "month", 100)
-        await budgets.set_budget("acme", "day", "5")
-        await budgets.set_budget("acme", "day", 7.5, key_id=key)
-        replaced = await budgets.set_budget("acme", "day", Decimal("6.25"))
-        assert (replaced.scope, replaced.key_id, replaced.limit_micro_usd) == (
-            "tenant",
-            None,
-            6_250_000,
-        )
-        listed = await budgets.list_budgets("acme")
-        assert [(b.scope, b.key_id, b.period, b.limit_usd) for b in listed] == [
-            ("tenant", None, "day", Decimal("6.25")),
-            ("tenant", None, "month", Decimal(100)),
-            ("key", key, "day", Decimal("7.5")),
-        ]
-        assert listed[2].label == f"key {key} of tenant acme, daily, $7.50"
-        assert await budgets.list_budgets("other") == []
-        with pytest.raises(NotFound):
-            await budgets.set_budget("acme", "day", 1, key_id=foreign)  # another tenant's key
-        with pytest.raises(NotFound):
-            await budgets.set_budget("nobody", "day", 1)
-        with pytest.raises(ValueError):
-            await budgets.set_budget("acme", "day", -1)
-        await budgets.delete_budget("acme", "day", key_id=key)
-        with pytest.raises(NotFound):
-            await budgets.delete_budget("acme", "day", key_id=key)
-        assert [b.period for b in await budgets.list_budgets("acme")] == ["day", "month"]
-    finally:
-        await store.close()
-
-
-def new_redis() -> Redis:
-    return make_redis_client(REDIS_URL, timeout_s=2.0)
-
-
-async def delete_prefix(client: Redis, prefix: str) -> None:
-    keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
-    if keys:
-        await client.delete(*keys)
 
 
 class Clock:
@@ -138,16 +70,16 @@ class Harness:
 @pytest.fixture(params=["memory", "redis"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     prefix = f"test:budget:{uuid.uuid4().hex}:"
-    redis = new_redis()
+    redis = new_client()
     await redis.ping()  # a Redis that is down fails the test here
     clock = Clock()
     memory = InMemorySpend(clock)  # one process: every guard shares its counters
 
     def make_backend() -> SpendBackend:
-        return memory if request.param == "memory" else RedisSpend(new_redis())
+        return memory if request.param == "memory" else RedisSpend(new_client())
 
     async with backend_settings("sqlite", tmp_path) as settings:
-        store = await _store(settings, ("acme", "globex"))
+        store = await open_store(settings, ("acme", "globex"))
         try:
             yield Harness(
                 request.param, store, BudgetStore(store), clock, make_backend, prefix, redis
@@ -232,8 +164,8 @@ async def test_day_and_month_windows(harness: Harness) -> None:
 
 
 async def test_tenant_and_key_budgets_and_all_or_nothing(harness: Harness) -> None:
-    k1 = await _add_key(harness.store, "acme")
-    k2 = await _add_key(harness.store, "acme")
+    k1 = await add_key(harness.store, "acme")
+    k2 = await add_key(harness.store, "acme")
     await harness.budgets.set_budget("acme", "day", 2)
     await harness.budgets.set_budget("acme", "day", 1, key_id=k1)
     guard = harness.guard()
@@ -373,7 +305,7 @@ class Unreachable:
 
 async def test_calls_without_budget_never_touch_the_counters(tmp_path: Path) -> None:
     async with backend_settings("sqlite", tmp_path) as settings:
-        store = await _store(settings, ("acme",))
+        store = await open_store(settings, ("acme",))
         try:
             guard = BudgetGuard(BudgetStore(store), Unreachable(), cache_ttl_s=0)  # type: ignore[arg-type]
             reservation = await guard.reserve("acme", "k", 100)
@@ -385,7 +317,7 @@ async def test_calls_without_budget_never_touch_the_counters(tmp_path: Path) -> 
 
 async def test_redis_down_fails_closed_for_budgeted_calls(tmp_path: Path) -> None:
     async with backend_settings("sqlite", tmp_path) as settings:
-        store = await _store(settings, ("acme", "free"))
+        store = await open_store(settings, ("acme", "free"))
         dead = RedisSpend(make_redis_client("redis://127.0.0.1:1/0", timeout_s=0.3))
         guard = BudgetGuard(BudgetStore(store), dead, cache_ttl_s=0)
         try:
@@ -410,7 +342,7 @@ async def test_build_picks_redis_or_warns_and_counts_in_process(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with backend_settings("sqlite", tmp_path) as settings:
-        store = await _store(settings)
+        store = await open_store(settings)
         try:
             with caplog.at_level(logging.WARNING, logger="agent_runtime.tenancy.budgets"):
                 local = build_budget_guard(LimitSettings(redis_url=None), BudgetSettings(), store)

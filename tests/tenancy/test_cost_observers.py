@@ -22,8 +22,9 @@ from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import USAGE
 from agent_runtime.gateway.breakers import BreakerRegistry
 from agent_runtime.gateway.model_router import ModelRouter
+from agent_runtime.tenancy.budget_rows import BudgetStore
 from agent_runtime.tenancy.budget_spend import InMemorySpend
-from agent_runtime.tenancy.budgets import BudgetGuard, BudgetStore
+from agent_runtime.tenancy.budgets import BudgetGuard
 from agent_runtime.tenancy.cost_observers import BudgetObserver, LedgerObserver
 from agent_runtime.tenancy.usage import UsageLedger
 from tests.gateway.router_harness import BASE_URL, fake, provider_settings

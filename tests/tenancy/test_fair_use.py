@@ -30,8 +30,8 @@ from agent_runtime.tenancy.fair_use import (
     build_token_rate_observer,
     refusal_headers,
 )
+from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
 from agent_runtime.tenancy.tenants import TenantStore
-from agent_runtime.tenancy.token_buckets import RedisTokenBucket
 from tests.gateway.router_harness import Recorder, ask, fake, provider_settings
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

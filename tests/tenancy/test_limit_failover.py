@@ -18,13 +18,10 @@ from pydantic import SecretStr
 from agent_runtime.config.settings import LimitSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.redis_client import make_redis_client
-from agent_runtime.tenancy.token_buckets import (
-    FailoverLimiter,
-    InMemoryTokenBucket,
-    LimitDecision,
-    RedisTokenBucket,
-    build_limiter,
-)
+from agent_runtime.tenancy.memory_buckets import InMemoryTokenBucket
+from agent_runtime.tenancy.rate_limiter import LimitDecision
+from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
+from agent_runtime.tenancy.token_buckets import FailoverLimiter, build_limiter
 
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DEAD_URL = "redis://:pw-that-must-not-leak@127.0.0.1:1/0"

@@ -34,7 +34,7 @@ from agent_runtime.core.records import ApiKeyRecord, Scope, Tenant, TenantLimits
 from agent_runtime.protocol.agent_protocol import MAX_OFFSET
 from agent_runtime.tenancy.audit import AuditEntry
 from agent_runtime.tenancy.auth import key_prefix
-from agent_runtime.tenancy.budgets import MAX_LIMIT_USD, Budget, BudgetPeriod
+from agent_runtime.tenancy.budget_rows import MAX_LIMIT_USD, Budget, BudgetPeriod
 from agent_runtime.tenancy.tenants import TenantAdmin
 
 admin = APIRouter(prefix="/admin", tags=["admin"])
