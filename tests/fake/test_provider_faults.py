@@ -22,8 +22,8 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
-from agent_runtime.config.fault_profiles import FaultProfile, LognormalLatency, RateLimit
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
+from agent_runtime.config.fault_profiles import FaultProfile, LognormalLatency, RateLimit
 from agent_runtime.fake.faults import FaultInjector, configured_faults
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from tests.servers import served
