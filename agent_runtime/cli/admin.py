@@ -3,16 +3,17 @@
 ``check [-c langgraph.json]`` loads an app's graphs and reports what would stop it from
 being served (:mod:`agent_runtime.cli.app_check`); ``serve [-c langgraph.json] [--port N]``
 serves it on a local Ray cluster and ``stop`` stops that
-(:mod:`agent_runtime.cli.app_serve`). The others administer tenants (``create-tenant``,
-``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys (``create-key [--scope
-read|run|admin ...]``, ``list-keys``, ``rotate-key``, ``revoke-key``), a tenant's limits
-(``set-limits``, ``get-limits``), budgets (``set-budget``, ``list-budgets``,
-``delete-budget``), usage totals (``usage``) and the audit log (``audit``). Talks to the
-database directly, with the same ``AGENT_*`` settings as the runtime; every change is
-written to the audit log (actor ``cli``). A new or rotated key is printed once: only its
-hash is stored. With ``AGENT_REDIS_URL`` set, revocations and disabled tenants reach running
-replicas at once, else within ``AGENT_AUTH_CACHE_TTL_S``; a budget change within
-``AGENT_BUDGET_CACHE_TTL_S``.
+(:mod:`agent_runtime.cli.app_serve`); ``build`` writes a Serve config that serves it on a
+cluster (:mod:`agent_runtime.cli.app_build`). The others administer tenants
+(``create-tenant``, ``list-tenants``, ``disable-tenant``, ``enable-tenant``), keys
+(``create-key [--scope read|run|admin ...]``, ``list-keys``, ``rotate-key``,
+``revoke-key``), a tenant's limits (``set-limits``, ``get-limits``), budgets
+(``set-budget``, ``list-budgets``, ``delete-budget``), usage totals (``usage``) and the
+audit log (``audit``). Talks to the database directly, with the same ``AGENT_*`` settings as
+the runtime; every change is written to the audit log (actor ``cli``). A new or rotated key
+is printed once: only its hash is stored. With ``AGENT_REDIS_URL`` set, revocations and
+disabled tenants reach running replicas at once, else within ``AGENT_AUTH_CACHE_TTL_S``; a
+budget change within ``AGENT_BUDGET_CACHE_TTL_S``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 
-from agent_runtime.cli import app_check, app_serve
+from agent_runtime.cli import app_build, app_check, app_serve
 from agent_runtime.config.settings import LimitSettings, StorageSettings
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import ALL_SCOPES, ApiKeyRecord, Scope, TenantLimits
@@ -172,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
     serve.add_argument("--host", default=None, help="HTTP address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
+    build = commands.add_parser(
+        "build", help="write a Serve config that serves an app on a Ray cluster"
+    )
+    build.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
+    build.add_argument("-o", "--output", type=Path, default=app_build.DEFAULT_OUTPUT)
+    build.add_argument(
+        "--app-dir", default=None, help="the app's folder on every node (default ~/<its name>)"
+    )
     stop = commands.add_parser("stop", help="stop the stack `serve` started in this folder")
     stop.add_argument("-c", "--config", type=Path, default=app_check.DEFAULT_CONFIG)
     tenant = commands.add_parser("create-tenant", help="create a tenant")
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return app_check.check(args.config)
     if args.command == "serve":
         return app_serve.serve(args.config, args.host, args.port)
+    if args.command == "build":
+        return app_build.build(args.config, args.output, args.app_dir)
     if args.command == "stop":
         return app_serve.stop_app(args.config)
     try:
