@@ -20,7 +20,8 @@ from agent_runtime.core import timing
 from agent_runtime.core.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from agent_runtime.core.records import AssistantRecord, CancelAction, Principal, RunRecord
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.protocol.agent_protocol import RunCreate, dumps, run_to_wire
+from agent_runtime.protocol.agent_protocol import RunCreate
+from agent_runtime.protocol.agent_responses import dumps, run_to_wire
 from agent_runtime.protocol.sse import encode_event
 from agent_runtime.runs.event_rows import FINAL_STATUSES
 from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult

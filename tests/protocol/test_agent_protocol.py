@@ -43,10 +43,12 @@ from agent_runtime.protocol.agent_protocol import (
     ThreadPatch,
     ThreadSearch,
     ThreadStateCheckpointRequest,
-    assistant_to_wire,
     default_assistant_id,
-    dumps,
     normalise_stream_modes,
+)
+from agent_runtime.protocol.agent_responses import (
+    assistant_to_wire,
+    dumps,
     run_to_wire,
     state_to_wire,
     thread_interrupts,

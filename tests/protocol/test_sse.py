@@ -30,7 +30,8 @@ from langgraph_sdk.schema import StreamPart
 from langgraph_sdk.sse import BytesLineDecoder, SSEDecoder
 
 from agent_runtime.core.records import RunRecord
-from agent_runtime.protocol.agent_protocol import RunCreate, run_to_wire
+from agent_runtime.protocol.agent_protocol import RunCreate
+from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
     HEARTBEAT,
     SSE_MEDIA_TYPE,

@@ -25,8 +25,8 @@ from agent_runtime.protocol.agent_protocol import (
     RunsCancel,
     normalise_stream_modes,
     require_uuid,
-    run_to_wire,
 )
+from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
     SSE_MEDIA_TYPE,
     run_location_headers,
