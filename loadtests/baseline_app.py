@@ -39,13 +39,8 @@ from pydantic import SecretStr
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.execution.graph_registry import GraphRegistry, ModelFactory
 from agent_runtime.fake.provider_app import create_fake_provider_app
-from agent_runtime.protocol.agent_protocol import (
-    RunCreate,
-    Thread,
-    ThreadCreate,
-    default_assistant_id,
-    dumps,
-)
+from agent_runtime.protocol.agent_protocol import RunCreate, ThreadCreate, default_assistant_id
+from agent_runtime.protocol.agent_responses import Thread, dumps
 from graphs.registry import default_registry
 
 # Provider model per alias, as the runtime's default fallback chains start.

@@ -31,7 +31,8 @@ from agent_runtime.core.identity import RunIdentity, run_identity
 from agent_runtime.core.records import RunRecord, RunStatus, ThreadStatus
 from agent_runtime.execution.checkpoint_ops import delete_run_checkpoints
 from agent_runtime.execution.run_trace import TraceRecorder
-from agent_runtime.protocol.agent_protocol import Command, thread_interrupts
+from agent_runtime.protocol.agent_protocol import Command
+from agent_runtime.protocol.agent_responses import thread_interrupts
 from agent_runtime.protocol.sse import (
     StreamTranslator,
     error_payload,

@@ -1,13 +1,13 @@
-"""The run queue in the metadata database: creation with double-texting, claims, leases.
+"""The run queue in the metadata database: creation with double-texting, the end of a run.
 
 Per-thread serialisation lives in the database, so it holds across orchestrator replicas:
 a thread is ``busy`` while it has a pending or running run, and ``current_run_id`` names
 the one run that holds it. Claiming is a compare-and-set on the thread row (Postgres row
 lock; SQLite's write lock), so two replicas can never run one thread at once.
 
-A running run carries a lease: its replica refreshes ``heartbeat_at`` (and learns about
-cancellations in the same statement); a run whose heartbeat lapsed is put back to
-``pending`` by any replica's reaper and resumed from the thread's last checkpoint.
+The leases and claims of running runs are :mod:`agent_runtime.runs.run_leases`; reads,
+cancels and deletes of run rows :mod:`agent_runtime.runs.run_rows`. :class:`RunStore`
+builds on both.
 
 Every time written or compared here (creation, claims, heartbeats, the reaper's cutoff)
 is this process's, read from the store's injected :class:`~agent_runtime.core.clock.Clock`:
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +31,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import (
-    CancelAction,
     MultitaskStrategy,
     RunRecord,
     RunStatus,
@@ -42,7 +40,9 @@ from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS
 from agent_runtime.execution.run_trace import RunTrace
 from agent_runtime.runs.event_rows import RunEventStore
-from agent_runtime.runs.trace_rows import delete_traces, write_trace
+from agent_runtime.runs.run_leases import RunLeases
+from agent_runtime.runs.run_rows import run_record
+from agent_runtime.runs.trace_rows import write_trace
 from agent_runtime.tenancy.run_limits import RunLimits, admit, effective_limits
 
 BUSY_MESSAGE = (
@@ -95,22 +95,11 @@ class RunEnd:
     trace: RunTrace | None = None  # stored with the run's end (agent_runtime.runs.trace_rows)
 
 
-@dataclass
-class Heartbeat:
-    cancel: dict[str, CancelAction] = field(default_factory=dict)
-    # Runs this worker no longer holds (reaped after a stall, deleted, finished elsewhere).
-    lost: set[str] = field(default_factory=set)
-
-
 def _row(record: RunRecord) -> dict[str, Any]:
     return record.model_dump()
 
 
-def _run(row: Any) -> RunRecord:
-    return RunRecord.model_validate(dict(row))
-
-
-class RunStore:
+class RunStore(RunLeases):
     """Run rows and their lifecycle, over the metadata store's engine.
 
     ``limits``: the default per-tenant run limits (``AGENT_MAX_CONCURRENT_RUNS``,
@@ -122,9 +111,8 @@ class RunStore:
     def __init__(
         self, store: MetadataStore, limits: RunLimits | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self._store = store
+        super().__init__(store, clock)
         self._limits = limits or RunLimits()
-        self._clock = clock
         self.events = RunEventStore(store)  # the runs' stored stream events
 
     # -- helpers ------------------------------------------------------------------------
@@ -134,15 +122,6 @@ class RunStore:
             merged: ColumnElement[Any] = column.op("||")(cast(literal(json.dumps(patch)), JSONB()))
             return merged
         return func.json_patch(column, json.dumps(patch))
-
-    def _pending_first(self, thread_id: str, now: datetime | None = None) -> Any:
-        query = select(RUNS).where(RUNS.c.thread_id == thread_id, RUNS.c.status == "pending")
-        if now is not None:
-            query = query.where(RUNS.c.created_at <= now)
-        query = query.order_by(RUNS.c.created_at, RUNS.c.run_id).limit(1)
-        if self._store.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        return query
 
     # -- creation -----------------------------------------------------------------------
     async def create(self, new: NewRun, worker_id: str) -> CreatedRun:
@@ -375,271 +354,6 @@ class RunStore:
             await conn.execute(update(THREADS).where(*thread_where).values(**thread))
         if next_row is None or not due:
             return None
-        return _run(next_row._mapping).model_copy(
+        return run_record(next_row._mapping).model_copy(
             update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
         )
-
-    async def release(self, run_ids: Sequence[str], worker_id: str) -> None:
-        """Give runs back to the queue (this worker is shutting down): others resume them."""
-        if not run_ids:
-            return
-        async with self._store.transaction() as conn:
-            await conn.execute(
-                update(THREADS)
-                .where(THREADS.c.current_run_id.in_(list(run_ids)))
-                .values(current_run_id=None)
-            )
-            await conn.execute(
-                update(RUNS)
-                .where(
-                    RUNS.c.run_id.in_(list(run_ids)),
-                    RUNS.c.worker_id == worker_id,
-                    RUNS.c.status == "running",
-                )
-                .values(status="pending", worker_id=None, attempt=RUNS.c.attempt + 1)
-            )
-
-    # -- leases ---------------------------------------------------------------------------
-    async def heartbeat(self, run_ids: Sequence[str], worker_id: str) -> Heartbeat:
-        """Refresh the leases of this worker's runs; one statement, also reads cancels."""
-        beat = Heartbeat()
-        if not run_ids:
-            return beat
-        async with self._store.transaction() as conn:
-            result = await conn.execute(
-                update(RUNS)
-                .where(
-                    RUNS.c.run_id.in_(list(run_ids)),
-                    RUNS.c.worker_id == worker_id,
-                    RUNS.c.status == "running",
-                )
-                .values(heartbeat_at=self._clock.now())
-                .returning(RUNS.c.run_id, RUNS.c.cancel_action)
-            )
-            rows = result.all()
-        held = {row.run_id for row in rows}
-        beat.lost = set(run_ids) - held
-        beat.cancel = {row.run_id: row.cancel_action for row in rows if row.cancel_action}
-        return beat
-
-    async def reap(self, lease_s: float, max_attempts: int) -> list[str]:
-        """Put back runs whose worker stopped heartbeating; fail those out of attempts."""
-        cutoff = self._clock.now() - timedelta(seconds=lease_s)
-        async with self._store.transaction(write_lock=True) as conn:
-            stale = (
-                await conn.execute(
-                    select(RUNS.c.run_id, RUNS.c.thread_id, RUNS.c.attempt, RUNS.c.tenant_id)
-                    .where(RUNS.c.status == "running", RUNS.c.heartbeat_at < cutoff)
-                    .limit(100)
-                )
-            ).all()
-            if not stale:
-                return []
-            ids = [row.run_id for row in stale]
-            spent = [row.run_id for row in stale if row.attempt >= max_attempts]
-            await conn.execute(
-                update(THREADS).where(THREADS.c.current_run_id.in_(ids)).values(current_run_id=None)
-            )
-            retry = [r for r in ids if r not in spent]
-            if retry:
-                await conn.execute(
-                    update(RUNS)
-                    .where(RUNS.c.run_id.in_(retry), RUNS.c.status == "running")
-                    .values(status="pending", worker_id=None, attempt=RUNS.c.attempt + 1)
-                )
-            if spent:
-                await conn.execute(
-                    update(RUNS)
-                    .where(RUNS.c.run_id.in_(spent))
-                    .values(
-                        status="error",
-                        error=json.dumps(
-                            {
-                                "error": "WorkerLost",
-                                "message": f"the run's replica stopped {max_attempts} times",
-                            }
-                        ),
-                        updated_at=self._clock.now(),
-                    )
-                )
-                spent_threads = [row.thread_id for row in stale if row.run_id in spent]
-                await conn.execute(
-                    update(THREADS)
-                    .where(THREADS.c.thread_id.in_(spent_threads), THREADS.c.status == "busy")
-                    .values(status="error", updated_at=self._clock.now())
-                )
-        return ids
-
-    async def claim_due(self, worker_id: str, limit: int) -> list[RunRecord]:
-        """Claim up to ``limit`` due pending runs whose thread nobody holds."""
-        now = self._clock.now()
-        async with self._store.transaction() as conn:
-            candidates = (
-                await conn.execute(
-                    select(RUNS.c.thread_id)
-                    .select_from(RUNS.join(THREADS, THREADS.c.thread_id == RUNS.c.thread_id))
-                    .where(
-                        RUNS.c.status == "pending",
-                        RUNS.c.created_at <= now,
-                        THREADS.c.current_run_id.is_(None),
-                    )
-                    .order_by(RUNS.c.created_at)
-                    .limit(limit)
-                )
-            ).all()
-        claimed: list[RunRecord] = []
-        for thread_id in dict.fromkeys(row.thread_id for row in candidates):
-            run = await self._claim_thread(thread_id, worker_id)
-            if run is not None:
-                claimed.append(run)
-        return claimed
-
-    async def _claim_thread(self, thread_id: str, worker_id: str) -> RunRecord | None:
-        now = self._clock.now()
-        async with self._store.transaction(write_lock=True) as conn:
-            holder = await conn.execute(
-                select(THREADS.c.current_run_id)
-                .where(THREADS.c.thread_id == thread_id)
-                .with_for_update()
-            )
-            row = holder.first()
-            if row is None or row.current_run_id is not None:
-                return None
-            first = (await conn.execute(self._pending_first(thread_id, now))).first()
-            if first is None:
-                return None
-            await conn.execute(
-                update(RUNS)
-                .where(RUNS.c.run_id == first.run_id)
-                .values(status="running", worker_id=worker_id, heartbeat_at=now, updated_at=now)
-            )
-            await conn.execute(
-                update(THREADS)
-                .where(THREADS.c.thread_id == thread_id)
-                .values(current_run_id=first.run_id, status="busy", updated_at=now)
-            )
-        return _run(first._mapping).model_copy(
-            update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
-        )
-
-    # -- reads, cancels, deletes ----------------------------------------------------------
-    async def get(self, tenant_id: str, run_id: str, thread_id: str | None = None) -> RunRecord:
-        query = select(RUNS).where(RUNS.c.run_id == run_id, RUNS.c.tenant_id == tenant_id)
-        if thread_id is not None:
-            query = query.where(RUNS.c.thread_id == thread_id)
-        async with self._store.transaction() as conn:
-            row = (await conn.execute(query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"Run {run_id} not found.")
-        return _run(row)
-
-    async def search(
-        self,
-        tenant_id: str,
-        thread_id: str,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        status: RunStatus | None = None,
-    ) -> list[RunRecord]:
-        """The thread's runs, newest first."""
-        query = select(RUNS).where(RUNS.c.thread_id == thread_id, RUNS.c.tenant_id == tenant_id)
-        if status is not None:
-            query = query.where(RUNS.c.status == status)
-        query = (
-            query.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        async with self._store.transaction() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [_run(row) for row in rows]
-
-    async def cancel(
-        self,
-        tenant_id: str,
-        run_ids: Sequence[str] | None,
-        action: CancelAction,
-        *,
-        thread_id: str | None = None,
-        status: str | None = None,
-    ) -> list[RunRecord]:
-        """Cancel runs: pending ones end at once (``rollback`` deletes them), running ones
-        are flagged for their worker. Returns the runs that were in flight."""
-        query = select(RUNS).where(
-            RUNS.c.tenant_id == tenant_id, RUNS.c.status.in_(("pending", "running"))
-        )
-        if run_ids is not None:
-            query = query.where(RUNS.c.run_id.in_(list(run_ids)))
-        if thread_id is not None:
-            query = query.where(RUNS.c.thread_id == thread_id)
-        if status in ("pending", "running"):
-            query = query.where(RUNS.c.status == status)
-        now = self._clock.now()
-        async with self._store.transaction(write_lock=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-            runs = [_run(row) for row in rows]
-            pending = [r.run_id for r in runs if r.status == "pending"]
-            running = [r.run_id for r in runs if r.status == "running"]
-            if running:
-                await conn.execute(
-                    update(RUNS)
-                    .where(RUNS.c.run_id.in_(running))
-                    .values(cancel_action=action, updated_at=now)
-                )
-            if pending:
-                if action == "rollback":
-                    await conn.execute(delete(RUNS).where(RUNS.c.run_id.in_(pending)))
-                else:
-                    await conn.execute(
-                        update(RUNS)
-                        .where(RUNS.c.run_id.in_(pending))
-                        .values(status="interrupted", updated_at=now)
-                    )
-                await self._settle_threads(conn, [r.thread_id for r in runs if r.thread_id], now)
-        return runs
-
-    async def _settle_threads(
-        self, conn: AsyncConnection, thread_ids: Sequence[str], now: datetime
-    ) -> None:
-        """Threads left with nothing in flight go back to idle."""
-        active = select(RUNS.c.run_id).where(
-            RUNS.c.thread_id == THREADS.c.thread_id,
-            RUNS.c.status.in_(("pending", "running")),
-        )
-        await conn.execute(
-            update(THREADS)
-            .where(
-                THREADS.c.thread_id.in_(list(set(thread_ids))),
-                THREADS.c.status == "busy",
-                ~active.exists(),
-            )
-            .values(status="idle", current_run_id=None, updated_at=now)
-        )
-
-    async def delete(self, tenant_id: str, thread_id: str, run_id: str) -> None:
-        """Delete a finished run (and its stored events); one in flight is a Conflict."""
-        async with self._store.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(RUNS.c.status).where(
-                        RUNS.c.run_id == run_id,
-                        RUNS.c.thread_id == thread_id,
-                        RUNS.c.tenant_id == tenant_id,
-                    )
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"Run {run_id} not found.")
-            if row.status in ("pending", "running"):
-                raise Conflict(f"Run {run_id} is {row.status}; cancel it before deleting it.")
-            await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id == run_id))
-            await delete_traces(conn, [run_id])
-            await conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
-
-    async def status(self, run_id: str) -> RunStatus | None:
-        """The run's status, or None once it is gone (rolled back or deleted)."""
-        async with self._store.transaction() as conn:
-            row = (await conn.execute(select(RUNS.c.status).where(RUNS.c.run_id == run_id))).first()
-        status: RunStatus | None = None if row is None else row.status
-        return status

@@ -12,27 +12,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from agent_runtime.core import timing
 from agent_runtime.core.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
 from agent_runtime.core.records import AssistantRecord, CancelAction, Principal, RunRecord
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.protocol.agent_protocol import RunCreate, dumps, run_to_wire
+from agent_runtime.protocol.agent_protocol import RunCreate
+from agent_runtime.protocol.agent_responses import dumps, run_to_wire
 from agent_runtime.protocol.sse import encode_event
 from agent_runtime.runs.event_rows import FINAL_STATUSES
 from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult
-from agent_runtime.runs.run_queue import CreatedRun, NewRun, RunStore
+from agent_runtime.runs.run_queue import CreatedRun, RunStore
+from agent_runtime.runs.run_request import RunKind, new_run
 from agent_runtime.runs.webhooks import WebhookSender
 from agent_runtime.tenancy.audit import record_run_end
 from agent_runtime.tenancy.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
-
-RunKind = Literal["background", "wait", "stream"]
 
 
 class AssistantResolver(Protocol):
@@ -59,13 +58,6 @@ class StartedRun:
     @property
     def run(self) -> RunRecord:
         return self.created.run
-
-
-def _merge(*parts: dict[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for part in parts:
-        out.update(part or {})
-    return out
 
 
 class RunService:
@@ -104,7 +96,7 @@ class RunService:
                 raise InvalidRequest("webhook: webhooks are disabled on this server")
             await self._webhooks.check(body.webhook)
         assistant = await self._assistants.resolve(principal.tenant_id, body.assistant_id)
-        new = self._new_run(principal, thread_id, body, assistant, kind)
+        new = new_run(principal, thread_id, body, assistant, kind, self._max_steps)
         created = await self.runs.create(new, self.executor.worker_id)
         for run_id in created.superseded:
             self.executor.cancel(run_id, new.multitask_strategy)  # type: ignore[arg-type]
@@ -112,79 +104,6 @@ class RunService:
         if created.started:
             local = self.executor.submit(created.run, subscriber=kind == "stream", at_creation=True)
         return StartedRun(created, local)
-
-    def _new_run(
-        self,
-        principal: Principal,
-        thread_id: str | None,
-        body: RunCreate,
-        assistant: AssistantRecord,
-        kind: RunKind,
-    ) -> NewRun:
-        temporary = thread_id is None
-        thread_id = thread_id or str(uuid.uuid4())
-        run_id = str(uuid.uuid4())
-        request_config, request_context = body.config_and_context()
-        metadata = _merge(
-            assistant.metadata,
-            request_config.get("metadata"),
-            body.metadata,
-            {"assistant_id": assistant.assistant_id},
-        )
-        configurable = _merge(
-            (assistant.config or {}).get("configurable"),
-            request_config.get("configurable"),
-        )
-        configurable.update(
-            run_id=run_id,
-            thread_id=thread_id,
-            graph_id=assistant.graph_id,
-            assistant_id=assistant.assistant_id,
-            tenant_id=principal.tenant_id,
-        )
-        config = _merge(assistant.config, request_config)
-        config["configurable"] = configurable
-        config["metadata"] = metadata
-        steps = config.get("recursion_limit")
-        config["recursion_limit"] = min(
-            steps if isinstance(steps, int) and steps > 0 else self._max_steps, self._max_steps
-        )
-        kwargs: dict[str, Any] = {
-            "input": body.input,
-            "command": body.command.model_dump(mode="json") if body.command else None,
-            "config": config,
-            "context": _merge(assistant.context, request_context),
-            "stream_mode": body.stream_modes,
-            "interrupt_before": body.interrupt_before,
-            "interrupt_after": body.interrupt_after,
-            "subgraphs": body.stream_subgraphs,
-            "resumable": body.stream_resumable,
-            "temporary": temporary,
-            "on_completion": body.effective_on_completion(temporary),
-            "durability": body.effective_durability(),
-            "webhook": body.webhook,
-            "feedback_keys": body.feedback_keys,
-            "background": kind == "background",
-            "kind": kind,
-            "key_id": principal.key_id,  # for the audit log; not on the wire
-        }
-        return NewRun(
-            tenant_id=principal.tenant_id,
-            thread_id=thread_id,
-            graph_id=assistant.graph_id,
-            assistant_id=assistant.assistant_id,
-            kwargs=kwargs,
-            metadata=metadata,
-            multitask_strategy=body.multitask_strategy,
-            if_not_exists=body.if_not_exists,
-            after_seconds=body.after_seconds or 0.0,
-            temporary=temporary,
-            thread_metadata={
-                "graph_id": assistant.graph_id,
-                "assistant_id": assistant.assistant_id,
-            },
-            run_id=run_id,
-        )
 
     @staticmethod
     def persist_events(run: RunRecord, at_creation: bool) -> bool:

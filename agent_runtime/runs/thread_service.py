@@ -25,10 +25,8 @@ from agent_runtime.protocol.agent_protocol import (
     Superstep,
     ThreadCreate,
     ThreadStateUpdate,
-    state_to_wire,
-    thread_interrupts,
-    thread_to_wire,
 )
+from agent_runtime.protocol.agent_responses import state_to_wire, thread_interrupts, thread_to_wire
 from agent_runtime.protocol.sse import to_jsonable
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.user_app.served_graphs import ServedGraphs

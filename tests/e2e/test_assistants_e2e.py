@@ -139,7 +139,7 @@ async def test_default_assistants_search_count_and_pagination(api: Api) -> None:
         assert assistant["assistant_id"] == default_assistant_id(assistant["graph_id"])
         assert assistant["name"] == assistant["graph_id"] and assistant["version"] == 1
     # This runtime lets a graph id stand for its default assistant on GET too (the
-    # Platform's in-memory server answers 422 there); see agent_runtime/runs/assistants.py.
+    # Platform's in-memory server answers 422 there); see agent_runtime/runs/assistant_reads.py.
     assert (await sdk.assistants.get("react"))["assistant_id"] == default_assistant_id("react")
 
     mine = await sdk.assistants.create("memory", name="Alpha helper", metadata={"team": "x"})

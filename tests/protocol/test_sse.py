@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import datetime as dt
-import decimal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import httpx
 import orjson
-import pydantic
-import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
-from langgraph.types import Interrupt, interrupt
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langgraph.types import Interrupt
 from langgraph_sdk import get_client
 from langgraph_sdk._async.client import LangGraphClient
 from langgraph_sdk._shared.utilities import (
@@ -27,14 +19,13 @@ from langgraph_sdk._shared.utilities import (
     _run_url_from_stream_location,
 )
 from langgraph_sdk.schema import StreamPart
-from langgraph_sdk.sse import BytesLineDecoder, SSEDecoder
 
 from agent_runtime.core.records import RunRecord
-from agent_runtime.protocol.agent_protocol import RunCreate, run_to_wire
+from agent_runtime.protocol.agent_protocol import RunCreate
+from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
     HEARTBEAT,
     SSE_MEDIA_TYPE,
-    StreamTranslator,
     encode_event,
     error_payload,
     json_dumpb,
@@ -43,26 +34,9 @@ from agent_runtime.protocol.sse import (
     sse_headers,
     to_jsonable,
 )
+from tests.protocol.sse_decoder import decode
 
 BASE_URL = "http://agent-runtime.test"
-
-
-def decode(stream: bytes, chunk_size: int | None = None) -> list[StreamPart]:
-    """Parse bytes exactly as the SDK does, optionally fed in small pieces."""
-    lines = BytesLineDecoder()
-    events = SSEDecoder()
-    pieces = (
-        [stream]
-        if chunk_size is None
-        else [stream[i : i + chunk_size] for i in range(0, len(stream), chunk_size)]
-    )
-    parts: list[StreamPart] = []
-    raw = [line for piece in pieces for line in lines.decode(piece)] + lines.flush()
-    for line in [*raw, b""]:
-        part = events.decode(line=bytes(line).rstrip(b"\n"))
-        if part is not None and (part.event or events.has_data):
-            parts.append(part)
-    return parts
 
 
 def test_encode_event_is_read_back_by_the_sdk_decoder() -> None:
@@ -237,225 +211,3 @@ async def test_stream_reconnects_to_location_with_last_event_id() -> None:
         ("GET", f"/threads/{thread_id}/runs/{run_id}"),
     ]
     assert requests[2].headers["last-event-id"] == "2"
-
-
-@dataclasses.dataclass
-class Point:
-    x: int
-    _hidden: int = 0
-
-
-class Reply(pydantic.BaseModel):
-    answer: str
-
-
-Pair = collections.namedtuple("Pair", "left right")
-
-
-def rich_sample() -> dict[Any, Any]:
-    return {
-        "messages": [
-            HumanMessage("hi", id="h"),
-            AIMessage("", id="a", tool_calls=[{"name": "calc", "args": {"x": 1}, "id": "c1"}]),
-            ToolMessage("2", tool_call_id="c1", id="t"),
-            AIMessageChunk("par", id="k"),
-        ],
-        "interrupts": [
-            Interrupt(value={"q": 1}, id="i"),
-            Interrupt(value="v", id="j", response_schema=Reply),
-        ],
-        "when": dt.datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
-        "day": dt.date(2025, 1, 2),
-        "naive": dt.datetime(2025, 1, 2, 3, 4, 5),
-        "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        "tags": {"only"},
-        "pair": Pair(1, 2),
-        "tuple": (1, "two"),
-        "point": Point(3),
-        "error": ValueError("nope"),
-        "money": decimal.Decimal("1.50"),
-        "count": decimal.Decimal("3"),
-        "span": dt.timedelta(seconds=90),
-        "raw": b"\x00\x01",
-        "nan": float("nan"),
-        "nul": "a\x00b",
-        "opaque": object(),
-        1: "int key",
-        None: "none key",
-    }
-
-
-def test_to_jsonable_matches_the_encoder() -> None:
-    sample = rich_sample()
-    assert to_jsonable(sample) == orjson.loads(json_dumpb(sample))
-
-
-def test_to_jsonable_shapes() -> None:
-    out = to_jsonable(rich_sample())
-    human, ai, tool, chunk = out["messages"]
-    sample_messages = rich_sample()["messages"]
-    assert [human, ai, tool, chunk] == [to_jsonable(m.model_dump()) for m in sample_messages]
-    assert set(human) == {"content", "additional_kwargs", "response_metadata", "type", "name", "id"}
-    assert ai["tool_calls"] == [{"name": "calc", "args": {"x": 1}, "id": "c1", "type": "tool_call"}]
-    assert (tool["type"], tool["tool_call_id"], chunk["type"]) == ("tool", "c1", "AIMessageChunk")
-    plain, typed = out["interrupts"]
-    assert plain == {"value": {"q": 1}, "id": "i", "response_schema": None}
-    assert typed["response_schema"] == Reply.model_json_schema()
-    when = rich_sample()["when"]
-    assert out["when"] == orjson.loads(orjson.dumps(when)) == "2025-01-02T03:04:05.000006+00:00"
-    assert (out["day"], out["naive"]) == ("2025-01-02", "2025-01-02T03:04:05")
-    assert out["id"] == "12345678-1234-5678-1234-567812345678"
-    assert (out["tags"], out["pair"], out["tuple"], out["point"]) == (
-        ["only"],
-        {"left": 1, "right": 2},
-        [1, "two"],
-        {"x": 3},
-    )
-    assert out["error"] == {"error": "ValueError", "message": "nope"}
-    assert (out["money"], out["count"], out["span"]) == (1.5, 3, 90.0)
-    assert (out["raw"], out["nan"], out["nul"], out["opaque"]) == ("AAE=", None, "ab", None)
-    assert (out["1"], out["null"]) == ("int key", "none key")
-
-
-class State(TypedDict):
-    messages: Annotated[list[Any], add_messages]
-
-
-def build_graph() -> Any:
-    def greet(state: State) -> dict[str, Any]:
-        return {"messages": [AIMessage("hello", id="ai-1")]}
-
-    def ask(state: State) -> dict[str, Any]:
-        answer = interrupt({"question": "proceed?"})
-        return {"messages": [AIMessage(f"got {answer}", id="ai-2")]}
-
-    inner = (
-        StateGraph(State)
-        .add_node("greet", greet)
-        .add_edge(START, "greet")
-        .add_edge("greet", END)
-        .compile()
-    )
-    return (
-        StateGraph(State)
-        .add_node("inner", inner)
-        .add_node("ask", ask)
-        .add_edge(START, "inner")
-        .add_edge("inner", "ask")
-        .add_edge("ask", END)
-        .compile(checkpointer=InMemorySaver())
-    )
-
-
-async def translated(modes: list[str], subgraphs: bool = False) -> list[StreamPart]:
-    """Run the graph to its interrupt and return what the SDK would parse from our SSE."""
-    graph = build_graph()
-    translator = StreamTranslator(modes, subgraphs=subgraphs)
-    config = {"configurable": {"thread_id": str(uuid.uuid4())}}
-    stream = b""
-    async for namespace, mode, chunk in graph.astream(
-        {"messages": [{"role": "user", "content": "hi"}]},
-        config,
-        stream_mode=translator.graph_stream_modes(),
-        subgraphs=True,
-    ):
-        for event, data in translator.translate(mode, chunk, namespace):
-            stream += encode_event(event, data)
-    return decode(stream)
-
-
-def test_graph_stream_modes() -> None:
-    assert StreamTranslator(["values"]).graph_stream_modes() == ["values"]
-    modes = StreamTranslator(["messages-tuple", "custom", "events", "debug"]).graph_stream_modes()
-    assert modes == ["custom", "debug", "messages"]
-
-
-async def test_interrupt_travels_inside_values() -> None:
-    parts = await translated(["values"])
-    assert {p.event for p in parts} == {"values"}
-    pending = [p.data["__interrupt__"] for p in parts if "__interrupt__" in p.data]
-    expected = {"value": {"question": "proceed?"}, "id": pending[0][0]["id"]}
-    assert pending and all(i == [{**expected, "response_schema": None}] for i in pending)
-    assert [m["type"] for m in parts[-1].data["messages"]] == ["human", "ai"]
-
-
-async def test_interrupt_goes_to_updates_when_asked_and_subgraphs_are_named() -> None:
-    parts = await translated(["updates", "messages-tuple"], subgraphs=True)
-    updates = [p.data for p in parts if p.event == "updates"]
-    assert any("__interrupt__" in u for u in updates)
-    assert not [p for p in parts if p.event.startswith("values")]
-    inner = [p for p in parts if p.event.startswith("messages|")]
-    assert inner and all(p.event.split("|")[1].startswith("inner:") for p in inner)
-    message, meta = inner[0].data
-    assert (message["type"], message["content"], meta["langgraph_node"]) == ("ai", "hello", "greet")
-
-
-async def test_subgraph_events_keep_plain_names_without_stream_subgraphs() -> None:
-    parts = await translated(["messages-tuple"], subgraphs=False)
-    # The inner graph's LLM message; as in langgraph-api, no event re-emits the interrupt.
-    assert [p.event for p in parts] == ["messages"]
-    assert parts[0].data[0]["content"] == "hello"
-
-
-async def test_subgraph_updates_are_left_out_without_stream_subgraphs() -> None:
-    parts = await translated(["updates"], subgraphs=False)
-    # Only the parent's nodes: the inner graph as one node, then the interrupt.
-    assert [list(p.data) for p in parts] == [["inner"], ["__interrupt__"]]
-    with_subgraphs = await translated(["updates"], subgraphs=True)
-    assert [p.event.split("|")[0] for p in with_subgraphs] == ["updates"] * 3
-    assert "greet" in with_subgraphs[0].data
-
-
-def test_messages_mode_accumulates_chunks() -> None:
-    translator = StreamTranslator(["messages"])
-    meta = {"langgraph_node": "agent"}
-    first = translator.translate("messages", (AIMessageChunk("Hel", id="m1"), meta))
-    second = translator.translate("messages", (AIMessageChunk("lo", id="m1"), meta))
-    done = translator.translate("messages", (ToolMessage("42", tool_call_id="c", id="m2"), meta))
-    assert [e for e, _ in first] == ["messages/metadata", "messages/partial"]
-    assert first[0][1] == {"m1": {"metadata": meta}}
-    [(event, [message])] = second
-    assert (event, message.type, message.content) == ("messages/partial", "ai", "Hello")
-    assert [e for e, _ in done] == ["messages/metadata", "messages/complete"]
-    parsed = decode(b"".join(encode_event(e, d) for e, d in first + second + done))
-    assert parsed[2].data[0]["content"] == "Hello" and parsed[2].data[0]["type"] == "ai"
-
-
-def test_debug_checkpoints_gain_checkpoint_keys() -> None:
-    payload = {
-        "config": {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "c2"}},
-        "parent_config": {
-            "configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "c1"}
-        },
-        "values": {},
-        "metadata": {},
-        "next": ["n"],
-        "tasks": [
-            {
-                "id": "x",
-                "name": "n",
-                "interrupts": [],
-                "state": {"configurable": {"checkpoint_ns": "n:x"}},
-            }
-        ],
-    }
-    [(event, data)] = StreamTranslator(["debug"]).translate(
-        "debug", {"type": "checkpoint", "payload": payload}
-    )
-    assert event == "debug"
-    assert data["payload"]["checkpoint"] == {
-        "checkpoint_id": "c2",
-        "thread_id": "t",
-        "checkpoint_ns": "",
-    }
-    assert data["payload"]["parent_checkpoint"]["checkpoint_id"] == "c1"
-    assert data["payload"]["tasks"] == [
-        {"id": "x", "name": "n", "interrupts": [], "checkpoint": {"checkpoint_ns": "n:x"}}
-    ]
-
-
-@pytest.mark.parametrize("mode", ["events", "tools", "lifecycle"])
-def test_server_side_modes_produce_nothing_from_graph_parts(mode: str) -> None:
-    translator = StreamTranslator([mode])
-    assert mode not in translator.graph_stream_modes()
-    assert translator.translate("values", {"a": 1}) == []

@@ -18,10 +18,10 @@ from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import Conflict, InvalidRequest, NotFound
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.protocol.agent_protocol import default_assistant_id
+from agent_runtime.runs.assistant_reads import json_contains
 from agent_runtime.runs.assistants import (
     BOTH_CONFIGURABLE_AND_CONTEXT,
     AssistantStore,
-    json_contains,
 )
 
 GRAPHS = ["react", "multi_agent"]

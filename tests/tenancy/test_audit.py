@@ -10,7 +10,7 @@ import pytest
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core import timing
-from agent_runtime.protocol.agent_protocol import run_to_wire
+from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.tenancy.audit import AuditEntry, AuditLog
 from tests.runs import run_harness
 from tests.runs.run_harness import GRAPH, TENANT, Replica, body, new_thread

@@ -23,12 +23,10 @@ from agent_runtime.protocol.agent_protocol import (
     AssistantCreate,
     AssistantPatch,
     AssistantSearch,
-    AssistantVersion,
     AssistantVersionChange,
     AssistantVersionsSearch,
-    assistant_to_wire,
-    dumps,
 )
+from agent_runtime.protocol.agent_responses import AssistantVersion, assistant_to_wire, dumps
 from agent_runtime.replica.handles import call
 from agent_runtime.runs.assistants import BOTH_CONFIGURABLE_AND_CONTEXT, AssistantStore
 
@@ -85,7 +83,7 @@ AssistantsDep = Annotated[AssistantStore, Depends(get_assistants)]
 
 
 def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    # orjson, as langgraph-api encodes bodies (see agent_runtime.protocol.agent_protocol.dumps).
+    # orjson, as langgraph-api encodes bodies (see agent_runtime.protocol.agent_responses.dumps).
     return Response(dumps(body), status_code, headers, media_type="application/json")
 
 

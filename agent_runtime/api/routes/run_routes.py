@@ -7,7 +7,7 @@ the graphs); listing, reading and deleting run rows are answered here from the d
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -25,8 +25,8 @@ from agent_runtime.protocol.agent_protocol import (
     RunsCancel,
     normalise_stream_modes,
     require_uuid,
-    run_to_wire,
 )
+from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
     SSE_MEDIA_TYPE,
     run_location_headers,
@@ -51,6 +51,29 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
+RunHandler = Callable[[Services, Principal, str | None, RunCreate], Awaitable[Response]]
+
+
+def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> None:
+    """Route ``POST /threads/{thread_id}/runs{suffix}`` (route ``{verb}_run``) and the
+    stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``."""
+
+    async def on_thread(
+        thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
+    ) -> Response:
+        return await handler(services, principal, thread_uuid(thread_id), body)
+
+    async def stateless(
+        body: RunCreate, services: ServicesDep, principal: RunPrincipal
+    ) -> Response:
+        return await handler(services, principal, None, body)
+
+    runs.add_api_route(
+        f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
+    )
+    runs.add_api_route(f"/runs{suffix}", stateless, methods=["POST"], name=f"{verb}_stateless_run")
+
+
 # -- create ------------------------------------------------------------------------------
 async def _create(
     services: Services, principal: Principal, thread_id: str | None, body: RunCreate
@@ -61,18 +84,7 @@ async def _create(
     )
 
 
-@runs.post("/threads/{thread_id}/runs")
-async def create_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> JSONResponse:
-    return await _create(services, principal, thread_uuid(thread_id), body)
-
-
-@runs.post("/runs")
-async def create_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> JSONResponse:
-    return await _create(services, principal, None, body)
+_on_thread_and_stateless("", _create, "create")
 
 
 @runs.post("/runs/batch")
@@ -103,18 +115,7 @@ async def _wait(
     return _wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
-@runs.post("/threads/{thread_id}/runs/wait")
-async def wait_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> Response:
-    return await _wait(services, principal, thread_uuid(thread_id), body)
-
-
-@runs.post("/runs/wait")
-async def wait_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> Response:
-    return await _wait(services, principal, None, body)
+_on_thread_and_stateless("/wait", _wait, "wait")
 
 
 @runs.get("/threads/{thread_id}/runs/{run_id}/join")
@@ -193,18 +194,7 @@ def _run_id_of(frame: bytes | None) -> str | None:
     return None
 
 
-@runs.post("/threads/{thread_id}/runs/stream")
-async def stream_run(
-    thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> StreamingResponse:
-    return await _stream(services, principal, thread_uuid(thread_id), body)
-
-
-@runs.post("/runs/stream")
-async def stream_stateless_run(
-    body: RunCreate, services: ServicesDep, principal: RunPrincipal
-) -> StreamingResponse:
-    return await _stream(services, principal, None, body)
+_on_thread_and_stateless("/stream", _stream, "stream")
 
 
 @runs.get("/threads/{thread_id}/runs/{run_id}/stream")

@@ -22,8 +22,8 @@ from agent_runtime.protocol.agent_protocol import (
     ThreadStateCheckpointRequest,
     ThreadStateUpdate,
     require_uuid,
-    thread_to_wire,
 )
+from agent_runtime.protocol.agent_responses import thread_to_wire
 from agent_runtime.replica.handles import call
 from agent_runtime.runs.thread_service import ttl_of
 

@@ -1,0 +1,176 @@
+"""Leases and claims of running runs.
+
+A running run carries a lease: its replica refreshes ``heartbeat_at`` (and learns about
+cancellations in the same statement); a run whose heartbeat lapsed is put back to
+``pending`` by any replica's reaper and resumed from the thread's last checkpoint. Due
+pending runs whose thread nobody holds are claimed by any replica; a replica shutting
+down gives its runs back to the queue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from agent_runtime.core.records import CancelAction, RunRecord
+from agent_runtime.db.tables import RUNS, THREADS
+from agent_runtime.runs.run_rows import RunRows, run_record
+
+
+@dataclass
+class Heartbeat:
+    cancel: dict[str, CancelAction] = field(default_factory=dict)
+    # Runs this worker no longer holds (reaped after a stall, deleted, finished elsewhere).
+    lost: set[str] = field(default_factory=set)
+
+
+class RunLeases(RunRows):
+    """Leases (heartbeats, the reaper) and claims of the runs in the queue."""
+
+    # -- giving runs back -----------------------------------------------------------------
+    async def release(self, run_ids: Sequence[str], worker_id: str) -> None:
+        """Give runs back to the queue (this worker is shutting down): others resume them."""
+        if not run_ids:
+            return
+        async with self._store.transaction() as conn:
+            await conn.execute(
+                update(THREADS)
+                .where(THREADS.c.current_run_id.in_(list(run_ids)))
+                .values(current_run_id=None)
+            )
+            await conn.execute(
+                update(RUNS)
+                .where(
+                    RUNS.c.run_id.in_(list(run_ids)),
+                    RUNS.c.worker_id == worker_id,
+                    RUNS.c.status == "running",
+                )
+                .values(status="pending", worker_id=None, attempt=RUNS.c.attempt + 1)
+            )
+
+    # -- leases ---------------------------------------------------------------------------
+    async def heartbeat(self, run_ids: Sequence[str], worker_id: str) -> Heartbeat:
+        """Refresh the leases of this worker's runs; one statement, also reads cancels."""
+        beat = Heartbeat()
+        if not run_ids:
+            return beat
+        async with self._store.transaction() as conn:
+            result = await conn.execute(
+                update(RUNS)
+                .where(
+                    RUNS.c.run_id.in_(list(run_ids)),
+                    RUNS.c.worker_id == worker_id,
+                    RUNS.c.status == "running",
+                )
+                .values(heartbeat_at=self._clock.now())
+                .returning(RUNS.c.run_id, RUNS.c.cancel_action)
+            )
+            rows = result.all()
+        held = {row.run_id for row in rows}
+        beat.lost = set(run_ids) - held
+        beat.cancel = {row.run_id: row.cancel_action for row in rows if row.cancel_action}
+        return beat
+
+    async def reap(self, lease_s: float, max_attempts: int) -> list[str]:
+        """Put back runs whose worker stopped heartbeating; fail those out of attempts."""
+        cutoff = self._clock.now() - timedelta(seconds=lease_s)
+        async with self._store.transaction(write_lock=True) as conn:
+            stale = (
+                await conn.execute(
+                    select(RUNS.c.run_id, RUNS.c.thread_id, RUNS.c.attempt, RUNS.c.tenant_id)
+                    .where(RUNS.c.status == "running", RUNS.c.heartbeat_at < cutoff)
+                    .limit(100)
+                )
+            ).all()
+            if not stale:
+                return []
+            ids = [row.run_id for row in stale]
+            spent = [row.run_id for row in stale if row.attempt >= max_attempts]
+            await conn.execute(
+                update(THREADS).where(THREADS.c.current_run_id.in_(ids)).values(current_run_id=None)
+            )
+            retry = [r for r in ids if r not in spent]
+            if retry:
+                await conn.execute(
+                    update(RUNS)
+                    .where(RUNS.c.run_id.in_(retry), RUNS.c.status == "running")
+                    .values(status="pending", worker_id=None, attempt=RUNS.c.attempt + 1)
+                )
+            if spent:
+                await conn.execute(
+                    update(RUNS)
+                    .where(RUNS.c.run_id.in_(spent))
+                    .values(
+                        status="error",
+                        error=json.dumps(
+                            {
+                                "error": "WorkerLost",
+                                "message": f"the run's replica stopped {max_attempts} times",
+                            }
+                        ),
+                        updated_at=self._clock.now(),
+                    )
+                )
+                spent_threads = [row.thread_id for row in stale if row.run_id in spent]
+                await conn.execute(
+                    update(THREADS)
+                    .where(THREADS.c.thread_id.in_(spent_threads), THREADS.c.status == "busy")
+                    .values(status="error", updated_at=self._clock.now())
+                )
+        return ids
+
+    async def claim_due(self, worker_id: str, limit: int) -> list[RunRecord]:
+        """Claim up to ``limit`` due pending runs whose thread nobody holds."""
+        now = self._clock.now()
+        async with self._store.transaction() as conn:
+            candidates = (
+                await conn.execute(
+                    select(RUNS.c.thread_id)
+                    .select_from(RUNS.join(THREADS, THREADS.c.thread_id == RUNS.c.thread_id))
+                    .where(
+                        RUNS.c.status == "pending",
+                        RUNS.c.created_at <= now,
+                        THREADS.c.current_run_id.is_(None),
+                    )
+                    .order_by(RUNS.c.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        claimed: list[RunRecord] = []
+        for thread_id in dict.fromkeys(row.thread_id for row in candidates):
+            run = await self._claim_thread(thread_id, worker_id)
+            if run is not None:
+                claimed.append(run)
+        return claimed
+
+    async def _claim_thread(self, thread_id: str, worker_id: str) -> RunRecord | None:
+        now = self._clock.now()
+        async with self._store.transaction(write_lock=True) as conn:
+            holder = await conn.execute(
+                select(THREADS.c.current_run_id)
+                .where(THREADS.c.thread_id == thread_id)
+                .with_for_update()
+            )
+            row = holder.first()
+            if row is None or row.current_run_id is not None:
+                return None
+            first = (await conn.execute(self._pending_first(thread_id, now))).first()
+            if first is None:
+                return None
+            await conn.execute(
+                update(RUNS)
+                .where(RUNS.c.run_id == first.run_id)
+                .values(status="running", worker_id=worker_id, heartbeat_at=now, updated_at=now)
+            )
+            await conn.execute(
+                update(THREADS)
+                .where(THREADS.c.thread_id == thread_id)
+                .values(current_run_id=first.run_id, status="busy", updated_at=now)
+            )
+        return run_record(first._mapping).model_copy(
+            update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
+        )
