@@ -68,7 +68,7 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "retry": {"type": "integer"},
     },
 }
-PUBLIC = {"/ok", "/health"}
+PUBLIC = {"/ok", "/health", "/info"}
 STREAMS = {
     "/runs/stream",
     "/threads/{thread_id}/runs/stream",

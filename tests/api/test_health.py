@@ -1,8 +1,9 @@
-"""GET /health names what is down and answers 503; GET /ok needs nothing."""
+"""GET /health names what is down and answers 503; GET /ok and GET /info need nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -61,6 +62,8 @@ async def test_health_is_503_naming_every_part_that_is_down(tmp_path: Any) -> No
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/ok")).json() == {"ok": True}
+        # What Studio and Agent Chat UI probe first, with no key, as langgraph-api answers.
+        info = (await client.get("/info")).json()
         response = await client.get("/health")
         # Any request with a key needs the database: a clear 503, not a 500.
         well_formed_key, _ = generate_key("t")
@@ -77,3 +80,6 @@ async def test_health_is_503_naming_every_part_that_is_down(tmp_path: Any) -> No
     assert "127.0.0.1:1" not in response.text
     assert runs.status_code == 503
     assert runs.json()["error"] == "service_unavailable"
+    assert info["version"] == metadata.version("agent-runtime")
+    assert info["langgraph_py_version"] == metadata.version("langgraph")
+    assert info["flags"]["assistants"] is True and info["host"]["kind"] == "self-hosted"

@@ -27,6 +27,7 @@ T, R, A = "/threads/{thread_id}", "/threads/{thread_id}/runs/{run_id}", "/assist
 EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/ok"): PUBLIC,
     ("GET", "/health"): PUBLIC,
+    ("GET", "/info"): PUBLIC,
     # assistants
     ("POST", "/assistants"): RUN,
     ("POST", "/assistants/search"): READ,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from importlib import metadata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -40,6 +41,31 @@ HEALTH_TIMEOUT_S = 3.0
 async def ok() -> dict[str, bool]:
     """Liveness: the ingress answers."""
     return {"ok": True}
+
+
+@system.get("/info")
+async def info() -> dict[str, Any]:
+    """What LangGraph Studio and Agent Chat UI ask first (langgraph-api's shape): the
+    server's version and which features it has. Public, as ``/ok``."""
+    return {
+        "version": _version("agent-runtime"),
+        "langgraph_py_version": _version("langgraph"),
+        "flags": {"assistants": True, "crons": True, "langsmith": False},
+        "host": {
+            "kind": "self-hosted",
+            "project_id": None,
+            "host_revision_id": None,
+            "revision_id": None,
+            "tenant_id": None,
+        },
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @system.get("/health")
