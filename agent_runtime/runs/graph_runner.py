@@ -200,7 +200,9 @@ class GraphRunner:
         for name in ("interrupt_before", "interrupt_after"):
             if kwargs.get(name) is not None:
                 call[name] = kwargs[name]
-        if kwargs.get("context"):
+        if kwargs.get("context") is not None:
+            # Even empty, as the Platform passes it: a graph's context_schema then gets
+            # its defaults (a dataclass built from {}), not None.
             call["context"] = kwargs["context"]
         stream = local.stream
         if "events" in modes:

@@ -81,6 +81,40 @@ FILES = {
             builder.add_edge(START, "greet")
             return builder.compile()
     """,
+    # In the style of LangGraph's react-agent template: the model named by the run's
+    # context (Runtime), a prebuilt tool agent, the client configured by environment.
+    "graphs/agent.py": """
+        from dataclasses import dataclass
+
+        from langchain_core.tools import tool
+        from langchain_openai import ChatOpenAI
+        from langgraph.graph import START, MessagesState, StateGraph
+        from langgraph.prebuilt import create_react_agent
+        from langgraph.runtime import Runtime
+
+
+        @dataclass
+        class Context:
+            model: str = "fake-fast"
+
+
+        @tool
+        def calculator(expression: str) -> str:
+            \"\"\"Evaluate an arithmetic expression.\"\"\"
+            return str(eval(expression, {"__builtins__": {}}))
+
+
+        async def respond(state: MessagesState, runtime: Runtime[Context]) -> MessagesState:
+            agent = create_react_agent(ChatOpenAI(model=runtime.context.model), [calculator])
+            result = await agent.ainvoke({"messages": state["messages"]})
+            return {"messages": result["messages"][len(state["messages"]) :]}
+
+
+        builder = StateGraph(MessagesState, context_schema=Context)
+        builder.add_node("respond", respond)
+        builder.add_edge(START, "respond")
+        graph = builder.compile()
+    """,
     "graphs/chat.py": """
         import os
 
@@ -113,8 +147,10 @@ def write_app(folder: Path, llm_url: str) -> Path:
             "echo": "./graphs/echo.py:graph",
             "greeter": {"path": "./graphs/greeter.py:make_graph", "description": "Greets"},
             "chat": "graphs.chat:graph",
+            "agent": "graphs.agent:graph",
         },
-        "env": {"APP_LLM_URL": llm_url},
+        # The OpenAI client reads these itself, as in a user's .env.
+        "env": {"APP_LLM_URL": llm_url, "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "unused"},
     }
     path = folder / "langgraph.json"
     path.write_text(json.dumps(config))
@@ -149,7 +185,7 @@ async def app_api(user_app_url: str, store: MetadataStore) -> AsyncIterator[Api]
 
 async def test_the_apps_graphs_are_its_assistants(app_api: Api) -> None:
     found = await app_api.sdk.assistants.search()
-    assert sorted(a["graph_id"] for a in found) == ["chat", "echo", "greeter"]
+    assert sorted(a["graph_id"] for a in found) == ["agent", "chat", "echo", "greeter"]
     greeter = next(a for a in found if a["graph_id"] == "greeter")
     assert greeter["description"] == "Greets"
     schemas = await app_api.sdk.assistants.get_schemas(greeter["assistant_id"])
@@ -198,3 +234,21 @@ async def test_the_apps_own_model_client_streams_tokens(app_api: Api) -> None:
     assert "".join(tokens) == "[fake-fast] You said: tell me"
     state = await app_api.sdk.threads.get_state(thread["thread_id"])
     assert state["values"]["messages"][-1]["content"] == "[fake-fast] You said: tell me"
+
+
+async def test_a_template_style_agent_gets_the_runs_context(app_api: Api) -> None:
+    agent = next(a for a in await app_api.sdk.assistants.search() if a["graph_id"] == "agent")
+    schemas = await app_api.sdk.assistants.get_schemas(agent["assistant_id"])
+    assert set(schemas["context_schema"]["properties"]) == {"model"}
+    question = {"messages": [{"role": "user", "content": "hello there"}]}
+    default = await app_api.sdk.runs.wait(None, "agent", input=question)
+    chosen = await app_api.sdk.runs.wait(
+        None, "agent", input=question, context={"model": "fake-smart"}
+    )
+    assert default["messages"][-1]["content"] == "[fake-fast] You said: hello there"
+    assert chosen["messages"][-1]["content"] == "[fake-smart] You said: hello there"
+    # The fake calls the calculator for arithmetic: the prebuilt agent's tool loop runs.
+    math = await app_api.sdk.runs.wait(
+        None, "agent", input={"messages": [{"role": "user", "content": "what is 6 * 7?"}]}
+    )
+    assert math["messages"][-1]["content"] == "Tool result: 42"
