@@ -20,6 +20,7 @@ import yaml
 
 from agent_runtime.cli import app_check
 from agent_runtime.config.provider_settings import FAKE_PROVIDER_ROUTE, ProviderSettings
+from agent_runtime.user_app.app_defaults import settings_env
 from agent_runtime.user_app.langgraph_json import ConfigFile, read_langgraph_json
 
 DEFAULT_OUTPUT = Path("serve_config.yaml")
@@ -54,6 +55,7 @@ def build(
 def serve_config(config_file: ConfigFile, app_dir: str, *, uses_fake: bool) -> dict[str, Any]:
     """The Serve config document (``ServeDeploySchema``'s shape) for the app."""
     env_vars = {"AGENT_APP_CONFIG": str(PurePosixPath(app_dir) / config_file.path.name)}
+    env_vars.update(settings_env(config_file.config))  # its thread and item TTLs
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
     packages = [d for d in config_file.config.dependencies if not d.startswith(".")]
     if packages:

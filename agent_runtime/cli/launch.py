@@ -22,11 +22,14 @@ from types import FrameType
 import httpx
 
 from agent_runtime.cli import app_check
+from agent_runtime.config.app_settings import AppSettings
 from agent_runtime.config.models_file import ModelsConfigError
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.errors import Unauthorized
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import generate_key, parse_key, verify_key
+from agent_runtime.user_app.app_defaults import apply_settings_env
+from agent_runtime.user_app.langgraph_json import read_langgraph_json
 
 DEV_TENANT = "default"
 LOCAL_DRAINING_S = 0.5
@@ -130,15 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-hint", default="make stop", help="how to stop, as printed")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    # The app's graphs load here first: one that cannot stops now, every problem named.
+    config = AppSettings().config
+    if app_check.check(config) != 0:
+        return app_check.EXIT_INVALID
+    # Its thread and item TTLs, where the operator's AGENT_* variables do not say.
+    apply_settings_env(read_langgraph_json(config).config)
     try:
         # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
         settings = RuntimeSettings.from_env()
     except ModelsConfigError as exc:
         print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
         return 2
-    # The app's graphs load here first: one that cannot stops now, every problem named.
-    if app_check.check(settings.app.config) != 0:
-        return app_check.EXIT_INVALID
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file

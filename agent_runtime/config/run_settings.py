@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
@@ -29,7 +31,12 @@ class RunSettings(BaseSettings):
     thread_ttl_minutes: float | None = Field(
         default=None, gt=0, description="Default thread TTL (unset: threads are kept)."
     )
+    thread_ttl_strategy: Literal["delete", "keep_latest"] = Field(
+        default="delete",
+        description="What the default TTL does: delete the thread, or keep its latest state.",
+    )
     thread_sweep_interval_s: float = Field(default=60.0, gt=0, description="TTL sweeper.")
+    thread_sweep_limit: int = Field(default=100, ge=1, description="Threads swept per pass.")
     run_events_ttl_minutes: float = Field(
         default=60.0, gt=0, description="Stored stream events are kept this long after a run."
     )
@@ -41,6 +48,13 @@ class RunSettings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
     )
+
+    @property
+    def default_thread_ttl(self) -> tuple[str, float] | None:
+        """(strategy, minutes) of threads created without a TTL; None: kept."""
+        if self.thread_ttl_minutes is None:
+            return None
+        return self.thread_ttl_strategy, self.thread_ttl_minutes
 
     @field_validator("thread_ttl_minutes", mode="before")
     @classmethod

@@ -162,7 +162,7 @@ class Orchestration:
             self.thread_rows,
             self.graphs,
             saver,
-            default_ttl_minutes=limits.thread_ttl_minutes,
+            default_ttl=limits.default_thread_ttl,
             stop_runs=self._stop_runs,
             items=items,
         )
@@ -197,6 +197,7 @@ class Orchestration:
             store, self.runs, self.threads.get_state, poll_s=limits.run_poll_s
         )
         self._sweep_interval_s = limits.thread_sweep_interval_s
+        self._sweep_limit = limits.thread_sweep_limit
         self._events_ttl_minutes = limits.run_events_ttl_minutes
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -269,7 +270,7 @@ class Orchestration:
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             try:
-                swept = await self.threads.sweep()
+                swept = await self.threads.sweep(self._sweep_limit)
                 if swept:
                     logger.info("TTL sweeper removed or pruned %d threads", swept)
                 cutoff = utcnow() - timedelta(minutes=self._events_ttl_minutes)

@@ -47,7 +47,7 @@ UPDATE_ERRORS = (ValueError, KeyError, NotImplementedError, InvalidUpdateError)
 
 
 def ttl_of(
-    body_ttl: dict[str, Any] | None, default_minutes: float | None
+    body_ttl: dict[str, Any] | None, default: tuple[str, float] | None
 ) -> tuple[str, float] | None:
     """(strategy, minutes) from a ``ttl`` body (``{"strategy", "ttl"}``) or the default."""
     if body_ttl:
@@ -58,9 +58,7 @@ def ttl_of(
         if strategy not in ("delete", "keep_latest"):
             raise InvalidRequest("ttl.strategy: must be 'delete' or 'keep_latest'")
         return str(strategy), float(minutes)
-    if default_minutes is not None:
-        return "delete", default_minutes
-    return None
+    return default
 
 
 def thread_namespace(thread_id: str) -> tuple[str, str]:
@@ -92,7 +90,7 @@ class ThreadService:
         graphs: ServedGraphs,
         saver: Any,
         *,
-        default_ttl_minutes: float | None = None,
+        default_ttl: tuple[str, float] | None = None,
         stop_runs: Callable[[Sequence[str]], None] | None = None,
         items: ItemStores | None = None,
     ) -> None:
@@ -100,7 +98,7 @@ class ThreadService:
         self._threads = threads
         self._graphs = graphs
         self._saver = saver
-        self._default_ttl = default_ttl_minutes
+        self._default_ttl = default_ttl
         self._stop_runs = stop_runs
         self._items = items
 

@@ -59,10 +59,8 @@ DOCKER_ONLY_KEYS = (
 """Keys that choose or extend the CLI's Docker image (base image, distro, Node, pip, extra
 Dockerfile lines, the langgraph-api version, uv-based installs); they have no effect here."""
 NOT_APPLIED_KEYS = {
-    "store": "semantic search (store.index) and item TTLs (store.ttl) are not applied yet; "
-    "the store works without them",
-    "checkpointer": "checkpointer.ttl and serde are not applied yet; thread TTLs come from "
-    "AGENT_THREAD_TTL_MINUTES",
+    "store.index": "semantic search is not applied yet; the store works without it",
+    "checkpointer.serde": "the checkpointer's serializer settings are not applied",
     "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
     "encryption": "custom encryption is not applied",
     "http": "a custom app, CORS and route switches are not applied; see AGENT_HTTP_*",
@@ -223,7 +221,7 @@ def read_langgraph_json(path: str | Path) -> ConfigFile:
     warnings += [
         f"{name}: {key}: not applied by this runtime: {NOT_APPLIED_KEYS[key]}"
         for key in NOT_APPLIED_KEYS
-        if key in raw
+        if _has(raw, key)
     ]
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     if config.python_version is not None and config.python_version != running:
@@ -232,6 +230,15 @@ def read_langgraph_json(path: str | Path) -> ConfigFile:
             f"runtime runs Python {running}"
         )
     return ConfigFile(path=path, config=config, warnings=warnings)
+
+
+def _has(raw: dict[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 class _DuplicateKey(ValueError):

@@ -46,6 +46,7 @@ def test_the_config_serves_the_app_from_its_folder_on_every_node(tmp_path: Path)
         "dependencies": [".", "langchain-openai>=1"],
         "graphs": {"agent": "./agent.py:graph"},
         "env": ".env",
+        "checkpointer": {"ttl": {"strategy": "keep_latest", "default_ttl": 1440}},
     }
     write_app(folder, config, {"agent.py": GRAPH, ".env": f"OPENAI_API_KEY={SECRET}\n"})
     done = build(folder)
@@ -58,7 +59,12 @@ def test_the_config_serves_the_app_from_its_folder_on_every_node(tmp_path: Path)
     assert apps["agent-runtime"].import_path == "agent_runtime.deployments.app:build_app"
     assert apps["fake-provider"].route_prefix == "/fake-provider"
     runtime_env = apps["agent-runtime"].runtime_env
-    assert runtime_env["env_vars"] == {"AGENT_APP_CONFIG": "~/my-agent/langgraph.json"}
+    assert runtime_env["env_vars"] == {
+        "AGENT_APP_CONFIG": "~/my-agent/langgraph.json",
+        # The app's thread TTL, as settings every replica reads.
+        "AGENT_THREAD_TTL_STRATEGY": "keep_latest",
+        "AGENT_THREAD_TTL_MINUTES": "1440",
+    }
     assert runtime_env["pip"] == ["langchain-openai>=1"]
 
 

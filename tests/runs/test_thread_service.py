@@ -36,12 +36,13 @@ async def test_create_with_ttl_default_ttl_and_bad_ttl(one: Replica) -> None:
     for bad in ({"ttl": 0}, {"ttl": "5"}, {"ttl": True}, {"ttl": 5, "strategy": "archive"}):
         with pytest.raises(InvalidRequest):
             await one.threads.create(TENANT, ThreadCreate(ttl=bad))
-    defaulted = ThreadService(
-        one.store, one.thread_rows, NO_GRAPHS, one.saver, default_ttl_minutes=2
-    )
-    made = await defaulted.create(TENANT, ThreadCreate())
-    record = await one.store.get_thread(TENANT.tenant_id, made["thread_id"])
-    assert (record.ttl_strategy, record.ttl_minutes) == ("delete", 2.0)
+    for default in (("delete", 2.0), ("keep_latest", 3.0)):
+        defaulted = ThreadService(
+            one.store, one.thread_rows, NO_GRAPHS, one.saver, default_ttl=default
+        )
+        made = await defaulted.create(TENANT, ThreadCreate())
+        record = await one.store.get_thread(TENANT.tenant_id, made["thread_id"])
+        assert (record.ttl_strategy, record.ttl_minutes) == default
 
 
 async def test_create_with_supersteps_applies_them(one: Replica) -> None:

@@ -56,7 +56,7 @@ async def create_thread(
         metadata=body.metadata,
         graph_id=body.graph_id,
         if_exists=body.if_exists,
-        ttl=ttl_of(body.ttl, services.settings.runs.thread_ttl_minutes),
+        ttl=ttl_of(body.ttl, services.settings.runs.default_thread_ttl),
     )
     return thread_to_wire(record)
 
