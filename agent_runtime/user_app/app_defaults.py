@@ -1,6 +1,6 @@
 """What an app's ``langgraph.json`` says about the runtime's own settings, as ``AGENT_*``
-variables: thread retention (``checkpointer.ttl``) and store items' expiry (``store.ttl``),
-with LangGraph CLI's meaning (minutes).
+variables: thread retention (``checkpointer.ttl``), store items' expiry (``store.ttl``),
+with LangGraph CLI's meaning (minutes), and the origins CORS allows (``http.cors``).
 
 They are defaults: a variable the operator sets wins, as it does over the app's ``env``.
 The launcher sets them in its environment before it reads the settings; ``agent-runtime
@@ -9,6 +9,7 @@ build`` writes them into the Serve config's ``env_vars``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import MutableMapping
 
@@ -34,6 +35,9 @@ def settings_env(config: LangGraphJson) -> dict[str, str]:
             env["AGENT_STORE_DEFAULT_TTL_MINUTES"] = _number(items.default_ttl)
         if items.sweep_interval_minutes is not None:
             env["AGENT_STORE_SWEEP_INTERVAL_MINUTES"] = str(items.sweep_interval_minutes)
+    cors = config.http.cors if config.http is not None else None
+    if cors is not None and cors.allow_origins is not None:
+        env["AGENT_CORS_ORIGINS"] = json.dumps(cors.allow_origins)
     return env
 
 

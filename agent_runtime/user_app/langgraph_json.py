@@ -58,12 +58,33 @@ DOCKER_ONLY_KEYS = (
 )
 """Keys that choose or extend the CLI's Docker image (base image, distro, Node, pip, extra
 Dockerfile lines, the langgraph-api version, uv-based installs); they have no effect here."""
+_ROUTE_GROUPS = ("assistants", "threads", "runs", "store", "mcp", "a2a", "meta", "ui", "webhooks")
+_CORS_OPTIONS = (
+    "allow_methods",
+    "allow_headers",
+    "allow_credentials",
+    "allow_origin_regex",
+    "expose_headers",
+    "max_age",
+)
 NOT_APPLIED_KEYS = {
     "store.index": "semantic search is not applied yet; the store works without it",
     "checkpointer.serde": "the checkpointer's serializer settings are not applied",
     "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
     "encryption": "custom encryption is not applied",
-    "http": "a custom app, CORS and route switches are not applied; see AGENT_HTTP_*",
+    **{
+        f"http.{key}": "not applied yet (of http, only cors.allow_origins applies)"
+        for key in (
+            "app",
+            "configurable_headers",
+            "logging_headers",
+            "middleware_order",
+            "enable_custom_route_auth",
+            "mount_prefix",
+            *(f"disable_{group}" for group in _ROUTE_GROUPS),
+            *(f"cors.{option}" for option in _CORS_OPTIONS),
+        )
+    },
     "webhooks": "webhook header templates and URL policy are not applied yet",
     "ui": "generative UI components are not served",
     "ui_config": "generative UI components are not served",

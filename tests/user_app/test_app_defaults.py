@@ -1,12 +1,13 @@
-"""A langgraph.json's thread and item TTLs become the runtime's settings, unless the
-operator's AGENT_* variables say otherwise."""
+"""A langgraph.json's thread and item TTLs and CORS origins become the runtime's settings,
+unless the operator's AGENT_* variables say otherwise."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from agent_runtime.config.run_settings import RunSettings
-from agent_runtime.config.settings import ItemStoreSettings
+from agent_runtime.config.settings import HttpSettings, ItemStoreSettings
 from agent_runtime.user_app.app_defaults import apply_settings_env, settings_env
 from agent_runtime.user_app.langgraph_json import LangGraphJson, read_langgraph_json
 from tests.user_app.apps import write_app
@@ -58,6 +59,20 @@ def test_the_settings_read_them_and_the_operators_values_win(monkeypatch) -> Non
     runs, items = RunSettings(), ItemStoreSettings()
     assert runs.default_thread_ttl == ("keep_latest", 5.0)
     assert (items.default_ttl_minutes, items.sweep_interval_minutes) == (30.0, 2.0)
+
+
+def test_cors_origins_apply_and_its_other_options_are_warnings(
+    tmp_path: Path,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    origins = ["https://smith.langchain.com", "http://localhost:3000"]
+    cors = {"allow_origins": origins, "max_age": 60}
+    read = read_langgraph_json(write_app(tmp_path, {"graphs": GRAPHS, "http": {"cors": cors}}, {}))
+    env = settings_env(read.config)
+    assert env == {"AGENT_CORS_ORIGINS": json.dumps(origins)}
+    monkeypatch.setenv("AGENT_CORS_ORIGINS", env["AGENT_CORS_ORIGINS"])
+    assert HttpSettings().cors_origins == origins
+    assert [w.split(": ")[1] for w in read.warnings] == ["http.cors.max_age"]
 
 
 def test_an_app_without_ttls_sets_nothing() -> None:
