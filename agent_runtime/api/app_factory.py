@@ -8,6 +8,7 @@ through ``agent_runtime.api.deps``; :func:`create_api` puts them behind the midd
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from agent_runtime.api.deps import Services
 from agent_runtime.api.hardening import install_cors, install_hardening
@@ -23,7 +24,9 @@ from agent_runtime.api.routes.thread_routes import threads
 from agent_runtime.api.routes.usage_routes import usage
 
 
-def create_api(services: Services) -> FastAPI:
+def create_api(services: Services, custom_app: ASGIApp | None = None) -> FastAPI:
+    """The API over ``services``; ``custom_app`` (the user's ``http.app``) answers the
+    paths no route of the API takes, behind the same hardening and middleware."""
     app = FastAPI(
         title="Agent Runtime",
         version="0.1.0",
@@ -44,4 +47,6 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(openai)
     app.include_router(usage)
     app.include_router(admin)
+    if custom_app is not None:
+        app.mount("/", custom_app)  # last: the API's own routes match first
     return app

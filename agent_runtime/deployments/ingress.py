@@ -16,7 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
 from agent_runtime.config.settings import RuntimeSettings
-from agent_runtime.deployments.app_graphs import app_graphs
+from agent_runtime.deployments.served_app import load_served_app
 from agent_runtime.replica import replica_logs
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.user_app.served_graphs import ServedGraphs
@@ -36,13 +36,15 @@ class IngressDeployment:
     ) -> None:
         replica_logs.install(settings.serve.log_level)
         # Only inspected here (schemas, drawings): no checkpointer, no store.
-        graphs = ServedGraphs(app_graphs(settings), checkpointer=None, store=None)
+        app = load_served_app(settings)
+        graphs = ServedGraphs(app.graphs.values(), checkpointer=None, store=None)
+        self._custom_app = app.http_app
         self._services = await Services.open(
             settings, orchestrator, router, IngressMetrics(), graphs
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self._services)
+        return create_api(self._services, self._custom_app)
 
     async def __del__(self) -> None:
         await self._services.aclose()

@@ -21,7 +21,7 @@ from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.identity import stamp
 from agent_runtime.core.records import CancelAction, Principal, RunRecord
 from agent_runtime.core.types import ChatRequest, ChatResult
-from agent_runtime.deployments.app_graphs import app_graphs
+from agent_runtime.deployments.served_app import load_served_app
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
     RunCreate,
@@ -48,7 +48,7 @@ class OrchestratorDeployment:
         self._stream_router = router.options(stream=True)
         self._orchestration = await Orchestration.build(
             settings,
-            app_graphs(settings),
+            load_served_app(settings).graphs.values(),
             self._chat,
             self._stream,
             observer=OrchestratorMetrics(),

@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, var_child_runnable_config
@@ -34,6 +34,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
+from starlette.types import ASGIApp
 
 from agent_runtime.user_app import app_imports
 from agent_runtime.user_app.config_sections import GraphDef
@@ -126,12 +127,15 @@ class LoadedGraph:
 
 @dataclass(frozen=True)
 class LoadedApp:
-    """A user's app: its config file, its graphs in the file's order, and the warnings
-    (settings without effect here, persistence replaced, names taken) to log at start."""
+    """A user's app: its config file, its graphs in the file's order, its own HTTP app
+    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) if it has one, and
+    the warnings (settings without effect here, persistence replaced, names taken) to log
+    at start."""
 
     config_file: ConfigFile
     graphs: dict[str, LoadedGraph]
     warnings: list[str]
+    http_app: ASGIApp | None = None
 
 
 def load_app(config_path: str | Path) -> LoadedApp:
@@ -160,23 +164,31 @@ def load_app(config_path: str | Path) -> LoadedApp:
             problems.append(f"{name}: graphs.{graph_id}: {problem}")
             continue
         graphs[graph_id] = graph
+    http_app = None
+    http = config_file.config.http
+    if http is not None and http.app is not None:
+        try:
+            http_app = _http_app(config_file, http.app, modules)
+        except _Problem as problem:
+            problems.append(f"{name}: http.app: {problem}")
     if problems:
         raise GraphLoadError(problems)
-    return LoadedApp(config_file=config_file, graphs=graphs, warnings=warnings)
+    return LoadedApp(config_file, graphs, warnings, http_app)
 
 
 class _Problem(Exception):
     """Why one graph did not load (becomes a line of :class:`GraphLoadError`)."""
 
 
-def _load(
-    config_file: ConfigFile,
-    graph_id: str,
-    source: str,
-    description: str | None,
-    modules: dict[str, ModuleType],
-    warnings: list[str],
-) -> LoadedGraph:
+def _http_app(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> ASGIApp:
+    value = _attribute(config_file, source, modules)
+    if isinstance(value, type) or not callable(value):
+        raise _Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
+    return cast(ASGIApp, value)
+
+
+def _attribute(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> Any:
+    """What ``source`` (``./file.py:attr`` or ``package.module:attr``) names."""
     target, _, attr = source.rpartition(":")
     is_file = "/" in target or target.endswith(".py")
     where = str((config_file.folder / target).resolve()) if is_file else f"module {target}"
@@ -194,7 +206,18 @@ def _load(
         modules[where] = module
     if attr not in vars(module):
         raise _Problem(f"{source!r}: {where} has no {attr!r}{_suggestion(module, attr)}")
-    value = vars(module)[attr]
+    return vars(module)[attr]
+
+
+def _load(
+    config_file: ConfigFile,
+    graph_id: str,
+    source: str,
+    description: str | None,
+    modules: dict[str, ModuleType],
+    warnings: list[str],
+) -> LoadedGraph:
+    value = _attribute(config_file, source, modules)
     if isinstance(value, StateGraph):
         value = value.compile()
     if isinstance(value, Pregel):
@@ -215,8 +238,8 @@ def _load(
             graph_id, description, source, None, _factory=value, _takes_config=takes_config
         )
     raise _Problem(
-        f"{source!r}: {attr!r} is a {type(value).__name__}, not a compiled graph, a "
-        "StateGraph or a graph factory"
+        f"{source!r}: {source.rpartition(':')[2]!r} is a {type(value).__name__}, not a "
+        "compiled graph, a StateGraph or a graph factory"
     )
 
 

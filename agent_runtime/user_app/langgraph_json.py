@@ -73,9 +73,8 @@ NOT_APPLIED_KEYS = {
     "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
     "encryption": "custom encryption is not applied",
     **{
-        f"http.{key}": "not applied yet (of http, only cors.allow_origins applies)"
+        f"http.{key}": "not applied yet (of http, app and cors.allow_origins apply)"
         for key in (
-            "app",
             "configurable_headers",
             "logging_headers",
             "middleware_order",

@@ -115,6 +115,17 @@ FILES = {
         builder.add_edge(START, "respond")
         graph = builder.compile()
     """,
+    # Its own HTTP routes (http.app), served beside the API.
+    "web.py": """
+        from fastapi import FastAPI
+
+        app = FastAPI()
+
+
+        @app.get("/hello/{name}")
+        async def hello(name: str) -> dict[str, str]:
+            return {"hello": name}
+    """,
     "graphs/chat.py": """
         import os
 
@@ -149,6 +160,7 @@ def write_app(folder: Path, llm_url: str) -> Path:
             "chat": "graphs.chat:graph",
             "agent": "graphs.agent:graph",
         },
+        "http": {"app": "./web.py:app"},
         # The OpenAI client reads these itself, as in a user's .env.
         "env": {"APP_LLM_URL": llm_url, "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "unused"},
     }
@@ -252,3 +264,10 @@ async def test_a_template_style_agent_gets_the_runs_context(app_api: Api) -> Non
         None, "agent", input={"messages": [{"role": "user", "content": "what is 6 * 7?"}]}
     )
     assert math["messages"][-1]["content"] == "Tool result: 42"
+
+
+async def test_the_apps_own_routes_answer_beside_the_api(app_api: Api) -> None:
+    hello = await app_api.http.get("/hello/ada")
+    assert (hello.status_code, hello.json()) == (200, {"hello": "ada"})
+    # Behind the same hardening as every route.
+    assert hello.headers["x-content-type-options"] == "nosniff"

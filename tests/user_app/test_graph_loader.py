@@ -299,3 +299,20 @@ def test_package_dependencies_must_be_installed_where_the_runtime_runs(tmp_path:
         "langgraph.json: dependencies: 'not a requirement!' is neither a local folder "
         "('./...') nor a package requirement",
     ]
+
+
+def test_the_apps_own_http_app_is_loaded_with_its_graphs(tmp_path: Path) -> None:
+    web = "from fastapi import FastAPI\n\napp = FastAPI()\nnot_an_app = 42\n"
+    graph = "from state import builder\ngraph = builder('hi').compile()"
+    files = {"state.py": STATE, "agent.py": graph, "web.py": web}
+    graphs = {"a": "./agent.py:graph"}
+    # One app per process: the same folder, its langgraph.json rewritten.
+    assert load_app(write_app(tmp_path, {"graphs": graphs}, files)).http_app is None
+    config = write_app(tmp_path, {"graphs": graphs, "http": {"app": "./web.py:app"}}, {})
+    assert type(load_app(config).http_app).__name__ == "FastAPI"
+    wrong = {"graphs": graphs, "http": {"app": "./web.py:not_an_app"}}
+    with pytest.raises(GraphLoadError) as caught:
+        load_app(write_app(tmp_path, wrong, {}))
+    assert caught.value.problems == [
+        "langgraph.json: http.app: './web.py:not_an_app' is a int, not an ASGI app (e.g. FastAPI())"
+    ]

@@ -1,6 +1,7 @@
-"""The graphs the deployments serve: those of the app whose ``langgraph.json``
-``AGENT_APP_CONFIG`` names (the launcher's folder's by default; in this repository, the
-example graphs).
+"""The app the deployments serve: the one whose ``langgraph.json`` ``AGENT_APP_CONFIG``
+names (the launcher's folder's by default; in this repository, the example graphs): its
+graphs for the orchestrator and the ingress, its own HTTP app (``http.app``) for the
+ingress.
 
 Each replica loads the app itself, in its own process; the launcher loads it once before
 starting anything, so an app that cannot load stops ``agent-runtime serve`` with every
@@ -12,16 +13,16 @@ from __future__ import annotations
 import logging
 
 from agent_runtime.config.settings import RuntimeSettings
-from agent_runtime.user_app.graph_loader import LoadedGraph, load_app
+from agent_runtime.user_app.graph_loader import LoadedApp, load_app
 
 logger = logging.getLogger(__name__)
 
 
-def app_graphs(settings: RuntimeSettings) -> list[LoadedGraph]:
-    """The app's graphs, loaded in this process; its warnings logged."""
+def load_served_app(settings: RuntimeSettings) -> LoadedApp:
+    """The app, loaded in this process; its warnings logged."""
     config = settings.app.config
     app = load_app(config)
     for warning in app.warnings:
         logger.warning("%s", warning)
     logger.info("serving %s: graphs %s", config, ", ".join(app.graphs))
-    return list(app.graphs.values())
+    return app
