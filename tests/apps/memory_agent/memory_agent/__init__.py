@@ -1,0 +1,1 @@
+"""Remembers what each user tells it ("remember ..."), per user, across threads."""

@@ -1,0 +1,1 @@
+"""A graph of plain Python steps."""
