@@ -11,7 +11,9 @@ PIDFILE := .agent-data/launcher.pid
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install prometheus-bin run stop observe test lint typecheck loadtest bench bench-checkpointer clean
+JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
+
+.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,24 +31,38 @@ stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m agent_runtime.cli.stop $(PIDFILE); \
 	else echo "no running stack (no $(BIN))"; fi
 
+# The official JavaScript client, for tests/e2e/test_js_sdk.py: pinned by tests/js's lock file.
+js-sdk: $(JS_SDK)
+
+$(JS_SDK): tests/js/package.json tests/js/package-lock.json
+	$(call debian_command,npm,nodejs npm,Node.js 18+ and npm)
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(JS_SDK)
+
 # Debian's prometheus (any 2.x on PATH works), for `make observe` and
 # tests/e2e/test_observability.py: installed when missing, with apt-get as root, else sudo.
 prometheus-bin:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  hint="install Prometheus 2.x so that 'prometheus' is on PATH, then run make again"; \
+	$(call debian_command,prometheus,prometheus,Prometheus 2.x)
+
+# $(call debian_command,COMMAND,PACKAGES,WHAT): install Debian's PACKAGES when COMMAND is not
+# on PATH, with apt-get as root, else sudo; else say what to install.
+define debian_command
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  hint="install $(3) so that '$(1)' is on PATH, then run make again"; \
 	  command -v apt-get >/dev/null 2>&1 \
-	    || { echo "prometheus is not installed and there is no apt-get: $$hint" >&2; exit 1; }; \
+	    || { echo "$(1) is not installed and there is no apt-get: $$hint" >&2; exit 1; }; \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; \
 	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-	  else echo "prometheus is not installed, and installing it needs root or sudo: $$hint" >&2; \
+	  else echo "$(1) is not installed, and installing it needs root or sudo: $$hint" >&2; \
 	       exit 1; fi; \
 	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
-	  echo "prometheus is not installed: installing Debian's package" \
-	    "($${sudo:+sudo }apt-get install -y --no-install-recommends prometheus)..."; \
-	  { $$apt install -y --no-install-recommends prometheus >/dev/null 2>&1 \
-	    || { $$apt update -qq && $$apt install -y --no-install-recommends prometheus >/dev/null; }; } \
-	  && command -v prometheus >/dev/null 2>&1 \
-	  || { echo "could not install Debian's prometheus package: $$hint" >&2; exit 1; }; }
+	  echo "$(1) is not installed: installing Debian's $(2)" \
+	    "($${sudo:+sudo }apt-get install -y --no-install-recommends $(2))..."; \
+	  { $$apt install -y --no-install-recommends $(2) >/dev/null 2>&1 \
+	    || { $$apt update -qq && $$apt install -y --no-install-recommends $(2) >/dev/null; }; } \
+	  && command -v $(1) >/dev/null 2>&1 \
+	  || { echo "could not install Debian's $(2): $$hint" >&2; exit 1; }; }
+endef
 
 # Prometheus on :9090 scraping the stack `make run` serves (its metrics port, with the
 # alert rules). Grafana: README.md.
@@ -65,7 +81,7 @@ typecheck: install
 
 # Set-up (.venv, prometheus), then ruff, import-linter's layer contracts, mypy and pytest
 # (tests/e2e start a Ray Serve stack; PostgreSQL and Redis must be up, see README.md).
-test: install prometheus-bin lint typecheck
+test: install prometheus-bin js-sdk lint typecheck
 	$(BIN)/pytest
 
 loadtest: install
