@@ -1,10 +1,11 @@
 """``agent-runtime serve`` and ``agent-runtime stop``: the user's app on the local stack.
 
-``serve [-c langgraph.json] [--host H] [--port N]`` loads the app as ``check`` does (an app
-that cannot load stops here, every problem named), then starts the same stack as ``make
-run`` (:mod:`agent_runtime.cli.launch`) serving the app's graphs: its state, key and pid
-file live under ``.agent-data/`` in the app's folder unless ``AGENT_DATA_DIR`` says
-otherwise. ``stop`` ends the stack started from that folder, from another terminal.
+``serve [-c langgraph.json] [--host H] [--port N]`` names the app (``AGENT_APP_CONFIG``) and
+its data folder, then runs the launcher of ``make run`` (:mod:`agent_runtime.cli.launch`),
+which loads the app as ``check`` does (one that cannot load stops there, every problem
+named) and serves it. The app's state, key and pid file live under ``.agent-data/`` in its
+folder unless ``AGENT_DATA_DIR`` says otherwise. ``stop`` ends the stack started from that
+folder, from another terminal.
 """
 
 from __future__ import annotations
