@@ -43,6 +43,9 @@ class RunSettings(BaseSettings):
     cron_poll_s: float = Field(
         default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
     )
+    cron_max_failures: int = Field(
+        default=5, ge=1, description="A cron failing this many times in a row is disabled."
+    )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
     webhook_allow_private: bool = Field(

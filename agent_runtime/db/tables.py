@@ -286,7 +286,8 @@ class RunTraceRow(SQLModel, table=True):
 
 
 class CronRow(SQLModel, table=True):
-    """A scheduled run (since revision 0006); see :mod:`agent_runtime.runs.crons`."""
+    """A scheduled run (since revision 0006; its failures since 0007); see
+    :mod:`agent_runtime.runs.crons`."""
 
     __tablename__ = "agent_crons"
     __table_args__ = (
@@ -305,6 +306,10 @@ class CronRow(SQLModel, table=True):
     next_run_date: datetime | None = Field(default=None, sa_type=UTCDateTime)
     on_run_completed: str | None = Field(default=None, max_length=16)
     enabled: bool = True
+    # Consecutive runs that could not start, and why the last did not; the scheduler
+    # disables the cron past AGENT_CRON_MAX_FAILURES.
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    last_error: str | None = Field(default=None, max_length=1000)
     payload: dict[str, Any] = _json_column("payload")
     metadata_: dict[str, Any] = _json_column()
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

@@ -75,6 +75,8 @@ class OrchestrationObserver(Protocol):
 
     def record_judgement(self, graph_id: str, judgement: Judgement) -> None: ...
 
+    def record_cron_failure(self, disabled: bool) -> None: ...
+
 
 class Orchestration:
     """An orchestrator replica's services over its storage; :meth:`build` opens the
@@ -192,7 +194,13 @@ class Orchestration:
                 enabled=limits.webhooks_enabled,
             ),
         )
-        self.crons = CronScheduler(store, self._start_cron_run, poll_s=limits.cron_poll_s)
+        self.crons = CronScheduler(
+            store,
+            self._start_cron_run,
+            poll_s=limits.cron_poll_s,
+            max_failures=limits.cron_max_failures,
+            on_failure=observer.record_cron_failure if observer is not None else None,
+        )
         self.thread_streams = ThreadStreams(
             store, self.runs, self.threads.get_state, poll_s=limits.run_poll_s
         )

@@ -59,7 +59,16 @@ class OrchestratorMetrics:
             "Sampled runs the online judge found hallucinating, by graph.",
             ("graph",),
         )
+        self.cron_failures = counter(
+            "agent_cron_failures",
+            "Crons whose run could not start for a lasting reason (an invalid body, a bug), "
+            "by whether the failure disabled the cron.",
+            ("disabled",),
+        )
         self._tools: set[str] = set()
+
+    def record_cron_failure(self, disabled: bool) -> None:
+        self.cron_failures.inc(tags={"disabled": "true" if disabled else "false"})
 
     def record_judgement(self, graph: str, judgement: Judgement) -> None:
         score = judgement.score

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
 from agent_runtime.core.errors import BadRequest, InvalidRequest, NotFound
@@ -144,6 +144,8 @@ class CronRecord(BaseModel):
     next_run_date: datetime | None = None
     on_run_completed: OnRunCompleted | None = None
     enabled: bool = True
+    failures: int = 0
+    last_error: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
@@ -175,6 +177,17 @@ class CronRecord(BaseModel):
         if self.thread_id is None:
             body["on_completion"] = self.on_run_completed or "delete"
         return RunCreate.model_validate({k: v for k, v in body.items() if v is not None})
+
+
+def check_run_body(cron: CronRecord) -> None:
+    """422 naming the field when the cron's run could not start as written (checked when
+    the cron is created or changed, so a bad one never reaches the scheduler)."""
+    try:
+        cron.run_body()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "payload"
+        raise InvalidRequest(f"{field}: {error['msg']}", field=field) from None
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -267,6 +280,7 @@ class CronStore:
             created_at=now,
             updated_at=now,
         )
+        check_run_body(record)
         async with self._store.transaction() as conn:
             await conn.execute(insert(CRONS).values(**record.model_dump()))
         return record
@@ -322,6 +336,9 @@ class CronStore:
                 }
                 merged["config"] = config
                 changes["payload"] = merged
+            check_run_body(cron.model_copy(update=changes))
+            if changes.get("enabled"):
+                changes.update(failures=0, last_error=None)  # re-enabled: a fresh start
             await conn.execute(update(CRONS).where(CRONS.c.cron_id == cron_id).values(**changes))
             row = (await conn.execute(query)).mappings().one()
         return cron_of(row)

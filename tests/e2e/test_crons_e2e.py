@@ -89,6 +89,12 @@ async def test_a_stateless_cron_and_bad_input(api: Api) -> None:
 
     bad = await api.http.post("/runs/crons", json={"assistant_id": "react", "schedule": "often"})
     assert bad.status_code == 422 and "Invalid cron schedule" in bad.json()["detail"]
+    # A run no cron could ever start: refused here, never left to the scheduler.
+    bogus = await api.http.post(
+        "/runs/crons",
+        json={"assistant_id": "react", "schedule": "* * * * *", "stream_mode": "bogus"},
+    )
+    assert bogus.status_code == 422 and bogus.json()["detail"].startswith("stream_mode")
     missing = await api.http.post(
         "/runs/crons", json={"assistant_id": "nobody", "schedule": "* * * * *"}
     )

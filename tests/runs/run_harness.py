@@ -108,6 +108,9 @@ class Finished:
     def record_judgement(self, graph_id: str, judgement: Judgement) -> None:
         return None
 
+    def record_cron_failure(self, disabled: bool) -> None:
+        return None
+
 
 @dataclass
 class Replica:
