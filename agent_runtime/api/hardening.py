@@ -29,6 +29,7 @@ Every refusal has the runtime's JSON error shape (``{"detail", "error", ...}``).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -107,6 +108,15 @@ def unstorable_text(body: bytes) -> bool:
     if b"\\u" not in body:
         return False
     return _UNSTORABLE.search(body.replace(b"\\\\", b"")) is not None
+
+
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE)  # UTF-32's start so too
+
+
+def not_plain_utf8(body: bytes) -> bool:
+    """Whether ``body`` starts as UTF-16 or UTF-32 text (a byte-order mark, or a NUL byte
+    among its first four, as JSON's encoding detection reads them) or with UTF-8's mark."""
+    return body.startswith(_BOMS) or b"\x00" in body[:4]
 
 
 def security_headers(settings: HttpSettings) -> list[tuple[bytes, bytes]]:
@@ -198,9 +208,12 @@ class RequestGuard:
         if scope["method"] not in _BODY_METHODS:
             return receive
         limit = self.max_body_bytes
+        json_body = True  # what the API takes; a custom app's other types pass as they are
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _too_large(int(value), limit)
+            if name == b"content-type":
+                json_body = b"json" in value.lower()
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -216,6 +229,12 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if json_body and not_plain_utf8(body):
+            # Python's JSON parser reads these too, past the byte checks below.
+            raise InvalidRequest(
+                "invalid request: a JSON body must be UTF-8 without a byte-order mark",
+                field="body",
+            )
         if body.lstrip()[:1] in (b"{", b"["):
             depth = self.settings.max_json_depth
             if json_depth_exceeds(body, depth):

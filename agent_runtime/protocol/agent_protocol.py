@@ -40,6 +40,9 @@ NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 MAX_OFFSET = 2**31 - 1
 
 
+MAX_AFTER_SECONDS = 366 * 24 * 3600
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -200,7 +203,10 @@ class RunCreate(_Request):
     if_not_exists: IfNotExists = "reject"
     on_completion: OnCompletion | None = None
     on_disconnect: OnDisconnect = "continue"
-    after_seconds: float | None = None
+    # Finite, not negative, and no later than a year (1e12 overflowed the date: a 500).
+    after_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_AFTER_SECONDS, allow_inf_nan=False
+    )
     durability: Durability | None = None
     strict_resume: bool | None = None
     langsmith_tracer: dict[str, Any] | None = None

@@ -229,6 +229,17 @@ def error_payload(error: BaseException) -> dict[str, str]:
     return {"error": type(error).__name__, "message": str(error)}
 
 
+MAX_EVENT_ID_DIGITS = 18  # within a 64-bit integer
+
+
+def event_number(text: str) -> int | None:
+    """An event id of a run's stream (ASCII digits, as written) as a number; else None.
+    ``str.isdigit`` alone takes "²" and other digits ``int`` refuses."""
+    if text.isascii() and text.isdigit() and len(text) <= MAX_EVENT_ID_DIGITS:
+        return int(text)
+    return None
+
+
 def sse_headers() -> dict[str, str]:
     """Headers sse_starlette puts on every event stream (proxies must not buffer it)."""
     return {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}

@@ -22,7 +22,7 @@ from agent_runtime.core.records import AssistantRecord, CancelAction, Principal,
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.protocol.agent_responses import dumps, run_to_wire
-from agent_runtime.protocol.sse import encode_event
+from agent_runtime.protocol.sse import encode_event, event_number
 from agent_runtime.runs.event_rows import FINAL_STATUSES
 from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult
 from agent_runtime.runs.run_queue import CreatedRun, RunStore
@@ -182,7 +182,7 @@ class RunService:
         cancel_on_disconnect: bool,
     ) -> AsyncIterator[bytes]:
         run = await self.runs.get(principal.tenant_id, run_id, thread_id)
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = (event_number(last_event_id) if last_event_id else None) or 0
         async for frame in self.follow(
             principal, run, after, cancel_on_disconnect=cancel_on_disconnect
         ):

@@ -46,6 +46,9 @@ NO_GRAPH = (
 UPDATE_ERRORS = (ValueError, KeyError, NotImplementedError, InvalidUpdateError)
 
 
+MAX_TTL_MINUTES = 10 * 366 * 24 * 60  # ten years: past it, dates overflow or mean "never"
+
+
 def ttl_of(
     body_ttl: dict[str, Any] | None, default: tuple[str, float] | None
 ) -> tuple[str, float] | None:
@@ -53,8 +56,15 @@ def ttl_of(
     if body_ttl:
         minutes = body_ttl.get("ttl")
         strategy = body_ttl.get("strategy", "delete")
-        if not isinstance(minutes, int | float) or isinstance(minutes, bool) or minutes <= 0:
-            raise InvalidRequest("ttl.ttl: must be a positive number of minutes")
+        if (
+            not isinstance(minutes, int | float)
+            or isinstance(minutes, bool)
+            or not 0 < minutes <= MAX_TTL_MINUTES  # NaN fails both sides
+        ):
+            raise InvalidRequest(
+                f"ttl.ttl: must be a positive number of minutes, at most {MAX_TTL_MINUTES}",
+                field="ttl.ttl",
+            )
         if strategy not in ("delete", "keep_latest"):
             raise InvalidRequest("ttl.strategy: must be 'delete' or 'keep_latest'")
         return str(strategy), float(minutes)

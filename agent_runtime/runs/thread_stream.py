@@ -35,7 +35,7 @@ from agent_runtime.core.errors import InvalidRequest
 from agent_runtime.core.records import Principal
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS, THREADS
-from agent_runtime.protocol.sse import encode_event
+from agent_runtime.protocol.sse import encode_event, event_number
 from agent_runtime.runs.run_service import RunService
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def _parse_event_id(value: str) -> _Resume | None:
         return None
     if seq == "done":
         return _Resume(run_id, -1)
-    return _Resume(run_id, int(seq)) if seq.isdigit() else None
+    after = event_number(seq)
+    return _Resume(run_id, after) if after is not None else None
 
 
 class ThreadStreams:

@@ -28,6 +28,7 @@ from agent_runtime.protocol.sse import (
     SSE_MEDIA_TYPE,
     encode_event,
     error_payload,
+    event_number,
     json_dumpb,
     metadata_payload,
     run_location_headers,
@@ -211,3 +212,9 @@ async def test_stream_reconnects_to_location_with_last_event_id() -> None:
         ("GET", f"/threads/{thread_id}/runs/{run_id}"),
     ]
     assert requests[2].headers["last-event-id"] == "2"
+
+
+def test_event_numbers_are_ascii_digits_only() -> None:
+    assert event_number("42") == 42
+    for text in ("²", "٣", "-1", "1.5", "", "9" * 19, "abc"):
+        assert event_number(text) is None, text

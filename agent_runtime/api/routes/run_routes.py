@@ -29,6 +29,7 @@ from agent_runtime.protocol.agent_protocol import (
 from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
     SSE_MEDIA_TYPE,
+    event_number,
     run_location_headers,
     sse_headers,
     with_heartbeats,
@@ -208,6 +209,11 @@ async def join_run_stream(
     stream_mode: Annotated[list[str] | None, Query()] = None,
 ) -> StreamingResponse:
     thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
+    if last_event_id and event_number(last_event_id) is None:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of an event of this run's stream (a number)",
+            field="Last-Event-ID",
+        )
     wanted = _join_modes(stream_mode)
     modes = normalise_stream_modes(wanted) if wanted else None
     events = iterate(
