@@ -43,9 +43,9 @@ def builtin_config(
 
     One provider: the built-in fake (``fake``) unless ``AGENT_PROVIDER_BASE_URL`` (or
     ``base_url``) names one (``provider``). Its models are those of the alias chains, priced
-    from ``prices`` (the budgets' ``AGENT_MODEL_PRICES``); any other model name is sent to
-    the same provider as it is (``default_provider``). With no setting changed this equals
-    the repository's ``models.yaml``.
+    from ``prices`` (the budgets' ``AGENT_MODEL_PRICES``); any other model name is refused
+    (404 ``model_not_found``): unlisted, it would be unpriced. With no setting changed this
+    equals the repository's ``models.yaml``.
     """
     url = base_url or provider.provider_base_url
     fake = not url
@@ -78,7 +78,6 @@ def builtin_config(
             fail_max=provider.breaker_fail_max, reset_timeout_s=provider.breaker_reset_timeout_s
         ),
         deadline_s=provider.router_deadline_s,
-        default_provider=name,
     )
 
 

@@ -145,6 +145,17 @@ class ModelSpec(_Strict):
         return ModelPrice(self.input_per_million_usd, self.output_per_million_usd)
 
 
+class UnlistedPrice(_Strict):
+    """The price charged for a model name the config does not list (``default_provider``)."""
+
+    input_per_million_usd: Price
+    output_per_million_usd: Price
+
+    @property
+    def price(self) -> ModelPrice:
+        return ModelPrice(self.input_per_million_usd, self.output_per_million_usd)
+
+
 def _status_pattern(value: object) -> int | str:
     if value in ("4xx", "5xx"):
         return str(value)
@@ -187,6 +198,10 @@ class ModelsConfig(_Strict):
         default=None,
         description="Where a model name that is neither an alias nor a model goes; unset: 404.",
     )
+    default_price: UnlistedPrice | None = Field(
+        default=None,
+        description="What those unlisted models cost: required with default_provider.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> ModelsConfig:
@@ -206,6 +221,12 @@ class ModelsConfig(_Strict):
                 problems.append(f"aliases.{alias}: a model appears twice")
         if self.default_provider is not None and self.default_provider not in self.providers:
             problems.append(f"default_provider: unknown provider {self.default_provider!r}")
+        elif self.default_provider is not None and self.default_price is None:
+            problems.append(
+                "default_provider: passing unlisted model names through needs a default_price "
+                "(input_per_million_usd, output_per_million_usd): unpriced, their calls would "
+                "cost nothing in the ledger and pass every budget"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

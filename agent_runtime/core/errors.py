@@ -56,6 +56,12 @@ class NotFound(AgentRuntimeError):
     code = "not_found"
 
 
+class ModelNotFound(NotFound):
+    """A model name the models config does not list (OpenAI's code for it)."""
+
+    code = "model_not_found"
+
+
 class Conflict(AgentRuntimeError):
     code = "conflict"
 

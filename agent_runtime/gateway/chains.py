@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from agent_runtime.config.models_file import ModelsConfig, ModelSpec, RetryPolicy, Timeouts
+from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.gateway.call_observer import PlannedModel
 from agent_runtime.gateway.provider_client import ProviderClient
@@ -54,9 +55,11 @@ class Route:
         return cls(name, model_id, client, max_output, planned)
 
     @classmethod
-    def unlisted(cls, name: str, client: ProviderClient) -> Route:
-        """A model name the config does not list, sent to the default provider as it is."""
-        return cls.of(name, None, client)
+    def unlisted(cls, name: str, client: ProviderClient, price: ModelPrice) -> Route:
+        """A model name the config does not list, sent to the default provider as it is,
+        at the config's default price."""
+        route = cls.of(name, None, client)
+        return replace(route, planned=replace(route.planned, price=price))
 
 
 def build_routes(

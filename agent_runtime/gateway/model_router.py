@@ -44,7 +44,7 @@ from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.core.errors import (
     CircuitOpen,
     DependencyUnavailable,
-    NotFound,
+    ModelNotFound,
     ProviderChainExhausted,
     ProviderError,
     ProviderRejected,
@@ -154,13 +154,14 @@ class ModelRouter:
         chain = self._routes.get(alias)
         if chain is not None:
             return chain
-        default = self.config.default_provider
-        if default is None:
-            raise NotFound(
-                f"unknown model {alias!r}: GET /v1/models lists the models and aliases",
+        default, price = self.config.default_provider, self.config.default_price
+        if default is None or price is None:
+            raise ModelNotFound(
+                f"The model {alias!r} does not exist or is not served here: GET /v1/models "
+                "lists the models and aliases",
                 model=alias,
             )
-        return (Route.unlisted(alias, self._clients[default]),)
+        return (Route.unlisted(alias, self._clients[default], price.price),)
 
     async def ping(self) -> None:
         """Raise :class:`DependencyUnavailable` unless every provider lists its models."""

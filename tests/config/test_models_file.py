@@ -131,6 +131,14 @@ def test_a_valid_file_loads_with_its_key_from_the_environment(tmp_path: Path) ->
             GOOD + "default_provider: nowhere\n",
             ["models.yaml: default_provider: unknown provider 'nowhere'"],
         ),
+        (
+            GOOD + "default_provider: openai\n",
+            [
+                "models.yaml: default_provider: passing unlisted model names through needs a "
+                "default_price (input_per_million_usd, output_per_million_usd): unpriced, their "
+                "calls would cost nothing in the ledger and pass every budget"
+            ],
+        ),
         ("providers: [\n", None),
         ("- just a list\n", ["models.yaml: the file must hold a mapping (providers, models, ...)"]),
     ],
@@ -220,7 +228,7 @@ def test_builtin_config_follows_the_provider_settings() -> None:
     )
     assert list(config.models) == ["gpt-4o", "fake-fast"]
     assert config.models["gpt-4o"].price is None, "no price configured for it"
-    assert config.default_provider == "provider"
+    assert config.default_provider is None, "unlisted names are refused, not passed unpriced"
 
 
 def runtime_settings(**provider: object) -> RuntimeSettings:

@@ -83,6 +83,8 @@ def stack_settings(
                 "fast": ["fake-fast", "fake-fallback"],
                 # The primary always fails: every run proves the fallback chain.
                 "smart": ["fake-down", "fake-smart"],
+                # Its only model always fails: an exhausted chain.
+                "broken": ["fake-broken"],
             },
         ),
         fake=FakeProviderSettings(latency_ms=5.0, failing_models=["fake-down", "fake-broken"]),

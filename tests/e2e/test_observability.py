@@ -116,7 +116,7 @@ async def traffic(stack: Stack, api: Api, store: MetadataStore, spender: Api) ->
         async for _ in stream:
             pass
         with pytest.raises(openai.APIStatusError):  # every model of the chain fails
-            await client.chat.completions.create(model="fake-broken", messages=msg("x")["messages"])
+            await client.chat.completions.create(model="broken", messages=msg("x")["messages"])
     async with openai.AsyncOpenAI(
         base_url=stack.url + "/v1", api_key=spender.api_key, max_retries=0, timeout=30.0
     ) as client:

@@ -131,12 +131,24 @@ async def test_streamed_tool_call(client: openai.AsyncOpenAI) -> None:
 async def test_exhausted_chain_is_503(client: openai.AsyncOpenAI, stream: bool) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         await client.chat.completions.create(
-            model="fake-broken", messages=[{"role": "user", "content": "hi"}], stream=stream
+            model="broken", messages=[{"role": "user", "content": "hi"}], stream=stream
         )
     error = raised.value
     assert error.status_code == 503
     assert error.code == "provider_chain_exhausted"
-    assert "every model for 'fake-broken' failed or is unavailable" in error.message
+    assert "every model for 'broken' failed or is unavailable" in error.message
+
+
+async def test_a_model_the_config_does_not_list_is_404_model_not_found(
+    client: openai.AsyncOpenAI,
+) -> None:
+    # Passed through, it would be unpriced: no cost in the ledger, no budget would stop it.
+    with pytest.raises(openai.NotFoundError) as raised:
+        await client.chat.completions.create(
+            model="no-such-model-4f2a", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.code == "model_not_found"
+    assert "no-such-model-4f2a" in raised.value.message
 
 
 async def test_bad_key_is_401(stack: Stack) -> None:

@@ -29,7 +29,7 @@ async def test_keys_never_reach_logs_or_bodies(
             await http.get("/threads/none", headers={"Authorization": f"Bearer {key}"}),
             await http.post(
                 "/v1/chat/completions",
-                json={"model": "fake-broken", "messages": [{"role": "user", "content": "hi"}]},
+                json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
                 headers={"Authorization": f"Bearer {key}"},
             ),
         ):

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import FaultProfile
+from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.fake.provider_app import create_fake_provider_app
@@ -124,8 +125,10 @@ async def harness(
     base_url: str = BASE_URL,
     transport: bool = True,
     breakers: Breakers | None = None,
+    models: ModelsConfig | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
+    """A router over the fake app; ``models`` replaces the config ``settings`` describe."""
     hits: Counter[str] = Counter()
     bodies: list[dict[str, Any]] = []
 
@@ -144,7 +147,9 @@ async def harness(
     )
     registry = breakers or BreakerRegistry(config.breaker_fail_max, config.breaker_reset_timeout_s)
     recorder = Recorder()
-    router = ModelRouter(config, base_url, registry, http_client=client, observers=[recorder])
+    router = ModelRouter(
+        models or config, base_url, registry, http_client=client, observers=[recorder]
+    )
     h = Harness(router, registry, hits, recorder)
     h.bodies = bodies
     try:

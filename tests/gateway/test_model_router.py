@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import ValidationError
 
+from agent_runtime.config.builtin_models import builtin_config
 from agent_runtime.config.fault_profiles import FaultProfile, RateLimit
 from agent_runtime.config.models_file import (
     BreakerPolicy,
@@ -19,11 +21,12 @@ from agent_runtime.config.models_file import (
     ProviderConfig,
     RetryPolicy,
     Timeouts,
+    UnlistedPrice,
 )
 from agent_runtime.core.errors import (
     BudgetExceeded,
     DependencyUnavailable,
-    NotFound,
+    ModelNotFound,
 )
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.gateway.breakers import BreakerRegistry
@@ -41,11 +44,23 @@ from tests.gateway.router_harness import (
 )
 
 
-def test_resolve_alias_or_direct_model_name() -> None:
+def test_resolve_alias_or_listed_model_name_and_refuse_the_rest() -> None:
     router = ModelRouter(provider_settings(), BASE_URL, BreakerRegistry(1, 1.0))
     assert router.resolve("smart") == ["fake-smart", "fake-fallback"]
-    assert router.resolve("gpt-direct") == ["gpt-direct"]
-    assert router.config.default_provider == "provider"
+    assert router.resolve("fake-smart") == ["fake-smart"]
+    # Unlisted names are unpriced: passed through, they would dodge the ledger and budgets.
+    assert router.config.default_provider is None
+    with pytest.raises(ModelNotFound) as refused:
+        router.resolve("gpt-direct")
+    assert (
+        refused.value.code == "model_not_found" and refused.value.details["model"] == "gpt-direct"
+    )
+
+
+def test_pass_through_needs_a_default_price() -> None:
+    fake = {"fake": ProviderConfig(kind="fake")}
+    with pytest.raises(ValidationError, match="needs a default_price"):
+        ModelsConfig(providers=fake, default_provider="fake")
 
 
 async def test_unknown_name_is_a_404_without_a_default_provider() -> None:
@@ -55,7 +70,7 @@ async def test_unknown_name_is_a_404_without_a_default_provider() -> None:
         aliases={"fast": ["fake-fast"]},
     )
     router = ModelRouter(config, BASE_URL)
-    with pytest.raises(NotFound) as raised:
+    with pytest.raises(ModelNotFound) as raised:
         await router.chat(ask("hi", alias="gpt-5"))
     assert "GET /v1/models" in raised.value.message
     await router.close()
@@ -102,8 +117,11 @@ async def test_plain_answer_from_the_primary_and_what_observers_see() -> None:
     assert list(report.attempts) == result.attempts
 
 
-async def test_direct_model_name_with_options_passed_through() -> None:
-    async with harness(fake()) as h:
+async def test_an_unlisted_name_passes_through_at_the_default_price() -> None:
+    listed = builtin_config(provider_settings(), base_url=BASE_URL)
+    price = UnlistedPrice(input_per_million_usd=Decimal(1), output_per_million_usd=Decimal(2))
+    models = listed.model_copy(update={"default_provider": "provider", "default_price": price})
+    async with harness(fake(), models=models) as h:
         result = await h.router.chat(
             ask("hi", alias="custom-model", temperature=0.2, max_tokens=50, stop=["\n"])
         )
@@ -111,7 +129,8 @@ async def test_direct_model_name_with_options_passed_through() -> None:
     assert result.message.content == "[custom-model] You said: hi"
     body = h.bodies[0]
     assert (body["temperature"], body["max_completion_tokens"], body["stop"]) == (0.2, 50, ["\n"])
-    assert h.report.price is None and h.report.cost_usd is None, "an unlisted model is unpriced"
+    assert h.report.price == price.price and h.report.cost_usd is not None
+    assert h.report.cost_usd > 0
 
 
 async def test_tool_call_round_trip() -> None:
