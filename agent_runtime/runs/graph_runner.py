@@ -26,9 +26,10 @@ from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot
 
 from agent_runtime.core import timing
-from agent_runtime.core.errors import AgentRuntimeError
+from agent_runtime.core.errors import AgentRuntimeError, DependencyUnavailable
 from agent_runtime.core.identity import RunIdentity, run_identity
 from agent_runtime.core.records import RunRecord, RunStatus, ThreadStatus
+from agent_runtime.db.driver_errors import driver_error
 from agent_runtime.execution.checkpoint_ops import delete_run_checkpoints
 from agent_runtime.execution.run_trace import TraceRecorder
 from agent_runtime.protocol.agent_protocol import Command
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 # (graph_id, status, duration_ms, timings) once a run has ended, e.g. for metrics.
 RunListener = Callable[[str, RunStatus, float, timing.RunTimings], None]
 TIMEOUT_MESSAGE = "run timed out; raise AGENT_RUN_TIMEOUT_S"
+DRIVER_FAILED = (
+    "a service the runtime depends on (its database or cache) failed during the run; "
+    "try again, and tell the operator if it persists"
+)
 
 
 @dataclass
@@ -277,7 +282,11 @@ class GraphRunner:
         status: RunStatus = "timeout" if isinstance(error, TimeoutError) else "error"
         payload = _error_payload(error)
         if not isinstance(error, AgentRuntimeError):
-            logger.warning("run %s failed: %s", run.run_id, payload["error"])
+            cause = driver_error(error)
+            if cause is not None:
+                logger.warning("run %s failed: %s: %s", run.run_id, type(cause).__name__, cause)
+            else:
+                logger.warning("run %s failed: %s", run.run_id, payload["error"])
         local.stream.publish("error", payload)
         try:
             snapshot = await graph.aget_state(_thread_config(run))
@@ -305,6 +314,9 @@ def _error_payload(error: BaseException) -> dict[str, str]:
         return {"error": "TimeoutError", "message": TIMEOUT_MESSAGE}
     if isinstance(error, GraphRecursionError):
         return {"error": "GraphRecursionError", "message": str(error)[:500]}
+    if driver_error(error) is not None:
+        # A driver's text names hosts and users: the operator's log has it, not the tenant.
+        return {"error": DependencyUnavailable.__name__, "message": DRIVER_FAILED}
     payload = error_payload(error)
     payload["message"] = payload["message"][:500]
     return payload

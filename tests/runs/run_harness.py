@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
+import psycopg
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
@@ -56,6 +57,13 @@ class State(TypedDict):
     mode: str
 
 
+# What a Postgres driver says: hosts and users no tenant may read.
+DRIVER_TEXT = (
+    'connection to server at "10.9.8.7", port 5432 failed: FATAL: password authentication '
+    'failed for user "ops_admin"'
+)
+
+
 async def first(state: State) -> dict[str, Any]:
     return {"steps": ["first"]}
 
@@ -66,6 +74,8 @@ async def second(state: State) -> dict[str, Any]:
         raise ValueError("second step broke")
     if mode == "provider":
         raise ProviderChainExhausted("smart", ["fake-smart: HTTP 500"])
+    if mode == "driver":  # as a checkpoint write failing mid-run would
+        raise psycopg.OperationalError(DRIVER_TEXT)
     if mode == "ask":
         answer = interrupt({"question": "approve?"})
         return {"steps": [f"approved:{answer}"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -11,7 +12,17 @@ import pytest
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import BadRequest, NotFound, ProviderChainExhausted
 from agent_runtime.runs.executor import ExecutorSettings
-from tests.runs.run_harness import GRAPH, OTHER, TENANT, Replica, body, new_thread, replica
+from agent_runtime.runs.graph_runner import DRIVER_FAILED
+from tests.runs.run_harness import (
+    DRIVER_TEXT,
+    GRAPH,
+    OTHER,
+    TENANT,
+    Replica,
+    body,
+    new_thread,
+    replica,
+)
 
 
 @pytest.fixture
@@ -62,6 +73,20 @@ async def test_graph_error_is_an_error_body_and_keeps_the_last_good_checkpoint(
     # "first" of the failed run landed; "second" never did.
     assert state["values"]["steps"] == ["first", "second", "first"]
     assert state["next"] == ["second"]
+
+
+async def test_a_drivers_error_reaches_the_tenant_as_a_dependency_failure(
+    one: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    thread_id = await new_thread(one)
+    with caplog.at_level(logging.WARNING, logger="agent_runtime.runs.graph_runner"):
+        outcome = await one.runs.wait(TENANT, thread_id, body("driver"))
+    error = json.loads(outcome.body)["__error__"]
+    assert error == {"error": "DependencyUnavailable", "message": DRIVER_FAILED}
+    run = await one.runs.runs.get(TENANT.tenant_id, outcome.run_id)
+    assert "10.9.8.7" not in (run.error or "") and "ops_admin" not in (run.error or "")
+    # The operator's log keeps what the driver said.
+    assert any(DRIVER_TEXT in record.getMessage() for record in caplog.records)
 
 
 async def test_runtime_errors_keep_their_type(one: Replica) -> None:
