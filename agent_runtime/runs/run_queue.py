@@ -197,7 +197,7 @@ class RunStore(RunLeases):
                         )
                     )
                     return await self._insert(conn, running if not delayed else record, limits)
-                return await self._enqueue(conn, new, record, now, limits)
+                return await self._enqueue(conn, new, record, running, now, limits)
         except IntegrityError as exc:
             # Another request created this thread id at the same moment.
             raise Conflict(f"Thread with ID {new.thread_id} already exists") from exc
@@ -215,6 +215,7 @@ class RunStore(RunLeases):
         conn: AsyncConnection,
         new: NewRun,
         record: RunRecord,
+        started_run: RunRecord,
         now: datetime,
         limits: RunLimits,
     ) -> CreatedRun:
@@ -229,7 +230,7 @@ class RunStore(RunLeases):
         if not inflight:
             # Busy with nothing in flight: the last holder never released it (it crashed
             # between statements). The thread is free; claim it.
-            return await self._claim_free(conn, new, record, now, limits)
+            return await self._claim_free(conn, new, record, started_run, now, limits)
         if new.multitask_strategy == "reject":
             raise Conflict(BUSY_MESSAGE, thread_id=new.thread_id)
         superseded: list[str] = []
@@ -253,7 +254,7 @@ class RunStore(RunLeases):
                         .values(status="interrupted", updated_at=now)
                     )
             if not running:
-                return await self._claim_free(conn, new, record, now, limits)
+                return await self._claim_free(conn, new, record, started_run, now, limits)
         await conn.execute(
             update(THREADS)
             .where(*where)
@@ -271,9 +272,12 @@ class RunStore(RunLeases):
         conn: AsyncConnection,
         new: NewRun,
         record: RunRecord,
+        started_run: RunRecord,
         now: datetime,
         limits: RunLimits,
     ) -> CreatedRun:
+        """Claim the thread for a run that starts now: ``started_run`` is the run as claimed by
+        the creating worker (its owner, whose heartbeat keeps it), ``record`` as queued."""
         delayed = new.after_seconds > 0
         await conn.execute(
             update(THREADS)
@@ -286,11 +290,8 @@ class RunStore(RunLeases):
                 metadata=self._merge_json(THREADS.c["metadata"], new.thread_metadata),
             )
         )
-        if delayed:
-            return await self._insert(conn, record, limits)
-        return await self._insert(
-            conn, record.model_copy(update={"status": "running", "heartbeat_at": now}), limits
-        )
+        # Running with no owner, the first heartbeat cancelled it, or the reaper ran it again.
+        return await self._insert(conn, record if delayed else started_run, limits)
 
     # -- the end of a run ---------------------------------------------------------------
     async def finish(self, run: RunRecord, end: RunEnd, worker_id: str) -> RunRecord | None:

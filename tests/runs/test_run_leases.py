@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import update
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.tables import THREADS
 from agent_runtime.runs.run_queue import NewRun, RunEnd, RunStore
 from tests.time_control import ManualClock
 
@@ -70,3 +72,26 @@ async def test_a_run_out_of_attempts_fails_when_its_lease_lapses(store: Metadata
     assert await runs.reap(LEASE_S, max_attempts=1) == [run_id]
     assert await runs.status(run_id) == "error"
     assert await runs.claim_due("w2", limit=10) == []
+
+
+async def test_a_run_started_on_a_thread_left_busy_belongs_to_its_creator(
+    store: MetadataStore,
+) -> None:
+    """A thread left busy with nothing in flight (its holder died between statements) is
+    claimed by the next run, which must have an owner: an ownerless running run was
+    cancelled by the first heartbeat, or run again by the reaper."""
+    runs = RunStore(store)
+    thread = await store.create_thread(TENANT)
+    async with store.transaction() as conn:
+        await conn.execute(
+            update(THREADS).where(THREADS.c.thread_id == thread.thread_id).values(status="busy")
+        )
+    new = NewRun(
+        tenant_id=TENANT, thread_id=thread.thread_id, graph_id="g", assistant_id="g", kwargs={}
+    )
+    created = await runs.create(new, worker_id="w1")
+    assert created.started and created.run.worker_id == "w1"
+    stored = await runs.get(TENANT, new.run_id)
+    assert (stored.status, stored.worker_id) == ("running", "w1")
+    beat = await runs.heartbeat([new.run_id], "w1")
+    assert (beat.lost, beat.cancel) == (set(), {})
