@@ -30,19 +30,7 @@ from agent_runtime.tenancy.auth import generate_key
 from tests.api.app_services import runtime_settings
 from tests.api.app_services import services as app_services
 from tests.servers import served
-
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
+from tests.tool_specs import CALCULATOR
 
 
 def models_config() -> ModelsConfig:

@@ -14,18 +14,6 @@ from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.fake.provider_app import create_fake_provider_app
 
 BASE_URL = "http://fake-provider.test/v1"
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
 CURRENT_TIME = {
     "type": "function",
     "function": {"name": "current_time", "parameters": {"type": "object", "properties": {}}},

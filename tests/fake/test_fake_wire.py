@@ -11,13 +11,13 @@ import pytest
 
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from tests.fake.provider_clients import (
-    CALCULATOR,
     asgi_http,
     ask,
     fake_settings,
     openai_client,
 )
 from tests.servers import served
+from tests.tool_specs import CALCULATOR
 
 # --- streaming -------------------------------------------------------------------------
 

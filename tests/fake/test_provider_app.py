@@ -32,7 +32,6 @@ from agent_runtime.fake.provider_app import (
 )
 from tests.fake.provider_clients import (
     BASE_URL,
-    CALCULATOR,
     CURRENT_TIME,
     asgi_http,
     ask,
@@ -40,6 +39,7 @@ from tests.fake.provider_clients import (
     openai_client,
 )
 from tests.servers import served
+from tests.tool_specs import CALCULATOR
 
 # --- plain answers ---------------------------------------------------------------------
 

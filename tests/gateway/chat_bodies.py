@@ -8,18 +8,6 @@ from typing import Any
 from agent_runtime.gateway.openai_compat import ChatCompletionRequest
 
 CREATED = 1_700_000_000
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
 MISSING = object()  # a field left out of the body
 
 

@@ -34,7 +34,6 @@ from agent_runtime.gateway.call_observer import CallPlan, CallReport
 from agent_runtime.gateway.model_router import ModelRouter
 from tests.gateway.router_harness import (
     BASE_URL,
-    CALCULATOR,
     Recorder,
     ask,
     fake,
@@ -42,6 +41,7 @@ from tests.gateway.router_harness import (
     harness,
     provider_settings,
 )
+from tests.tool_specs import CALCULATOR
 
 
 def test_resolve_alias_or_listed_model_name_and_refuse_the_rest() -> None:

@@ -20,8 +20,9 @@ from agent_runtime.core.errors import (
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.gateway.model_router_stream import PARTIAL_KEY, STREAM_SUMMARY_KEY, StreamSummary
-from tests.gateway.router_harness import CALCULATOR, ASGIApp, ask, collect, fake, faulty, harness
+from tests.gateway.router_harness import ASGIApp, ask, collect, fake, faulty, harness
 from tests.servers import served
+from tests.tool_specs import CALCULATOR
 
 
 def summary_of(chunks: list[AIMessageChunk]) -> StreamSummary:

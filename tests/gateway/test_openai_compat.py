@@ -28,7 +28,8 @@ from agent_runtime.gateway.openai_compat import (
     to_chat_request,
     validation_error_body,
 )
-from tests.gateway.chat_bodies import CALCULATOR, CREATED, MISSING, body
+from tests.gateway.chat_bodies import CREATED, MISSING, body
+from tests.tool_specs import CALCULATOR
 
 # -- request ---------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from agent_runtime.gateway.openai_compat import (
     sse_stream,
     to_chat_request,
 )
-from tests.gateway.chat_bodies import CALCULATOR, CREATED, body, decode
+from tests.gateway.chat_bodies import CREATED, body, decode
+from tests.tool_specs import CALCULATOR
 
 ALIASES = {"fast": ["fake-fast", "fake-fallback"], "smart": ["fake-down", "fake-smart"]}
 TOOL_QUESTION = "what is 2 + 3 * 4?"
