@@ -241,8 +241,9 @@ class Orchestration:
     @contextlib.contextmanager
     def _run_scope(self, run: RunRecord) -> Iterator[None]:
         """Graph code's store calls see only the run's tenant; its ``runtime_model``
-        calls go to this replica's router."""
-        with tenant_scope(run.tenant_id), router_calls(RouterCalls(self._chat, self._stream)):
+        calls (and routed OpenAI clients' calls) go to this replica's router."""
+        calls = RouterCalls(self._chat, self._stream, asyncio.get_running_loop())
+        with tenant_scope(run.tenant_id), router_calls(calls):
             yield
 
     async def _queue_depth(self) -> int:
