@@ -135,6 +135,9 @@ class ItemStoreSettings(BaseSettings):
     )
 
 
+RouteGroup = Literal["assistants", "threads", "runs", "store", "meta"]
+
+
 class HttpSettings(BaseSettings):
     """What the ingress accepts and adds to every answer (agent_runtime/api/hardening.py).
 
@@ -167,8 +170,18 @@ class HttpSettings(BaseSettings):
     hsts_max_age_s: int | None = Field(
         default=None, ge=0, description="Send Strict-Transport-Security with this max-age."
     )
+    disabled_routes: Annotated[list[RouteGroup], NoDecode] = Field(
+        default_factory=list,
+        description="Route groups not served (JSON list or comma-separated; an app's "
+        "http.disable_*): assistants, threads, runs (crons too), store, meta (/info, /docs).",
+    )
+    custom_route_auth: bool = Field(
+        default=False,
+        description="The app's own routes (http.app) ask for an API key, as the API's do "
+        "(an app's http.enable_custom_route_auth).",
+    )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "disabled_routes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
