@@ -175,13 +175,28 @@ class HttpSettings(BaseSettings):
         description="Route groups not served (JSON list or comma-separated; an app's "
         "http.disable_*): assistants, threads, runs (crons too), store, meta (/info, /docs).",
     )
+    configurable_headers_includes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Request headers (names, * wildcards) passed into runs' configurable "
+        "(an app's http.configurable_headers.includes); none by default.",
+    )
+    configurable_headers_excludes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Headers never passed, even if included (exclusions win).",
+    )
     custom_route_auth: bool = Field(
         default=False,
         description="The app's own routes (http.app) ask for an API key, as the API's do "
         "(an app's http.enable_custom_route_auth).",
     )
 
-    @field_validator("cors_origins", "disabled_routes", mode="before")
+    @field_validator(
+        "cors_origins",
+        "disabled_routes",
+        "configurable_headers_includes",
+        "configurable_headers_excludes",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

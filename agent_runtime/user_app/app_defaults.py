@@ -52,6 +52,11 @@ def settings_env(config: LangGraphJson) -> dict[str, str]:
             env["AGENT_WEBHOOKS_ENABLED"] = "false"
         if http.enable_custom_route_auth:
             env["AGENT_CUSTOM_ROUTE_AUTH"] = "true"
+        headers = http.configurable_headers
+        if headers is not None and headers.includes:
+            env["AGENT_CONFIGURABLE_HEADERS_INCLUDES"] = json.dumps(headers.includes)
+        if headers is not None and headers.excludes:
+            env["AGENT_CONFIGURABLE_HEADERS_EXCLUDES"] = json.dumps(headers.excludes)
     return env
 
 

@@ -73,9 +73,8 @@ NOT_APPLIED_KEYS = {
     "encryption": "custom encryption is not applied",
     **{
         f"http.{key}": "not applied yet (of http: app, cors.allow_origins, disable_*, "
-        "enable_custom_route_auth apply)"
+        "enable_custom_route_auth, configurable_headers apply)"
         for key in (
-            "configurable_headers",
             "logging_headers",
             "middleware_order",
             "mount_prefix",
