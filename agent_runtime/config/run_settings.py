@@ -47,7 +47,16 @@ class RunSettings(BaseSettings):
         default=5, ge=1, description="A cron failing this many times in a row is disabled."
     )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
-    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Most time one webhook try takes: resolve, connect, send and read.",
+    )
+    webhook_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Webhook deliveries one orchestrator replica makes at once; more are dropped.",
+    )
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
     )

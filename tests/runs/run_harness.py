@@ -121,6 +121,9 @@ class Finished:
     def record_cron_failure(self, disabled: bool) -> None:
         return None
 
+    def record_webhook(self, outcome: str) -> None:
+        return None
+
 
 @dataclass
 class Replica:
