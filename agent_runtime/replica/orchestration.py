@@ -159,6 +159,8 @@ class Orchestration:
             poll_s=limits.run_poll_s,
             max_attempts=limits.run_max_attempts,
             max_concurrent_runs=limits.run_max_concurrent,
+            events_flush_attempts=limits.run_events_flush_attempts,
+            events_flush_backoff_s=limits.run_events_flush_backoff_s,
         )
         self.thread_rows = ThreadStore(store)
         self.threads = ThreadService(

@@ -194,6 +194,8 @@ def replica_settings(
             run_poll_s=executor.poll_s,
             run_max_attempts=executor.max_attempts,
             run_max_concurrent=executor.max_concurrent_runs,
+            run_events_flush_attempts=executor.events_flush_attempts,
+            run_events_flush_backoff_s=executor.events_flush_backoff_s,
         ),
     )
 
