@@ -14,8 +14,9 @@ Delivery is best effort, and bounded in every way a receiver could stretch it:
   lookup for a rebinding name server to answer);
 - each try, connect to last byte read, ends within ``timeout_s`` (HTTP clients' timeouts
   are per read, which a body trickling a byte at a time never trips);
-- the answer's body is read only up to :data:`MAX_RESPONSE_BYTES`, then the connection is
-  closed: a 2xx status is a delivery, whatever follows it;
+- the answer's body is read only until :data:`MAX_RESPONSE_BYTES` have come (one network
+  read, at most 64 KiB, at a time), then the connection is closed: a 2xx status is a
+  delivery, whatever follows it or however slowly;
 - a bounded number of tries, then a log line;
 - at most ``max_in_flight`` deliveries at once on a replica: one past that is dropped at
   once, with a log line and the ``dropped`` outcome. Dropping rather than queueing keeps the
@@ -125,7 +126,11 @@ class WebhookSender:
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> WebhookOutcome:
         run_id = payload.get("run_id")
-        target = _parse(url)
+        try:
+            target = _parse(url)  # checked when the run was created: a sender's bug if not
+        except InvalidRequest as exc:
+            logger.warning("webhook for run %s not sent: %s", run_id, exc.message)
+            return "refused"
         try:
             # Resolved once: the addresses checked are the addresses connected to.
             addresses = await self._resolve(target)
