@@ -40,6 +40,12 @@ class RunSettings(BaseSettings):
     run_events_ttl_minutes: float = Field(
         default=60.0, gt=0, description="Stored stream events are kept this long after a run."
     )
+    run_events_flush_attempts: int = Field(
+        default=3, ge=1, description="Tries to store a batch of stream events before it is lost."
+    )
+    run_events_flush_backoff_s: float = Field(
+        default=0.1, ge=0, description="Wait after a batch's first failed try; doubles each try."
+    )
     cron_poll_s: float = Field(
         default=5.0, gt=0, description="How often each orchestrator replica starts due crons."
     )
@@ -47,7 +53,16 @@ class RunSettings(BaseSettings):
         default=5, ge=1, description="A cron failing this many times in a row is disabled."
     )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
-    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per webhook try.")
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Most time one webhook try takes: resolve, connect, send and read.",
+    )
+    webhook_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Webhook deliveries one orchestrator replica makes at once; more are dropped.",
+    )
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
     )

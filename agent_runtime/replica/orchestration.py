@@ -53,7 +53,7 @@ from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
-from agent_runtime.runs.webhooks import WebhookSender
+from agent_runtime.runs.webhooks import WebhookOutcome, WebhookSender
 from agent_runtime.tenancy.run_limits import RunLimits
 from agent_runtime.user_app.graph_loader import LoadedGraph
 from agent_runtime.user_app.served_graphs import ServedGraphs
@@ -76,6 +76,8 @@ class OrchestrationObserver(Protocol):
     def record_judgement(self, graph_id: str, judgement: Judgement) -> None: ...
 
     def record_cron_failure(self, disabled: bool) -> None: ...
+
+    def record_webhook(self, outcome: WebhookOutcome) -> None: ...
 
 
 class Orchestration:
@@ -157,6 +159,8 @@ class Orchestration:
             poll_s=limits.run_poll_s,
             max_attempts=limits.run_max_attempts,
             max_concurrent_runs=limits.run_max_concurrent,
+            events_flush_attempts=limits.run_events_flush_attempts,
+            events_flush_backoff_s=limits.run_events_flush_backoff_s,
         )
         self.thread_rows = ThreadStore(store)
         self.threads = ThreadService(
@@ -190,8 +194,10 @@ class Orchestration:
             on_temporary_done=self._drop_temporary,
             webhooks=WebhookSender(
                 timeout_s=limits.webhook_timeout_s,
+                max_in_flight=limits.webhook_max_in_flight,
                 allow_private=limits.webhook_allow_private,
                 enabled=limits.webhooks_enabled,
+                on_outcome=observer.record_webhook if observer is not None else None,
             ),
         )
         self.crons = CronScheduler(

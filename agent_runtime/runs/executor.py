@@ -59,6 +59,12 @@ class ExecutorSettings(BaseModel):
     stats_interval_s: float = Field(
         default=5.0, gt=0, description="How often the queue's depth is counted (one query)."
     )
+    events_flush_attempts: int = Field(
+        default=3, ge=1, description="Tries to store a batch of stream events before it is lost."
+    )
+    events_flush_backoff_s: float = Field(
+        default=0.1, ge=0, description="Wait after a batch's first failed try; doubles each try."
+    )
 
 
 @dataclass(frozen=True)
@@ -181,7 +187,12 @@ class RunExecutor:
         if existing is not None:
             return existing
         sink = self.runs.events.append if self._persist_events(run, at_creation) else None
-        stream = RunStream(run.run_id, sink=sink)
+        stream = RunStream(
+            run.run_id,
+            sink=sink,
+            flush_attempts=self.settings.events_flush_attempts,
+            flush_backoff_s=self.settings.events_flush_backoff_s,
+        )
         if subscriber:
             stream.expect_subscriber()
         loop = asyncio.get_running_loop()

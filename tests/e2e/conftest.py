@@ -43,6 +43,15 @@ BURST = 20
 JUDGED_GRAPH = "memory"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is ``e2e``, marked or not: one that forgot ``pytestmark`` would
+    otherwise start a Ray cluster under ``-m "not e2e"``."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
