@@ -39,6 +39,14 @@ class StorageSettings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=4, description="Postgres pool size per replica.")
     db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
+    sqlite_write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="SQLite only: how long a write waits its turn (behind this process's "
+        "other writes, then other processes') before the database is reported unavailable; "
+        "the default is AGENT_REQUEST_TIMEOUT_S's, so a queued write fails no sooner than "
+        "its request would.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -2,7 +2,8 @@
 
 The async engine for Postgres (asyncpg) or SQLite (aiosqlite), SQLite's WAL switch and its
 "database is locked" retry, schema migrations, and the transaction helper that maps
-connection-level driver errors to :class:`DependencyUnavailable`.
+connection-level driver errors to :class:`DependencyUnavailable`. On SQLite, writes wait
+their turn in :class:`agent_runtime.db.sqlite_writes.SqliteWrites`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core import telemetry
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db import migrations
+from agent_runtime.db.sqlite_writes import SqliteWrites
 
 # Serialises table creation across processes on one Postgres database ("agentrt" in hex).
 DDL_LOCK_KEY = 0x6167656E747274
@@ -49,9 +51,10 @@ async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: f
         await asyncio.sleep(0.05)
 
 
-def build_engine(settings: StorageSettings) -> AsyncEngine:
-    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas;
-    every statement is reported to :mod:`agent_runtime.core.telemetry`."""
+def build_engine(settings: StorageSettings, writes: SqliteWrites | None = None) -> AsyncEngine:
+    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas
+    and, given ``writes``, its write queue; every statement is reported to
+    :mod:`agent_runtime.core.telemetry`."""
     timeout_s = settings.db_timeout_s
     if settings.is_postgres:
         engine = create_async_engine(
@@ -74,10 +77,18 @@ def build_engine(settings: StorageSettings) -> AsyncEngine:
         telemetry.instrument_engine(engine, "postgres")
         return engine
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    # Writes queue rather than fail: a connection (and the busy timeout) may be waited
+    # for as long as a write may wait its turn. The pool is bounded as on Postgres; its
+    # connections are cheap (a thread each), readers proceed beside the one writer (WAL).
+    write_timeout_s = settings.sqlite_write_timeout_s
     engine = create_async_engine(
-        settings.sqlalchemy_url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=write_timeout_s,
+        connect_args={"timeout": write_timeout_s},
     )
-    busy_ms = int(timeout_s * 1000)
+    busy_ms = int(write_timeout_s * 1000)
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The busy timeout makes writers from other processes wait rather than fail;
@@ -89,6 +100,8 @@ def build_engine(settings: StorageSettings) -> AsyncEngine:
         cursor.close()
 
     event.listen(engine.sync_engine, "connect", on_connect)
+    if writes is not None:
+        writes.listen(engine)
     telemetry.instrument_engine(engine, "sqlite")
     return engine
 
@@ -118,19 +131,27 @@ async def ping(engine: AsyncEngine, timeout_s: float) -> None:
 
 @asynccontextmanager
 async def transaction(
-    engine: AsyncEngine, *, begin_immediate: bool = False
+    engine: AsyncEngine, *, begin_immediate: bool = False, writes: SqliteWrites | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction; connection-level failures become DependencyUnavailable.
 
     ``begin_immediate`` (SQLite only) takes the write lock up front so a read-then-write
-    cannot go stale. Messages name only the error class: driver messages may carry the URL.
+    cannot go stale. ``writes`` (SQLite): the engine's write queue, whose turn the
+    transaction takes before its first write (up front with ``begin_immediate``) and
+    gives back once it has committed or rolled back. Messages name only the error class:
+    driver messages may carry the URL.
     """
     try:
-        async with engine.connect() as conn, conn.begin():
-            if begin_immediate:
-                # pysqlite begins lazily, so this statement opens the real transaction.
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
+        async with engine.connect() as conn:
+            if writes is not None:
+                async with writes.turn(conn, begin_immediate=begin_immediate), conn.begin():
+                    yield conn
+                return
+            async with conn.begin():
+                if begin_immediate:
+                    # pysqlite begins lazily, so this statement opens the real transaction.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
     except UNAVAILABLE as exc:
         raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
     except DBAPIError as exc:

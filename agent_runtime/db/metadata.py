@@ -30,6 +30,7 @@ from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import ApiKeyRecord, Tenant, ThreadRecord, ThreadStatus
 from agent_runtime.db import engine as db
 from agent_runtime.db.engine import retry_while_locked
+from agent_runtime.db.sqlite_writes import SqliteWrites
 from agent_runtime.db.tables import API_KEYS, TENANTS, THREADS, utcnow
 
 
@@ -48,6 +49,10 @@ class MetadataStore:
     def __init__(self, settings: StorageSettings) -> None:
         self._settings = settings
         self._engine: AsyncEngine | None = None
+        # SQLite: this store's writes take turns (one writer per file).
+        self._writes = (
+            None if settings.is_postgres else SqliteWrites(settings.sqlite_write_timeout_s)
+        )
 
     # -- lifecycle --------------------------------------------------------------------
     async def setup(self) -> None:
@@ -57,7 +62,7 @@ class MetadataStore:
         engine is kept, so :meth:`ping` reports the same and :meth:`close` releases it.
         """
         if self._engine is None:
-            self._engine = db.build_engine(self._settings)
+            self._engine = db.build_engine(self._settings, self._writes)
         if not self._settings.is_postgres:
             enable_wal = functools.partial(db.enable_wal, self._engine)
             await retry_while_locked(enable_wal, self._settings.db_timeout_s)
@@ -91,7 +96,9 @@ class MetadataStore:
         reads its rows ``FOR UPDATE``.
         """
         begin_immediate = write_lock and not self._settings.is_postgres
-        return db.transaction(self._require_engine(), begin_immediate=begin_immediate)
+        return db.transaction(
+            self._require_engine(), begin_immediate=begin_immediate, writes=self._writes
+        )
 
     # -- tenants ----------------------------------------------------------------------
     async def get_tenant(self, tenant_id: str) -> Tenant | None:

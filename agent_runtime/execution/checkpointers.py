@@ -262,8 +262,10 @@ class Checkpointers:
     async def _setup_sqlite(self) -> AsyncSqliteSaver:
         path = self._settings.checkpoint_sqlite_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # A busy timeout, so replicas sharing the file wait for each other's writes.
-        conn = aiosqlite.connect(path, timeout=self._settings.db_timeout_s)
+        # One connection, whose calls the saver's lock already queues in this process;
+        # the busy timeout makes replicas sharing the file wait for each other's writes
+        # (as long as any SQLite write may wait: AGENT_SQLITE_WRITE_TIMEOUT_S).
+        conn = aiosqlite.connect(path, timeout=self._settings.sqlite_write_timeout_s)
         self._sqlite = await conn
         saver = AsyncSqliteSaver(self._sqlite)
         # The saver's setup script switches the file to WAL, which fails at once when

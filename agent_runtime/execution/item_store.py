@@ -313,8 +313,9 @@ class ItemStores:
         path.parent.mkdir(parents=True, exist_ok=True)
         timeout_s = self._storage.db_timeout_s
         # Autocommit: the store issues its own BEGIN/COMMIT. The busy timeout makes
-        # replicas sharing the file wait for each other's writes.
-        self._sqlite = await aiosqlite.connect(path, timeout=timeout_s, isolation_level=None)
+        # replicas sharing the file wait for each other's writes (as long as any write).
+        busy_s = self._storage.sqlite_write_timeout_s
+        self._sqlite = await aiosqlite.connect(path, timeout=busy_s, isolation_level=None)
         store = AsyncSqliteStore(self._sqlite, ttl=ttl_config(self.options))
         try:
             async with _file_lock(path.with_name(path.name + ".setup-lock"), timeout_s):
