@@ -183,8 +183,8 @@ class MetadataStore:
         """Create a thread (a uuid4 id when none is given); ``ttl`` is (strategy, minutes).
 
         An existing id is a Conflict, or with ``if_exists="do_nothing"`` the existing
-        thread is returned. An id another tenant owns is always a Conflict with the same
-        message, so callers learn nothing about other tenants' threads.
+        thread is returned. Ids are per tenant (the key is (thread id, tenant)): another
+        tenant's thread with the same id is no obstacle, and nothing tells it exists.
         """
         now = utcnow()
         record = ThreadRecord(

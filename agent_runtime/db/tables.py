@@ -98,10 +98,13 @@ class ApiKeyRow(SQLModel, table=True):
 
 
 class ThreadRow(SQLModel, table=True):
+    """A thread; since revision 0008 keyed by (thread id, tenant): each tenant has its
+    own thread ids, and no tenant can tell whether another uses one."""
+
     __tablename__ = "agent_threads"
 
     thread_id: str = Field(primary_key=True, max_length=128)
-    tenant_id: str = Field(index=True, max_length=128)
+    tenant_id: str = Field(primary_key=True, index=True, max_length=128)
     graph_id: str | None = Field(default=None, max_length=256)
     status: str = Field(default="idle", max_length=32)
     metadata_: dict[str, Any] = _json_column()
@@ -117,6 +120,17 @@ class ThreadRow(SQLModel, table=True):
     ttl_minutes: float | None = None
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     state_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UnscopedCheckpointsRow(SQLModel, table=True):
+    """A thread whose checkpoints are still filed under its bare id, as before revision
+    0008, and its owner; the orchestrator moves them under the owner at start-up and
+    deletes the row (:func:`agent_runtime.execution.checkpoint_ops.adopt_unscoped`)."""
+
+    __tablename__ = "agent_unscoped_checkpoints"
+
+    thread_id: str = Field(primary_key=True, max_length=128)
+    tenant_id: str = Field(max_length=128)
 
 
 class RunRow(SQLModel, table=True):
@@ -325,6 +339,7 @@ def _table(model: type[SQLModel]) -> Table:
 TENANTS = _table(TenantRow)
 API_KEYS = _table(ApiKeyRow)
 THREADS = _table(ThreadRow)
+UNSCOPED_CHECKPOINTS = _table(UnscopedCheckpointsRow)
 RUNS = _table(RunRow)
 RUN_EVENTS = _table(RunEventRow)
 ASSISTANTS = _table(AssistantRow)

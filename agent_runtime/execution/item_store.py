@@ -8,8 +8,9 @@ Nothing outside this module touches that raw store: callers get a
 :class:`TenantScopedStore`, which files every namespace under ``("tenant", <tenant>)``
 and strips that prefix from what comes back, so no namespace, prefix or wildcard a
 tenant can send reaches another tenant's items. Graphs are compiled with a
-:class:`ContextualStore`, which finds its tenant in :data:`current_tenant` (set by
-:func:`tenant_scope` around each run) and refuses to work without one.
+:class:`ContextualStore`, which finds its tenant in the scope
+:func:`agent_runtime.execution.tenant_context.tenant_scope` opens around each run, and
+refuses to work without one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -53,6 +53,7 @@ from agent_runtime.config.settings import ItemStoreSettings, StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.engine import retry_while_locked
 from agent_runtime.db.pg_pool import langgraph_pool, open_and_set_up
+from agent_runtime.execution.tenant_context import require_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,6 @@ _MIGRATION_LOCK_KEY = 0x6167656E747374
 _POOL_MIN_SIZE = 1
 _TENANT_ROOT = "tenant"
 _RESERVED_ROOT = "langgraph"
-
-current_tenant: ContextVar[str | None] = ContextVar("agent_runtime_store_tenant", default=None)
-"""The tenant whose items :class:`ContextualStore` reads and writes (see :func:`tenant_scope`)."""
 
 
 def ttl_config(options: ItemStoreSettings) -> TTLConfig:
@@ -74,22 +72,6 @@ def ttl_config(options: ItemStoreSettings) -> TTLConfig:
         omit_expired=True,
         default_ttl=options.default_ttl_minutes,
     )
-
-
-class NoTenantScope(RuntimeError):
-    """A :class:`ContextualStore` was used outside :func:`tenant_scope`: a runtime bug."""
-
-
-@contextmanager
-def tenant_scope(tenant_id: str) -> Iterator[None]:
-    """Run the block (and every task it starts) with ``tenant_id``'s view of the store."""
-    if not tenant_id:
-        raise ValueError("tenant_scope needs a non-empty tenant id")
-    token = current_tenant.set(tenant_id)
-    try:
-        yield
-    finally:
-        current_tenant.reset(token)
 
 
 def tenant_prefix(tenant_id: str) -> tuple[str, str]:
@@ -216,11 +198,12 @@ class TenantScopedStore(BaseStore):
 
 
 class ContextualStore(BaseStore):
-    """The store graphs are compiled with: each call acts for :data:`current_tenant`.
+    """The store graphs are compiled with: each call acts for the current scope's tenant.
 
     The tenant is read when a call is made, in the caller's context, so one compiled
-    graph serves every tenant; outside :func:`tenant_scope` every call raises
-    :class:`NoTenantScope` rather than touching unscoped items.
+    graph serves every tenant; outside a tenant scope every call raises
+    :class:`~agent_runtime.execution.tenant_context.NoTenantScope` rather than touching
+    unscoped items.
     """
 
     def __init__(self, stores: ItemStores) -> None:
@@ -229,13 +212,7 @@ class ContextualStore(BaseStore):
         self.ttl_config = ttl_config(stores.options)
 
     def scoped(self) -> TenantScopedStore:
-        tenant_id = current_tenant.get()
-        if not tenant_id:
-            raise NoTenantScope(
-                "the item store was used outside tenant_scope(); wrap each run in "
-                "agent_runtime.execution.item_store.tenant_scope(tenant_id)"
-            )
-        return self._stores.for_tenant(tenant_id)
+        return self._stores.for_tenant(require_tenant("item store"))
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await self.scoped().abatch(ops)

@@ -34,9 +34,11 @@ from agent_runtime.evals.judge import Judge
 from agent_runtime.evals.online import OnlineJudge
 from agent_runtime.evals.schema import Judgement
 from agent_runtime.execution.chat_model import RouterCalls, RouterChatModel, router_calls
-from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
-from agent_runtime.execution.item_store import ItemStores, tenant_scope
+from agent_runtime.execution.checkpoint_ops import adopt_unscoped
+from agent_runtime.execution.checkpointers import Checkpointers
+from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.execution.otel import OtlpTraceExporter
+from agent_runtime.execution.tenant_checkpoints import TenantScopedSaver
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.cron_scheduler import CronScheduler
 from agent_runtime.runs.crons import CronRecord
@@ -98,7 +100,12 @@ class Orchestration:
         store = MetadataStore(settings.storage)
         await store.setup()
         checkpointers = Checkpointers(settings.storage)
-        saver = await checkpointers.setup()
+        saver = TenantScopedSaver(await checkpointers.setup())
+        # Before serving: checkpoints from before thread ids were per tenant move under
+        # their owner (nothing to do once done).
+        adopted = await adopt_unscoped(store, saver)
+        if adopted:
+            logger.info("moved the checkpoints of %d threads under their tenant", adopted)
         items = ItemStores(settings.storage, settings.items)
         await items.setup()
         return cls(
@@ -123,7 +130,7 @@ class Orchestration:
         *,
         store: MetadataStore,
         checkpointers: Checkpointers,
-        saver: TimedSaver,
+        saver: TenantScopedSaver,
         items: ItemStores,
         observer: OrchestrationObserver | None,
         clock: Clock = SYSTEM_CLOCK,
@@ -171,6 +178,7 @@ class Orchestration:
             default_ttl=limits.default_thread_ttl,
             stop_runs=self._stop_runs,
             items=items,
+            checkpoint_timeout_s=settings.storage.db_timeout_s,
         )
 
         def executor(runs: RunStore) -> RunExecutor:
@@ -180,6 +188,7 @@ class Orchestration:
                 executor_settings,
                 persist_events=RunService.persist_events,
                 after_finish=self._after_run,
+                on_vanished=self.threads.discard_vanished_run,
                 on_stats=observer.record_queue if observer is not None else None,
                 queue_depth=self._queue_depth,
             )
@@ -246,10 +255,10 @@ class Orchestration:
     # -- callbacks between the parts ------------------------------------------------------
     @contextlib.contextmanager
     def _run_scope(self, run: RunRecord) -> Iterator[None]:
-        """Graph code's store calls see only the run's tenant; its ``runtime_model``
-        calls (and routed OpenAI clients' calls) go to this replica's router."""
+        """Graph code's ``runtime_model`` calls (and routed OpenAI clients' calls) go to
+        this replica's router (the graph runner scopes the run to its tenant)."""
         calls = RouterCalls(self._chat, self._stream, asyncio.get_running_loop())
-        with tenant_scope(run.tenant_id), router_calls(calls):
+        with router_calls(calls):
             yield
 
     async def _queue_depth(self) -> int:

@@ -39,11 +39,12 @@ from agent_runtime.core import logs
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
 from agent_runtime.core.timing import RunTimings
+from agent_runtime.db.driver_errors import driver_error
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS
 from agent_runtime.execution.run_trace import RunTrace
 from agent_runtime.runs.event_stream import RunStream
-from agent_runtime.runs.run_queue import RunEnd, RunStore
+from agent_runtime.runs.run_queue import Finished, RunEnd, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,15 @@ class RunExecutor:
         after_finish: Callable[[RunRecord, RunResult], Awaitable[None]] | None = None,
         on_stats: Callable[[QueueStats], None] | None = None,
         queue_depth: Callable[[], Awaitable[int]] | None = None,
+        on_vanished: Callable[[RunRecord], Awaitable[None]] | None = None,
     ) -> None:
         self.runs = runs
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
         self._after_finish = after_finish
+        # A run whose row was deleted while it ran has ended (see _vanished).
+        self._on_vanished = on_vanished
         self._on_stats = on_stats
         self._queue_depth = queue_depth
         self._stats_due = 0.0
@@ -244,9 +248,11 @@ class RunExecutor:
                 result = RunResult(status="error", output={"__error__": {"error": "internal"}})
             # Events first, then the status: whoever sees the run ended has all its events.
             await local.stream.close()
-            next_run = None if local.lost else await self._finish(run, end)
-            if next_run is not None and not self._closing:
-                self.submit(next_run)
+            finished = Finished() if local.lost else await self._finish(run, end)
+            if finished.next_run is not None and not self._closing:
+                self.submit(finished.next_run)
+            if finished.gone or local.lost:
+                await self._vanished(run, known_gone=finished.gone)
             if self._after_finish is not None and not local.lost:
                 await self._after_finish(run, result)
             logger.info(
@@ -266,7 +272,7 @@ class RunExecutor:
         finally:
             self._local.pop(run.run_id, None)
 
-    async def _finish(self, run: RunRecord, end: RunEnd) -> RunRecord | None:
+    async def _finish(self, run: RunRecord, end: RunEnd) -> Finished:
         for attempt in range(3):
             try:
                 return await self.runs.finish(run, end, self.worker_id)
@@ -275,7 +281,24 @@ class RunExecutor:
                 # another replica's reaper resumes the run from its checkpoint.
                 logger.warning("run %s: finish failed (%s), retrying", run.run_id, exc.message)
                 await asyncio.sleep(0.2 * (attempt + 1))
-        return None
+        return Finished()
+
+    async def _vanished(self, run: RunRecord, *, known_gone: bool) -> None:
+        """A run that ended without its row (its thread was deleted while it ran, or it
+        was rolled back) may have written checkpoints after the delete removed the
+        thread's: ``on_vanished`` removes them. A run that merely lost its lease (resumed
+        elsewhere) still has its row and keeps what it wrote."""
+        if self._on_vanished is None:
+            return
+        try:
+            if known_gone or await self.runs.status(run.run_id) is None:
+                await self._on_vanished(run)
+        except AgentRuntimeError as exc:
+            logger.warning("run %s: its late checkpoints stay (%s)", run.run_id, exc.message)
+        except Exception as exc:
+            if driver_error(exc) is None:
+                raise
+            logger.warning("run %s: its late checkpoints stay (%s)", run.run_id, type(exc).__name__)
 
     # -- loops --------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

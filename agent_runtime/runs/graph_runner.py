@@ -32,6 +32,7 @@ from agent_runtime.core.records import RunRecord, RunStatus, ThreadStatus
 from agent_runtime.db.driver_errors import driver_error
 from agent_runtime.execution.checkpoint_ops import delete_run_checkpoints
 from agent_runtime.execution.run_trace import TraceRecorder
+from agent_runtime.execution.tenant_context import tenant_scope
 from agent_runtime.protocol.agent_protocol import Command
 from agent_runtime.protocol.agent_responses import thread_interrupts
 from agent_runtime.protocol.sse import (
@@ -94,7 +95,13 @@ class GraphRunner:
         recorder = None
         if self._trace_max_spans is not None:
             recorder = TraceRecorder(run.run_id, self._trace_max_spans)
-        with timing.track_run() as timings, self._scope_for(run), run_identity(identity):
+        # The run's tenant scope: its checkpoints and store items are that tenant's.
+        with (
+            timing.track_run() as timings,
+            tenant_scope(run.tenant_id),
+            self._scope_for(run),
+            run_identity(identity),
+        ):
             end, result = await self._run(local, recorder)
         end.input_tokens, end.output_tokens = timings.input_tokens, timings.output_tokens
         result.timings, result.graph_ms = timings, (time.perf_counter() - started) * 1000
@@ -263,7 +270,9 @@ class GraphRunner:
         if local.lost:
             return RunEnd(status="error", thread_status="error"), RunResult(status=None)
         if local.cancel_action == "rollback":
-            await delete_run_checkpoints(self._saver, run.thread_id or "", run.run_id)
+            await delete_run_checkpoints(
+                self._saver, run.tenant_id, run.thread_id or "", run.run_id
+            )
             snapshot = await graph.aget_state(_thread_config(run))
             end, _ = self._ended(local, snapshot, "interrupted")
             end.status = None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from agent_runtime.core.records import CancelAction, RunRecord
 from agent_runtime.db.tables import RUNS, THREADS
@@ -115,10 +115,14 @@ class RunLeases(RunRows):
                         updated_at=self._clock.now(),
                     )
                 )
-                spent_threads = [row.thread_id for row in stale if row.run_id in spent]
+                spent_threads = [
+                    and_(THREADS.c.thread_id == row.thread_id, THREADS.c.tenant_id == row.tenant_id)
+                    for row in stale
+                    if row.run_id in spent
+                ]
                 await conn.execute(
                     update(THREADS)
-                    .where(THREADS.c.thread_id.in_(spent_threads), THREADS.c.status == "busy")
+                    .where(or_(*spent_threads), THREADS.c.status == "busy")
                     .values(status="error", updated_at=self._clock.now())
                 )
         return ids
@@ -129,8 +133,16 @@ class RunLeases(RunRows):
         async with self._store.transaction() as conn:
             candidates = (
                 await conn.execute(
-                    select(RUNS.c.thread_id)
-                    .select_from(RUNS.join(THREADS, THREADS.c.thread_id == RUNS.c.thread_id))
+                    select(RUNS.c.tenant_id, RUNS.c.thread_id)
+                    .select_from(
+                        RUNS.join(
+                            THREADS,
+                            and_(
+                                THREADS.c.thread_id == RUNS.c.thread_id,
+                                THREADS.c.tenant_id == RUNS.c.tenant_id,
+                            ),
+                        )
+                    )
                     .where(
                         RUNS.c.status == "pending",
                         RUNS.c.created_at <= now,
@@ -141,24 +153,25 @@ class RunLeases(RunRows):
                 )
             ).all()
         claimed: list[RunRecord] = []
-        for thread_id in dict.fromkeys(row.thread_id for row in candidates):
-            run = await self._claim_thread(thread_id, worker_id)
+        for tenant_id, thread_id in dict.fromkeys((r.tenant_id, r.thread_id) for r in candidates):
+            run = await self._claim_thread(tenant_id, thread_id, worker_id)
             if run is not None:
                 claimed.append(run)
         return claimed
 
-    async def _claim_thread(self, thread_id: str, worker_id: str) -> RunRecord | None:
+    async def _claim_thread(
+        self, tenant_id: str, thread_id: str, worker_id: str
+    ) -> RunRecord | None:
         now = self._clock.now()
+        thread = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
         async with self._store.transaction(write_lock=True) as conn:
             holder = await conn.execute(
-                select(THREADS.c.current_run_id)
-                .where(THREADS.c.thread_id == thread_id)
-                .with_for_update()
+                select(THREADS.c.current_run_id).where(*thread).with_for_update()
             )
             row = holder.first()
             if row is None or row.current_run_id is not None:
                 return None
-            first = (await conn.execute(self._pending_first(thread_id, now))).first()
+            first = (await conn.execute(self._pending_first(tenant_id, thread_id, now))).first()
             if first is None:
                 return None
             await conn.execute(
@@ -168,7 +181,7 @@ class RunLeases(RunRows):
             )
             await conn.execute(
                 update(THREADS)
-                .where(THREADS.c.thread_id == thread_id)
+                .where(*thread)
                 .values(current_run_id=first.run_id, status="busy", updated_at=now)
             )
         return run_record(first._mapping).model_copy(

@@ -95,6 +95,16 @@ class RunEnd:
     trace: RunTrace | None = None  # stored with the run's end (agent_runtime.runs.trace_rows)
 
 
+@dataclass
+class Finished:
+    """What :meth:`RunStore.finish` did: the thread's next run, claimed for the worker,
+    if any; whether the run's row was gone (deleted while it ran: its thread was deleted,
+    or the run rolled back), so that what it wrote meanwhile can go too."""
+
+    next_run: RunRecord | None = None
+    gone: bool = False
+
+
 def _row(record: RunRecord) -> dict[str, Any]:
     return record.model_dump()
 
@@ -222,7 +232,9 @@ class RunStore(RunLeases):
         """The thread is busy (we hold its row lock): apply the multitask strategy."""
         active = await conn.execute(
             select(RUNS.c.run_id, RUNS.c.status).where(
-                RUNS.c.thread_id == new.thread_id, RUNS.c.status.in_(("pending", "running"))
+                RUNS.c.thread_id == new.thread_id,
+                RUNS.c.tenant_id == new.tenant_id,
+                RUNS.c.status.in_(("pending", "running")),
             )
         )
         inflight = {row.run_id: row.status for row in active}
@@ -294,11 +306,12 @@ class RunStore(RunLeases):
         return await self._insert(conn, record if delayed else started_run, limits)
 
     # -- the end of a run ---------------------------------------------------------------
-    async def finish(self, run: RunRecord, end: RunEnd, worker_id: str) -> RunRecord | None:
+    async def finish(self, run: RunRecord, end: RunEnd, worker_id: str) -> Finished:
         """Record how ``run`` ended and hand its thread to the next due run, if any.
 
         One transaction. Returns the next run, already claimed for ``worker_id``. A worker
-        that lost its lease (the run was reaped and resumed elsewhere) changes nothing.
+        that lost its lease (the run was reaped and resumed elsewhere, or deleted) changes
+        nothing.
         """
         now = self._clock.now()
         mine = and_(
@@ -329,7 +342,8 @@ class RunStore(RunLeases):
                     )
                 )
             if result.rowcount != 1:
-                return None
+                exists = select(RUNS.c.run_id).where(RUNS.c.run_id == run.run_id)
+                return Finished(gone=(await conn.execute(exists)).first() is None)
             if end.status is not None and end.trace is not None:
                 await write_trace(conn, run.tenant_id, end.trace)
             thread: dict[str, Any] = {"updated_at": now, "current_run_id": None}
@@ -339,7 +353,8 @@ class RunStore(RunLeases):
                     interrupts=end.interrupts or {},
                     state_updated_at=now,
                 )
-            next_row = (await conn.execute(self._pending_first(run.thread_id or ""))).first()
+            pending = self._pending_first(run.tenant_id, run.thread_id or "")
+            next_row = (await conn.execute(pending)).first()
             due = next_row is not None and next_row.created_at <= now
             if next_row is None:
                 thread["status"] = end.thread_status
@@ -354,7 +369,8 @@ class RunStore(RunLeases):
                     thread["graph_id"] = next_row.graph_id
             await conn.execute(update(THREADS).where(*thread_where).values(**thread))
         if next_row is None or not due:
-            return None
-        return run_record(next_row._mapping).model_copy(
+            return Finished()
+        claimed = run_record(next_row._mapping).model_copy(
             update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
         )
+        return Finished(next_run=claimed)

@@ -39,8 +39,12 @@ class RunRows:
         self._clock = clock
 
     # -- helpers ------------------------------------------------------------------------
-    def _pending_first(self, thread_id: str, now: datetime | None = None) -> Any:
-        query = select(RUNS).where(RUNS.c.thread_id == thread_id, RUNS.c.status == "pending")
+    def _pending_first(self, tenant_id: str, thread_id: str, now: datetime | None = None) -> Any:
+        query = select(RUNS).where(
+            RUNS.c.thread_id == thread_id,
+            RUNS.c.tenant_id == tenant_id,
+            RUNS.c.status == "pending",
+        )
         if now is not None:
             query = query.where(RUNS.c.created_at <= now)
         query = query.order_by(RUNS.c.created_at, RUNS.c.run_id).limit(1)
@@ -122,21 +126,24 @@ class RunRows:
                         .where(RUNS.c.run_id.in_(pending))
                         .values(status="interrupted", updated_at=now)
                     )
-                await self._settle_threads(conn, [r.thread_id for r in runs if r.thread_id], now)
+                threads = [r.thread_id for r in runs if r.thread_id]
+                await self._settle_threads(conn, tenant_id, threads, now)
         return runs
 
     async def _settle_threads(
-        self, conn: AsyncConnection, thread_ids: Sequence[str], now: datetime
+        self, conn: AsyncConnection, tenant_id: str, thread_ids: Sequence[str], now: datetime
     ) -> None:
-        """Threads left with nothing in flight go back to idle."""
+        """The tenant's threads left with nothing in flight go back to idle."""
         active = select(RUNS.c.run_id).where(
             RUNS.c.thread_id == THREADS.c.thread_id,
+            RUNS.c.tenant_id == THREADS.c.tenant_id,
             RUNS.c.status.in_(("pending", "running")),
         )
         await conn.execute(
             update(THREADS)
             .where(
                 THREADS.c.thread_id.in_(list(set(thread_ids))),
+                THREADS.c.tenant_id == tenant_id,
                 THREADS.c.status == "busy",
                 ~active.exists(),
             )

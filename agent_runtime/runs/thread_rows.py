@@ -1,4 +1,5 @@
-"""Thread queries beyond single-row CRUD: search, count, state, copy, cascade delete, TTL.
+"""Thread queries beyond single-row CRUD: search, count, state, copy, cascade delete, TTL
+(and a request's TTL, :func:`ttl_of`).
 
 Filters follow the Platform: ``metadata`` and ``values`` are JSON containment. Postgres
 answers them with ``@>`` on JSONB; SQLite compares each top-level key's JSON value for
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,13 +19,38 @@ from sqlalchemy import cast, delete, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from agent_runtime.core.errors import Conflict, NotFound
+from agent_runtime.core.errors import Conflict, InvalidRequest, NotFound
 from agent_runtime.core.records import ThreadRecord, ThreadStatus
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import CRONS, RUN_EVENTS, RUNS, THREADS, utcnow
 from agent_runtime.runs.trace_rows import delete_traces
 
 SORTABLE = {"thread_id", "status", "created_at", "updated_at", "state_updated_at"}
+
+
+MAX_TTL_MINUTES = 10 * 366 * 24 * 60  # ten years: past it, dates overflow or mean "never"
+
+
+def ttl_of(
+    body_ttl: dict[str, Any] | None, default: tuple[str, float] | None
+) -> tuple[str, float] | None:
+    """(strategy, minutes) from a ``ttl`` body (``{"strategy", "ttl"}``) or the default."""
+    if body_ttl:
+        minutes = body_ttl.get("ttl")
+        strategy = body_ttl.get("strategy", "delete")
+        if (
+            not isinstance(minutes, int | float)
+            or isinstance(minutes, bool)
+            or not 0 < minutes <= MAX_TTL_MINUTES  # NaN fails both sides
+        ):
+            raise InvalidRequest(
+                f"ttl.ttl: must be a positive number of minutes, at most {MAX_TTL_MINUTES}",
+                field="ttl.ttl",
+            )
+        if strategy not in ("delete", "keep_latest"):
+            raise InvalidRequest("ttl.strategy: must be 'delete' or 'keep_latest'")
+        return str(strategy), float(minutes)
+    return default
 
 
 def json_contains(
@@ -176,9 +202,23 @@ class ThreadStore:
             await conn.execute(insert(THREADS).values(**copy.model_dump()))
         return copy
 
-    async def delete_cascade(self, tenant_id: str, thread_id: str) -> list[str]:
-        """Delete the thread row with its runs and their events; the ids of runs that were
-        in flight (their workers stop when their next heartbeat finds them gone)."""
+    async def delete_cascade(
+        self,
+        tenant_id: str,
+        thread_id: str,
+        purge: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """Delete the thread row with its runs (their events and traces) and crons, in one
+        transaction; the ids of runs that were in flight (their workers stop when told,
+        or when their next heartbeat finds them gone).
+
+        ``purge`` removes what the thread keeps outside these tables (its checkpoints,
+        its store items). It runs inside the transaction, once the rows are deleted and
+        before they are committed, with the thread's row locked (no run can claim it
+        meanwhile): if it fails, the transaction rolls back and the thread stays, so it
+        is deleted again, not half, when asked again.
+        """
+        runs_of_thread = (RUNS.c.thread_id == thread_id, RUNS.c.tenant_id == tenant_id)
         async with self._store.transaction(write_lock=True) as conn:
             found = await conn.execute(
                 delete(THREADS).where(
@@ -188,16 +228,18 @@ class ThreadStore:
             if found.rowcount == 0:
                 raise NotFound(f"Thread with ID {thread_id} not found")
             runs = (
-                await conn.execute(
-                    select(RUNS.c.run_id, RUNS.c.status).where(RUNS.c.thread_id == thread_id)
-                )
+                await conn.execute(select(RUNS.c.run_id, RUNS.c.status).where(*runs_of_thread))
             ).all()
             run_ids = [row.run_id for row in runs]
             if run_ids:
                 await conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(run_ids)))
                 await delete_traces(conn, run_ids)
-                await conn.execute(delete(RUNS).where(RUNS.c.thread_id == thread_id))
-            await conn.execute(delete(CRONS).where(CRONS.c.thread_id == thread_id))
+                await conn.execute(delete(RUNS).where(*runs_of_thread))
+            await conn.execute(
+                delete(CRONS).where(CRONS.c.thread_id == thread_id, CRONS.c.tenant_id == tenant_id)
+            )
+            if purge is not None:
+                await purge()
         return [row.run_id for row in runs if row.status in ("pending", "running")]
 
     async def expired(self, now: datetime, limit: int = 100) -> list[tuple[str, str]]:
@@ -227,7 +269,10 @@ class ThreadStore:
                 if later is not None and later > now:
                     await conn.execute(
                         update(THREADS)
-                        .where(THREADS.c.thread_id == row.thread_id)
+                        .where(
+                            THREADS.c.thread_id == row.thread_id,
+                            THREADS.c.tenant_id == row.tenant_id,
+                        )
                         .values(expires_at=later)
                     )
                 else:

@@ -1,6 +1,10 @@
 """Thread operations that touch checkpoints or graphs: state, history, updates, copies,
 deletes, pruning and the TTL sweeper. Plain row reads and searches need neither and are
-answered by :class:`agent_runtime.runs.thread_rows.ThreadStore` (the ingress calls it directly)."""
+answered by :class:`agent_runtime.runs.thread_rows.ThreadStore` (the ingress calls it directly).
+
+Thread ids are per tenant: every operation runs in its principal's
+:func:`~agent_runtime.execution.tenant_context.tenant_scope`, so the graphs' checkpointer
+and store reach that tenant's checkpoints and items only."""
 
 from __future__ import annotations
 
@@ -14,12 +18,19 @@ from langgraph.errors import InvalidUpdateError
 from langgraph.pregel import Pregel
 from langgraph.types import StateUpdate
 
-from agent_runtime.core.errors import AgentRuntimeError, BadRequest, InvalidRequest, NotFound
-from agent_runtime.core.records import Principal, ThreadRecord, ThreadStatus
+from agent_runtime.core.errors import (
+    AgentRuntimeError,
+    BadRequest,
+    DependencyUnavailable,
+    NotFound,
+)
+from agent_runtime.core.records import Principal, RunRecord, ThreadRecord, ThreadStatus
+from agent_runtime.db.driver_errors import driver_error
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import utcnow
 from agent_runtime.execution import checkpoint_ops
 from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.execution.tenant_context import tenant_scope
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
     Superstep,
@@ -28,7 +39,7 @@ from agent_runtime.protocol.agent_protocol import (
 )
 from agent_runtime.protocol.agent_responses import state_to_wire, thread_interrupts, thread_to_wire
 from agent_runtime.protocol.sse import to_jsonable
-from agent_runtime.runs.thread_rows import ThreadStore
+from agent_runtime.runs.thread_rows import ThreadStore, ttl_of
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
@@ -44,31 +55,6 @@ NO_GRAPH = (
 # What a state update that does not fit the graph raises: an unknown node, an ambiguous
 # update, or values its reducers reject (``{"messages": 5}`` is a NotImplementedError).
 UPDATE_ERRORS = (ValueError, KeyError, NotImplementedError, InvalidUpdateError)
-
-
-MAX_TTL_MINUTES = 10 * 366 * 24 * 60  # ten years: past it, dates overflow or mean "never"
-
-
-def ttl_of(
-    body_ttl: dict[str, Any] | None, default: tuple[str, float] | None
-) -> tuple[str, float] | None:
-    """(strategy, minutes) from a ``ttl`` body (``{"strategy", "ttl"}``) or the default."""
-    if body_ttl:
-        minutes = body_ttl.get("ttl")
-        strategy = body_ttl.get("strategy", "delete")
-        if (
-            not isinstance(minutes, int | float)
-            or isinstance(minutes, bool)
-            or not 0 < minutes <= MAX_TTL_MINUTES  # NaN fails both sides
-        ):
-            raise InvalidRequest(
-                f"ttl.ttl: must be a positive number of minutes, at most {MAX_TTL_MINUTES}",
-                field="ttl.ttl",
-            )
-        if strategy not in ("delete", "keep_latest"):
-            raise InvalidRequest("ttl.strategy: must be 'delete' or 'keep_latest'")
-        return str(strategy), float(minutes)
-    return default
 
 
 def thread_namespace(thread_id: str) -> tuple[str, str]:
@@ -103,6 +89,7 @@ class ThreadService:
         default_ttl: tuple[str, float] | None = None,
         stop_runs: Callable[[Sequence[str]], None] | None = None,
         items: ItemStores | None = None,
+        checkpoint_timeout_s: float = 10.0,
     ) -> None:
         self._store = store
         self._threads = threads
@@ -111,6 +98,8 @@ class ThreadService:
         self._default_ttl = default_ttl
         self._stop_runs = stop_runs
         self._items = items
+        # How long a thread's delete may wait for its checkpoints (AGENT_DB_TIMEOUT_S).
+        self._checkpoint_timeout_s = checkpoint_timeout_s
 
     # -- create -------------------------------------------------------------------------
     async def create(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
@@ -124,7 +113,8 @@ class ThreadService:
             ttl=ttl,
         )
         if body.supersteps:
-            record = await self._apply_supersteps(principal, record, body.supersteps)
+            with tenant_scope(principal.tenant_id):
+                record = await self._apply_supersteps(principal, record, body.supersteps)
         return thread_to_wire(record)
 
     async def _apply_supersteps(
@@ -163,6 +153,16 @@ class ThreadService:
         subgraphs: bool = False,
         checkpoint: CheckpointConfig | None = None,
     ) -> dict[str, Any]:
+        with tenant_scope(principal.tenant_id):
+            return await self._get_state(principal, thread_id, subgraphs, checkpoint)
+
+    async def _get_state(
+        self,
+        principal: Principal,
+        thread_id: str,
+        subgraphs: bool,
+        checkpoint: CheckpointConfig | None,
+    ) -> dict[str, Any]:
         record = await self._store.get_thread(principal.tenant_id, thread_id)
         try:
             graph_id = self._graph_id(record)
@@ -180,6 +180,12 @@ class ThreadService:
         return state_to_wire(snapshot)
 
     async def update_state(
+        self, principal: Principal, thread_id: str, body: ThreadStateUpdate
+    ) -> dict[str, Any]:
+        with tenant_scope(principal.tenant_id):
+            return await self._update_state(principal, thread_id, body)
+
+    async def _update_state(
         self, principal: Principal, thread_id: str, body: ThreadStateUpdate
     ) -> dict[str, Any]:
         record = await self._threads.require_idle(principal.tenant_id, thread_id)
@@ -241,48 +247,93 @@ class ThreadService:
         elif isinstance(before, dict):
             before_config = {"configurable": before.get("configurable", before)}
         config: RunnableConfig = {"configurable": configurable}
-        async with self._graphs.open(graph_id, config) as graph:
-            return [
-                state_to_wire(snapshot)
-                async for snapshot in graph.aget_state_history(
-                    config, limit=limit, before=before_config, filter=metadata or None
-                )
-            ]
+        with tenant_scope(principal.tenant_id):
+            async with self._graphs.open(graph_id, config) as graph:
+                return [
+                    state_to_wire(snapshot)
+                    async for snapshot in graph.aget_state_history(
+                        config, limit=limit, before=before_config, filter=metadata or None
+                    )
+                ]
 
     # -- copy, delete, prune ------------------------------------------------------------
     async def copy(self, principal: Principal, thread_id: str) -> dict[str, Any]:
-        copy = await self._threads.copy_row(principal.tenant_id, thread_id)
+        tenant_id = principal.tenant_id
+        copy = await self._threads.copy_row(tenant_id, thread_id)
         try:
-            await checkpoint_ops.copy_thread(self._saver, thread_id, copy.thread_id)
+            await checkpoint_ops.copy_thread(self._saver, tenant_id, thread_id, copy.thread_id)
         except Exception:
-            await self._threads.delete_cascade(principal.tenant_id, copy.thread_id)
+            await self._threads.delete_cascade(tenant_id, copy.thread_id)
             raise
         return thread_to_wire(copy)
 
     async def delete(self, principal: Principal, thread_id: str) -> None:
-        """The row first (so nothing new starts on it), then its runs, its checkpoints and
-        the store items kept for it (namespace ``("threads", <thread id>, ...)``)."""
-        stopped = await self._threads.delete_cascade(principal.tenant_id, thread_id)
+        """The thread with everything it keeps, or, when a part cannot go, the thread stays.
+
+        One transaction deletes the row, its runs and crons; inside it, before it commits,
+        go the thread's checkpoints (one transaction of their own) and the store items kept
+        for it (namespace ``("threads", <thread id>, ...)``). If they cannot be deleted,
+        the row stays and DependencyUnavailable (503) says so: asked again (the client,
+        the TTL sweeper's next pass), the delete starts over. A thread made again with
+        the id therefore never finds the old one's state. Runs in flight are told to stop
+        after the commit; what they still write goes with them
+        (:meth:`discard_vanished_run`)."""
+        tenant_id = principal.tenant_id
+
+        async def purge() -> None:
+            try:
+                await checkpoint_ops.delete_thread(
+                    self._saver, tenant_id, thread_id, timeout_s=self._checkpoint_timeout_s
+                )
+                if self._items is not None:
+                    await self._items.delete_namespace(tenant_id, thread_namespace(thread_id))
+            except AgentRuntimeError:
+                raise
+            except Exception as exc:
+                cause = driver_error(exc)
+                if cause is None:
+                    raise
+                logger.warning(
+                    "thread %s kept: its checkpoints could not be deleted (%s: %s)",
+                    thread_id,
+                    type(cause).__name__,
+                    cause,
+                )
+                raise DependencyUnavailable(
+                    "the thread's checkpoints could not be deleted, so the thread was kept; "
+                    "try again"
+                ) from exc
+
+        stopped = await self._threads.delete_cascade(tenant_id, thread_id, purge)
         if stopped and self._stop_runs is not None:
             self._stop_runs(stopped)
-        await self._saver.adelete_thread(thread_id)
-        if self._items is not None:
-            await self._items.delete_namespace(principal.tenant_id, thread_namespace(thread_id))
+
+    async def discard_vanished_run(self, run: RunRecord) -> None:
+        """A run whose row was deleted while it ran (its thread deleted, or the run rolled
+        back) has ended: remove the checkpoints it wrote, the late ones included. Only
+        that run's: a thread made again with the same id keeps its own."""
+        if run.thread_id is None:
+            return
+        await checkpoint_ops.delete_run_checkpoints(
+            self._saver, run.tenant_id, run.thread_id, run.run_id
+        )
 
     async def forget_run(self, principal: Principal, thread_id: str, run_id: str) -> None:
         """After a finished run's row is deleted: drop the checkpoints it wrote (as the
         Platform does) and bring the thread's stored state back in line with them."""
         # The tenant's thread first: another tenant's id must not reach its checkpoints.
-        record = await self._store.get_thread(principal.tenant_id, thread_id)
-        await checkpoint_ops.delete_run_checkpoints(self._saver, thread_id, run_id)
+        tenant_id = principal.tenant_id
+        record = await self._store.get_thread(tenant_id, thread_id)
+        await checkpoint_ops.delete_run_checkpoints(self._saver, tenant_id, thread_id, run_id)
         if record.status != "busy":
             try:
                 graph_id = self._graph_id(record)
             except BadRequest:
                 return
             config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-            async with self._graphs.open(graph_id, config) as graph:
-                await self._store_state(principal, record, graph)
+            with tenant_scope(tenant_id):
+                async with self._graphs.open(graph_id, config) as graph:
+                    await self._store_state(principal, record, graph)
 
     async def prune(self, principal: Principal, thread_ids: Sequence[str], strategy: str) -> int:
         """``delete``: remove the threads; ``keep_latest``: keep only their newest state.
@@ -294,7 +345,9 @@ class ThreadService:
                     await self.delete(principal, thread_id)
                 else:
                     await self._store.get_thread(principal.tenant_id, thread_id)
-                    await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
+                    await checkpoint_ops.prune(
+                        self._saver, principal.tenant_id, [thread_id], "keep_latest"
+                    )
             except AgentRuntimeError as exc:
                 logger.debug("prune skipped thread %s: %s", thread_id, exc.message)
                 continue
@@ -302,14 +355,16 @@ class ThreadService:
         return pruned
 
     async def sweep(self, limit: int = 100) -> int:
-        """Apply the TTL of threads idle past it; returns how many were swept."""
+        """Apply the TTL of threads idle past it; returns how many were swept. A thread
+        that cannot be swept now (its checkpoints cannot be deleted) is logged and tried
+        again on the next pass."""
         swept = 0
         for tenant_id, thread_id in await self._threads.expired(utcnow(), limit):
             principal = Principal(tenant_id=tenant_id, key_id="ttl-sweeper")
             try:
                 record = await self._store.get_thread(tenant_id, thread_id)
                 if record.ttl_strategy == "keep_latest":
-                    await checkpoint_ops.prune(self._saver, [thread_id], "keep_latest")
+                    await checkpoint_ops.prune(self._saver, tenant_id, [thread_id], "keep_latest")
                     await self._store.update_thread(
                         tenant_id, thread_id, expires_at=_next_expiry(record)
                     )
@@ -317,6 +372,9 @@ class ThreadService:
                     await self.delete(principal, thread_id)
             except NotFound:
                 # Gone since expired() listed it: another replica's sweep or its owner.
+                continue
+            except AgentRuntimeError as exc:
+                logger.warning("TTL sweep of thread %s failed: %s", thread_id, exc.message)
                 continue
             swept += 1
         return swept

@@ -211,7 +211,9 @@ class ThreadStreams:
                 return seen, None
             by_run = await conn.execute(
                 select(RUNS.c.run_id).where(
-                    RUNS.c.thread_id == thread_id, RUNS.c.updated_at == updated
+                    RUNS.c.thread_id == thread_id,
+                    RUNS.c.tenant_id == principal.tenant_id,
+                    RUNS.c.updated_at == updated,
                 )
             )
             if by_run.first() is not None:

@@ -157,13 +157,15 @@ async def test_create_thread_if_exists(store: MetadataStore) -> None:
     )
     assert existing == original
 
-    # Another tenant's id: always a Conflict, worded exactly like one's own duplicate.
+    assert own.value.message == "Thread with ID th-1 already exists"
+
+    # Ids are per tenant: another tenant's id is free, as any unused id (no 409 that
+    # would tell it the id exists), in both modes.
     modes: tuple[Literal["raise", "do_nothing"], ...] = ("raise", "do_nothing")
-    for mode in modes:
-        with pytest.raises(Conflict) as foreign:
-            await store.create_thread("t2", thread_id="th-1", if_exists=mode)
-        assert foreign.value.message == own.value.message
-        assert "t1" not in foreign.value.message
+    for tenant, mode in zip(("t2", "t3"), modes, strict=True):
+        theirs = await store.create_thread(tenant, thread_id="th-1", if_exists=mode)
+        assert (theirs.tenant_id, theirs.thread_id, theirs.metadata) == (tenant, "th-1", {})
+        assert await store.get_thread(tenant, "th-1") == theirs
     assert await store.get_thread("t1", "th-1") == original
 
 

@@ -11,13 +11,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.db import migrations
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.tables import UNSCOPED_CHECKPOINTS
 from agent_runtime.runs.run_queue import RunStore
 
 
@@ -114,6 +115,16 @@ async def _assert_old_rows_survived(store: MetadataStore) -> None:
     key = await store.get_key("abc123abc123")
     assert key is not None and key.tenant_id == "acme"
     assert key.scopes == ["read", "run"]  # keys older than scopes keep reading and running
+    # Since 0008 thread ids are per tenant; the threads made before are listed, with
+    # their owner, for their checkpoints to move under that owner (checkpoint_ops).
+    async with store.transaction() as conn:
+        listed = (await conn.execute(select(UNSCOPED_CHECKPOINTS))).all()
+    assert [(row.thread_id, row.tenant_id) for row in listed] == [("t-old", "acme")]
+    await store.ensure_tenant("globex", "Globex")
+    theirs = await store.create_thread("globex", thread_id="t-old", metadata={"mine": True})
+    assert theirs.tenant_id == "globex"
+    assert (await store.get_thread("acme", "t-old")).metadata == {"purpose": "legacy"}
+    assert (await store.get_thread("globex", "t-old")).metadata == {"mine": True}
     # New writes work on the upgraded schema.
     fresh = await store.create_thread("acme", metadata={"new": True})
     assert (await store.get_thread("acme", fresh.thread_id)).metadata == {"new": True}

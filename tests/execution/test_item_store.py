@@ -23,13 +23,8 @@ from langgraph.store.postgres.aio import AsyncPostgresStore
 
 from agent_runtime.config.settings import ItemStoreSettings, StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
-from agent_runtime.execution.item_store import (
-    ItemStores,
-    NoTenantScope,
-    current_tenant,
-    tenant_prefix,
-    tenant_scope,
-)
+from agent_runtime.execution.item_store import ItemStores, tenant_prefix
+from agent_runtime.execution.tenant_context import NoTenantScope, current_tenant, tenant_scope
 from tests.time_control import wait_for
 
 # Short enough to wait for, long enough that a put and its read land before expiry.

@@ -15,7 +15,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from agent_runtime.execution.graph_registry import ModelFactory
-from agent_runtime.execution.item_store import ItemStores, NoTenantScope, tenant_scope
+from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.execution.tenant_context import NoTenantScope, tenant_scope
 from graphs import memory
 from tests.backends import BACKENDS, backend_settings
 

@@ -33,9 +33,9 @@ from agent_runtime.core.timing import RunTimings
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.evals.local import local_router
 from agent_runtime.evals.schema import Judgement
-from agent_runtime.execution.checkpointers import TimedSaver
 from agent_runtime.execution.graph_registry import GraphRegistry, GraphSpec, ModelFactory
 from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.execution.tenant_checkpoints import TenantScopedSaver
 from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.replica.orchestration import Orchestration
 from agent_runtime.runs.executor import ExecutorSettings, QueueStats, RunExecutor
@@ -153,7 +153,7 @@ class Replica:
         return self.orchestration.items
 
     @property
-    def saver(self) -> TimedSaver:
+    def saver(self) -> TenantScopedSaver:
         return self.orchestration.saver
 
     @property

@@ -60,7 +60,8 @@ async def test_a_heartbeating_run_keeps_its_lease_and_a_silent_one_lapses(
     assert (resumed.run_id, resumed.worker_id, resumed.attempt) == (run_id, "w2", 2)
     # The first worker finishing late changes nothing: the run is w2's now.
     end = RunEnd(status="success", thread_status="idle")
-    assert await runs.finish(resumed, end, "w1") is None
+    late = await runs.finish(resumed, end, "w1")
+    assert (late.next_run, late.gone) == (None, False)
     assert await runs.status(run_id) == "running"
 
 

@@ -14,6 +14,7 @@ from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import ThreadRecord
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS, utcnow
 from agent_runtime.execution import checkpoint_ops
+from agent_runtime.execution.tenant_context import tenant_scope
 from agent_runtime.runs.run_queue import NewRun
 from agent_runtime.runs.thread_rows import SORTABLE
 from tests.runs.run_harness import GRAPH, OTHER, TENANT, Replica, body, new_thread, replica
@@ -54,7 +55,13 @@ def config(thread_id: str, ns: str = "") -> Any:
 
 
 async def checkpoints(r: Replica, thread_id: str) -> list[Any]:
-    return [c async for c in r.saver.alist(config(thread_id))]
+    with tenant_scope(TENANT.tenant_id):
+        return [c async for c in r.saver.alist(config(thread_id))]
+
+
+async def latest_checkpoint(r: Replica, thread_id: str) -> Any:
+    with tenant_scope(TENANT.tenant_id):
+        return await r.saver.aget_tuple(config(thread_id))
 
 
 # -- metadata store: create / update -----------------------------------------------------
@@ -303,7 +310,7 @@ async def test_copy_thread_copies_checkpoints_and_pending_writes(one: Replica) -
     source = await new_thread(one)
     await one.runs.wait(TENANT, source, body("ask"))
     target = await new_thread(one)
-    await checkpoint_ops.copy_thread(one.saver, source, target)
+    await checkpoint_ops.copy_thread(one.saver, TENANT.tenant_id, source, target)
     copied, original = await checkpoints(one, target), await checkpoints(one, source)
     assert [c.checkpoint["id"] for c in copied] == [c.checkpoint["id"] for c in original]
     assert [c.metadata for c in copied] == [c.metadata for c in original]
@@ -321,14 +328,18 @@ async def test_delete_run_checkpoints_keeps_other_runs(one: Replica) -> None:
     second = await one.runs.wait(TENANT, thread_id, body("ask"))
     other = await new_thread(one)
     await one.runs.wait(TENANT, other, body())
-    await checkpoint_ops.delete_run_checkpoints(one.saver, thread_id, second.run_id)
+    await checkpoint_ops.delete_run_checkpoints(
+        one.saver, TENANT.tenant_id, thread_id, second.run_id
+    )
     left = await checkpoints(one, thread_id)
     assert len(left) == 4 and {c.metadata["run_id"] for c in left} == {first.run_id}
-    latest = await one.saver.aget_tuple(config(thread_id))
+    latest = await latest_checkpoint(one, thread_id)
     assert latest is not None and latest.pending_writes == []
     assert latest.checkpoint["channel_values"]["steps"] == ["first", "second"]
     assert len(await checkpoints(one, other)) == 4
-    await checkpoint_ops.delete_run_checkpoints(one.saver, thread_id, "no-such-run")
+    await checkpoint_ops.delete_run_checkpoints(
+        one.saver, TENANT.tenant_id, thread_id, "no-such-run"
+    )
     assert len(await checkpoints(one, thread_id)) == 4
 
 
@@ -339,7 +350,7 @@ async def test_prune_delete_and_keep_latest(one: Replica) -> None:
     await one.runs.wait(TENANT, threads[1], body("ask"))
     latest = {t: (await checkpoints(one, t))[0] for t in threads}
 
-    await checkpoint_ops.prune(one.saver, threads[:2], "keep_latest")
+    await checkpoint_ops.prune(one.saver, TENANT.tenant_id, threads[:2], "keep_latest")
     for thread_id in threads[:2]:
         [kept] = await checkpoints(one, thread_id)
         assert kept.checkpoint["id"] == latest[thread_id].checkpoint["id"]
@@ -347,7 +358,7 @@ async def test_prune_delete_and_keep_latest(one: Replica) -> None:
         assert kept.checkpoint["channel_values"] == latest[thread_id].checkpoint["channel_values"]
     assert len(await checkpoints(one, threads[2])) == 4
 
-    await checkpoint_ops.prune(one.saver, threads[:1], "delete")
-    assert await one.saver.aget_tuple(config(threads[0])) is None
+    await checkpoint_ops.prune(one.saver, TENANT.tenant_id, threads[:1], "delete")
+    assert await latest_checkpoint(one, threads[0]) is None
     assert len(await checkpoints(one, threads[1])) == 1
     assert len(await checkpoints(one, threads[2])) == 4

@@ -12,6 +12,7 @@ from langgraph.types import Command, interrupt
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from agent_runtime.execution.tenant_context import tenant_scope
 from agent_runtime.protocol.agent_protocol import CheckpointConfig, ThreadCreate, ThreadStateUpdate
 from agent_runtime.runs.thread_service import NO_GRAPH, ThreadService, empty_state
 from agent_runtime.user_app.graph_loader import LoadedGraph
@@ -117,7 +118,8 @@ async def test_state_and_history_of_a_subgraph(one: Replica) -> None:
     service = ThreadService(one.store, one.thread_rows, served, one.saver)
     thread = await one.store.create_thread(TENANT.tenant_id, metadata={"graph_id": "nested"})
     config = {"configurable": {"thread_id": thread.thread_id}}
-    await graph.ainvoke({"steps": [], "mode": "ok"}, config)
+    with tenant_scope(TENANT.tenant_id):
+        await graph.ainvoke({"steps": [], "mode": "ok"}, config)
 
     flat = await service.get_state(TENANT, thread.thread_id)
     [task] = flat["tasks"]
@@ -135,7 +137,8 @@ async def test_state_and_history_of_a_subgraph(one: Replica) -> None:
     )
     assert history and all(s["checkpoint"]["checkpoint_ns"] == namespace for s in history)
 
-    await graph.ainvoke(Command(resume="yes"), config)
+    with tenant_scope(TENANT.tenant_id):
+        await graph.ainvoke(Command(resume="yes"), config)
     done = await service.get_state(TENANT, thread.thread_id, subgraphs=True)
     assert (done["values"]["steps"], done["tasks"]) == (["child:yes"], [])
 

@@ -15,6 +15,7 @@ from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import NotFound
 from agent_runtime.core.records import RunRecord
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS, utcnow
+from agent_runtime.execution.tenant_context import tenant_scope
 from agent_runtime.protocol.agent_protocol import Command as ResumeCommand
 from agent_runtime.protocol.agent_protocol import RunCreate, ThreadCreate
 from agent_runtime.runs.run_queue import NewRun, RunEnd
@@ -41,7 +42,9 @@ async def set_times(r: Replica, thread_id: str, **columns: Any) -> None:
 
 
 async def checkpoint_of(r: Replica, thread_id: str) -> Any:
-    return await r.saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    with tenant_scope(TENANT.tenant_id):
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        return await r.saver.aget_tuple(config)  # type: ignore[arg-type]
 
 
 # -- copy ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from agent_runtime.protocol.agent_protocol import (
 )
 from agent_runtime.protocol.agent_responses import thread_to_wire
 from agent_runtime.replica.handles import call
-from agent_runtime.runs.thread_service import ttl_of
+from agent_runtime.runs.thread_rows import ttl_of
 
 threads = APIRouter(tags=["threads"])
 
