@@ -1,13 +1,15 @@
 """Tenant isolation of every endpoint, and bad input on every endpoint, on the Serve stack.
 
 Tenant B's key on tenant A's assistant, thread, run, checkpoint and store item ids must
-answer 404 (lists, searches and counts: only B's own rows) and change nothing of A's.
+answer 404 (lists, searches and counts: only B's own rows) and change nothing of A's;
+creating a thread with A's id makes B a thread of its own, as for any unused id.
 Bad input must be a 4xx naming the problem: unknown ids 404, conflicts 409, invalid bodies
 422 naming the field; never a 500.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -120,16 +122,30 @@ async def test_tenant_b_cannot_see_or_change_tenant_a(
     searched = await b.sdk.assistants.search(limit=100)
     assert aid not in {s["assistant_id"] for s in searched} and len(searched) == 4
 
-    # Ids are A's: B cannot take a thread id (the same 409 as for its own threads, so
-    # nothing is learnt), but assistant ids are per tenant, so B gets one of its own.
-    for body in ({"thread_id": tid}, {"thread_id": tid, "if_exists": "do_nothing"}):
-        taken = await b.http.post("/threads", json=body)
-        assert taken.status_code == 409
-        assert taken.json()["detail"] == f"Thread with ID {tid} already exists"
+    # Ids are per tenant: A's thread id is a free id for B, answered as an unused one (a
+    # 409 would tell B it exists), and B's thread there is its own, empty one; the same
+    # for assistant ids.
+    free = str(uuid.uuid4())
+    answers = []
+    for thread_id in (tid, free):
+        made = await b.http.post("/threads", json={"thread_id": thread_id, "metadata": {"b": 1}})
+        assert made.status_code == 200, made.text
+        again = await b.http.post(
+            "/threads", json={"thread_id": thread_id, "if_exists": "do_nothing"}
+        )
+        assert again.json() == made.json()
+        answers.append({k: v for k, v in made.json().items() if not k.endswith(("_at", "_id"))})
+    assert answers[0] == answers[1]
+    assert (await b.sdk.threads.get_state(tid))["values"] == {}
+    ran = await b.http.post(f"/threads/{tid}/runs/wait", json=run_body)
+    assert ran.status_code == 200, ran.text
+    assert len(await b.sdk.runs.list(tid)) == 1
     created = await b.http.post(
-        f"/threads/{tid}/runs", json={**run_body, "if_not_exists": "create"}
+        f"/threads/{slow_tid}/runs/wait", json={**run_body, "if_not_exists": "create"}
     )
-    assert created.status_code == 409
+    assert created.status_code == 200, created.text
+    for thread_id in (tid, free, slow_tid):
+        await b.sdk.threads.delete(thread_id)
     own = await b.sdk.assistants.create("react", assistant_id=aid, if_exists="do_nothing")
     assert (own["assistant_id"], own["graph_id"], own["name"]) == (aid, "react", "Untitled")
     await b.sdk.assistants.delete(aid)
