@@ -182,6 +182,7 @@ class Orchestration:
                 after_finish=self._after_run,
                 on_stats=observer.record_queue if observer is not None else None,
                 queue_depth=self._queue_depth,
+                graph_ids=self.graphs.ids(),
             )
 
         self.runs = RunService(

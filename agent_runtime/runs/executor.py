@@ -28,7 +28,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +127,11 @@ class RunExecutor:
         after_finish: Callable[[RunRecord, RunResult], Awaitable[None]] | None = None,
         on_stats: Callable[[QueueStats], None] | None = None,
         queue_depth: Callable[[], Awaitable[int]] | None = None,
+        graph_ids: Sequence[str] | None = None,
     ) -> None:
         self.runs = runs
+        # The graphs this replica serves: it claims queued runs of those only.
+        self._graph_ids = list(graph_ids) if graph_ids is not None else None
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
@@ -317,7 +320,7 @@ class RunExecutor:
         room = self.settings.max_concurrent_runs - len(self._local)
         claimed: list[RunRecord] = []
         if room > 0 and not self._closing:
-            claimed = await self.runs.claim_due(self.worker_id, room)
+            claimed = await self.runs.claim_due(self.worker_id, room, self._graph_ids)
             for run in claimed:
                 self.submit(run)
         await self._report_stats()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 
 from agent_runtime.core.records import CancelAction, RunRecord
 from agent_runtime.db.tables import RUNS, THREADS
@@ -123,8 +123,12 @@ class RunLeases(RunRows):
                 )
         return ids
 
-    async def claim_due(self, worker_id: str, limit: int) -> list[RunRecord]:
-        """Claim up to ``limit`` due pending runs whose thread nobody holds."""
+    async def claim_due(
+        self, worker_id: str, limit: int, graph_ids: Sequence[str] | None = None
+    ) -> list[RunRecord]:
+        """Claim up to ``limit`` due pending runs whose thread nobody holds; of the graphs
+        ``graph_ids`` only, when given (what the claiming replica serves: apps sharing a
+        database must not take each other's runs)."""
         now = self._clock.now()
         async with self._store.transaction() as conn:
             candidates = (
@@ -135,6 +139,7 @@ class RunLeases(RunRows):
                         RUNS.c.status == "pending",
                         RUNS.c.created_at <= now,
                         THREADS.c.current_run_id.is_(None),
+                        true() if graph_ids is None else RUNS.c.graph_id.in_(list(graph_ids)),
                     )
                     .order_by(RUNS.c.created_at)
                     .limit(limit)
