@@ -15,6 +15,11 @@ ENV = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
 FAKE_PROVIDER_ROUTE = "/fake-provider"
 
 
+def no_limit(value: object) -> object:
+    """A limit's environment value: "" or "none" turn it off (None)."""
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+
 class ProviderSettings(BaseSettings):
     """The OpenAI-compatible provider the router calls, its models and fallback chains.
 

@@ -101,12 +101,34 @@ class RequestLimiter:
         self.limits = limits
         self._default = (default_rate_per_s, default_burst)
 
+    async def _bucket(self, principal: Principal) -> tuple[float, int]:
+        own = (await self.limits.get(principal.tenant_id)).requests_per_minute
+        return _per_minute(own) if own else self._default
+
     async def check(self, principal: Principal) -> LimitDecision:
         """The key's decision (allowed or not); raises only when it cannot be made and
         the failure mode is ``fail_closed`` (:class:`DependencyUnavailable`)."""
-        own = (await self.limits.get(principal.tenant_id)).requests_per_minute
-        rate, burst = _per_minute(own) if own else self._default
+        rate, burst = await self._bucket(principal)
         return await self.limiter.hit(f"key:{principal.key_id}", rate_per_s=rate, burst=burst)
+
+    async def check_batch(self, principal: Principal, runs: int) -> LimitDecision:
+        """A batch of ``runs`` runs costs ``runs`` requests, as that many run creations
+        would: :meth:`check` took the batch's own request, this takes the ``runs - 1``
+        others, all or none. A batch larger than the key's bucket could never pass: it is
+        refused outright (:class:`RateLimited`, ``requested``)."""
+        rate, burst = await self._bucket(principal)
+        if runs > burst:
+            raise RateLimited(
+                f"a batch of {runs} runs counts as {runs} requests, more than this API key's "
+                f"bucket holds ({burst}); send smaller batches",
+                retry_after=burst / rate,  # the time the bucket takes to fill
+                limit=REQUESTS_PER_KEY,
+                maximum=burst,
+                requested=runs,
+            )
+        return await self.limiter.hit(
+            f"key:{principal.key_id}", runs - 1, rate_per_s=rate, burst=burst
+        )
 
     def default_headers(self) -> dict[str, str]:
         """What a response says when no decision could be made (fail_closed refusals)."""
