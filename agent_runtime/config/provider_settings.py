@@ -78,9 +78,3 @@ class ProviderSettings(BaseSettings):
     def fake_base_url(http_port: int) -> str:
         """Where the built-in fake provider's Serve app answers."""
         return f"http://127.0.0.1:{http_port}{FAKE_PROVIDER_ROUTE}/v1"
-
-    @property
-    def uses_fake(self) -> bool:
-        """Whether the built-in fake provider's app is deployed: without a provider URL, or
-        with a models file (which may name it; settings.models.uses_fake says for sure)."""
-        return not self.provider_base_url or self.models_file is not None
