@@ -9,7 +9,8 @@ none, the runtime's defaults (``AGENT_*``):
 * :class:`RequestLimiter` (the ingress, on every authenticated request): a key's bucket
   holds ``requests_per_minute`` requests and refills at that rate, so a key sustains that
   many a minute and may send them all at once; without an override, the default bucket
-  (``AGENT_RATE_LIMIT_PER_SECOND`` refill, ``AGENT_RATE_LIMIT_BURST`` size).
+  (``AGENT_RATE_LIMIT_PER_SECOND`` refill, ``AGENT_RATE_LIMIT_BURST`` size). A run batch
+  costs one request per run, as separate creations would.
 * :class:`TokenRateObserver` (the router, around every model request, as a
   :class:`agent_runtime.gateway.call_observer.CallObserver`): a tenant's bucket holds
   ``tokens_per_minute`` tokens. Before a call it reserves the request's estimate (prompt tokens, an
