@@ -22,7 +22,7 @@ from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ENV as _ENV
-from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.provider_settings import ProviderSettings, no_limit
 from agent_runtime.config.run_settings import RunSettings
 from agent_runtime.config.serve_settings import ServeSettings
 
@@ -106,17 +106,20 @@ class LimitSettings(BaseSettings):
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="Model tokens per tenant per minute; unset: no limit."
     )
+    # Run limits default to what one small deployment (one orchestrator replica, which
+    # takes AGENT_RUN_MAX_CONCURRENT runs at once) can give a tenant without one tenant
+    # filling it; "none" turns a limit off.
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, description="Running runs per tenant; unset: no limit."
+        default=16, ge=1, description="Running runs per tenant; none: no limit."
     )
     max_queued_runs: int | None = Field(
-        default=None, ge=0, description="Queued background runs per tenant; unset: no limit."
+        default=100, ge=0, description="Queued background runs per tenant; none: no limit."
     )
 
     @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
     @classmethod
     def _blank_limit_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return no_limit(value)
 
 
 class ItemStoreSettings(BaseSettings):

@@ -18,6 +18,9 @@ from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
 from tests.e2e.support import Api, eventually, open_api
 
+# Starts a Ray stack: deselected by -m "not e2e".
+pytestmark = pytest.mark.e2e
+
 APPS = Path(__file__).resolve().parents[1] / "apps"
 NAMES = ("tool_agent", "memory_agent", "plain_graph")
 ROUTED = "tool_agent"

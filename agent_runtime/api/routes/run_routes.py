@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.api.run_headers import configurable_headers
 from agent_runtime.core.errors import InvalidRequest
@@ -102,6 +103,23 @@ _on_thread_and_stateless("", _create, "create")
 async def create_run_batch(
     body: list[RunCreate], request: Request, services: ServicesDep, principal: RunPrincipal
 ) -> list[dict[str, Any]]:
+    """Background runs, one per item, as that many ``POST /runs`` would create them: at
+    most ``AGENT_RUN_BATCH_MAX`` (422 past it, nothing started), each costing one request
+    of the key's bucket (429 ``requests_per_key`` when they do not all fit)."""
+    cap = services.settings.runs.run_batch_max
+    if len(body) > cap:
+        raise InvalidRequest(
+            f"a batch holds at most {cap} runs (AGENT_RUN_BATCH_MAX); this one has "
+            f"{len(body)}: send it in smaller batches",
+            field="body",
+            maximum=cap,
+            requested=len(body),
+        )
+    if len(body) > 1:
+        assert services.requests is not None, "Services.__post_init__ builds it"
+        await check_request_limit(
+            request, services.requests, services.metrics, principal, batch=len(body)
+        )
     created = []
     for item in body:
         item = _with_headers(item, request, services)
