@@ -2,6 +2,7 @@
 
 Creating, waiting, streaming, joining and cancelling go to the orchestrator (which runs
 the graphs); listing, reading and deleting run rows are answered here from the database.
+The app's own auth handlers (``agent_runtime.api.route_auth``) decide first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.route_auth import Check
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.api.run_headers import configurable_headers
 from agent_runtime.core.errors import InvalidRequest
@@ -71,13 +73,17 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
         services: ServicesDep,
         principal: RunPrincipal,
     ) -> Response:
+        thread_id = thread_uuid(thread_id)
         body = _with_headers(body, request, services)
-        return await handler(services, principal, thread_uuid(thread_id), body)
+        body = await services.guard.run_create(principal, thread_id, body)
+        return await handler(services, principal, thread_id, body)
 
     async def stateless(
         body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
     ) -> Response:
-        return await handler(services, principal, None, _with_headers(body, request, services))
+        body = _with_headers(body, request, services)
+        body = await services.guard.run_create(principal, None, body)
+        return await handler(services, principal, None, body)
 
     runs.add_api_route(
         f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
@@ -105,6 +111,7 @@ async def create_run_batch(
     created = []
     for item in body:
         item = _with_headers(item, request, services)
+        item = await services.guard.run_create(principal, None, item)
         run: RunRecord = await call(services.orchestrator.create_run.remote(principal, None, item))
         created.append(run_to_wire(run))
     return created
@@ -364,8 +371,16 @@ async def cancel_runs(
                 "thread or run ID."
             )
         status = None if query.status == "all" else query.status
+        value = {"thread_id": None, "action": chosen, "metadata": {"status": query.status}}
+        allowed = await services.guard.authorize(principal, "threads", "update", value)
+        # Under an auth filter, only the runs on threads it lets the caller see.
+        ids = (
+            None
+            if allowed is None
+            else await services.runs.in_flight(principal.tenant_id, status, allowed)
+        )
         await call(
-            services.orchestrator.cancel.remote(principal, None, None, chosen, status or "all")
+            services.orchestrator.cancel.remote(principal, None, ids, chosen, status or "all")
         )
         return Response(status_code=204)
     if not query.thread_id or query.run_ids is None:
@@ -373,6 +388,8 @@ async def cancel_runs(
             "Must provide either a status, an assistant_id, or both 'thread_id' and 'run_ids'"
         )
     run_ids = [run_uuid(r) for r in query.run_ids]
+    update = Check("threads", "update", "thread")
+    await services.guard.check(principal, update, thread_uuid(query.thread_id), {"action": chosen})
     await call(
         services.orchestrator.cancel.remote(
             principal, thread_uuid(query.thread_id), run_ids, chosen
