@@ -330,6 +330,15 @@ class RouteGuard:
         return body.model_copy(update={"metadata": _metadata(value, "crons.create")})
 
 
+def search_value(query: BaseModel, fields: set[str]) -> dict[str, Any]:
+    """A search's ``value`` for its handler: those of the query's fields, ``metadata`` a
+    dict (handlers add to it, as the Platform's examples do)."""
+    value = query.model_dump(include=fields)
+    if "metadata" in fields:
+        value["metadata"] = dict(value.get("metadata") or {})
+    return value
+
+
 def _uuid(value: str, what: str) -> uuid.UUID:
     """A path's id as the Platform hands it to handlers; 422 as the route's own check."""
     try:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agent_runtime.api import graph_info
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
-from agent_runtime.api.route_auth import Check
+from agent_runtime.api.route_auth import Check, search_value
 from agent_runtime.core.errors import BadRequest, NotFound
 from agent_runtime.protocol.agent_protocol import (
     AssistantCount,
@@ -149,7 +149,7 @@ async def search_assistants(
     body: Annotated[AssistantSearch | None, Body()] = None,
 ) -> Response:
     query = body or AssistantSearch()
-    search = query.model_dump(include={"graph_id", "metadata", "limit", "offset"})
+    search = search_value(query, {"graph_id", "metadata", "limit", "offset"})
     allowed = await services.guard.authorize(principal, "assistants", "search", search)
     page, next_offset = await store.search(
         principal.tenant_id,
@@ -181,7 +181,7 @@ async def count_assistants(
     body: Annotated[AssistantCount | None, Body()] = None,
 ) -> Response:
     query = body or AssistantCount()
-    search = query.model_dump(include={"graph_id", "metadata"})
+    search = search_value(query, {"graph_id", "metadata"})
     allowed = await services.guard.authorize(principal, "assistants", "search", search)
     count = await store.count(
         principal.tenant_id,

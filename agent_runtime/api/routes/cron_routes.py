@@ -14,6 +14,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
+from agent_runtime.api.route_auth import search_value
 from agent_runtime.api.routes.assistant_routes import get_assistants
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.core.records import Principal
@@ -72,7 +73,7 @@ async def search_crons(
         require_uuid(body.assistant_id, "Invalid assistant ID: must be a UUID")
     if body.thread_id:
         require_uuid(body.thread_id, "Invalid thread ID: must be a UUID")
-    value = body.model_dump(include={"assistant_id", "thread_id", "limit", "offset"})
+    value = search_value(body, {"assistant_id", "thread_id", "limit", "offset"})
     allowed = await services.guard.authorize(principal, "crons", "search", value)
     page, more = await CronStore(services.store).search(principal.tenant_id, body, allowed)
     headers = {"X-Pagination-Total": str(body.offset + len(page))}
@@ -88,7 +89,7 @@ async def count_crons(body: CronCount, services: ServicesDep, principal: ReadPri
         require_uuid(body.assistant_id, "Invalid assistant ID: must be a UUID")
     if body.thread_id:
         require_uuid(body.thread_id, "Invalid thread ID: must be a UUID")
-    value = body.model_dump(include={"assistant_id", "thread_id"})
+    value = search_value(body, {"assistant_id", "thread_id"})
     allowed = await services.guard.authorize(principal, "crons", "search", value)
     return await CronStore(services.store).count(principal.tenant_id, body, allowed)
 

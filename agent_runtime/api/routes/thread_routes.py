@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
-from agent_runtime.api.route_auth import Check
+from agent_runtime.api.route_auth import Check, search_value
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
     ThreadCount,
@@ -71,7 +71,7 @@ async def search_threads(
     body: Annotated[ThreadSearch | None, Body()] = None,
 ) -> JSONResponse:
     query = body or ThreadSearch()
-    search = query.model_dump(include={"metadata", "values", "status", "limit", "offset", "ids"})
+    search = search_value(query, {"metadata", "values", "status", "limit", "offset", "ids"})
     allowed = await services.guard.authorize(principal, "threads", "search", search)
     found, more = await services.threads.search(
         principal.tenant_id,
@@ -107,7 +107,7 @@ async def count_threads(
     body: Annotated[ThreadCount | None, Body()] = None,
 ) -> int:
     query = body or ThreadCount()
-    search = query.model_dump(include={"metadata", "values", "status"})
+    search = search_value(query, {"metadata", "values", "status"})
     allowed = await services.guard.authorize(principal, "threads", "search", search)
     return await services.threads.count(
         principal.tenant_id,
