@@ -49,11 +49,17 @@ def allowed_by(
     if is_postgres:
         # On scalars and lists of scalars, containment is exactly the filter's meaning.
         return json_contains(True, column, allowed.document())
-    where = [_sqlite_equals(column, key, value) for key, value in allowed.equals.items()]
+    where: list[ColumnElement[bool]] = []
+    for key, value in allowed.equals.items():
+        path = f'$."{key}"'
+        where += _sqlite_is(func.json_type(column, path), func.json_extract(column, path), value)
     for key, elements in allowed.contains.items():
         path = f'$."{key}"'
         where.append(func.json_type(column, path) == "array")
-        where += [_sqlite_holds(column, path, element) for element in elements]
+        for element in elements:
+            each = func.json_each(column, path).table_valued("value", "type")
+            found = _sqlite_is(each.c.type, each.c.value, element)
+            where.append(select(literal(1)).select_from(each).where(*found).exists())
     return where
 
 
@@ -277,14 +283,14 @@ def _sqlite_equals(column: Any, key: str, value: Any) -> ColumnElement[bool]:
     return func.json_extract(column, path) == func.json_extract(json.dumps(value), "$")
 
 
-def _sqlite_holds(column: Any, path: str, element: Scalar) -> ColumnElement[bool]:
-    """The JSON list at ``path`` has ``element`` (JSON types compared, as in Postgres)."""
-    each = func.json_each(column, path).table_valued("value", "type")
-    if element is None or isinstance(element, bool):
-        kind = each.c.type == ("null" if element is None else str(element).lower())
-        return select(literal(1)).select_from(each).where(kind).exists()
-    kind = each.c.type == "text" if isinstance(element, str) else each.c.type.in_(NUMBERS)
-    return select(literal(1)).select_from(each).where(kind, each.c.value == element).exists()
+def _sqlite_is(kind: Any, value: Any, wanted: Scalar) -> list[ColumnElement[bool]]:
+    """A JSON value (its SQLite ``json_type`` and SQL value) is the scalar ``wanted``,
+    JSON types told apart as Postgres does (``true`` is not ``1``, ``1`` is ``1.0``)."""
+    if wanted is None or isinstance(wanted, bool):
+        return [kind == ("null" if wanted is None else str(wanted).lower())]
+    if isinstance(wanted, str):
+        return [kind == "text", value == wanted]
+    return [kind.in_(NUMBERS), value == wanted]
 
 
 def _expiry(ttl_minutes: float | None, now: datetime) -> datetime | None:
