@@ -30,7 +30,13 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 
-from agent_runtime.core.errors import AuthHandlerFailed, Conflict, InvalidRequest, NotFound
+from agent_runtime.core.errors import (
+    AuthHandlerFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+)
 from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import AssistantRecord, Principal
 from agent_runtime.db.metadata import MetadataStore
@@ -165,8 +171,10 @@ class RouteGuard:
         self, principal: Principal, resource: Resource, action: str, value: dict[str, Any]
     ) -> MetadataFilter | None:
         """The handler's answer about ``value`` (which it may change in place)."""
-        if self._auth is None or principal.user is None:
+        if self._auth is None:
             return None
+        if principal.user is None:  # never from a route: authenticate sets it
+            raise Unauthorized("the app's authenticate handler found no user")
         return await self._auth.authorize(principal.user, resource, action, value)
 
     async def require_visible(
