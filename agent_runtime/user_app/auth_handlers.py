@@ -27,6 +27,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from langgraph_sdk import Auth
@@ -97,7 +98,7 @@ class AppAuth:
         where = f"{resource}.{action}"
         context = AuthContext(
             permissions=list(user.permissions),
-            user=HandlerUser(user),
+            user=UserView(user.as_dict()),
             resource=resource,
             action=action,  # type: ignore[arg-type]  # one of ACTIONS, typed as str here
         )
@@ -247,51 +248,48 @@ def _fields(user: object) -> dict[str, JsonValue]:
     return {str(key): value for key, value in jsonable.items()}
 
 
-class HandlerUser:
-    """``ctx.user`` in the app's handlers: LangGraph's ``BaseUser`` over an
-    :class:`AuthUser`; its other fields by key or as attributes, as the Platform's."""
+@dataclass(frozen=True)
+class UserView:
+    """An end user carried as a mapping (:meth:`AuthUser.as_dict`, a run's
+    ``langgraph_auth_user``), seen as ``langgraph_sdk``'s ``BaseUser``: ``ctx.user`` in the
+    app's handlers, a ``ServerRuntime``'s user; other fields by key or as attributes, as
+    the Platform's user objects allow."""
 
-    __slots__ = ("_user",)
-
-    def __init__(self, user: AuthUser) -> None:
-        self._user = user
+    fields: Mapping[str, Any]
 
     @property
     def identity(self) -> str:
-        return self._user.identity
+        return str(self.fields.get("identity", ""))
 
     @property
     def display_name(self) -> str:
-        return self._user.display_name
+        return str(self.fields.get("display_name") or self.identity)
 
     @property
     def is_authenticated(self) -> bool:
-        return self._user.is_authenticated
+        return bool(self.fields.get("is_authenticated", True))
 
     @property
     def permissions(self) -> Sequence[str]:
-        return self._user.permissions
+        return list(self.fields.get("permissions") or [])
 
-    def dict(self) -> dict[str, JsonValue]:
-        return self._user.as_dict()
+    def dict(self) -> dict[str, Any]:
+        return dict(self.fields)
 
-    def __getitem__(self, key: str) -> JsonValue:
-        return self._user.as_dict()[key]
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._user.as_dict()
+        return key in self.fields
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._user.as_dict())
+        return iter(self.fields)
 
-    def get(self, key: str, default: JsonValue = None) -> JsonValue:
-        return self._user.as_dict().get(key, default)
-
-    def __getattr__(self, name: str) -> JsonValue:
-        fields = self._user.fields if not name.startswith("_") else {}
-        if name in fields:
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__.get("fields") or {}
+        if not name.startswith("_") and name in fields:
             return fields[name]
         raise AttributeError(f"the user has no field {name!r}")
-
-    def __repr__(self) -> str:
-        return f"HandlerUser(identity={self.identity!r})"

@@ -1,6 +1,7 @@
 """An app's own auth (``auth.path``) on assistants, crons and the store, how its handlers'
-refusals and failures answer, and the route table that says which handler each route asks
-(complete: a new route without an entry fails here)."""
+refusals and failures answer, the app's own routes (``http.enable_custom_route_auth``), and
+the route table that says which handler each route asks (complete: a new route without an
+entry fails here)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI, Request
 
+from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.route_auth import ROUTE_RULES
+from agent_runtime.config.settings import HttpSettings
 from tests.api.auth_app import AuthApi, auth_api
 from tests.api.test_scopes import EXPECTED
 from tests.backends import BACKENDS
@@ -114,3 +118,20 @@ def test_every_authenticated_route_says_which_handler_it_asks() -> None:
     checks that list against the app's routes)."""
     authenticated = {route for route, scope in EXPECTED.items() if scope is not None}
     assert set(ROUTE_RULES) == authenticated
+
+
+async def test_custom_routes_that_ask_for_a_key_also_get_the_user(api: AuthApi) -> None:
+    custom = FastAPI()
+
+    @custom.get("/whoami")
+    async def whoami(request: Request) -> dict[str, str | None]:
+        user = request.state.principal.user
+        return {"user": user.identity if user else None}
+
+    api.services.settings.http = HttpSettings(custom_route_auth=True)
+    api.app = create_api(api.services, custom)
+    async with api.client("alice-token") as alice, api.client() as anonymous:
+        hers = await alice.get("/whoami")
+        refused = await anonymous.get("/whoami")
+    assert hers.json() == {"user": "alice"}
+    assert refused.status_code == 401 and refused.json()["detail"] == "Invalid or missing token"
