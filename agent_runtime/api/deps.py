@@ -28,6 +28,12 @@ scope      routes
 Admins: a key with the ``admin`` scope, or the bootstrap ``AGENT_ADMIN_API_KEY`` (in
 ``x-admin-key``, ``Authorization: Bearer`` or ``x-api-key``). With the bootstrap key unset,
 a request that carries no admin-scoped key gets 404 from ``/admin`` routes, as if absent.
+
+An app with its own auth (``auth.path`` in its ``langgraph.json``): after the key and its
+request limit, the app's ``authenticate`` handler finds the end user (the principal's
+``user``; the key then travels in ``x-api-key``, the user's credential in
+``Authorization``), and after the scope the app's authorization handlers decide about the
+route's resource (``agent_runtime.api.route_auth``). Admin routes take no end user.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from ray.serve.handle import DeploymentHandle
 
 from agent_runtime.api.graph_info import assistant_store
 from agent_runtime.api.limit_headers import check_request_limit
+from agent_runtime.api.route_auth import RouteGuard
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
 from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
@@ -59,6 +66,7 @@ from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
 from agent_runtime.tenancy.rate_limiter import RateLimiter
 from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.token_buckets import build_limiter
+from agent_runtime.user_app.auth_handlers import AppAuth
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
 
@@ -75,20 +83,25 @@ class Services:
     router: DeploymentHandle
     metrics: IngressMetrics
     graphs: ServedGraphs
-    assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
+    assistants: AssistantStore | None = None  # built from the graphs if not given
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
     budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
     # Requests per key sized by each tenant's limits, over ``limiter`` (built if not given).
     requests: RequestLimiter | None = None
+    app_auth: AppAuth | None = None  # the app's own auth handlers (auth.path), if any
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
     traces: TraceReader = field(init=False)
+    guard: RouteGuard = field(init=False)  # app_auth on the routes (lets all pass without)
 
     def __post_init__(self) -> None:
         self.threads = ThreadStore(self.store)
         self.runs = RunStore(self.store)
         self.traces = TraceReader(self.store)
+        if self.assistants is None:
+            self.assistants = assistant_store(self.store, self.graphs)
+        self.guard = RouteGuard(self.app_auth, self.store, self.assistants)
         if self.requests is None:
             limits = self.settings.limits
             self.requests = RequestLimiter(
@@ -106,6 +119,7 @@ class Services:
         router: DeploymentHandle,
         metrics: IngressMetrics,
         graphs: ServedGraphs,
+        app_auth: AppAuth | None = None,
     ) -> Services:
         """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it."""
         store = MetadataStore(settings.storage)
@@ -131,9 +145,9 @@ class Services:
             router=router,
             metrics=metrics,
             graphs=graphs,
-            assistants=assistant_store(store, graphs),
             items=items,
             budgets=build_budget_guard(settings.limits, settings.budgets, store),
+            app_auth=app_auth,
         )
 
     async def aclose(self) -> None:
@@ -155,6 +169,15 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """The key (:func:`authenticate_key`), then the app's own ``authenticate``, if any."""
+    principal = await authenticate_key(request, services)
+    if services.app_auth is not None:
+        user = await services.app_auth.authenticate(request)
+        principal = principal.model_copy(update={"user": user})
+    return principal
+
+
+async def authenticate_key(request: Request, services: Services) -> Principal:
     """API key from ``x-api-key`` or ``Authorization: Bearer``, then the per-key limit."""
     principal = await services.auth.authenticate(extract_api_key(request.headers))
     params = request.path_params
@@ -186,9 +209,12 @@ class RequireScope:
     def __init__(self, scope: Scope) -> None:
         self.scope: Scope = scope
 
-    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+    async def __call__(
+        self, request: Request, principal: CurrentPrincipal, services: ServicesDep
+    ) -> Principal:
         if self.scope not in principal.scopes:
             raise missing_scope(self.scope)
+        await services.guard.check_route(request, principal)
         return principal
 
     def __repr__(self) -> str:
@@ -210,7 +236,7 @@ class RequireAdmin:
                 return Actor("admin-api-key")
         if extract_api_key(headers) is not None:
             try:
-                principal = await authenticate(request, services)
+                principal = await authenticate_key(request, services)
             except Unauthorized:
                 if not bootstrap:
                     raise NotFound("Not Found") from None

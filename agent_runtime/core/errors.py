@@ -164,6 +164,29 @@ class DependencyUnavailable(AgentRuntimeError):
         super().__init__(message, retry_after=retry_after, **details)
 
 
+class AuthRejected(AgentRuntimeError):
+    """The app's own auth (``auth.path`` in its ``langgraph.json``) refused the request:
+    its handler raised ``HTTPException`` (its status, detail and headers), failed an
+    assertion (403) or returned ``False`` (403)."""
+
+    _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
+
+    def __init__(
+        self, message: str, status_code: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.code = self._CODES.get(status_code, "http_error")
+
+
+class AuthHandlerFailed(AgentRuntimeError):
+    """The app's own auth handler raised something else, or answered what LangGraph's
+    API does not accept (a 500: the app's fault, logged with its traceback, never sent)."""
+
+    code = "auth_handler_error"
+
+
 class RunFailed(AgentRuntimeError):
     """A graph run raised; the thread stays at its last good checkpoint."""
 
@@ -193,6 +216,8 @@ HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
 
 def http_status(error: AgentRuntimeError) -> int:
     """Status for an error, walking up the class tree; unknown runtime errors are 500."""
+    if isinstance(error, AuthRejected):
+        return error.status_code
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]

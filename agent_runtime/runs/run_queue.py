@@ -69,6 +69,7 @@ class NewRun:
     temporary: bool = False
     # Merged into the thread's metadata (Platform records graph and assistant there).
     thread_metadata: dict[str, Any] = field(default_factory=dict)
+    created_thread_metadata: dict[str, Any] | None = None  # a new thread's (else the above)
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -190,7 +191,7 @@ class RunStore(RunLeases):
                             tenant_id=new.tenant_id,
                             graph_id=new.graph_id,
                             status="busy",
-                            metadata=new.thread_metadata,
+                            metadata=new.created_thread_metadata or new.thread_metadata,
                             config={},
                             interrupts={},
                             current_run_id=None if queued else new.run_id,

@@ -38,6 +38,7 @@ from langgraph.store.base import BaseStore
 from starlette.types import ASGIApp
 
 from agent_runtime.user_app import app_imports
+from agent_runtime.user_app.auth_handlers import AppAuth, app_auth
 from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
 from agent_runtime.user_app.server_runtime import (
@@ -150,14 +151,15 @@ class LoadedGraph:
 @dataclass(frozen=True)
 class LoadedApp:
     """A user's app: its config file, its graphs in the file's order, its own HTTP app
-    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) if it has one, and
-    the warnings (settings without effect here, persistence replaced, names taken) to log
-    at start."""
+    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) and its own auth
+    (``auth.path``: a ``langgraph_sdk.Auth``) if it has them, and the warnings (settings
+    without effect here, persistence replaced, names taken) to log at start."""
 
     config_file: ConfigFile
     graphs: dict[str, LoadedGraph]
     warnings: list[str]
     http_app: ASGIApp | None = None
+    auth: AppAuth | None = None
 
 
 def load_app(config_path: str | Path) -> LoadedApp:
@@ -193,9 +195,28 @@ def load_app(config_path: str | Path) -> LoadedApp:
             http_app = _http_app(config_file, http.app, modules)
         except _Problem as problem:
             problems.append(f"{name}: http.app: {problem}")
+    auth = None
+    auth_path = config_file.config.auth.path if config_file.config.auth is not None else None
+    if auth_path is not None:
+        try:
+            auth = app_auth(_attribute(config_file, auth_path, modules), auth_path)
+        except (_Problem, ValueError) as problem:
+            problems.append(f"{name}: auth.path: {problem}")
+        else:
+            warnings += _uncovered(name, auth)
     if problems:
         raise GraphLoadError(problems)
-    return LoadedApp(config_file, graphs, warnings, http_app)
+    return LoadedApp(config_file, graphs, warnings, http_app, auth)
+
+
+def _uncovered(name: str, auth: AppAuth) -> list[str]:
+    uncovered = auth.uncovered()
+    if not uncovered:
+        return []
+    return [
+        f"{name}: auth.path: no handler covers {', '.join(uncovered)}: those requests are "
+        "allowed unfiltered (add a global @auth.on handler that returns False to deny them)"
+    ]
 
 
 class _Problem(Exception):

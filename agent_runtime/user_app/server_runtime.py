@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -29,6 +29,8 @@ from langgraph_sdk.runtime import (  # the variants: the SDK leaves making them 
     _ReadRuntime,
 )
 from pydantic import BaseModel
+
+from agent_runtime.user_app.auth_handlers import UserView
 
 FactoryArgument = Literal["none", "config", "runtime"]
 
@@ -82,44 +84,12 @@ def context_type(factory: Callable[..., Any]) -> type | None:
     return None
 
 
-@dataclass(frozen=True)
-class _User:
-    """An end user carried as a mapping, seen as ``langgraph_sdk``'s ``BaseUser``."""
-
-    fields: Mapping[str, Any]
-
-    @property
-    def identity(self) -> str:
-        return str(self.fields.get("identity", ""))
-
-    @property
-    def display_name(self) -> str:
-        return str(self.fields.get("display_name") or self.identity)
-
-    @property
-    def is_authenticated(self) -> bool:
-        return bool(self.fields.get("is_authenticated", True))
-
-    @property
-    def permissions(self) -> typing.Sequence[str]:
-        return list(self.fields.get("permissions") or [])
-
-    def __getitem__(self, key: str) -> Any:
-        return self.fields[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.fields)
-
-
 def _user(config: RunnableConfig) -> BaseUser | None:
     user = (config.get("configurable") or {}).get("langgraph_auth_user")
     if user is None:
         return None
     if isinstance(user, Mapping):
-        return cast(BaseUser, _User(user))
+        return cast(BaseUser, UserView(user))
     return cast(BaseUser, user)
 
 

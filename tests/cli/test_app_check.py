@@ -77,3 +77,18 @@ def test_bad_json_an_unknown_key_and_a_missing_file_exit_2(tmp_path: Path) -> No
 
     done = check(tmp_path, "-c", str(tmp_path / "nowhere.json"))
     assert done.returncode == 2 and "nowhere.json not found" in done.stderr
+
+
+def test_an_apps_auth_is_listed_and_a_broken_one_exits_2(tmp_path: Path) -> None:
+    auth = "from langgraph_sdk import Auth\nauth = Auth()\n"
+    handler = "@auth.authenticate\nasync def who(authorization):\n    return 'ada'\n"
+    config = {"graphs": {"counter": "./agent.py:graph"}, "auth": {"path": "./auth.py:auth"}}
+    write_app(tmp_path / "ok", config, {"agent.py": GRAPH, "auth.py": auth + handler})
+    done = check(tmp_path / "ok")
+    assert done.returncode == 0, done.stderr
+    assert "auth: ./auth.py:auth" in done.stdout
+
+    write_app(tmp_path / "broken", config, {"agent.py": GRAPH, "auth.py": auth})
+    done = check(tmp_path / "broken")
+    assert done.returncode == 2
+    assert "auth.path: './auth.py:auth' has no authenticate handler" in done.stderr

@@ -1,14 +1,18 @@
 """The apps of tests/apps, each a project of its own, served from its langgraph.json beside
 the main application (as ``agent-runtime serve`` serves it) and driven with langgraph-sdk:
-runs, streams, state, context, the store, and a graph that fails."""
+runs, streams, state, context, the store, a graph that fails, and an app's own auth."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
 
 from agent_runtime.config.app_settings import AppSettings
@@ -22,7 +26,7 @@ from tests.e2e.support import Api, eventually, open_api
 pytestmark = pytest.mark.e2e
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
-NAMES = ("tool_agent", "memory_agent", "plain_graph")
+NAMES = ("tool_agent", "memory_agent", "plain_graph", "owned_threads")
 ROUTED = "tool_agent"
 
 
@@ -157,3 +161,65 @@ async def test_a_plain_graph_streams_its_steps_and_a_failure_keeps_the_last_chec
     words = ["please", "fail", "now"]
     assert state["values"] == {"text": "please fail now", "words": words, "count": 3}
     assert state["next"] == ["check"]
+
+
+def as_user(tenant: Api, url: str, token: str | None) -> LangGraphClient:
+    """The tenant's SDK client (its API key in x-api-key, rotated as the tenant's own) with
+    a user's bearer token, which the app's own authenticate reads."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = get_client(url=url, api_key=tenant.api_key, headers=headers)
+    client.http.client.event_hooks["request"].extend(tenant.sdk.http.client.event_hooks["request"])
+    tenant.closers.append(client.aclose)
+    return client
+
+
+async def status_of(call: Any) -> int:
+    with pytest.raises(httpx.HTTPStatusError) as raised:
+        await call
+    return raised.value.response.status_code
+
+
+async def test_an_apps_own_auth_keeps_each_users_threads_and_items(
+    apps: dict[str, Api], app_urls: dict[str, str]
+) -> None:
+    url, tenant = app_urls["owned_threads"], apps["owned_threads"]
+    alice, bob = as_user(tenant, url, "alice-token"), as_user(tenant, url, "bob-token")
+    # The runtime's key alone is not enough: the app's authenticate wants a user.
+    assert await status_of(as_user(tenant, url, None).threads.search()) == 401
+    assert await status_of(as_user(tenant, url, "forged").threads.search()) == 401
+
+    thread = await alice.threads.create(metadata={"owner": "bob"})
+    thread_id = thread["thread_id"]
+    assert thread["metadata"]["owner"] == "alice"  # stamped by the app's handler
+    values = await alice.runs.wait(thread_id, "whoami", input={"text": "hi"})
+    assert values["user"] == "alice" and values["display_name"] == "Alice"
+    assert values["permissions"] == ["write"]
+    parts = [
+        part
+        async for part in alice.runs.stream(
+            thread_id, "whoami", input={"text": "again"}, stream_mode="values"
+        )
+    ]
+    assert [p.data["user"] for p in parts if p.event == "values"][-1] == "alice"
+
+    # Bob: alice's thread does not exist for him, wherever he looks.
+    for call in (
+        bob.threads.get(thread_id),
+        bob.threads.get_state(thread_id),
+        bob.threads.get_history(thread_id),
+        bob.runs.list(thread_id),
+        bob.runs.wait(thread_id, "whoami", input={"text": "mine now"}),
+        bob.threads.update(thread_id, metadata={"owner": "bob"}),
+        bob.threads.delete(thread_id),
+    ):
+        assert await status_of(call) == 404
+    assert await bob.threads.search() == []
+    assert [t["thread_id"] for t in await alice.threads.search()] == [thread_id]
+    assert (await alice.threads.get(thread_id))["metadata"]["owner"] == "alice"
+
+    # Store items live under each user's identity.
+    await alice.store.put_item(["notes"], "k", {"text": "hers"})
+    item = await alice.store.get_item(["notes"], "k")
+    assert item is not None and item["namespace"] == ["alice", "notes"]
+    assert await bob.store.get_item(["notes"], "k") is None
+    assert (await bob.store.search_items(["notes"]))["items"] == []

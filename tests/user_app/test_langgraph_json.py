@@ -53,7 +53,7 @@ def test_every_section_the_cli_documents_reads_into_its_type(tmp_path: Path) -> 
     config = read.config
     # Each key whose feature the runtime does not apply yet says so; so does the version.
     not_applied = [w.split(": ")[1] for w in read.warnings if "not applied" in w]
-    assert not_applied == ["store.index", "auth", "webhooks"]
+    assert not_applied == ["store.index", "auth.openapi", "webhooks"]
     assert [w for w in read.warnings if "python_version" in w] == [
         f"langgraph.json: python_version: the app asks for 3.12; the runtime runs Python "
         f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -2,7 +2,8 @@
 
 ``agent_runtime/runs/crons.py`` owns the behaviour; the orchestrators' scheduler
 (``agent_runtime/runs/cron_scheduler.py``) starts the runs. Creating or changing a cron needs the
-``run`` scope (it starts runs), reading one ``read``.
+``run`` scope (it starts runs), reading one ``read``. The app's own auth handlers
+(``agent_runtime.api.route_auth``) decide about each cron, or filter searches.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
+from agent_runtime.api.route_auth import search_value
 from agent_runtime.api.routes.assistant_routes import get_assistants
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.core.records import Principal
@@ -42,6 +44,7 @@ async def _check_webhook(services: ServicesDep, url: str) -> None:
 async def _create(
     services: ServicesDep, principal: Principal, thread_id: str | None, body: CronCreate
 ) -> dict[str, Any]:
+    body = await services.guard.cron_create(principal, thread_id, body)
     assistant = await get_assistants(services).resolve(principal.tenant_id, body.assistant_id)
     if thread_id is not None:
         await services.store.get_thread(principal.tenant_id, thread_id)
@@ -77,7 +80,9 @@ async def search_crons(
         require_uuid(body.assistant_id, "Invalid assistant ID: must be a UUID")
     if body.thread_id:
         require_uuid(body.thread_id, "Invalid thread ID: must be a UUID")
-    page, more = await CronStore(services.store).search(principal.tenant_id, body)
+    value = search_value(body, {"assistant_id", "thread_id", "limit", "offset"})
+    allowed = await services.guard.authorize(principal, "crons", "search", value)
+    page, more = await CronStore(services.store).search(principal.tenant_id, body, allowed)
     headers = {"X-Pagination-Total": str(body.offset + len(page))}
     if more:
         following = body.offset + body.limit
@@ -91,7 +96,9 @@ async def count_crons(body: CronCount, services: ServicesDep, principal: ReadPri
         require_uuid(body.assistant_id, "Invalid assistant ID: must be a UUID")
     if body.thread_id:
         require_uuid(body.thread_id, "Invalid thread ID: must be a UUID")
-    return await CronStore(services.store).count(principal.tenant_id, body)
+    value = search_value(body, {"assistant_id", "thread_id"})
+    allowed = await services.guard.authorize(principal, "crons", "search", value)
+    return await CronStore(services.store).count(principal.tenant_id, body, allowed)
 
 
 @crons.get("/runs/crons/{cron_id}")

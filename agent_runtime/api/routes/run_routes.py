@@ -1,7 +1,8 @@
-"""HTTP routes of runs: on a thread and stateless; background, wait, stream, join, cancel.
+"""HTTP routes of runs: on a thread and stateless; background, wait, stream, join.
 
-Creating, waiting, streaming, joining and cancelling go to the orchestrator (which runs
-the graphs); listing, reading and deleting run rows are answered here from the database.
+Creating, waiting, streaming and joining go to the orchestrator (which runs the graphs);
+the run rows' routes (list, read, delete, cancel) are in ``run_record_routes``.
+The app's own auth handlers (``agent_runtime.api.route_auth``) decide first.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
@@ -19,12 +20,9 @@ from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.api.run_headers import configurable_headers
 from agent_runtime.core.errors import InvalidRequest
-from agent_runtime.core.records import Principal, RunRecord, RunStatus
-from agent_runtime.execution.run_trace import RunTrace
+from agent_runtime.core.records import Principal, RunRecord
 from agent_runtime.protocol.agent_protocol import (
-    MAX_OFFSET,
     RunCreate,
-    RunsCancel,
     normalise_stream_modes,
     require_uuid,
 )
@@ -50,7 +48,7 @@ def run_uuid(run_id: str) -> str:
     return require_uuid(run_id, INVALID_RUN)
 
 
-def _flag(value: str | None) -> bool:
+def flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
@@ -72,13 +70,17 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
         services: ServicesDep,
         principal: RunPrincipal,
     ) -> Response:
+        thread_id = thread_uuid(thread_id)
         body = _with_headers(body, request, services)
-        return await handler(services, principal, thread_uuid(thread_id), body)
+        body = await services.guard.run_create(principal, thread_id, body)
+        return await handler(services, principal, thread_id, body)
 
     async def stateless(
         body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
     ) -> Response:
-        return await handler(services, principal, None, _with_headers(body, request, services))
+        body = _with_headers(body, request, services)
+        body = await services.guard.run_create(principal, None, body)
+        return await handler(services, principal, None, body)
 
     runs.add_api_route(
         f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
@@ -123,13 +125,14 @@ async def create_run_batch(
     created = []
     for item in body:
         item = _with_headers(item, request, services)
+        item = await services.guard.run_create(principal, None, item)
         run: RunRecord = await call(services.orchestrator.create_run.remote(principal, None, item))
         created.append(run_to_wire(run))
     return created
 
 
 # -- wait --------------------------------------------------------------------------------
-def _wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> Response:
+def wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> Response:
     timing = outcome.timings.server_timing(orchestrator=hop_ms, graph=outcome.graph_ms)
     # A stateless run's headers name its temporary thread, as on Platform.
     headers = run_location_headers(outcome.run_id, outcome.thread_id or thread_id, "wait")
@@ -142,7 +145,7 @@ async def _wait(
 ) -> Response:
     start = time.perf_counter()
     outcome: RunOutcome = await call(services.orchestrator.wait.remote(principal, thread_id, body))
-    return _wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
+    return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
 _on_thread_and_stateless("/wait", _wait, "wait")
@@ -156,7 +159,7 @@ async def join_run(
     outcome: RunOutcome = await call(
         services.orchestrator.join.remote(principal, thread_uuid(thread_id), run_uuid(run_id))
     )
-    return _wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
+    return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
 # -- streams -----------------------------------------------------------------------------
@@ -247,7 +250,7 @@ async def join_run_stream(
     modes = normalise_stream_modes(wanted) if wanted else None
     events = iterate(
         services.orchestrator.options(stream=True).join_stream.remote(
-            principal, thread_id, run_id, last_event_id, _flag(cancel_on_disconnect)
+            principal, thread_id, run_id, last_event_id, flag(cancel_on_disconnect)
         )
     )
     return await _sse(events, run_location_headers(run_id, thread_id, "stream"), modes)
@@ -298,102 +301,3 @@ def _join_modes(values: list[str] | None) -> list[str]:
         elif value:
             modes.append(value)
     return modes
-
-
-# -- read, list, delete, cancel ----------------------------------------------------------
-@runs.get("/threads/{thread_id}/runs")
-async def list_runs(
-    thread_id: str,
-    services: ServicesDep,
-    principal: ReadPrincipal,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    status: RunStatus | None = None,
-) -> list[dict[str, Any]]:
-    thread_id = thread_uuid(thread_id)
-    await services.store.get_thread(principal.tenant_id, thread_id)
-    found = await services.runs.search(
-        principal.tenant_id, thread_id, limit=limit, offset=offset, status=status
-    )
-    return [run_to_wire(run) for run in found]
-
-
-@runs.get("/threads/{thread_id}/runs/{run_id}")
-async def get_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
-) -> dict[str, Any]:
-    run = await services.runs.get(principal.tenant_id, run_uuid(run_id), thread_uuid(thread_id))
-    return run_to_wire(run)
-
-
-@runs.get("/threads/{thread_id}/runs/{run_id}/trace")
-async def get_run_trace(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
-) -> RunTrace:
-    """The run's path: nodes visited, model calls (model, tokens, latency, fallbacks,
-    cost) and tool calls, with totals. Kept with the run once it has ended; a run still
-    pending or running has no spans yet. Not part of LangGraph Platform's API."""
-    return await services.traces.get(principal.tenant_id, thread_uuid(thread_id), run_uuid(run_id))
-
-
-@runs.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
-async def delete_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: RunPrincipal
-) -> Response:
-    thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
-    await call(services.orchestrator.delete_run.remote(principal, thread_id, run_id))
-    return Response(status_code=204)
-
-
-@runs.post("/threads/{thread_id}/runs/{run_id}/cancel")
-async def cancel_run(
-    thread_id: str,
-    run_id: str,
-    services: ServicesDep,
-    principal: RunPrincipal,
-    wait: str | None = None,
-    action: str = "interrupt",
-) -> Response:
-    thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
-    chosen: Action = "rollback" if action == "rollback" else "interrupt"
-    await call(services.orchestrator.cancel.remote(principal, thread_id, [run_id], chosen))
-    if not _flag(wait):
-        return Response(status_code=202)
-    outcome: RunOutcome = await call(
-        services.orchestrator.join.remote(principal, thread_id, run_id)
-    )
-    return _wait_response(outcome, 0.0, thread_id)
-
-
-@runs.post("/runs/cancel", status_code=204)
-async def cancel_runs(
-    services: ServicesDep,
-    principal: RunPrincipal,
-    body: Annotated[RunsCancel | None, Body()] = None,
-    action: str = "interrupt",
-) -> Response:
-    query = body or RunsCancel()
-    chosen: Action = "rollback" if action == "rollback" else "interrupt"
-    if query.status is not None:
-        if query.thread_id or query.run_ids:
-            raise InvalidRequest(
-                "When providing a 'status', 'thread_id' and 'run_ids' must be omitted. The "
-                "'status' parameter cancels all runs with the given status, regardless of "
-                "thread or run ID."
-            )
-        status = None if query.status == "all" else query.status
-        await call(
-            services.orchestrator.cancel.remote(principal, None, None, chosen, status or "all")
-        )
-        return Response(status_code=204)
-    if not query.thread_id or query.run_ids is None:
-        raise InvalidRequest(
-            "Must provide either a status, an assistant_id, or both 'thread_id' and 'run_ids'"
-        )
-    run_ids = [run_uuid(r) for r in query.run_ids]
-    await call(
-        services.orchestrator.cancel.remote(
-            principal, thread_uuid(query.thread_id), run_ids, chosen
-        )
-    )
-    return Response(status_code=204)
