@@ -54,6 +54,7 @@ from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
 from agent_runtime.runs.webhooks import WebhookOutcome, WebhookSender
+from agent_runtime.tenancy.key_standing import Holder, refusals
 from agent_runtime.tenancy.run_limits import RunLimits
 from agent_runtime.user_app.graph_loader import LoadedGraph
 from agent_runtime.user_app.served_graphs import ServedGraphs
@@ -183,6 +184,7 @@ class Orchestration:
                 on_stats=observer.record_queue if observer is not None else None,
                 queue_depth=self._queue_depth,
                 graph_ids=self.graphs.ids(),
+                refusal=self._run_refusal,
             )
 
         self.runs = RunService(
@@ -252,6 +254,12 @@ class Orchestration:
         calls = RouterCalls(self._chat, self._stream, asyncio.get_running_loop())
         with tenant_scope(run.tenant_id), router_calls(calls):
             yield
+
+    async def _run_refusal(self, run: RunRecord) -> str | None:
+        """Why a queued run may not start: its key revoked, its tenant disabled."""
+        key_id = run.kwargs.get("key_id")
+        holder = Holder(run.tenant_id, key_id if isinstance(key_id, str) else None)
+        return (await refusals(self.store, [holder])).get(holder)
 
     async def _queue_depth(self) -> int:
         return await pending_runs(self.store)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import time
 import uuid
@@ -42,6 +43,7 @@ from agent_runtime.core.timing import RunTimings
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS
 from agent_runtime.execution.run_trace import RunTrace
+from agent_runtime.protocol.sse import metadata_payload
 from agent_runtime.runs.event_stream import RunStream
 from agent_runtime.runs.run_queue import RunEnd, RunStore
 
@@ -99,6 +101,7 @@ class LocalRun:
     cancel_action: CancelAction | None = None
     lost: bool = False
     request_id: str | None = None  # the request that submitted it, for its log lines
+    at_creation: bool = False  # started by the (authenticated) request that created it
 
     def stop(self, action: CancelAction | None) -> None:
         """Cancel the graph; ``None`` means the lease was lost (record nothing)."""
@@ -113,6 +116,9 @@ class LocalRun:
 
 Runner = Callable[[LocalRun], Awaitable[tuple[RunEnd, RunResult]]]
 """Executes a run's graph, publishing to its stream; says how it ended."""
+Refusal = Callable[[RunRecord], Awaitable[str | None]]
+"""Why a run taken from the queue may not start (its key revoked...); None: it may."""
+REFUSED = "RunRefused"
 
 
 class RunExecutor:
@@ -128,10 +134,14 @@ class RunExecutor:
         on_stats: Callable[[QueueStats], None] | None = None,
         queue_depth: Callable[[], Awaitable[int]] | None = None,
         graph_ids: Sequence[str] | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
+        """``refusal``: asked before a run that was queued, delayed or resumed starts (one
+        its creating request starts has just been authenticated)."""
         self.runs = runs
         # The graphs this replica serves: it claims queued runs of those only.
         self._graph_ids = list(graph_ids) if graph_ids is not None else None
+        self._refusal = refusal
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
@@ -205,6 +215,7 @@ class RunExecutor:
             stream=stream,
             done=loop.create_future(),
             request_id=context.request_id if context is not None else None,
+            at_creation=at_creation,
         )
         self._local[run.run_id] = local
         # A fresh context: the run must not inherit the request that started it, or what
@@ -239,8 +250,12 @@ class RunExecutor:
         try:
             if run.attempt > 1 and local.stream.persisted:
                 local.stream.resume_after(await self.runs.events.last_seq(run.run_id))
+            refusal = await self._refused(local)
             try:
-                end, result = await self._runner(local)
+                if refusal is not None:
+                    end, result = _refuse(local, refusal)
+                else:
+                    end, result = await self._runner(local)
             except Exception as exc:  # the runner maps graph errors; this is a runtime bug
                 logger.error("run %s: runner failed (%s)", run.run_id, type(exc).__name__)
                 end = RunEnd(status="error", thread_status="error", error=type(exc).__name__)
@@ -268,6 +283,19 @@ class RunExecutor:
             raise
         finally:
             self._local.pop(run.run_id, None)
+
+    async def _refused(self, local: LocalRun) -> str | None:
+        if local.at_creation or self._refusal is None:
+            return None
+        try:
+            return await self._refusal(local.run)
+        except AgentRuntimeError as exc:
+            # The key was valid when the run was created; a check that cannot be made
+            # does not fail the run (its graph would meet the same database anyway).
+            logger.warning(
+                "run %s: its key could not be checked: %s", local.run.run_id, exc.message
+            )
+            return None
 
     async def _finish(self, run: RunRecord, end: RunEnd) -> RunRecord | None:
         for attempt in range(3):
@@ -335,6 +363,18 @@ class RunExecutor:
             self._stats_due = now + self.settings.stats_interval_s
             queued = await self._queue_depth()
         self._on_stats(QueueStats(in_flight=len(self._local), queued=queued))
+
+
+def _refuse(local: LocalRun, reason: str) -> tuple[RunEnd, RunResult]:
+    """A run that may not start ends as an error saying why; its stream, as any failed
+    run's, has its ``metadata`` and that ``error``."""
+    run = local.run
+    logger.warning("run not started: %s", reason)
+    payload = {"error": REFUSED, "message": f"the run was not started: {reason}"}
+    local.stream.publish("metadata", metadata_payload(run.run_id, run.attempt))
+    local.stream.publish("error", payload)
+    end = RunEnd(status="error", thread_status="error", error=json.dumps(payload))
+    return end, RunResult(status="error", output={"__error__": payload})
 
 
 async def pending_runs(store: MetadataStore) -> int:
