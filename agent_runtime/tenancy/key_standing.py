@@ -16,9 +16,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import API_KEYS, TENANTS
@@ -53,8 +52,8 @@ async def refusals(store: MetadataStore, holders: Collection[Holder]) -> dict[Ho
                 )
             ).all()
         )
-        keys = {
-            row.key_id: row
+        keys: dict[str, _Key] = {
+            row.key_id: _Key(row.revoked, row.key_hash)
             for row in await conn.execute(
                 select(API_KEYS.c.key_id, API_KEYS.c.revoked, API_KEYS.c.key_hash).where(
                     API_KEYS.c.key_id.in_(key_ids)
@@ -69,7 +68,13 @@ async def refusals(store: MetadataStore, holders: Collection[Holder]) -> dict[Ho
     return refused
 
 
-def _reason(holder: Holder, disabled: bool | None, key: Row[Any] | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _Key:
+    revoked: bool
+    key_hash: str
+
+
+def _reason(holder: Holder, disabled: bool | None, key: _Key | None) -> str | None:
     """``disabled``: the tenant's flag (None: no such tenant); ``key``: its row or None."""
     if disabled is None:
         return TENANT_GONE
