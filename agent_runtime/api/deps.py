@@ -63,6 +63,7 @@ from agent_runtime.tenancy.audit import Actor
 from agent_runtime.tenancy.auth import Authenticator, AuthInvalidations, extract_api_key
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
+from agent_runtime.tenancy.open_streams import OpenStreams
 from agent_runtime.tenancy.rate_limiter import RateLimiter
 from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.token_buckets import build_limiter
@@ -89,6 +90,8 @@ class Services:
     # Requests per key sized by each tenant's limits, over ``limiter`` (built if not given).
     requests: RequestLimiter | None = None
     app_auth: AppAuth | None = None  # the app's own auth handlers (auth.path), if any
+    # Each tenant's open streams, joins and waits (built from the settings if not given).
+    streams: OpenStreams | None = None
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
@@ -110,6 +113,8 @@ class Services:
                 default_rate_per_s=limits.rate_limit_per_second,
                 default_burst=limits.rate_limit_burst,
             )
+        if self.streams is None:
+            self.streams = OpenStreams.from_settings(self.settings.limits, self.store)
 
     @classmethod
     async def open(
@@ -133,6 +138,10 @@ class Services:
             invalidations=AuthInvalidations.from_settings(settings.limits),
         )
         await auth.start()
+        streams = OpenStreams.from_settings(
+            settings.limits, store, on_unavailable=metrics.record_limiter_unavailable
+        )
+        await streams.start()
         return cls(
             settings=settings,
             store=store,
@@ -148,9 +157,24 @@ class Services:
             items=items,
             budgets=build_budget_guard(settings.limits, settings.budgets, store),
             app_auth=app_auth,
+            streams=streams,
         )
 
+    async def forget_key(self, key_id: str) -> None:
+        """After an admin changed a key: the authenticators and the streams it opened."""
+        await self.auth.forget_key(key_id)
+        assert self.streams is not None
+        self.streams.forget_key(key_id)
+
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """After an admin disabled or enabled a tenant: as :meth:`forget_key`."""
+        await self.auth.forget_tenant(tenant_id)
+        assert self.streams is not None
+        self.streams.forget_tenant(tenant_id)
+
     async def aclose(self) -> None:
+        if self.streams is not None:
+            await self.streams.close()
         await self.auth.close()
         await self.limiter.close()
         if self.items is not None:

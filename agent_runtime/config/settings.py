@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_runtime.config.app_settings import AppSettings
@@ -115,6 +115,18 @@ class LimitSettings(BaseSettings):
     max_queued_runs: int | None = Field(
         default=100, ge=0, description="Queued background runs per tenant; none: no limit."
     )
+    max_open_streams: int = Field(
+        default=32,
+        ge=1,
+        description="Streams, joins and waits a tenant holds open at once (429 past it); "
+        "below the ingress's max_ongoing_requests, so one tenant never fills a replica.",
+    )
+    open_streams_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="Lease of an open stream's slot in Redis, renewed every third of it: a "
+        "dead replica's slots free themselves after it.",
+    )
 
     @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
     @classmethod
@@ -165,6 +177,12 @@ class HttpSettings(BaseSettings):
         gt=0,
         description="Deadline of routes that wait for a run or a model (the .../wait and "
         "join routes, cancel with wait, chat completions).",
+    )
+    stream_max_lifetime_s: float = Field(
+        default=3600.0,
+        ge=1,
+        description="A stream open this long ends (cleanly: the client reconnects with "
+        "Last-Event-ID).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -347,6 +365,17 @@ class RuntimeSettings(BaseModel):
     # where the settings are built, or the provider settings above. Declared last: it is
     # built from the fields before it.
     models: ModelsConfig = Field(default_factory=_models_config)
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> RuntimeSettings:
+        # A tenant holding all it may must leave an ingress replica room for the others.
+        ongoing = self.serve.ingress.max_ongoing_requests
+        if self.limits.max_open_streams >= ongoing:
+            raise ValueError(
+                f"AGENT_MAX_OPEN_STREAMS ({self.limits.max_open_streams}) must be below the "
+                f"ingress's max_ongoing_requests ({ongoing})"
+            )
+        return self
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:

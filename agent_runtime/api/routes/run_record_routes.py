@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
+from agent_runtime.api.held_streams import held, holding
 from agent_runtime.api.route_auth import Check
 from agent_runtime.api.routes.run_routes import Action, flag, run_uuid, wait_response
 from agent_runtime.api.routes.thread_routes import thread_uuid
@@ -76,6 +77,7 @@ async def delete_run(
 async def cancel_run(
     thread_id: str,
     run_id: str,
+    request: Request,
     services: ServicesDep,
     principal: RunPrincipal,
     wait: str | None = None,
@@ -83,12 +85,14 @@ async def cancel_run(
 ) -> Response:
     thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
     chosen: Action = "rollback" if action == "rollback" else "interrupt"
-    await call(services.orchestrator.cancel.remote(principal, thread_id, [run_id], chosen))
-    if not flag(wait):
+    if not flag(wait):  # no slot: a tenant holding all its streams can still cancel
+        await call(services.orchestrator.cancel.remote(principal, thread_id, [run_id], chosen))
         return Response(status_code=202)
-    outcome: RunOutcome = await call(
-        services.orchestrator.join.remote(principal, thread_id, run_id)
-    )
+    async with holding(request, services, principal) as slot:  # it waits: it holds a slot
+        await call(services.orchestrator.cancel.remote(principal, thread_id, [run_id], chosen))
+        outcome: RunOutcome = await held(
+            slot, call(services.orchestrator.join.remote(principal, thread_id, run_id))
+        )
     return wait_response(outcome, 0.0, thread_id)
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.held_streams import HeldSlot, held, held_sse, until_ended
 from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.api.run_headers import configurable_headers
@@ -28,15 +29,13 @@ from agent_runtime.protocol.agent_protocol import (
 )
 from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
-    SSE_MEDIA_TYPE,
     event_number,
     run_location_headers,
-    sse_headers,
-    with_heartbeats,
 )
 from agent_runtime.replica.handles import call, iterate
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import parse_modes
+from agent_runtime.tenancy.open_streams import OpenStream
 
 runs = APIRouter(tags=["runs"])
 
@@ -52,7 +51,7 @@ def flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
-RunHandler = Callable[[Services, Principal, str | None, RunCreate], Awaitable[Response]]
+RunHandler = Callable[[Services, Principal, OpenStream, str | None, RunCreate], Awaitable[Response]]
 
 
 def _with_headers(body: RunCreate, request: Request, services: Services) -> RunCreate:
@@ -61,7 +60,8 @@ def _with_headers(body: RunCreate, request: Request, services: Services) -> RunC
 
 def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> None:
     """Route ``POST /threads/{thread_id}/runs{suffix}`` (route ``{verb}_run``) and the
-    stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``."""
+    stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``,
+    which holds an open-stream slot (``agent_runtime/api/held_streams.py``)."""
 
     async def on_thread(
         thread_id: str,
@@ -69,18 +69,23 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
         request: Request,
         services: ServicesDep,
         principal: RunPrincipal,
+        slot: HeldSlot,
     ) -> Response:
         thread_id = thread_uuid(thread_id)
         body = _with_headers(body, request, services)
         body = await services.guard.run_create(principal, thread_id, body)
-        return await handler(services, principal, thread_id, body)
+        return await handler(services, principal, slot, thread_id, body)
 
     async def stateless(
-        body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
+        body: RunCreate,
+        request: Request,
+        services: ServicesDep,
+        principal: RunPrincipal,
+        slot: HeldSlot,
     ) -> Response:
         body = _with_headers(body, request, services)
         body = await services.guard.run_create(principal, None, body)
-        return await handler(services, principal, None, body)
+        return await handler(services, principal, slot, None, body)
 
     runs.add_api_route(
         f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
@@ -88,17 +93,34 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
     runs.add_api_route(f"/runs{suffix}", stateless, methods=["POST"], name=f"{verb}_stateless_run")
 
 
-# -- create ------------------------------------------------------------------------------
+# -- create (no slot: a background run holds no connection) ------------------------------
 async def _create(
     services: Services, principal: Principal, thread_id: str | None, body: RunCreate
 ) -> JSONResponse:
+    body = await services.guard.run_create(principal, thread_id, body)
     run: RunRecord = await call(services.orchestrator.create_run.remote(principal, thread_id, body))
     return JSONResponse(
         run_to_wire(run), headers=run_location_headers(run.run_id, thread_id, "create")
     )
 
 
-_on_thread_and_stateless("", _create, "create")
+@runs.post("/threads/{thread_id}/runs", name="create_run")
+async def create_run(
+    thread_id: str,
+    body: RunCreate,
+    request: Request,
+    services: ServicesDep,
+    principal: RunPrincipal,
+) -> Response:
+    thread_id = thread_uuid(thread_id)
+    return await _create(services, principal, thread_id, _with_headers(body, request, services))
+
+
+@runs.post("/runs", name="create_stateless_run")
+async def create_stateless_run(
+    body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
+) -> Response:
+    return await _create(services, principal, None, _with_headers(body, request, services))
 
 
 @runs.post("/runs/batch")
@@ -141,10 +163,16 @@ def wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> 
 
 
 async def _wait(
-    services: Services, principal: Principal, thread_id: str | None, body: RunCreate
+    services: Services,
+    principal: Principal,
+    slot: OpenStream,
+    thread_id: str | None,
+    body: RunCreate,
 ) -> Response:
     start = time.perf_counter()
-    outcome: RunOutcome = await call(services.orchestrator.wait.remote(principal, thread_id, body))
+    outcome: RunOutcome = await held(
+        slot, call(services.orchestrator.wait.remote(principal, thread_id, body))
+    )
     return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
@@ -153,22 +181,29 @@ _on_thread_and_stateless("/wait", _wait, "wait")
 
 @runs.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
+    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal, slot: HeldSlot
 ) -> Response:
     start = time.perf_counter()
-    outcome: RunOutcome = await call(
-        services.orchestrator.join.remote(principal, thread_uuid(thread_id), run_uuid(run_id))
+    outcome: RunOutcome = await held(
+        slot,
+        call(
+            services.orchestrator.join.remote(principal, thread_uuid(thread_id), run_uuid(run_id))
+        ),
     )
     return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
 # -- streams -----------------------------------------------------------------------------
 async def _sse(
-    events: AsyncIterator[bytes], headers: dict[str, str], modes: list[str] | None = None
+    services: Services,
+    slot: OpenStream,
+    events: AsyncIterator[bytes],
+    headers: dict[str, str],
+    modes: list[str] | None = None,
 ) -> StreamingResponse:
     # The first frame comes once the run is recorded: waiting for it turns a missing
     # thread or a rejected double-text into a proper 404/409 instead of a broken stream.
-    first: bytes | None = await anext(events, None)
+    first: bytes | None = await until_ended(slot, anext(events, None))
 
     async def body() -> AsyncIterator[bytes]:
         if first is not None and _wanted(first, modes):
@@ -177,11 +212,7 @@ async def _sse(
             if _wanted(event, modes):
                 yield event
 
-    return StreamingResponse(
-        with_heartbeats(body()),
-        media_type=SSE_MEDIA_TYPE,
-        headers={**sse_headers(), **headers},
-    )
+    return held_sse(services, slot, body(), headers)
 
 
 def _wanted(frame: bytes, modes: list[str] | None) -> bool:
@@ -198,12 +229,16 @@ def _wanted(frame: bytes, modes: list[str] | None) -> bool:
 
 
 async def _stream(
-    services: Services, principal: Principal, thread_id: str | None, body: RunCreate
+    services: Services,
+    principal: Principal,
+    slot: OpenStream,
+    thread_id: str | None,
+    body: RunCreate,
 ) -> StreamingResponse:
     events = iterate(
         services.orchestrator.options(stream=True).stream.remote(principal, thread_id, body)
     )
-    first: bytes | None = await anext(events, None)
+    first: bytes | None = await until_ended(slot, anext(events, None))
     run_id = _run_id_of(first)
 
     async def replay() -> AsyncIterator[bytes]:
@@ -213,7 +248,7 @@ async def _stream(
             yield event
 
     headers = run_location_headers(run_id, thread_id, "stream") if run_id else {}
-    return await _sse(replay(), headers)
+    return await _sse(services, slot, replay(), headers)
 
 
 def _run_id_of(frame: bytes | None) -> str | None:
@@ -236,6 +271,7 @@ async def join_run_stream(
     run_id: str,
     services: ServicesDep,
     principal: RunPrincipal,
+    slot: HeldSlot,
     last_event_id: Annotated[str | None, Header()] = None,
     cancel_on_disconnect: str | None = None,
     stream_mode: Annotated[list[str] | None, Query()] = None,
@@ -253,7 +289,8 @@ async def join_run_stream(
             principal, thread_id, run_id, last_event_id, flag(cancel_on_disconnect)
         )
     )
-    return await _sse(events, run_location_headers(run_id, thread_id, "stream"), modes)
+    headers = run_location_headers(run_id, thread_id, "stream")
+    return await _sse(services, slot, events, headers, modes)
 
 
 @runs.get("/threads/{thread_id}/stream")
@@ -261,12 +298,14 @@ async def join_thread_stream(
     thread_id: str,
     services: ServicesDep,
     principal: ReadPrincipal,
+    slot: HeldSlot,
     last_event_id: Annotated[str | None, Header()] = None,
     stream_modes: Annotated[list[str] | None, Query()] = None,
     stream_mode: Annotated[list[str] | None, Query()] = None,
 ) -> StreamingResponse:
-    """Every run on the thread as it runs, then each new one, until the client leaves
-    (``agent_runtime/runs/thread_stream.py``). ``stream_modes`` as Platform reads it; the SDK's
+    """Every run on the thread as it runs, then each new one, until the client leaves, the
+    thread is deleted or the stream's slot ends (``agent_runtime/runs/thread_stream.py``,
+    ``agent_runtime/api/held_streams.py``). ``stream_modes`` as Platform reads it; the SDK's
     ``threads.join_stream(stream_mode=...)`` sends ``stream_mode``, honoured too."""
     thread_id = thread_uuid(thread_id)
     modes = parse_modes([*(stream_modes or []), *_join_modes(stream_mode)])
@@ -280,11 +319,9 @@ async def join_thread_stream(
             async for event in iterate(generator):
                 yield event
         finally:
-            generator.cancel()  # the stream never ends by itself: stop it with the client
+            generator.cancel()  # a stream the client (or its slot) ends stops there too
 
-    return StreamingResponse(
-        with_heartbeats(body()), media_type=SSE_MEDIA_TYPE, headers=sse_headers()
-    )
+    return held_sse(services, slot, body())
 
 
 def _join_modes(values: list[str] | None) -> list[str]:
