@@ -24,9 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
-from agent_runtime.config.settings import StorageSettings
+from agent_runtime.config.serve_settings import DeploymentScaling, ServeSettings
+from agent_runtime.config.settings import HttpSettings, LimitSettings, StorageSettings
 from agent_runtime.core.records import Principal
+from tests.api.app_services import runtime_settings
 from tests.api.stream_stack import Ingress, Stack, stream_stack
 from tests.backends import backend_settings
 from tests.runs.run_harness import GRAPH, OTHER, TENANT, new_thread
@@ -236,6 +239,24 @@ async def test_streams_and_waits_end_when_their_key_or_tenant_is_refused(
             disabled = await operator.post(f"/admin/tenants/{TENANT.tenant_id}/disable")
             assert disabled.status_code == 200
             assert await ended[2] == []
+
+
+def test_the_settings_are_validated(tmp_path: Path) -> None:
+    storage = StorageSettings(data_dir=tmp_path)
+    defaults = runtime_settings(storage)
+    assert defaults.limits.max_open_streams < defaults.serve.ingress.max_ongoing_requests
+    # One tenant holding all it may must leave an ingress replica room for the others.
+    with pytest.raises(ValidationError, match="AGENT_MAX_OPEN_STREAMS"):
+        runtime_settings(
+            storage,
+            limits=LimitSettings(redis_url=None, max_open_streams=64),
+            serve=ServeSettings(ingress=DeploymentScaling(max_ongoing_requests=64)),
+        )
+    for wrong in ({"max_open_streams": 0}, {"open_streams_lease_s": 0.5}):
+        with pytest.raises(ValidationError):
+            LimitSettings(redis_url=None, **wrong)
+    with pytest.raises(ValidationError):
+        HttpSettings(stream_max_lifetime_s=0)
 
 
 async def _until_running(stack: Stack, thread_id: str, principal: Principal = TENANT) -> None:
