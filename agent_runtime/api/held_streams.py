@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
@@ -34,6 +35,7 @@ from agent_runtime.tenancy.auth import INVALID_KEY_MESSAGE, extract_api_key, has
 from agent_runtime.tenancy.open_streams import OpenStream
 from agent_runtime.tenancy.stream_slots import OPEN_STREAMS
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -81,6 +83,8 @@ def held_sse(
                 yield frame
         finally:
             await _give_back(stream)
+        if stream.ended.is_set():
+            logger.info("stream ended: %s", stream.reason)
 
     return StreamingResponse(
         body(), media_type=SSE_MEDIA_TYPE, headers={**sse_headers(), **(headers or {})}
@@ -110,6 +114,7 @@ async def until_ended(stream: OpenStream, work: Awaitable[T]) -> T:
                     await waiter
     if task in done:
         return task.result()
+    logger.info("wait ended: %s", stream.reason)
     raise Unauthorized(INVALID_KEY_MESSAGE)
 
 
