@@ -119,7 +119,8 @@ class LimitSettings(BaseSettings):
         default=32,
         ge=1,
         description="Streams, joins and waits a tenant holds open at once (429 past it); "
-        "below the ingress's max_ongoing_requests, so one tenant never fills a replica.",
+        "below the ingress's and orchestrator's max_ongoing_requests: one tenant never fills "
+        "a replica.",
     )
     open_streams_lease_s: float = Field(
         default=30.0,
@@ -368,12 +369,15 @@ class RuntimeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _streams_leave_room(self) -> RuntimeSettings:
-        # A tenant holding all it may must leave an ingress replica room for the others.
-        ongoing = self.serve.ingress.max_ongoing_requests
+        # A tenant holding all it may must leave a replica room for the others: each of its
+        # streams holds a request of the ingress and one of the orchestrator.
+        ongoing = min(
+            self.serve.ingress.max_ongoing_requests, self.serve.orchestrator.max_ongoing_requests
+        )
         if self.limits.max_open_streams >= ongoing:
             raise ValueError(
                 f"AGENT_MAX_OPEN_STREAMS ({self.limits.max_open_streams}) must be below the "
-                f"ingress's max_ongoing_requests ({ongoing})"
+                f"ingress's and the orchestrator's max_ongoing_requests ({ongoing})"
             )
         return self
 

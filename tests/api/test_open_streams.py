@@ -245,13 +245,14 @@ def test_the_settings_are_validated(tmp_path: Path) -> None:
     storage = StorageSettings(data_dir=tmp_path)
     defaults = runtime_settings(storage)
     assert defaults.limits.max_open_streams < defaults.serve.ingress.max_ongoing_requests
-    # One tenant holding all it may must leave an ingress replica room for the others.
-    with pytest.raises(ValidationError, match="AGENT_MAX_OPEN_STREAMS"):
-        runtime_settings(
-            storage,
-            limits=LimitSettings(redis_url=None, max_open_streams=64),
-            serve=ServeSettings(ingress=DeploymentScaling(max_ongoing_requests=64)),
-        )
+    # One tenant holding all it may must leave a replica room for the others.
+    for deployment in ("ingress", "orchestrator"):
+        with pytest.raises(ValidationError, match="AGENT_MAX_OPEN_STREAMS"):
+            runtime_settings(
+                storage,
+                limits=LimitSettings(redis_url=None, max_open_streams=64),
+                serve=ServeSettings(**{deployment: DeploymentScaling(max_ongoing_requests=64)}),
+            )
     for wrong in ({"max_open_streams": 0}, {"open_streams_lease_s": 0.5}):
         with pytest.raises(ValidationError):
             LimitSettings(redis_url=None, **wrong)
