@@ -189,6 +189,7 @@ def _default_model_prices() -> dict[str, ModelPrice]:
         "fake-fast": ModelPrice(0.15, 0.60),
         "fake-fallback": ModelPrice(0.15, 0.60),
         "fake-smart": ModelPrice(2.50, 10.00),
+        "fake-embed": ModelPrice(0.02, 0),
     }
 
 
