@@ -21,7 +21,7 @@ scope      routes
            starts, cancels or deletes runs (``/runs``, ``/runs/wait``, ``/runs/stream``,
            ``/runs/batch``, ``/runs/cancel``, the thread's runs); joining a run's stream
            (``GET .../runs/{id}/stream``: it may cancel the run on disconnect);
-           ``POST /v1/chat/completions``
+           ``POST /v1/chat/completions``, ``POST /v1/embeddings``
 ``admin``  every ``/admin/...`` route
 =========  ==============================================================================
 

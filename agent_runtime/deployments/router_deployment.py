@@ -21,7 +21,7 @@ from ray import serve
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
-from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.core.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.gateway.breakers import Breakers
 from agent_runtime.gateway.call_observer import CallObserver, CallPlan, CallReport
@@ -133,6 +133,10 @@ class ModelRouterDeployment:
             async for chunk in self._router.stream(request):
                 yield chunk
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        with _log_context(request):
+            return await self._router.embed(request)
+
     async def ping(self) -> None:
         await self._router.ping()
 
@@ -146,7 +150,9 @@ class ModelRouterDeployment:
         await self._store.close()
 
 
-def _log_context(request: ChatRequest) -> AbstractContextManager[logs.LogContext]:
+def _log_context(
+    request: ChatRequest | EmbeddingRequest,
+) -> AbstractContextManager[logs.LogContext]:
     return logs.bind(
         request_id=request.request_id,
         tenant_id=request.tenant_id,

@@ -217,7 +217,8 @@ async def test_models_lists_aliases_and_chain_models(
     ids = [model.id for model in models]
     aliases = stack.settings.provider.model_aliases
     assert ids[: len(aliases)] == list(aliases)
-    assert set(ids) == set(aliases) | {m for chain in aliases.values() for m in chain}
+    chains = {m for chain in aliases.values() for m in chain}
+    assert set(ids) == set(aliases) | chains | set(stack.settings.provider.embedding_models)
     assert len(ids) == len(set(ids))
     assert all(model.object == "model" for model in models)
 
