@@ -85,8 +85,8 @@ class CallPlan:
         self, default_max_tokens: int, default_price: ModelPrice | None = None
     ) -> Decimal | None:
         """The most the request can cost: the dearest model of the chain, whole prompt plus
-        its completion bound (``default_max_tokens`` where none is sent; none to embed). None when a model
-        has no price and no ``default_price`` is given."""
+        its completion bound (``default_max_tokens`` where none is sent; none to embed).
+        None when a model has no price and no ``default_price`` is given."""
         worst: Decimal | None = None
         for model in self.models:
             price = model.price or default_price

@@ -170,7 +170,9 @@ class ProviderClient:
         timeout = httpx.Timeout(timeout_s, connect=min(self._connect_s, timeout_s))
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self.http.post(url, json=body, headers=self.headers, timeout=timeout)
+                response = await self.http.post(
+                    url, json=body, headers=self.headers, timeout=timeout
+                )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise ProviderFailure(
                 f"no answer within {timeout_s:.3g} s", model=model_id, kind="timeout"
