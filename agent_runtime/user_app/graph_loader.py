@@ -12,15 +12,15 @@ Each graph is ``"./path/file.py:attr"`` (imported from the file, see :mod:`.app_
 The runtime's checkpointer and store replace whatever the graph was compiled with, as
 LangGraph Platform does (``graph.copy(update=...)``): a graph compiled with its own
 ``InMemorySaver`` is served with the runtime's persistence, and loading says so in a warning.
-Every graph is imported at load; all failures are reported together, each with the graph
-id, its file or module and the traceback (:class:`GraphLoadError`).
+Every graph is imported at load (references followed by :mod:`.app_attributes`), and so are
+``http.app`` and the store index's function (:mod:`.app_store_index`); all failures are
+reported together, each with the graph id, its file or module and the traceback
+(:class:`GraphLoadError`).
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,7 +36,10 @@ from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 from starlette.types import ASGIApp
 
+from agent_runtime.execution.store_index import StoreIndex
 from agent_runtime.user_app import app_imports
+from agent_runtime.user_app.app_attributes import Problem, attribute
+from agent_runtime.user_app.app_store_index import load_store_index
 from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
 
@@ -46,7 +49,8 @@ _DEFAULT_NAME = "LangGraph"  # what compile() names a graph not named by its aut
 
 
 class GraphLoadError(UserAppError):
-    """One or more graphs cannot be loaded; each problem names the graph, file and cause."""
+    """One or more graphs (or ``http.app``, or ``store.index.embed``) cannot be loaded; each
+    problem names the graph, file and cause."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +132,15 @@ class LoadedGraph:
 @dataclass(frozen=True)
 class LoadedApp:
     """A user's app: its config file, its graphs in the file's order, its own HTTP app
-    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) if it has one, and
-    the warnings (settings without effect here, persistence replaced, names taken) to log
-    at start."""
+    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) if it has one, its
+    store's semantic-search index (``store.index``) if it has one, and the warnings
+    (settings without effect here, persistence replaced, names taken) to log at start."""
 
     config_file: ConfigFile
     graphs: dict[str, LoadedGraph]
     warnings: list[str]
     http_app: ASGIApp | None = None
+    store_index: StoreIndex | None = None
 
 
 def load_app(config_path: str | Path) -> LoadedApp:
@@ -160,7 +165,7 @@ def load_app(config_path: str | Path) -> LoadedApp:
         description = spec.description if isinstance(spec, GraphDef) else None
         try:
             graph = _load(config_file, graph_id, source, description, modules, warnings)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: graphs.{graph_id}: {problem}")
             continue
         graphs[graph_id] = graph
@@ -169,44 +174,23 @@ def load_app(config_path: str | Path) -> LoadedApp:
     if http is not None and http.app is not None:
         try:
             http_app = _http_app(config_file, http.app, modules)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: http.app: {problem}")
+    store_index = None
+    try:
+        store_index = load_store_index(config_file, modules)
+    except Problem as problem:
+        problems.append(f"{name}: store.index.embed: {problem}")
     if problems:
         raise GraphLoadError(problems)
-    return LoadedApp(config_file, graphs, warnings, http_app)
-
-
-class _Problem(Exception):
-    """Why one graph did not load (becomes a line of :class:`GraphLoadError`)."""
+    return LoadedApp(config_file, graphs, warnings, http_app, store_index)
 
 
 def _http_app(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> ASGIApp:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, type) or not callable(value):
-        raise _Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
+        raise Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
     return cast(ASGIApp, value)
-
-
-def _attribute(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> Any:
-    """What ``source`` (``./file.py:attr`` or ``package.module:attr``) names."""
-    target, _, attr = source.rpartition(":")
-    is_file = "/" in target or target.endswith(".py")
-    where = str((config_file.folder / target).resolve()) if is_file else f"module {target}"
-    module = modules.get(where)
-    if module is None:
-        if is_file and not Path(where).is_file():
-            raise _Problem(f"{source!r}: no such file {where}")
-        try:
-            if is_file:
-                module = app_imports.import_file(Path(where))
-            else:
-                module = app_imports.import_module(target)
-        except (Exception, SystemExit) as exc:
-            raise _Problem(f"{source!r} ({where}) failed to import:\n{_traceback(exc)}") from exc
-        modules[where] = module
-    if attr not in vars(module):
-        raise _Problem(f"{source!r}: {where} has no {attr!r}{_suggestion(module, attr)}")
-    return vars(module)[attr]
 
 
 def _load(
@@ -217,7 +201,7 @@ def _load(
     modules: dict[str, ModuleType],
     warnings: list[str],
 ) -> LoadedGraph:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, StateGraph):
         value = value.compile()
     if isinstance(value, Pregel):
@@ -237,7 +221,7 @@ def _load(
         return LoadedGraph(
             graph_id, description, source, None, _factory=value, _takes_config=takes_config
         )
-    raise _Problem(
+    raise Problem(
         f"{source!r}: {source.rpartition(':')[2]!r} is a {type(value).__name__}, not a "
         "compiled graph, a StateGraph or a graph factory"
     )
@@ -248,17 +232,17 @@ def _takes_config(factory: Factory, source: str) -> bool:
     try:
         parameters = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError) as exc:
-        raise _Problem(f"{source!r}: cannot read the factory's signature ({exc})") from exc
+        raise Problem(f"{source!r}: cannot read the factory's signature ({exc})") from exc
     named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if any("ServerRuntime" in str(p.annotation) for p in named):
-        raise _Problem(f"{source!r}: factories taking a ServerRuntime are not supported yet")
+        raise Problem(f"{source!r}: factories taking a ServerRuntime are not supported yet")
     if len(named) > 1:
-        raise _Problem(
+        raise Problem(
             f"{source!r}: the factory takes {len(named)} parameters; it may take none or a "
             "RunnableConfig"
         )
     if named and named[0].kind is named[0].KEYWORD_ONLY:
-        raise _Problem(f"{source!r}: the factory's config parameter must be positional")
+        raise Problem(f"{source!r}: the factory's config parameter must be positional")
     return bool(named)
 
 
@@ -271,27 +255,3 @@ async def _enter(stack: AsyncExitStack, made: Any) -> Any:
     if hasattr(made, "__enter__") and hasattr(made, "__exit__"):
         return stack.enter_context(made)
     return made
-
-
-def _suggestion(module: ModuleType, attr: str) -> str:
-    graphs = [
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and isinstance(value, Pregel | StateGraph)
-    ]
-    close = difflib.get_close_matches(attr, graphs or list(vars(module)), n=3)
-    return f"; graphs it has: {', '.join(close or graphs)}" if close or graphs else ""
-
-
-def _traceback(exc: BaseException) -> str:
-    """The traceback from the user's code down, without the import machinery's frames."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen")
-        and frame.filename not in (__file__, app_imports.__file__)
-        and "importlib" not in Path(frame.filename).parts
-    ]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(exc)
-    return "".join(lines).rstrip()

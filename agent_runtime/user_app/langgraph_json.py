@@ -68,7 +68,6 @@ _CORS_OPTIONS = (
     "max_age",
 )
 NOT_APPLIED_KEYS = {
-    "store.index": "semantic search is not applied yet; the store works without it",
     "checkpointer.serde": "the checkpointer's serializer settings are not applied",
     "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
     "encryption": "custom encryption is not applied",

@@ -4,10 +4,13 @@ Paths, bodies, statuses and response shapes follow LangGraph Platform, so
 ``client.store.*`` of the official SDK works unchanged: puts and deletes answer 204, a
 missing item is ``200 null``, a bad namespace label is a 422, an empty or reserved
 namespace a 400. Every call acts on the caller's tenant only (:class:`TenantScopedStore`).
+With the app's ``store.index``, a put embeds the item and a search's ``query`` ranks the
+items by similarity (``score``), the embeddings counted as the caller key's model calls.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -18,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.core.identity import RunIdentity, run_identity
 from agent_runtime.core.records import Principal
 from agent_runtime.execution.item_store import TenantScopedStore
 from agent_runtime.protocol.agent_protocol import MAX_OFFSET
@@ -105,6 +109,11 @@ def tenant_store(services: Services, principal: Principal) -> TenantScopedStore:
     return services.items.for_tenant(principal.tenant_id)
 
 
+def caller(principal: Principal) -> AbstractContextManager[None]:
+    """Embeddings made for the call (a store index's) count against the caller's key."""
+    return run_identity(RunIdentity(principal.tenant_id, key_id=principal.key_id))
+
+
 def bad_request(detail: str) -> JSONResponse:
     """Platform answers 400 with a bare ``detail`` where the store rejects a namespace."""
     return JSONResponse({"detail": detail, "error": "bad_request"}, status_code=400)
@@ -127,13 +136,14 @@ def query_namespace(dotted: str) -> tuple[str, ...]:
 async def put_item(services: ServicesDep, principal: RunPrincipal, body: StorePut) -> Response:
     items = tenant_store(services, principal)
     try:
-        await items.aput(
-            tuple(body.namespace),
-            body.key,
-            body.value,
-            index=body.index,
-            ttl=body.ttl_minutes(),
-        )
+        with caller(principal):  # its embeddings (store.index) are the key's model calls
+            await items.aput(
+                tuple(body.namespace),
+                body.key,
+                body.value,
+                index=body.index,
+                ttl=body.ttl_minutes(),
+            )
     except InvalidNamespaceError as exc:
         return bad_request(str(exc))
     return Response(status_code=204)
@@ -169,14 +179,15 @@ async def search_items(
     services: ServicesDep, principal: ReadPrincipal, body: StoreSearch
 ) -> dict[str, Any]:
     try:
-        found = await tenant_store(services, principal).asearch(
-            tuple(body.namespace_prefix or ()),
-            query=body.query,
-            filter=body.filter,
-            limit=body.limit,
-            offset=body.offset,
-            refresh_ttl=body.refresh_ttl,
-        )
+        with caller(principal):
+            found = await tenant_store(services, principal).asearch(
+                tuple(body.namespace_prefix or ()),
+                query=body.query,
+                filter=body.filter,
+                limit=body.limit,
+                offset=body.offset,
+                refresh_ttl=body.refresh_ttl,
+            )
     except ValueError as exc:
         # The stores reject unknown filter operators and (SQLite) odd filter keys.
         raise RequestValidationError(
