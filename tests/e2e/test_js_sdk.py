@@ -9,7 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Stack, Tenant
+
+# Without it, `-m "not e2e"` ran this test and its stack fixture started a Ray cluster.
+pytestmark = pytest.mark.e2e
 
 JS = Path(__file__).resolve().parents[1] / "js"
 
