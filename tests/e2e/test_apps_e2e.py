@@ -19,6 +19,8 @@ from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
 from tests.e2e.support import Api, open_api
 
+pytestmark = pytest.mark.e2e
+
 APPS = Path(__file__).resolve().parents[1] / "apps"
 NAMES = ("tool_agent", "memory_agent", "plain_graph")
 

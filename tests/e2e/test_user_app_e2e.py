@@ -24,6 +24,8 @@ from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
 from tests.e2e.support import Api, open_api
 
+pytestmark = pytest.mark.e2e
+
 APP_NAME = "user-app"
 ROUTE = "/user-app"
 
