@@ -44,10 +44,9 @@ from agent_runtime.execution.store_index import (
     build_embedder,
     texts_to_embed,
 )
-from agent_runtime.execution.vector_rows import ItemVectors, StoredVector, VectorRows
+from agent_runtime.execution.vector_rows import ItemVectors, StoredVectors, VectorRows
 
 RawStore = AsyncPostgresStore | AsyncSqliteStore
-_ItemKey = tuple[str, str]  # (prefix as stored, key)
 
 
 class IndexedStore(BaseStore):
@@ -145,17 +144,15 @@ class IndexedStore(BaseStore):
                 f"passes its filter, at most {self._max_items} (AGENT_STORE_INDEX_MAX_ITEMS); "
                 "narrow the prefix or add a filter"
             )
-        items = {(".".join(item.namespace), item.key): item for item in candidates}
+        positions = {(".".join(item.namespace), item.key): i for i, item in enumerate(candidates)}
         prefix = ".".join(op.namespace_prefix) if op.namespace_prefix else None
-        stored = [
-            vector
-            for vector in await self._rows.under(prefix, self._index.embedder_id)
-            if (vector.prefix, vector.key) in items and vector.vector.shape == query.shape
-        ]
-        best = _best_scores(stored, query)
+        stored = await self._rows.under(prefix, self._index.embedder_id, self._index.dims)
+        owners = [positions.get(key, -1) for key in stored.keys]
+        scores = _best_scores(stored, owners, len(candidates), query)
         # Best first; equal scores keep the store's order (most recently updated first).
-        ranked = sorted((key for key in items if key in best), key=lambda key: -best[key])
-        page = [items[key] for key in ranked[op.offset : op.offset + op.limit]]
+        order = np.argsort(-scores, kind="stable")
+        chosen = [int(i) for i in order[np.isfinite(scores[order])][op.offset :][: op.limit]]
+        page = [candidates[i] for i in chosen]
         if op.refresh_ttl and page:
             await self._inner.abatch(
                 [GetOp(item.namespace, item.key, refresh_ttl=True) for item in page]
@@ -167,9 +164,9 @@ class IndexedStore(BaseStore):
                 item.value,
                 item.created_at,
                 item.updated_at,
-                best[(".".join(item.namespace), item.key)],
+                float(scores[position]),
             )
-            for item in page
+            for item, position in zip(page, chosen, strict=True)
         ]
 
 
@@ -197,18 +194,20 @@ class StoreIndexing:
         )
 
 
-def _best_scores(stored: list[StoredVector], query: Vectors) -> dict[_ItemKey, float]:
-    """Each item's score: the cosine similarity of its vector closest to ``query``."""
-    if not stored:
-        return {}
-    matrix = np.stack([vector.vector for vector in stored]).astype(np.float64)
-    target = query.astype(np.float64)
-    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(target)
-    dots = matrix @ target
+def _best_scores(stored: StoredVectors, owners: list[int], count: int, query: Vectors) -> Vectors:
+    """The score of each of ``count`` candidates: the cosine similarity of its vector
+    closest to ``query`` (``owners[i]`` is the candidate of vector ``i``, -1 for none of
+    them); ``-inf`` for a candidate without vectors."""
+    best = np.full(count, -np.inf)
+    owned = np.asarray(owners, dtype=np.int64)
+    mine = owned >= 0
+    if not mine.any():
+        return best
+    # float32 throughout: 100,000 vectors of 256 numbers are 100 MB already.
+    matrix = stored.matrix if mine.all() else stored.matrix[mine]
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+    dots = matrix @ query
     # A zero vector is like nothing: score 0 rather than a division by zero.
     scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    best: dict[_ItemKey, float] = {}
-    for vector, score in zip(stored, scores.tolist(), strict=True):
-        key = (vector.prefix, vector.key)
-        best[key] = max(best.get(key, -1.0), float(score))
+    np.maximum.at(best, owned[mine], scores)
     return best

@@ -58,10 +58,20 @@ class ItemVectors:
 
 
 @dataclass(frozen=True)
-class StoredVector:
-    prefix: str
-    key: str
-    vector: Vectors
+class StoredVectors:
+    """Vectors read back: row ``i`` of ``matrix`` belongs to item ``keys[i]``."""
+
+    keys: list[tuple[str, str]]  # (prefix, key)
+    matrix: Vectors
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[str, str, bytes]], dims: int) -> StoredVectors:
+        """Rows of ``dims`` float32 numbers; others (a corrupt row) are left out."""
+        size = dims * 4
+        kept = [row for row in rows if len(row[2]) == size]
+        blob = b"".join(row[2] for row in kept)
+        matrix = np.frombuffer(blob, dtype="<f4").astype(np.float32, copy=False)
+        return cls([(row[0], row[1]) for row in kept], matrix.reshape(len(kept), dims))
 
 
 class VectorRows(Protocol):
@@ -71,17 +81,13 @@ class VectorRows(Protocol):
         """Each item's vectors become exactly those given (an item gone is skipped)."""
         ...
 
-    async def under(self, prefix: str | None, embedder: str) -> list[StoredVector]:
+    async def under(self, prefix: str | None, embedder: str, dims: int) -> StoredVectors:
         """Every vector ``embedder`` made for items in ``prefix`` or below it (None: all)."""
         ...
 
 
 def _encode(vector: Vectors) -> bytes:
     return vector.astype("<f4").tobytes()
-
-
-def _decode(blob: bytes) -> Vectors:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
 class PostgresVectors:
@@ -119,7 +125,7 @@ class PostgresVectors:
                 except ForeignKeyViolation:
                     logger.debug("store item %s/%s deleted while indexed", item.prefix, item.key)
 
-    async def under(self, prefix: str | None, embedder: str) -> list[StoredVector]:
+    async def under(self, prefix: str | None, embedder: str, dims: int) -> StoredVectors:
         query = f"SELECT prefix, key, embedding FROM {TABLE} WHERE embedder = %s"
         params: tuple[str, ...] = (embedder,)
         if prefix is not None:
@@ -129,7 +135,7 @@ class PostgresVectors:
         async with self._pool.connection() as conn, conn.cursor(binary=True) as cursor:
             await cursor.execute(query, params)
             rows = await cursor.fetchall()
-        return [StoredVector(row["prefix"], row["key"], _decode(row["embedding"])) for row in rows]
+        return StoredVectors.of([(r["prefix"], r["key"], r["embedding"]) for r in rows], dims)
 
 
 class SqliteVectors:
@@ -168,7 +174,7 @@ class SqliteVectors:
                 raise
             await self._conn.execute("COMMIT")
 
-    async def under(self, prefix: str | None, embedder: str) -> list[StoredVector]:
+    async def under(self, prefix: str | None, embedder: str, dims: int) -> StoredVectors:
         query = f"SELECT prefix, key, embedding FROM {TABLE} WHERE embedder = ?"
         params: tuple[str, ...] = (embedder,)
         if prefix is not None:
@@ -179,4 +185,4 @@ class SqliteVectors:
             cursor = await self._conn.execute(query, params)
             rows = await cursor.fetchall()
             await cursor.close()
-        return [StoredVector(str(row[0]), str(row[1]), _decode(bytes(row[2]))) for row in rows]
+        return StoredVectors.of([(str(r[0]), str(r[1]), bytes(r[2])) for r in rows], dims)
