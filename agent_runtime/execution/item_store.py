@@ -9,7 +9,8 @@ Nothing outside this module touches that raw store: callers get a
 and strips that prefix from what comes back, so no namespace, prefix or wildcard a
 tenant can send reaches another tenant's items. Graphs are compiled with a
 :class:`ContextualStore`, which finds its tenant in :data:`current_tenant` (set by
-:func:`tenant_scope` around each run) and refuses to work without one.
+:func:`tenant_scope` around each run) and refuses to work without one. With the app's
+``store.index``, below the scoping sits :mod:`.indexed_store` (semantic search).
 """
 
 from __future__ import annotations
