@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The fake provider's fault table may be changed at run time here (with
+# AGENT_FAKE_CONTROL_TOKEN): a development flag, off everywhere else.
+run: export AGENT_FAKE_CONTROL_ENABLED ?= true
 run: install
 	$(BIN)/python -m agent_runtime.cli.launch --pid-file $(PIDFILE)
 

@@ -15,8 +15,9 @@ import uvicorn
 
 
 @asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port; yields its ``/v1`` base URL."""
+async def served(app: Any, **options: Any) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on a free port; yields its ``/v1`` base URL (https when
+    ``options``, more of uvicorn's, name a certificate)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -24,6 +25,7 @@ async def served(app: Any) -> AsyncIterator[str]:
         log_level="critical",
         lifespan="off",
         timeout_graceful_shutdown=1,
+        **options,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -33,7 +35,8 @@ async def served(app: Any) -> AsyncIterator[str]:
                 assert not task.done(), "uvicorn stopped before it started"
                 await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/v1"
+        scheme = "https" if "ssl_certfile" in options else "http"
+        yield f"{scheme}://127.0.0.1:{port}/v1"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)

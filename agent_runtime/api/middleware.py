@@ -25,7 +25,7 @@ from agent_runtime.replica.handles import unwrap
 logger = logging.getLogger("agent_runtime.ingress")
 
 
-def _error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
+def error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
     headers = error_headers(request, error)
     return JSONResponse(error_body(error), status_code=http_status(error), headers=headers)
 
@@ -38,7 +38,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AgentRuntimeError)
     async def runtime_error(request: Request, error: AgentRuntimeError) -> JSONResponse:
-        return _error_response(request, error)
+        return error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -64,7 +64,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         cause = unwrap(error)
         if isinstance(cause, AgentRuntimeError):
-            return _error_response(request, cause)
+            return error_response(request, cause)
         # Type only: messages of unknown errors may quote inputs or connection strings.
         logger.error(
             "unhandled %s on %s %s (request %s)",

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from agent_runtime.config.app_settings import AppSettings
+from agent_runtime.execution.openai_routing import route_openai_clients
 from agent_runtime.user_app.graph_loader import load_app
 from agent_runtime.user_app.langgraph_json import UserAppError
 
@@ -27,6 +29,8 @@ def check(config: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
             file=err,
         )
         return EXIT_INVALID
+    if AppSettings().route_openai_clients:
+        route_openai_clients()  # as the replicas will, before the app builds its clients
     try:
         app = load_app(config)
     except UserAppError as error:

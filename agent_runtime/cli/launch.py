@@ -23,6 +23,7 @@ import httpx
 
 from agent_runtime.cli import app_check
 from agent_runtime.config.app_settings import AppSettings
+from agent_runtime.config.builtin_models import fake_models_warning
 from agent_runtime.config.models_file import ModelsConfigError
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.errors import Unauthorized
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  Stop:     Ctrl-C here, or `{args.stop_hint}` from another terminal\n",
             flush=True,
         )
+        warning = fake_models_warning(settings.models)
+        if warning is not None:
+            print(f"WARNING: {warning}\n", file=sys.stderr, flush=True)
         stopping.wait()
         print("Stopping Serve and Ray...", flush=True)
         stop_started = time.monotonic()

@@ -20,6 +20,15 @@ class AppSettings(BaseSettings):
         description="The app's langgraph.json (LangGraph CLI's format).",
     )
 
+    route_openai_clients: bool = Field(
+        default=False,
+        description=(
+            "Send the calls of OpenAI clients the app builds itself (ChatOpenAI, "
+            "init_chat_model('openai:...')) through the model router: OPENAI_BASE_URL is "
+            "replaced by a host answered inside each replica."
+        ),
+    )
+
     @field_validator("config")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -104,6 +104,29 @@ def _builtin_model(provider: str, model: str, price: ModelPrice | None) -> Model
     )
 
 
+def fake_models_warning(config: ModelsConfig) -> str | None:
+    """What to say, loudly, at start when models are answered by the built-in fake
+    provider (made-up answers): all of them (no provider configured), or those a models
+    file gives it; None when no model is fake."""
+    fake = [
+        name
+        for name, spec in config.models.items()
+        if config.providers[spec.provider].kind == "fake"
+    ]
+    if not fake:
+        return None
+    if all(provider.kind == "fake" for provider in config.providers.values()):
+        return (
+            "MODELS ARE FAKE: no model provider is configured (AGENT_PROVIDER_BASE_URL or "
+            "AGENT_MODELS_FILE), so the built-in fake provider makes up every model answer. "
+            "Configure a provider before anyone relies on this deployment."
+        )
+    return (
+        f"SOME MODELS ARE FAKE: {', '.join(fake)} are answered by the built-in fake provider "
+        "(the models file names it)."
+    )
+
+
 def configured(
     provider: ProviderSettings, prices: Mapping[str, ModelPrice] | None = None
 ) -> ModelsConfig:

@@ -22,7 +22,7 @@ from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ENV as _ENV
-from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.provider_settings import ProviderSettings, no_limit
 from agent_runtime.config.run_settings import RunSettings
 from agent_runtime.config.serve_settings import ServeSettings
 
@@ -106,17 +106,20 @@ class LimitSettings(BaseSettings):
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="Model tokens per tenant per minute; unset: no limit."
     )
+    # Run limits default to what one small deployment (one orchestrator replica, which
+    # takes AGENT_RUN_MAX_CONCURRENT runs at once) can give a tenant without one tenant
+    # filling it; "none" turns a limit off.
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, description="Running runs per tenant; unset: no limit."
+        default=16, ge=1, description="Running runs per tenant; none: no limit."
     )
     max_queued_runs: int | None = Field(
-        default=None, ge=0, description="Queued background runs per tenant; unset: no limit."
+        default=100, ge=0, description="Queued background runs per tenant; none: no limit."
     )
 
     @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
     @classmethod
     def _blank_limit_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return no_limit(value)
 
 
 class ItemStoreSettings(BaseSettings):
@@ -143,6 +146,9 @@ class ItemStoreSettings(BaseSettings):
     embed_batch_size: int = Field(
         default=128, ge=1, le=2048, description="Texts per embeddings request of store.index."
     )
+
+
+RouteGroup = Literal["assistants", "threads", "runs", "store", "meta"]
 
 
 class HttpSettings(BaseSettings):
@@ -177,8 +183,33 @@ class HttpSettings(BaseSettings):
     hsts_max_age_s: int | None = Field(
         default=None, ge=0, description="Send Strict-Transport-Security with this max-age."
     )
+    disabled_routes: Annotated[list[RouteGroup], NoDecode] = Field(
+        default_factory=list,
+        description="Route groups not served (JSON list or comma-separated; an app's "
+        "http.disable_*): assistants, threads, runs (crons too), store, meta (/info, /docs).",
+    )
+    configurable_headers_includes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Request headers (names, * wildcards) passed into runs' configurable "
+        "(an app's http.configurable_headers.includes); none by default.",
+    )
+    configurable_headers_excludes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Headers never passed, even if included (exclusions win).",
+    )
+    custom_route_auth: bool = Field(
+        default=False,
+        description="The app's own routes (http.app) ask for an API key, as the API's do "
+        "(an app's http.enable_custom_route_auth).",
+    )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator(
+        "cors_origins",
+        "disabled_routes",
+        "configurable_headers_includes",
+        "configurable_headers_excludes",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

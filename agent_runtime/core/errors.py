@@ -86,6 +86,10 @@ class DeadlineExceeded(AgentRuntimeError):
     code = "timeout"
 
 
+# How long a client should wait before retrying a request refused for an outage.
+DEPENDENCY_RETRY_AFTER_S = 2.0
+
+
 class RateLimited(AgentRuntimeError):
     code = "rate_limited"
 
@@ -153,9 +157,17 @@ class EmbeddingFailed(AgentRuntimeError):
 
 
 class DependencyUnavailable(AgentRuntimeError):
-    """A backing service (database, Redis, a deployment) cannot be reached."""
+    """A backing service (database, Redis, a deployment) cannot be reached.
+
+    Always answered with ``Retry-After``: clients (and load balancers) back off and retry
+    rather than give up, since the outage is usually a restart."""
 
     code = "service_unavailable"
+
+    def __init__(
+        self, message: str, retry_after: float = DEPENDENCY_RETRY_AFTER_S, **details: Any
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
 
 
 class RunFailed(AgentRuntimeError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from agent_runtime.config.settings import RuntimeSettings
+from agent_runtime.execution.openai_routing import route_openai_clients
 from agent_runtime.user_app.graph_loader import LoadedApp, load_app
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 def load_served_app(settings: RuntimeSettings) -> LoadedApp:
     """The app, loaded in this process; its warnings logged."""
     config = settings.app.config
+    if settings.app.route_openai_clients:
+        route_openai_clients()  # before the app's modules build their clients
     app = load_app(config)
     for warning in app.warnings:
         logger.warning("%s", warning)

@@ -47,6 +47,8 @@ class RouterCalls:
 
     chat: ChatCall
     stream: StreamCall | None = None
+    # The loop the calls run on, for clients called from a worker thread (sync nodes).
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 _CURRENT_ROUTER: ContextVar[RouterCalls | None] = ContextVar(
@@ -69,7 +71,7 @@ def router_calls(calls: RouterCalls) -> Iterator[None]:
         _CURRENT_ROUTER.reset(token)
 
 
-def _current_router() -> RouterCalls:
+def current_router() -> RouterCalls:
     calls = _CURRENT_ROUTER.get()
     if calls is None:
         raise RuntimeError(NO_ROUTER)
@@ -109,7 +111,7 @@ def _as_chunk(message: AIMessage) -> AIMessageChunk:
     )
 
 
-def _record_call(model: str, router_ms: float, provider_ms: float, usage: TokenUsage) -> None:
+def record_call(model: str, router_ms: float, provider_ms: float, usage: TokenUsage) -> None:
     timing.record("router_ms", router_ms)
     timing.record("provider_ms", provider_ms)
     timings = timing.current()
@@ -190,11 +192,11 @@ class RouterChatModel(BaseChatModel):
     ) -> LCChatResult:
         request = self._request(messages, stop, kwargs)
         started = time.perf_counter()
-        call = self.call or _current_router().chat
+        call = self.call or current_router().chat
         result = await call(request)
         # Seen from here, router time includes the hop to the router (a Ray handle call).
         router_ms = (time.perf_counter() - started) * 1000
-        _record_call(result.model, router_ms, result.provider_ms, result.usage)
+        record_call(result.model, router_ms, result.provider_ms, result.usage)
         message = result.message.model_copy(
             update={
                 "response_metadata": {
@@ -224,7 +226,7 @@ class RouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        stream_call = self.stream_call if self.call is not None else _current_router().stream
+        stream_call = self.stream_call if self.call is not None else current_router().stream
         if stream_call is None:
             # No streaming path to the router: the whole answer as one chunk.
             result = await self._agenerate(messages, stop, run_manager, **kwargs)
@@ -261,7 +263,7 @@ class RouterChatModel(BaseChatModel):
             )
         if summary is not None:
             router_ms = (time.perf_counter() - started) * 1000
-            _record_call(summary.model, router_ms, summary.provider_ms, usage)
+            record_call(summary.model, router_ms, summary.provider_ms, usage)
 
     def _generate(
         self,

@@ -9,9 +9,12 @@ tokens). Every error uses OpenAI's ``{"error": {...}}`` body so real clients map
 own exception classes. It is a load-test target: responses are built as JSON directly, by
 :mod:`agent_runtime.fake.fake_wire`.
 
-With ``control_token`` set, ``/control/faults`` reads and changes the fault table of this
-app instance (one per Serve replica: with several replicas, set each one, or use the
-settings). A change applies to calls that start after it.
+With ``control_enabled`` (a development flag, ``AGENT_FAKE_CONTROL_ENABLED``) and
+``control_token`` set, ``/control/faults`` reads and changes the fault table of this app
+instance (one per Serve replica: with several replicas, set each one, or use the
+settings). A change applies to calls that start after it. Without both the routes are
+404: the provider has no other authentication, and a fault table anyone could change
+would let them break every model call of the runtime.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class FakeProvider:
     def __init__(self, settings: FakeProviderSettings, sleep: Sleep = asyncio.sleep) -> None:
         self._faults = FaultInjector(configured_faults(settings), seed=settings.seed)
         self._sleep = sleep
-        self._control_token = settings.control_token
+        self._control_token = settings.control_token if settings.control_enabled else None
+        self._control_enabled = settings.control_enabled
         self._models_body = b""
         self._models_table: FaultTable | None = None
 
@@ -165,6 +169,10 @@ class FakeProvider:
 
     def _control_denied(self, request: Request) -> Response | None:
         """404 while control is disabled, 401 without the right token; None when allowed."""
+        if not self._control_enabled:
+            return openai_error(
+                404, "fault control is disabled: a development feature (AGENT_FAKE_CONTROL_ENABLED)"
+            )
         if self._control_token is None:
             return openai_error(404, "fault control is disabled (AGENT_FAKE_CONTROL_TOKEN)")
         given = _presented_token(request)

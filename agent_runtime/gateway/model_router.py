@@ -106,8 +106,9 @@ class ModelRouter:
 
     ``config`` is a models config, or (as before models files) ``ProviderSettings``, whose
     provider is then at ``base_url``. For a models config, ``base_url`` is where the
-    built-in fake provider answers. ``http_client``, if given, serves every provider and
-    stays the caller's to close.
+    built-in fake provider answers; ``fake_transport``, if given, carries its calls instead
+    of the network (a fake served in this process). ``http_client``, if given, serves every
+    provider and stays the caller's to close.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class ModelRouter:
         http_client: httpx.AsyncClient | None = None,
         observers: Sequence[CallObserver] = (),
         *,
+        fake_transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -147,6 +149,7 @@ class ModelRouter:
                         max_connections=provider.max_connections,
                         max_keepalive_connections=provider.max_connections,
                     ),
+                    transport=fake_transport if provider.kind == "fake" else None,
                 )
                 self._owned.append(http)
             self._clients[name] = ProviderClient(name, provider, provider.url(base_url), http)

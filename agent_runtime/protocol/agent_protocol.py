@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 from langgraph.types import Command as LangGraphCommand
 from langgraph.types import Send as LangGraphSend
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from agent_runtime.core.errors import InvalidRequest
 from agent_runtime.core.records import MultitaskStrategy, ThreadStatus
@@ -185,6 +185,7 @@ class RunCreate(_Request):
     assistant_id: str
     input: Any = None
     command: Command | None = None
+    _headers: dict[str, str] = PrivateAttr(default_factory=dict)
     # Typed loosely so callers can pass it on as ``str | list[str]``; checked below.
     stream_mode: str | list[str] = "values"
     stream_subgraphs: bool = False
@@ -258,6 +259,17 @@ class RunCreate(_Request):
                 "replacement for configurable."
             )
         return None
+
+    def with_headers(self, headers: dict[str, str]) -> RunCreate:
+        """This body, carrying request headers for the run's configurable (set by the
+        ingress from the app's ``http.configurable_headers``; never read from JSON)."""
+        copy = self.model_copy()
+        copy._headers = headers
+        return copy
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
     def config_and_context(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Run config and context kept in sync (langgraph-api copies one into the other),

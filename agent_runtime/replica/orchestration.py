@@ -54,7 +54,7 @@ from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
-from agent_runtime.runs.webhooks import WebhookSender
+from agent_runtime.runs.webhooks import WebhookOutcome, WebhookSender
 from agent_runtime.tenancy.run_limits import RunLimits
 from agent_runtime.user_app.graph_loader import LoadedGraph
 from agent_runtime.user_app.served_graphs import ServedGraphs
@@ -77,6 +77,8 @@ class OrchestrationObserver(Protocol):
     def record_judgement(self, graph_id: str, judgement: Judgement) -> None: ...
 
     def record_cron_failure(self, disabled: bool) -> None: ...
+
+    def record_webhook(self, outcome: WebhookOutcome) -> None: ...
 
 
 class Orchestration:
@@ -162,6 +164,8 @@ class Orchestration:
             poll_s=limits.run_poll_s,
             max_attempts=limits.run_max_attempts,
             max_concurrent_runs=limits.run_max_concurrent,
+            events_flush_attempts=limits.run_events_flush_attempts,
+            events_flush_backoff_s=limits.run_events_flush_backoff_s,
         )
         self.thread_rows = ThreadStore(store)
         self.threads = ThreadService(
@@ -183,6 +187,7 @@ class Orchestration:
                 after_finish=self._after_run,
                 on_stats=observer.record_queue if observer is not None else None,
                 queue_depth=self._queue_depth,
+                graph_ids=self.graphs.ids(),
             )
 
         self.runs = RunService(
@@ -195,8 +200,10 @@ class Orchestration:
             on_temporary_done=self._drop_temporary,
             webhooks=WebhookSender(
                 timeout_s=limits.webhook_timeout_s,
+                max_in_flight=limits.webhook_max_in_flight,
                 allow_private=limits.webhook_allow_private,
                 enabled=limits.webhooks_enabled,
+                on_outcome=observer.record_webhook if observer is not None else None,
             ),
         )
         self.crons = CronScheduler(
@@ -246,8 +253,9 @@ class Orchestration:
     @contextlib.contextmanager
     def _run_scope(self, run: RunRecord) -> Iterator[None]:
         """Graph code's store calls see only the run's tenant; its ``runtime_model``
-        calls go to this replica's router."""
-        with tenant_scope(run.tenant_id), router_calls(RouterCalls(self._chat, self._stream)):
+        calls (and routed OpenAI clients' calls) go to this replica's router."""
+        calls = RouterCalls(self._chat, self._stream, asyncio.get_running_loop())
+        with tenant_scope(run.tenant_id), router_calls(calls):
             yield
 
     async def _queue_depth(self) -> int:

@@ -1,5 +1,6 @@
 """The orchestrator's metrics: runs by graph and status, their duration, model calls, steps and
-tool calls, the run queue, and the online judge's verdicts (:class:`OrchestratorMetrics`).
+tool calls, the run queue, the online judge's verdicts and webhook deliveries
+(:class:`OrchestratorMetrics`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from agent_runtime.core.timing import RunTimings
 from agent_runtime.evals.schema import Judgement
 from agent_runtime.replica.metrics import LATENCY_BOUNDARIES_MS, OTHER, counter, gauge, histogram
 from agent_runtime.runs.executor import QueueStats
+from agent_runtime.runs.webhooks import WebhookOutcome
 
 STEP_BOUNDARIES = [1.0, 2, 3, 5, 8, 13, 21, 34, 55]
 MAX_TOOL_NAMES = 64  # tool names past this many are counted as "other"
@@ -65,7 +67,15 @@ class OrchestratorMetrics:
             "by whether the failure disabled the cron.",
             ("disabled",),
         )
+        self.webhooks = counter(
+            "agent_webhooks",
+            "Run webhook deliveries by outcome (delivered, failed, refused, dropped).",
+            ("outcome",),
+        )
         self._tools: set[str] = set()
+
+    def record_webhook(self, outcome: WebhookOutcome) -> None:
+        self.webhooks.inc(tags={"outcome": outcome})
 
     def record_cron_failure(self, disabled: bool) -> None:
         self.cron_failures.inc(tags={"disabled": "true" if disabled else "false"})

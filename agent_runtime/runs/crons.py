@@ -32,6 +32,7 @@ from agent_runtime.core.records import AssistantRecord
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import CRONS, utcnow
 from agent_runtime.protocol.agent_protocol import MAX_OFFSET, RunCreate, SortOrder
+from agent_runtime.runs.cron_limits import CronLimits, check_count, check_interval
 from agent_runtime.runs.thread_rows import json_contains
 
 OnRunCompleted = Literal["delete", "keep"]
@@ -230,8 +231,12 @@ def cron_of(row: Any) -> CronRecord:
 
 
 class CronStore:
-    def __init__(self, store: MetadataStore) -> None:
+    """The tenants' crons; ``limits`` (:mod:`agent_runtime.runs.cron_limits`) bound the
+    schedules and the number of crons a tenant creates."""
+
+    def __init__(self, store: MetadataStore, limits: CronLimits | None = None) -> None:
         self._store = store
+        self._limits = limits or CronLimits()
 
     def _where(
         self, tenant_id: str, assistant_id: str | None, thread_id: str | None, metadata: Any
@@ -255,6 +260,7 @@ class CronStore:
     ) -> CronRecord:
         """Record a cron; the caller has resolved the assistant and checked the thread."""
         validate_schedule(body.schedule)
+        check_interval(body.schedule, self._limits)
         validate_timezone(body.timezone)
         cron_id = str(uuid.uuid4())
         payload = body.model_dump(mode="json", exclude_unset=True)
@@ -281,7 +287,8 @@ class CronStore:
             updated_at=now,
         )
         check_run_body(record)
-        async with self._store.transaction() as conn:
+        async with self._store.transaction(write_lock=True) as conn:
+            await check_count(conn, tenant_id, self._limits, postgres=self._store.is_postgres)
             await conn.execute(insert(CRONS).values(**record.model_dump()))
         return record
 
@@ -300,6 +307,7 @@ class CronStore:
             raise BadRequest("No fields to update")
         if patch.schedule is not None:
             validate_schedule(patch.schedule)
+            check_interval(patch.schedule, self._limits)
         validate_timezone(patch.timezone)
         async with self._store.transaction(write_lock=True) as conn:
             query = select(CRONS).where(CRONS.c.cron_id == cron_id, CRONS.c.tenant_id == tenant_id)

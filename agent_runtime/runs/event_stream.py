@@ -5,6 +5,13 @@ Events are numbered from 1 in the order the run produced them; the number is the
 id, so a client that reconnects with ``Last-Event-ID: n`` gets everything after ``n``.
 Persisting is batched (one INSERT per ``flush_interval_s`` or ``max_batch`` events) so a
 token stream does not cost a database write per token.
+
+A batch whose write fails is tried again (``flush_attempts`` tries in all, the waits
+between them doubling from ``flush_backoff_s``); the run goes on meanwhile, and this
+replica's subscribers, who read the events from memory, miss nothing. A batch still not
+written is lost to everyone who reads the run from the database: they find a hole in the
+numbers, which :func:`with_gaps` turns into an ``error`` event naming the lost numbers
+(:func:`gap_event`) rather than passing over it in silence.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class RunStream:
         sink: EventSink | None = None,
         flush_interval_s: float = 0.05,
         max_batch: int = 100,
+        flush_attempts: int = 3,
+        flush_backoff_s: float = 0.1,
         after: int = 0,
     ) -> None:
         """``after``: the last event number already stored (a resumed attempt goes on)."""
@@ -41,6 +50,8 @@ class RunStream:
         self._sink = sink
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch
+        self._flush_attempts = flush_attempts
+        self._flush_backoff_s = flush_backoff_s
         self._events: list[Event] = []
         self._unsaved: list[Event] = []
         self._changed = asyncio.Event()
@@ -105,15 +116,32 @@ class RunStream:
         batch, self._unsaved = self._unsaved, []
         if not batch or self._sink is None:
             return
-        try:
-            await self._sink(self.run_id, batch)
-        except Exception as exc:  # joiners on other replicas miss these; the run goes on
-            logger.warning(
-                "run %s: %d stream events not stored (%s)",
-                self.run_id,
-                len(batch),
-                type(exc).__name__,
-            )
+        # One batch at a time, in order, so that a reader never finds a later batch
+        # stored before an earlier one that is still being tried: a hole means a loss.
+        for attempt in range(1, self._flush_attempts + 1):
+            try:
+                await self._sink(self.run_id, batch)
+                return
+            except Exception as exc:  # whatever the database said, the run goes on
+                problem = type(exc).__name__
+            if attempt < self._flush_attempts:
+                logger.warning(
+                    "run %s: stream events %d to %d not stored (%s), trying again",
+                    self.run_id,
+                    batch[0][0],
+                    batch[-1][0],
+                    problem,
+                )
+                await asyncio.sleep(self._flush_backoff_s * 2 ** (attempt - 1))
+        logger.error(
+            "run %s: stream events %d to %d lost after %d tries (%s); readers from the "
+            "database get an error event naming them",
+            self.run_id,
+            batch[0][0],
+            batch[-1][0],
+            self._flush_attempts,
+            problem,
+        )
 
     async def close(self) -> None:
         """Store what is left, then end every subscription."""
@@ -143,3 +171,30 @@ class RunStream:
                 await self._changed.wait()
         finally:
             self._subscribers -= 1
+
+
+def gap_event(first: int, last: int) -> Event:
+    """The ``error`` event standing for lost events ``first`` to ``last``; numbered
+    ``last``, so a client that reconnects with it as ``Last-Event-ID`` is not told twice."""
+    data = {
+        "error": "StreamEventsLost",
+        "message": (
+            f"Events {first} to {last} of this run were lost (the server could not store "
+            f"them); the stream goes on from event {last + 1}."
+        ),
+        "lost_from": first,
+        "lost_to": last,
+    }
+    return last, "error", json_dumpb(data)
+
+
+def with_gaps(events: Sequence[Event], after: int) -> list[Event]:
+    """Stored ``events``, read after number ``after``, with a :func:`gap_event` wherever
+    numbers are missing: events are numbered without holes, so a hole is a loss."""
+    out: list[Event] = []
+    for event in events:
+        if event[0] > after + 1:
+            out.append(gap_event(after + 1, event[0] - 1))
+        out.append(event)
+        after = event[0]
+    return out

@@ -28,7 +28,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,12 @@ class ExecutorSettings(BaseModel):
     max_concurrent_runs: int = Field(default=64, ge=1, description="Runs claimed per replica.")
     stats_interval_s: float = Field(
         default=5.0, gt=0, description="How often the queue's depth is counted (one query)."
+    )
+    events_flush_attempts: int = Field(
+        default=3, ge=1, description="Tries to store a batch of stream events before it is lost."
+    )
+    events_flush_backoff_s: float = Field(
+        default=0.1, ge=0, description="Wait after a batch's first failed try; doubles each try."
     )
 
 
@@ -121,8 +127,11 @@ class RunExecutor:
         after_finish: Callable[[RunRecord, RunResult], Awaitable[None]] | None = None,
         on_stats: Callable[[QueueStats], None] | None = None,
         queue_depth: Callable[[], Awaitable[int]] | None = None,
+        graph_ids: Sequence[str] | None = None,
     ) -> None:
         self.runs = runs
+        # The graphs this replica serves: it claims queued runs of those only.
+        self._graph_ids = list(graph_ids) if graph_ids is not None else None
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
@@ -181,7 +190,12 @@ class RunExecutor:
         if existing is not None:
             return existing
         sink = self.runs.events.append if self._persist_events(run, at_creation) else None
-        stream = RunStream(run.run_id, sink=sink)
+        stream = RunStream(
+            run.run_id,
+            sink=sink,
+            flush_attempts=self.settings.events_flush_attempts,
+            flush_backoff_s=self.settings.events_flush_backoff_s,
+        )
         if subscriber:
             stream.expect_subscriber()
         loop = asyncio.get_running_loop()
@@ -306,7 +320,7 @@ class RunExecutor:
         room = self.settings.max_concurrent_runs - len(self._local)
         claimed: list[RunRecord] = []
         if room > 0 and not self._closing:
-            claimed = await self.runs.claim_due(self.worker_id, room)
+            claimed = await self.runs.claim_due(self.worker_id, room, self._graph_ids)
             for run in claimed:
                 self.submit(run)
         await self._report_stats()

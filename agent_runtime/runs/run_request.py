@@ -47,6 +47,7 @@ def new_run(
     configurable = _merge(
         (assistant.config or {}).get("configurable"),
         request_config.get("configurable"),
+        body.headers,
     )
     configurable.update(
         run_id=run_id,

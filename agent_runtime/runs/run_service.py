@@ -24,6 +24,7 @@ from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.protocol.agent_responses import dumps, run_to_wire
 from agent_runtime.protocol.sse import encode_event, event_number
 from agent_runtime.runs.event_rows import FINAL_STATUSES
+from agent_runtime.runs.event_stream import with_gaps
 from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult
 from agent_runtime.runs.run_queue import CreatedRun, RunStore
 from agent_runtime.runs.run_request import RunKind, new_run
@@ -203,7 +204,7 @@ class RunService:
     async def events(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, str, bytes]]:
         """A run's (number, name, data) events after ``after`` until it ends: live from
         this replica's stream, or polled from the database while the run is queued or runs
-        elsewhere."""
+        elsewhere (events that could not be stored: an ``error`` event naming them)."""
         while True:
             local = self.executor.local(run_id)
             if local is not None:
@@ -212,14 +213,14 @@ class RunService:
                     yield seq, name, data
                 return
             events = await self.runs.events.read(run_id, after)
-            for seq, name, data in events:
+            for seq, name, data in with_gaps(events, after):
                 after = seq
                 yield seq, name, data
             if events:
                 continue
             status = await self.runs.status(run_id)
             if status is None or status in FINAL_STATUSES:
-                for seq, name, data in await self.runs.events.read(run_id, after):
+                for seq, name, data in with_gaps(await self.runs.events.read(run_id, after), after):
                     yield seq, name, data
                 return
             await asyncio.sleep(self._poll_s)

@@ -1,6 +1,8 @@
 """What an app's ``langgraph.json`` says about the runtime's own settings, as ``AGENT_*``
 variables: thread retention (``checkpointer.ttl``), store items' expiry (``store.ttl``),
-with LangGraph CLI's meaning (minutes), and the origins CORS allows (``http.cors``).
+with LangGraph CLI's meaning (minutes), the origins CORS allows (``http.cors``), the route
+groups switched off (``http.disable_*``) and whether its own routes ask for a key
+(``http.enable_custom_route_auth``).
 
 They are defaults: a variable the operator sets wins, as it does over the app's ``env``.
 The launcher sets them in its environment before it reads the settings; ``agent-runtime
@@ -14,6 +16,10 @@ import os
 from collections.abc import MutableMapping
 
 from agent_runtime.user_app.langgraph_json import LangGraphJson
+
+# The API's route groups an app may switch off (http.disable_<group>); the others it names
+# (mcp, a2a, ui) are not served here at all.
+ROUTE_GROUPS = ("assistants", "threads", "runs", "store", "meta")
 
 
 def settings_env(config: LangGraphJson) -> dict[str, str]:
@@ -35,9 +41,22 @@ def settings_env(config: LangGraphJson) -> dict[str, str]:
             env["AGENT_STORE_DEFAULT_TTL_MINUTES"] = _number(items.default_ttl)
         if items.sweep_interval_minutes is not None:
             env["AGENT_STORE_SWEEP_INTERVAL_MINUTES"] = str(items.sweep_interval_minutes)
-    cors = config.http.cors if config.http is not None else None
-    if cors is not None and cors.allow_origins is not None:
-        env["AGENT_CORS_ORIGINS"] = json.dumps(cors.allow_origins)
+    http = config.http
+    if http is not None:
+        if http.cors is not None and http.cors.allow_origins is not None:
+            env["AGENT_CORS_ORIGINS"] = json.dumps(http.cors.allow_origins)
+        disabled = [group for group in ROUTE_GROUPS if getattr(http, f"disable_{group}")]
+        if disabled:
+            env["AGENT_DISABLED_ROUTES"] = json.dumps(disabled)
+        if http.disable_webhooks:
+            env["AGENT_WEBHOOKS_ENABLED"] = "false"
+        if http.enable_custom_route_auth:
+            env["AGENT_CUSTOM_ROUTE_AUTH"] = "true"
+        headers = http.configurable_headers
+        if headers is not None and headers.includes:
+            env["AGENT_CONFIGURABLE_HEADERS_INCLUDES"] = json.dumps(headers.includes)
+        if headers is not None and headers.excludes:
+            env["AGENT_CONFIGURABLE_HEADERS_EXCLUDES"] = json.dumps(headers.excludes)
     return env
 
 

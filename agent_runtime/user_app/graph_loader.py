@@ -6,8 +6,9 @@ Each graph is ``"./path/file.py:attr"`` (imported from the file, see :mod:`.app_
 
 - a compiled graph (``Pregel``, e.g. ``CompiledStateGraph``, an ``@entrypoint``);
 - a ``StateGraph``, compiled once at load;
-- a factory taking nothing or a ``RunnableConfig``, sync or async, returning either of those
-  or a (sync or async) context manager yielding one: called for every use of the graph.
+- a factory taking nothing, a ``RunnableConfig`` or a ``ServerRuntime``
+  (:mod:`.server_runtime`), sync or async, returning either of those or a (sync or async)
+  context manager yielding one: called for every use of the graph.
 
 The runtime's checkpointer and store replace whatever the graph was compiled with, as
 LangGraph Platform does (``graph.copy(update=...)``): a graph compiled with its own
@@ -42,6 +43,15 @@ from agent_runtime.user_app.app_attributes import Problem, attribute
 from agent_runtime.user_app.app_store_index import load_store_index
 from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
+from agent_runtime.user_app.server_runtime import (
+    READ_SCHEMAS,
+    FactoryArgument,
+    FactorySignatureError,
+    GraphUse,
+    context_type,
+    factory_argument,
+    server_runtime,
+)
 
 Graph = Pregel[Any, Any, Any, Any]
 Factory = Callable[..., Any]
@@ -67,7 +77,8 @@ class LoadedGraph:
     """The graph's reference as ``langgraph.json`` writes it."""
     _graph: Graph | None = field(repr=False)
     _factory: Factory | None = field(repr=False)
-    _takes_config: bool = field(default=False, repr=False)
+    _argument: FactoryArgument = field(default="none", repr=False)
+    _context_type: type | None = field(default=None, repr=False)
 
     @classmethod
     def static(
@@ -95,10 +106,12 @@ class LoadedGraph:
         *,
         checkpointer: BaseCheckpointSaver[Any] | None,
         store: BaseStore | None,
+        use: GraphUse = READ_SCHEMAS,
     ) -> AsyncIterator[Graph]:
-        """The graph for one use (a run, a state read, a schema), bound to the runtime's
-        checkpointer and store; a factory is called with ``config`` and, when it returns a
-        context manager, left inside it until the block ends."""
+        """The graph for one ``use`` (a run, a state read, a schema), bound to the runtime's
+        checkpointer and store; a factory is called with what it takes (``config``, or a
+        ``ServerRuntime`` for ``use``) and, when it returns a context manager, left inside
+        it until the block ends."""
         if self._factory is None:
             yield self.bind(checkpointer=checkpointer, store=store)
             return
@@ -107,7 +120,7 @@ class LoadedGraph:
             # As LangGraph's server does: get_config() works inside the factory.
             token = var_child_runnable_config.set(config)
             try:
-                made = self._factory(config) if self._takes_config else self._factory()
+                made = self._call(self._factory, config, store, use)
                 graph = await _enter(stack, made)
             finally:
                 var_child_runnable_config.reset(token)
@@ -119,6 +132,15 @@ class LoadedGraph:
                     f"{type(graph).__name__}, not a graph"
                 )
             yield self._bound(graph, checkpointer, store)
+
+    def _call(
+        self, factory: Factory, config: RunnableConfig, store: BaseStore | None, use: GraphUse
+    ) -> Any:
+        if self._argument == "config":
+            return factory(config)
+        if self._argument == "runtime":
+            return factory(server_runtime(use, config, store, self._context_type))
+        return factory()
 
     def _bound(
         self, graph: Graph, checkpointer: BaseCheckpointSaver[Any] | None, store: BaseStore | None
@@ -217,33 +239,23 @@ def _load(
             )
         return LoadedGraph.static(graph_id, description, source, value)
     if callable(value) and not isinstance(value, type):
-        takes_config = _takes_config(value, source)
+        try:
+            argument = factory_argument(value)
+        except FactorySignatureError as exc:
+            raise Problem(f"{source!r}: {exc}") from exc
         return LoadedGraph(
-            graph_id, description, source, None, _factory=value, _takes_config=takes_config
+            graph_id,
+            description,
+            source,
+            None,
+            _factory=value,
+            _argument=argument,
+            _context_type=context_type(value) if argument == "runtime" else None,
         )
     raise Problem(
         f"{source!r}: {source.rpartition(':')[2]!r} is a {type(value).__name__}, not a "
         "compiled graph, a StateGraph or a graph factory"
     )
-
-
-def _takes_config(factory: Factory, source: str) -> bool:
-    """Whether ``factory`` takes the ``RunnableConfig`` (its only parameter, if any)."""
-    try:
-        parameters = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError) as exc:
-        raise Problem(f"{source!r}: cannot read the factory's signature ({exc})") from exc
-    named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if any("ServerRuntime" in str(p.annotation) for p in named):
-        raise Problem(f"{source!r}: factories taking a ServerRuntime are not supported yet")
-    if len(named) > 1:
-        raise Problem(
-            f"{source!r}: the factory takes {len(named)} parameters; it may take none or a "
-            "RunnableConfig"
-        )
-    if named and named[0].kind is named[0].KEYWORD_ONLY:
-        raise Problem(f"{source!r}: the factory's config parameter must be positional")
-    return bool(named)
 
 
 async def _enter(stack: AsyncExitStack, made: Any) -> Any:

@@ -58,7 +58,6 @@ DOCKER_ONLY_KEYS = (
 )
 """Keys that choose or extend the CLI's Docker image (base image, distro, Node, pip, extra
 Dockerfile lines, the langgraph-api version, uv-based installs); they have no effect here."""
-_ROUTE_GROUPS = ("assistants", "threads", "runs", "store", "mcp", "a2a", "meta", "ui", "webhooks")
 _CORS_OPTIONS = (
     "allow_methods",
     "allow_headers",
@@ -72,14 +71,12 @@ NOT_APPLIED_KEYS = {
     "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
     "encryption": "custom encryption is not applied",
     **{
-        f"http.{key}": "not applied yet (of http, app and cors.allow_origins apply)"
+        f"http.{key}": "not applied yet (of http: app, cors.allow_origins, disable_*, "
+        "enable_custom_route_auth, configurable_headers apply)"
         for key in (
-            "configurable_headers",
             "logging_headers",
             "middleware_order",
-            "enable_custom_route_auth",
             "mount_prefix",
-            *(f"disable_{group}" for group in _ROUTE_GROUPS),
             *(f"cors.{option}" for option in _CORS_OPTIONS),
         )
     },

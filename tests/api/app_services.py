@@ -21,8 +21,18 @@ from agent_runtime.tenancy.token_buckets import build_limiter
 from tests.example_graphs import example_graphs
 
 
+class Counter:
+    """Stands in for a Ray counter: counts nothing."""
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        return None
+
+
 class Metrics:
     """Stands in for ``IngressMetrics``: observes nothing."""
+
+    def __init__(self) -> None:
+        self.rate_limited = Counter()
 
     def observe(self, *args: Any) -> None:
         return None

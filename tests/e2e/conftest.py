@@ -43,6 +43,15 @@ BURST = 20
 JUDGED_GRAPH = "memory"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is ``e2e``, marked or not: one that forgot ``pytestmark`` would
+    otherwise start a Ray cluster under ``-m "not e2e"``."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,7 +100,8 @@ def stack_settings(
         serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
         budgets=BudgetSettings(admin_api_key=SecretStr(ADMIN_SECRET)),
         trace=TraceSettings(otlp_endpoint=otlp.endpoint),
-        runs=RunSettings(cron_poll_s=0.5),
+        # The cron tests schedule a run every second: no minimum interval here.
+        runs=RunSettings(cron_poll_s=0.5, cron_min_interval_s=0),
         # Every run of one graph is judged online (tests/e2e/test_trace_e2e.py).
         evals=EvalSettings(sample_rate=1.0, graphs=[JUDGED_GRAPH]),
         # The example graphs, served as any app is: from their langgraph.json.

@@ -17,12 +17,14 @@ from agent_runtime.config.provider_settings import FAKE_PROVIDER_ROUTE
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
-from tests.e2e.support import Api, open_api
+from tests.e2e.support import Api, eventually, open_api
 
+# Starts a Ray stack: deselected by -m "not e2e".
 pytestmark = pytest.mark.e2e
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 NAMES = ("tool_agent", "memory_agent", "plain_graph")
+ROUTED = "tool_agent"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def app_urls(
         # What a user keeps in .env: here, the OpenAI client pointed at the fake provider.
         llm = f"{stack.url}{FAKE_PROVIDER_ROUTE}/v1"
         (project / ".env").write_text(f"OPENAI_BASE_URL={llm}\nOPENAI_API_KEY=unused\n")
-        config = AppSettings(config=project / "langgraph.json")
+        # The tool agent's own ChatOpenAI is routed through the router by configuration.
+        routed = name == ROUTED
+        config = AppSettings(config=project / "langgraph.json", route_openai_clients=routed)
         settings = stack_settings.model_copy(update={"app": config})
         route = f"/apps/{name}"
         serve.run(build_app(settings=settings), name=f"app-{name}", route_prefix=route)
@@ -89,6 +93,13 @@ async def test_a_template_style_tool_agent(apps: dict[str, Api]) -> None:
     hello = {"messages": [{"role": "user", "content": "hello"}]}
     smart = await sdk.runs.wait(None, "agent", input=hello, context={"model": "fake-smart"})
     assert text(smart) == "[fake-smart] You said: hello"
+    # Its unmodified ChatOpenAI calls went through the router: in the tenant's usage.
+    usage = await eventually(
+        lambda: apps["tool_agent"].http.get("/usage"),
+        lambda response: response.json()["totals"]["calls"] >= 3,
+    )
+    by_model = {row["model"]: row["calls"] for row in usage.json()["rows"]}
+    assert by_model == {"fake-fast": 2, "fake-smart": 1}
 
 
 async def test_a_memory_agent_keeps_each_users_memories_across_threads(

@@ -13,10 +13,10 @@ import pytest
 
 from tests.e2e.conftest import Stack, Tenant
 
-# Without it, `-m "not e2e"` ran this test and its stack fixture started a Ray cluster.
-pytestmark = pytest.mark.e2e
-
 JS = Path(__file__).resolve().parents[1] / "js"
+
+# Starts the session's Ray stack: deselected by -m "not e2e".
+pytestmark = pytest.mark.e2e
 
 
 def test_the_js_sdk_drives_runs_threads_and_the_store(stack: Stack, tenant: Tenant) -> None:

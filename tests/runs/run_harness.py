@@ -121,6 +121,9 @@ class Finished:
     def record_cron_failure(self, disabled: bool) -> None:
         return None
 
+    def record_webhook(self, outcome: str) -> None:
+        return None
+
 
 @dataclass
 class Replica:
@@ -191,6 +194,8 @@ def replica_settings(
             run_poll_s=executor.poll_s,
             run_max_attempts=executor.max_attempts,
             run_max_concurrent=executor.max_concurrent_runs,
+            run_events_flush_attempts=executor.events_flush_attempts,
+            run_events_flush_backoff_s=executor.events_flush_backoff_s,
         ),
     )
 

@@ -87,3 +87,45 @@ async def test_delivery_retries_then_gives_up() -> None:
     async with served(down.app) as v1_url:
         url = v1_url.removesuffix("/v1") + "/hook"
         assert not await WebhookSender(allow_private=True, attempts=2).send(url, {"run_id": "r3"})
+
+
+# IPv4 inside IPv6: each form reaches the IPv4 address it carries, so it is checked as that
+# address (Python's ``is_global`` calls most of them global).
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
+        "http://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped 169.254.169.254
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible
+        "http://[::a00:1]/hook",  # IPv4-compatible 10.0.0.1
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 169.254.169.254
+        "http://[64:ff9b:1::a00:1]/hook",  # local-use NAT64 (RFC 8215)
+        "http://[2002:7f00:1::1]/hook",  # 6to4 127.0.0.1
+        "http://[2002:c0a8:101::1]/hook",  # 6to4 192.168.1.1
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",  # Teredo, client 127.0.0.1
+    ],
+)
+async def test_ipv4_embedded_in_ipv6_is_checked_as_that_ipv4(url: str) -> None:
+    with pytest.raises(InvalidRequest, match="private"):
+        await WebhookSender().check(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::5db8:d822]/hook",  # NAT64 93.184.216.34
+        "http://[2002:5db8:d822::1]/hook",  # 6to4 93.184.216.34
+        "http://[2606:4700::1111]/hook",  # plain global IPv6
+    ],
+)
+async def test_public_ipv4_embedded_in_ipv6_passes(url: str) -> None:
+    assert await WebhookSender().check(url) == url
+
+
+async def test_a_name_resolving_to_an_embedded_private_address_is_refused() -> None:
+    async def resolve(host: str) -> list[str]:
+        return ["93.184.216.34", "64:ff9b::a00:1"]
+
+    with pytest.raises(InvalidRequest, match="private"):
+        await WebhookSender(resolver=resolve).check("https://hook.example/hook")

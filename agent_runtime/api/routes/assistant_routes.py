@@ -32,6 +32,7 @@ from agent_runtime.replica.handles import call
 from agent_runtime.runs.assistants import BOTH_CONFIGURABLE_AND_CONTEXT, AssistantStore
 
 system = APIRouter(tags=["system"])
+meta = APIRouter(tags=["system"])  # http.disable_meta switches it off; /ok and /health stay
 assistants = APIRouter(tags=["assistants"])
 
 HEALTH_TIMEOUT_S = 3.0
@@ -43,7 +44,7 @@ async def ok() -> dict[str, bool]:
     return {"ok": True}
 
 
-@system.get("/info")
+@meta.get("/info")
 async def info() -> dict[str, Any]:
     """What LangGraph Studio and Agent Chat UI ask first (langgraph-api's shape): the
     server's version and which features it has. Public, as ``/ok``."""

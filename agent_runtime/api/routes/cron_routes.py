@@ -17,12 +17,19 @@ from agent_runtime.api.routes.assistant_routes import get_assistants
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.core.records import Principal
 from agent_runtime.protocol.agent_protocol import require_uuid
+from agent_runtime.runs.cron_limits import CronLimits
 from agent_runtime.runs.crons import CronCount, CronCreate, CronPatch, CronSearch, CronStore
 from agent_runtime.runs.webhooks import WebhookSender
 
 crons = APIRouter(tags=["crons"])
 
 INVALID_CRON = "Invalid cron ID: must be a UUID"
+
+
+def _crons(services: ServicesDep) -> CronStore:
+    """The crons, bound by this server's limits (``AGENT_CRON_*``)."""
+    runs = services.settings.runs
+    return CronStore(services.store, CronLimits(runs.cron_min_interval_s, runs.cron_max_per_tenant))
 
 
 async def _check_webhook(services: ServicesDep, url: str) -> None:
@@ -40,7 +47,7 @@ async def _create(
         await services.store.get_thread(principal.tenant_id, thread_id)
     if body.webhook is not None:
         await _check_webhook(services, body.webhook)
-    cron = await CronStore(services.store).create(
+    cron = await _crons(services).create(
         principal.tenant_id, principal.key_id, thread_id, body, assistant
     )
     return cron.to_wire()
@@ -101,7 +108,7 @@ async def patch_cron(
 ) -> dict[str, Any]:
     if body.webhook is not None:
         await _check_webhook(services, body.webhook)
-    cron = await CronStore(services.store).update(
+    cron = await _crons(services).update(
         principal.tenant_id, require_uuid(cron_id, INVALID_CRON), body
     )
     return cron.to_wire()

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.api.routes.thread_routes import thread_uuid
+from agent_runtime.api.run_headers import configurable_headers
 from agent_runtime.core.errors import InvalidRequest
 from agent_runtime.core.records import Principal, RunRecord, RunStatus
 from agent_runtime.execution.run_trace import RunTrace
@@ -55,19 +57,28 @@ def _flag(value: str | None) -> bool:
 RunHandler = Callable[[Services, Principal, str | None, RunCreate], Awaitable[Response]]
 
 
+def _with_headers(body: RunCreate, request: Request, services: Services) -> RunCreate:
+    return body.with_headers(configurable_headers(request.headers, services.settings.http))
+
+
 def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> None:
     """Route ``POST /threads/{thread_id}/runs{suffix}`` (route ``{verb}_run``) and the
     stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``."""
 
     async def on_thread(
-        thread_id: str, body: RunCreate, services: ServicesDep, principal: RunPrincipal
+        thread_id: str,
+        body: RunCreate,
+        request: Request,
+        services: ServicesDep,
+        principal: RunPrincipal,
     ) -> Response:
+        body = _with_headers(body, request, services)
         return await handler(services, principal, thread_uuid(thread_id), body)
 
     async def stateless(
-        body: RunCreate, services: ServicesDep, principal: RunPrincipal
+        body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
     ) -> Response:
-        return await handler(services, principal, None, body)
+        return await handler(services, principal, None, _with_headers(body, request, services))
 
     runs.add_api_route(
         f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
@@ -90,10 +101,28 @@ _on_thread_and_stateless("", _create, "create")
 
 @runs.post("/runs/batch")
 async def create_run_batch(
-    body: list[RunCreate], services: ServicesDep, principal: RunPrincipal
+    body: list[RunCreate], request: Request, services: ServicesDep, principal: RunPrincipal
 ) -> list[dict[str, Any]]:
+    """Background runs, one per item, as that many ``POST /runs`` would create them: at
+    most ``AGENT_RUN_BATCH_MAX`` (422 past it, nothing started), each costing one request
+    of the key's bucket (429 ``requests_per_key`` when they do not all fit)."""
+    cap = services.settings.runs.run_batch_max
+    if len(body) > cap:
+        raise InvalidRequest(
+            f"a batch holds at most {cap} runs (AGENT_RUN_BATCH_MAX); this one has "
+            f"{len(body)}: send it in smaller batches",
+            field="body",
+            maximum=cap,
+            requested=len(body),
+        )
+    if len(body) > 1:
+        assert services.requests is not None, "Services.__post_init__ builds it"
+        await check_request_limit(
+            request, services.requests, services.metrics, principal, batch=len(body)
+        )
     created = []
     for item in body:
+        item = _with_headers(item, request, services)
         run: RunRecord = await call(services.orchestrator.create_run.remote(principal, None, item))
         created.append(run_to_wire(run))
     return created
