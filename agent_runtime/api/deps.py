@@ -21,7 +21,7 @@ scope      routes
            starts, cancels or deletes runs (``/runs``, ``/runs/wait``, ``/runs/stream``,
            ``/runs/batch``, ``/runs/cancel``, the thread's runs); joining a run's stream
            (``GET .../runs/{id}/stream``: it may cancel the run on disconnect);
-           ``POST /v1/chat/completions``
+           ``POST /v1/chat/completions``, ``POST /v1/embeddings``
 ``admin``  every ``/admin/...`` route
 =========  ==============================================================================
 
@@ -52,8 +52,11 @@ from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
 from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
 from agent_runtime.core.records import Principal, Scope
+from agent_runtime.core.types import EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.execution.store_index import StoreIndex
+from agent_runtime.replica.handles import call
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.run_queue import RunStore
@@ -125,11 +128,19 @@ class Services:
         metrics: IngressMetrics,
         graphs: ServedGraphs,
         app_auth: AppAuth | None = None,
+        *,
+        store_index: StoreIndex | None = None,
     ) -> Services:
-        """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it."""
+        """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it.
+        ``store_index`` (the app's ``store.index``) embeds through the router's handle."""
         store = MetadataStore(settings.storage)
         await store.setup()
-        items = ItemStores(settings.storage, settings.items)
+
+        async def embed(request: EmbeddingRequest) -> EmbeddingResult:
+            result: EmbeddingResult = await call(router.embed.remote(request))
+            return result
+
+        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
         await items.setup()
         # With Redis, revocations and disabled tenants reach this replica at once.
         auth = Authenticator(

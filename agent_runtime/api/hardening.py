@@ -69,6 +69,7 @@ WAIT_ROUTES = frozenset(
         "/threads/{thread_id}/runs/stream",
         "/threads/{thread_id}/runs/{run_id}/stream",
         "/v1/chat/completions",
+        "/v1/embeddings",
     }
 )
 DOCS_PATHS = ("/docs", "/redoc")

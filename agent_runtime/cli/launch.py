@@ -30,6 +30,7 @@ from agent_runtime.core.errors import Unauthorized
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import generate_key, parse_key, verify_key
 from agent_runtime.user_app.app_defaults import apply_settings_env
+from agent_runtime.user_app.app_store_index import unserved_index_model
 from agent_runtime.user_app.langgraph_json import read_langgraph_json
 
 DEV_TENANT = "default"
@@ -139,13 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if app_check.check(config) != 0:
         return app_check.EXIT_INVALID
     # Its thread and item TTLs, where the operator's AGENT_* variables do not say.
-    apply_settings_env(read_langgraph_json(config).config)
+    app_config = read_langgraph_json(config).config
+    apply_settings_env(app_config)
     try:
         # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
         settings = RuntimeSettings.from_env()
     except ModelsConfigError as exc:
         print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
         return 2
+    unserved = unserved_index_model(app_config, settings.models)
+    if unserved is not None:
+        print(f"error: {config} cannot be served:\n  {unserved}", file=sys.stderr)
+        return app_check.EXIT_INVALID
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file

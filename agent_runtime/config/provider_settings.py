@@ -47,6 +47,11 @@ class ProviderSettings(BaseSettings):
         },
         description='JSON alias -> fallback chain, e.g. {"smart": ["gpt-4o", "gpt-4o-mini"]}',
     )
+    embedding_models: list[str] = Field(
+        default_factory=lambda: ["fake-embed"],
+        description="Embedding models served (POST /v1/embeddings, a store index's "
+        '"openai:<model>"), besides the aliases\' models; JSON list.',
+    )
     provider_max_retries: int = Field(
         default=1, ge=0, le=10, description="Tries of a model after a retryable failure."
     )

@@ -136,7 +136,8 @@ class LimitSettings(BaseSettings):
 
 
 class ItemStoreSettings(BaseSettings):
-    """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
+    """Expiry and semantic search of stored items (``AGENT_STORE_*``); where they live is
+    ``StorageSettings``."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_STORE_", env_file=".env", extra="ignore")
 
@@ -148,6 +149,15 @@ class ItemStoreSettings(BaseSettings):
     )
     sweep_interval_minutes: float = Field(
         default=5.0, gt=0, description="How often each replica deletes expired items."
+    )
+    index_max_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most items one semantic search (store.index, a query) scores: it is "
+        "brute force over the items under its prefix that pass its filter; more: 400.",
+    )
+    embed_batch_size: int = Field(
+        default=128, ge=1, le=2048, description="Texts per embeddings request of store.index."
     )
 
 
@@ -239,6 +249,7 @@ def _default_model_prices() -> dict[str, ModelPrice]:
         "fake-fast": ModelPrice(0.15, 0.60),
         "fake-fallback": ModelPrice(0.15, 0.60),
         "fake-smart": ModelPrice(2.50, 10.00),
+        "fake-embed": ModelPrice(0.02, 0),
     }
 
 

@@ -150,6 +150,12 @@ class ProviderChainExhausted(AgentRuntimeError):
         self.attempts = attempts
 
 
+class EmbeddingFailed(AgentRuntimeError):
+    """The store's embedding function failed, or gave vectors that do not fit its index."""
+
+    code = "embedding_failed"
+
+
 class DependencyUnavailable(AgentRuntimeError):
     """A backing service (database, Redis, a deployment) cannot be reached.
 
@@ -207,6 +213,7 @@ HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
     HeadersTooLarge: 431,
     RunFailed: 500,
     ProviderError: 502,
+    EmbeddingFailed: 502,
     CircuitOpen: 503,
     ProviderChainExhausted: 503,
     DependencyUnavailable: 503,

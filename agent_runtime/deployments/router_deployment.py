@@ -29,7 +29,7 @@ from agent_runtime.config.builtin_models import fake_models_warning
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
-from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.core.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import Breakers
@@ -173,6 +173,10 @@ class ModelRouterDeployment:
             async for chunk in self._router.stream(request):
                 yield chunk
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        with _log_context(request):
+            return await self._router.embed(request)
+
     async def ping(self) -> None:
         await self._router.ping()
 
@@ -186,7 +190,9 @@ class ModelRouterDeployment:
         await self._store.close()
 
 
-def _log_context(request: ChatRequest) -> AbstractContextManager[logs.LogContext]:
+def _log_context(
+    request: ChatRequest | EmbeddingRequest,
+) -> AbstractContextManager[logs.LogContext]:
     return logs.bind(
         request_id=request.request_id,
         tenant_id=request.tenant_id,

@@ -37,6 +37,7 @@ from agent_runtime.execution.chat_model import RouterCalls, RouterChatModel, rou
 from agent_runtime.execution.checkpointers import Checkpointers, TimedSaver
 from agent_runtime.execution.item_store import ItemStores, tenant_scope
 from agent_runtime.execution.otel import OtlpTraceExporter
+from agent_runtime.execution.store_index import EmbedCall, StoreIndex
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.cron_scheduler import CronScheduler
 from agent_runtime.runs.crons import CronRecord
@@ -95,12 +96,16 @@ class Orchestration:
         *,
         observer: OrchestrationObserver | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        store_index: StoreIndex | None = None,
+        embed: EmbedCall | None = None,
     ) -> Orchestration:
+        """``store_index`` (the app's ``store.index``) embeds through ``embed``, the
+        router's, when it names a model."""
         store = MetadataStore(settings.storage)
         await store.setup()
         checkpointers = Checkpointers(settings.storage)
         saver = await checkpointers.setup()
-        items = ItemStores(settings.storage, settings.items)
+        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
         await items.setup()
         return cls(
             settings,

@@ -209,8 +209,9 @@ class TokenRateObserver:
         self._default_max_tokens = default_max_tokens
 
     def estimate(self, plan: CallPlan) -> int:
-        bound = max((m.max_tokens or self._default_max_tokens for m in plan.models), default=0)
-        return max(1, plan.prompt_tokens + (bound or self._default_max_tokens))
+        default = self._default_max_tokens
+        bound = max((plan.completion_bound(m, default) for m in plan.models), default=default)
+        return max(1, plan.prompt_tokens + bound)
 
     async def before_call(self, plan: CallPlan) -> TokenTicket | None:
         tenant_id = plan.request.tenant_id

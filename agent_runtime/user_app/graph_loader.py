@@ -13,15 +13,15 @@ Each graph is ``"./path/file.py:attr"`` (imported from the file, see :mod:`.app_
 The runtime's checkpointer and store replace whatever the graph was compiled with, as
 LangGraph Platform does (``graph.copy(update=...)``): a graph compiled with its own
 ``InMemorySaver`` is served with the runtime's persistence, and loading says so in a warning.
-Every graph is imported at load; all failures are reported together, each with the graph
-id, its file or module and the traceback (:class:`GraphLoadError`).
+Every graph is imported at load (references followed by :mod:`.app_attributes`), and so are
+``http.app`` and the store index's function (:mod:`.app_store_index`); all failures are
+reported together, each with the graph id, its file or module and the traceback
+(:class:`GraphLoadError`).
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,7 +37,10 @@ from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 from starlette.types import ASGIApp
 
+from agent_runtime.execution.store_index import StoreIndex
 from agent_runtime.user_app import app_imports
+from agent_runtime.user_app.app_attributes import Problem, attribute
+from agent_runtime.user_app.app_store_index import load_store_index
 from agent_runtime.user_app.auth_handlers import AppAuth, app_auth
 from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
@@ -57,7 +60,8 @@ _DEFAULT_NAME = "LangGraph"  # what compile() names a graph not named by its aut
 
 
 class GraphLoadError(UserAppError):
-    """One or more graphs cannot be loaded; each problem names the graph, file and cause."""
+    """One or more graphs (or ``http.app``, or ``store.index.embed``) cannot be loaded; each
+    problem names the graph, file and cause."""
 
 
 @dataclass(frozen=True)
@@ -151,15 +155,17 @@ class LoadedGraph:
 @dataclass(frozen=True)
 class LoadedApp:
     """A user's app: its config file, its graphs in the file's order, its own HTTP app
-    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) and its own auth
-    (``auth.path``: a ``langgraph_sdk.Auth``) if it has them, and the warnings (settings
-    without effect here, persistence replaced, names taken) to log at start."""
+    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API), its own auth
+    (``auth.path``: a ``langgraph_sdk.Auth``) and its store's semantic-search index
+    (``store.index``) if it has them, and the warnings (settings without effect here,
+    persistence replaced, names taken) to log at start."""
 
     config_file: ConfigFile
     graphs: dict[str, LoadedGraph]
     warnings: list[str]
     http_app: ASGIApp | None = None
     auth: AppAuth | None = None
+    store_index: StoreIndex | None = None
 
 
 def load_app(config_path: str | Path) -> LoadedApp:
@@ -184,7 +190,7 @@ def load_app(config_path: str | Path) -> LoadedApp:
         description = spec.description if isinstance(spec, GraphDef) else None
         try:
             graph = _load(config_file, graph_id, source, description, modules, warnings)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: graphs.{graph_id}: {problem}")
             continue
         graphs[graph_id] = graph
@@ -193,20 +199,25 @@ def load_app(config_path: str | Path) -> LoadedApp:
     if http is not None and http.app is not None:
         try:
             http_app = _http_app(config_file, http.app, modules)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: http.app: {problem}")
     auth = None
     auth_path = config_file.config.auth.path if config_file.config.auth is not None else None
     if auth_path is not None:
         try:
-            auth = app_auth(_attribute(config_file, auth_path, modules), auth_path)
-        except (_Problem, ValueError) as problem:
+            auth = app_auth(attribute(config_file, auth_path, modules), auth_path)
+        except (Problem, ValueError) as problem:
             problems.append(f"{name}: auth.path: {problem}")
         else:
             warnings += _uncovered(name, auth)
+    store_index = None
+    try:
+        store_index = load_store_index(config_file, modules)
+    except Problem as problem:
+        problems.append(f"{name}: store.index.embed: {problem}")
     if problems:
         raise GraphLoadError(problems)
-    return LoadedApp(config_file, graphs, warnings, http_app, auth)
+    return LoadedApp(config_file, graphs, warnings, http_app, auth, store_index)
 
 
 def _uncovered(name: str, auth: AppAuth) -> list[str]:
@@ -219,37 +230,11 @@ def _uncovered(name: str, auth: AppAuth) -> list[str]:
     ]
 
 
-class _Problem(Exception):
-    """Why one graph did not load (becomes a line of :class:`GraphLoadError`)."""
-
-
 def _http_app(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> ASGIApp:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, type) or not callable(value):
-        raise _Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
+        raise Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
     return cast(ASGIApp, value)
-
-
-def _attribute(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> Any:
-    """What ``source`` (``./file.py:attr`` or ``package.module:attr``) names."""
-    target, _, attr = source.rpartition(":")
-    is_file = "/" in target or target.endswith(".py")
-    where = str((config_file.folder / target).resolve()) if is_file else f"module {target}"
-    module = modules.get(where)
-    if module is None:
-        if is_file and not Path(where).is_file():
-            raise _Problem(f"{source!r}: no such file {where}")
-        try:
-            if is_file:
-                module = app_imports.import_file(Path(where))
-            else:
-                module = app_imports.import_module(target)
-        except (Exception, SystemExit) as exc:
-            raise _Problem(f"{source!r} ({where}) failed to import:\n{_traceback(exc)}") from exc
-        modules[where] = module
-    if attr not in vars(module):
-        raise _Problem(f"{source!r}: {where} has no {attr!r}{_suggestion(module, attr)}")
-    return vars(module)[attr]
 
 
 def _load(
@@ -260,7 +245,7 @@ def _load(
     modules: dict[str, ModuleType],
     warnings: list[str],
 ) -> LoadedGraph:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, StateGraph):
         value = value.compile()
     if isinstance(value, Pregel):
@@ -279,7 +264,7 @@ def _load(
         try:
             argument = factory_argument(value)
         except FactorySignatureError as exc:
-            raise _Problem(f"{source!r}: {exc}") from exc
+            raise Problem(f"{source!r}: {exc}") from exc
         return LoadedGraph(
             graph_id,
             description,
@@ -289,7 +274,7 @@ def _load(
             _argument=argument,
             _context_type=context_type(value) if argument == "runtime" else None,
         )
-    raise _Problem(
+    raise Problem(
         f"{source!r}: {source.rpartition(':')[2]!r} is a {type(value).__name__}, not a "
         "compiled graph, a StateGraph or a graph factory"
     )
@@ -304,27 +289,3 @@ async def _enter(stack: AsyncExitStack, made: Any) -> Any:
     if hasattr(made, "__enter__") and hasattr(made, "__exit__"):
         return stack.enter_context(made)
     return made
-
-
-def _suggestion(module: ModuleType, attr: str) -> str:
-    graphs = [
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and isinstance(value, Pregel | StateGraph)
-    ]
-    close = difflib.get_close_matches(attr, graphs or list(vars(module)), n=3)
-    return f"; graphs it has: {', '.join(close or graphs)}" if close or graphs else ""
-
-
-def _traceback(exc: BaseException) -> str:
-    """The traceback from the user's code down, without the import machinery's frames."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen")
-        and frame.filename not in (__file__, app_imports.__file__)
-        and "importlib" not in Path(frame.filename).parts
-    ]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(exc)
-    return "".join(lines).rstrip()

@@ -67,7 +67,6 @@ _CORS_OPTIONS = (
     "max_age",
 )
 NOT_APPLIED_KEYS = {
-    "store.index": "semantic search is not applied yet; the store works without it",
     "checkpointer.serde": "the checkpointer's serializer settings are not applied",
     "auth.cache": "authenticate's results are not cached; the handler runs on every request",
     "auth.openapi": "the OpenAPI document does not describe the app's auth",

@@ -1,6 +1,7 @@
 """The apps of tests/apps, each a project of its own, served from its langgraph.json beside
 the main application (as ``agent-runtime serve`` serves it) and driven with langgraph-sdk:
-runs, streams, state, context, the store, a graph that fails, and an app's own auth."""
+runs, streams, state, context, the store and its semantic search (``store.index``), a graph
+that fails, and an app's own auth."""
 
 from __future__ import annotations
 
@@ -127,6 +128,22 @@ async def test_a_memory_agent_keeps_each_users_memories_across_threads(
         "I like tea",
         "my cat is Bo",
     ]
+    # Its langgraph.json's store.index: the graph recalls by meaning ...
+    assert await say("ada", "recall my cat") == "Closest memory: my cat is Bo"
+    assert await say("bob", "recall my cat") == "I remember nothing yet."
+    # ... and the store API ranks by a query, with scores (embedded by the fake provider).
+    ranked = await sdk.store.search_items(("memories", "ada"), query="which tea do I like?")
+    assert [item["value"]["fact"] for item in ranked["items"]] == ["I like tea", "my cat is Bo"]
+    scores = [item["score"] for item in ranked["items"]]
+    assert all(isinstance(score, float) for score in scores)
+    assert 1.0 >= scores[0] > scores[1]
+    best = await sdk.store.search_items(("memories",), query="my cat", limit=1)
+    assert [item["value"]["fact"] for item in best["items"]] == ["my cat is Bo"]
+    # An item put through the API is embedded too; index=False keeps one out of the ranking.
+    await sdk.store.put_item(("memories", "ada"), "api", {"fact": "I sail on weekends"})
+    await sdk.store.put_item(("memories", "ada"), "quiet", {"fact": "sail"}, index=False)
+    sailing = await sdk.store.search_items(("memories", "ada"), query="sail", limit=1)
+    assert [item["key"] for item in sailing["items"]] == ["api"]
 
 
 async def test_a_plain_graph_streams_its_steps_and_a_failure_keeps_the_last_checkpoint(

@@ -8,10 +8,13 @@ namespace a 400. Every call acts on the caller's tenant only (:class:`TenantScop
 The app's own store handlers (``@auth.on.store``, ``agent_runtime.api.route_auth``) see each
 call's namespace (and key, value ...) first and may rewrite it, e.g. put the user's identity
 in front; a search filter they return narrows the search to items whose values match it.
+With the app's ``store.index``, a put embeds the item and a search's ``query`` ranks the
+items by similarity (``score``), the embeddings counted as the caller key's model calls.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -22,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
 from agent_runtime.core.errors import AuthHandlerFailed, DependencyUnavailable, InvalidRequest
+from agent_runtime.core.identity import RunIdentity, run_identity
 from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import Principal
 from agent_runtime.execution.item_store import TenantScopedStore
@@ -110,6 +114,11 @@ def tenant_store(services: Services, principal: Principal) -> TenantScopedStore:
     return services.items.for_tenant(principal.tenant_id)
 
 
+def caller(principal: Principal) -> AbstractContextManager[None]:
+    """Embeddings made for the call (a store index's) count against the caller's key."""
+    return run_identity(RunIdentity(principal.tenant_id, key_id=principal.key_id))
+
+
 def bad_request(detail: str) -> JSONResponse:
     """Platform answers 400 with a bare ``detail`` where the store rejects a namespace."""
     return JSONResponse({"detail": detail, "error": "bad_request"}, status_code=400)
@@ -171,13 +180,14 @@ async def put_item(services: ServicesDep, principal: RunPrincipal, body: StorePu
     }
     await authorized(services, principal, "put", value)
     try:
-        await items.aput(
-            value["namespace"],
-            value["key"],
-            value["value"],
-            index=value["index"],
-            ttl=body.ttl_minutes(),
-        )
+        with caller(principal):  # its embeddings (store.index) are the key's model calls
+            await items.aput(
+                value["namespace"],
+                value["key"],
+                value["value"],
+                index=value["index"],
+                ttl=body.ttl_minutes(),
+            )
     except InvalidNamespaceError as exc:
         return bad_request(str(exc))
     return Response(status_code=204)
@@ -230,14 +240,15 @@ async def search_items(
     if item_filter is None and body.filter is not None:
         return {"items": []}
     try:
-        found = await tenant_store(services, principal).asearch(
-            value["namespace"],
-            query=value["query"],
-            filter=item_filter,
-            limit=value["limit"],
-            offset=value["offset"],
-            refresh_ttl=value["refresh_ttl"],
-        )
+        with caller(principal):
+            found = await tenant_store(services, principal).asearch(
+                value["namespace"],
+                query=value["query"],
+                filter=item_filter,
+                limit=value["limit"],
+                offset=value["offset"],
+                refresh_ttl=value["refresh_ttl"],
+            )
     except ValueError as exc:
         # The stores reject unknown filter operators and (SQLite) odd filter keys.
         raise RequestValidationError(
