@@ -119,6 +119,7 @@ ROUTE_RULES: dict[tuple[str, str], Check | str] = {
     # not LangGraph resources: the app's authenticate still runs on them
     ("GET", "/v1/models"): NO_RESOURCE,
     ("POST", "/v1/chat/completions"): NO_RESOURCE,
+    ("POST", "/v1/embeddings"): NO_RESOURCE,
     ("GET", "/usage"): NO_RESOURCE,
     ("GET", "/budgets"): NO_RESOURCE,
 }
