@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench bench-checkpointer clean
+.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The fake provider's fault table may be changed at run time here (with
+# AGENT_FAKE_CONTROL_TOKEN): a development flag, off everywhere else.
+run: export AGENT_FAKE_CONTROL_ENABLED ?= true
 run: install
 	$(BIN)/python -m agent_runtime.cli.launch --pid-file $(PIDFILE)
 
@@ -89,6 +92,10 @@ loadtest: install
 
 bench: install
 	$(BIN)/python loadtests/bench.py
+
+# The chaos suite as it stands (docs/reliability.md): faults under load on the Serve stack.
+chaos: install
+	RAY_AUTH_MODE=disabled $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos_e2e.py
 
 bench-checkpointer: install
 	$(BIN)/python loadtests/bench_checkpointer.py

@@ -57,6 +57,9 @@ def stack_env(args: argparse.Namespace, work: Path, provider_url: str | None) ->
         AGENT_FAKE_HANGING_MODELS="[]",
         AGENT_RATE_LIMIT_PER_SECOND=UNLIMITED,
         AGENT_RATE_LIMIT_BURST=UNLIMITED,
+        # --users users of one tenant: its run limits must not cap the load either.
+        AGENT_MAX_CONCURRENT_RUNS="none",
+        AGENT_MAX_QUEUED_RUNS="none",
     )
     return env
 

@@ -57,6 +57,8 @@ class Provider:
         env = {
             **os.environ,
             "AGENT_FAKE_LATENCY_MS": str(latency_ms),
+            # The benchmark changes faults mid-run: the development flag must be on.
+            "AGENT_FAKE_CONTROL_ENABLED": "true",
             "AGENT_FAKE_CONTROL_TOKEN": token,
         }
         command = [

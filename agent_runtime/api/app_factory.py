@@ -19,6 +19,7 @@ from agent_runtime.api.routes.admin_routes import admin
 from agent_runtime.api.routes.assistant_routes import assistants, meta, system
 from agent_runtime.api.routes.cron_routes import crons
 from agent_runtime.api.routes.openai_routes import openai
+from agent_runtime.api.routes.run_record_routes import run_records
 from agent_runtime.api.routes.run_routes import runs
 from agent_runtime.api.routes.store_routes import store
 from agent_runtime.api.routes.thread_routes import threads
@@ -31,7 +32,7 @@ ROUTE_GROUPS: dict[RouteGroup, tuple[APIRouter, ...]] = {
     "meta": (meta,),
     "assistants": (assistants,),
     "threads": (threads,),
-    "runs": (runs, crons),
+    "runs": (runs, run_records, crons),
     "store": (store,),
 }
 

@@ -21,13 +21,19 @@ scope      routes
            starts, cancels or deletes runs (``/runs``, ``/runs/wait``, ``/runs/stream``,
            ``/runs/batch``, ``/runs/cancel``, the thread's runs); joining a run's stream
            (``GET .../runs/{id}/stream``: it may cancel the run on disconnect);
-           ``POST /v1/chat/completions``
+           ``POST /v1/chat/completions``, ``POST /v1/embeddings``
 ``admin``  every ``/admin/...`` route
 =========  ==============================================================================
 
 Admins: a key with the ``admin`` scope, or the bootstrap ``AGENT_ADMIN_API_KEY`` (in
 ``x-admin-key``, ``Authorization: Bearer`` or ``x-api-key``). With the bootstrap key unset,
 a request that carries no admin-scoped key gets 404 from ``/admin`` routes, as if absent.
+
+An app with its own auth (``auth.path`` in its ``langgraph.json``): after the key and its
+request limit, the app's ``authenticate`` handler finds the end user (the principal's
+``user``; the key then travels in ``x-api-key``, the user's credential in
+``Authorization``), and after the scope the app's authorization handlers decide about the
+route's resource (``agent_runtime.api.route_auth``). Admin routes take no end user.
 """
 
 from __future__ import annotations
@@ -41,12 +47,16 @@ from ray.serve.handle import DeploymentHandle
 
 from agent_runtime.api.graph_info import assistant_store
 from agent_runtime.api.limit_headers import check_request_limit
+from agent_runtime.api.route_auth import RouteGuard
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
 from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
 from agent_runtime.core.records import Principal, Scope
+from agent_runtime.core.types import EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.execution.item_store import ItemStores
+from agent_runtime.execution.store_index import StoreIndex
+from agent_runtime.replica.handles import call
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.run_queue import RunStore
@@ -56,9 +66,11 @@ from agent_runtime.tenancy.audit import Actor
 from agent_runtime.tenancy.auth import Authenticator, AuthInvalidations, extract_api_key
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.fair_use import RequestLimiter, TenantLimitsCache
+from agent_runtime.tenancy.open_streams import OpenStreams
 from agent_runtime.tenancy.rate_limiter import RateLimiter
 from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.token_buckets import build_limiter
+from agent_runtime.user_app.auth_handlers import AppAuth
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
 
@@ -75,20 +87,27 @@ class Services:
     router: DeploymentHandle
     metrics: IngressMetrics
     graphs: ServedGraphs
-    assistants: AssistantStore | None = None  # ingress builds it; routes build one if not
+    assistants: AssistantStore | None = None  # built from the graphs if not given
     items: ItemStores | None = None  # the store's items; ingress builds and sets it up
     budgets: BudgetGuard | None = None  # spend counters; usage routes build one if not
     # Requests per key sized by each tenant's limits, over ``limiter`` (built if not given).
     requests: RequestLimiter | None = None
+    app_auth: AppAuth | None = None  # the app's own auth handlers (auth.path), if any
+    # Each tenant's open streams, joins and waits (built from the settings if not given).
+    streams: OpenStreams | None = None
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
     traces: TraceReader = field(init=False)
+    guard: RouteGuard = field(init=False)  # app_auth on the routes (lets all pass without)
 
     def __post_init__(self) -> None:
         self.threads = ThreadStore(self.store)
         self.runs = RunStore(self.store)
         self.traces = TraceReader(self.store)
+        if self.assistants is None:
+            self.assistants = assistant_store(self.store, self.graphs)
+        self.guard = RouteGuard(self.app_auth, self.store, self.assistants)
         if self.requests is None:
             limits = self.settings.limits
             self.requests = RequestLimiter(
@@ -97,6 +116,8 @@ class Services:
                 default_rate_per_s=limits.rate_limit_per_second,
                 default_burst=limits.rate_limit_burst,
             )
+        if self.streams is None:
+            self.streams = OpenStreams.from_settings(self.settings.limits, self.store)
 
     @classmethod
     async def open(
@@ -106,11 +127,20 @@ class Services:
         router: DeploymentHandle,
         metrics: IngressMetrics,
         graphs: ServedGraphs,
+        app_auth: AppAuth | None = None,
+        *,
+        store_index: StoreIndex | None = None,
     ) -> Services:
-        """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it."""
+        """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it.
+        ``store_index`` (the app's ``store.index``) embeds through the router's handle."""
         store = MetadataStore(settings.storage)
         await store.setup()
-        items = ItemStores(settings.storage, settings.items)
+
+        async def embed(request: EmbeddingRequest) -> EmbeddingResult:
+            result: EmbeddingResult = await call(router.embed.remote(request))
+            return result
+
+        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
         await items.setup()
         # With Redis, revocations and disabled tenants reach this replica at once.
         auth = Authenticator(
@@ -119,6 +149,10 @@ class Services:
             invalidations=AuthInvalidations.from_settings(settings.limits),
         )
         await auth.start()
+        streams = OpenStreams.from_settings(
+            settings.limits, store, on_unavailable=metrics.record_limiter_unavailable
+        )
+        await streams.start()
         return cls(
             settings=settings,
             store=store,
@@ -131,12 +165,27 @@ class Services:
             router=router,
             metrics=metrics,
             graphs=graphs,
-            assistants=assistant_store(store, graphs),
             items=items,
             budgets=build_budget_guard(settings.limits, settings.budgets, store),
+            app_auth=app_auth,
+            streams=streams,
         )
 
+    async def forget_key(self, key_id: str) -> None:
+        """After an admin changed a key: the authenticators and the streams it opened."""
+        await self.auth.forget_key(key_id)
+        assert self.streams is not None
+        self.streams.forget_key(key_id)
+
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """After an admin disabled or enabled a tenant: as :meth:`forget_key`."""
+        await self.auth.forget_tenant(tenant_id)
+        assert self.streams is not None
+        self.streams.forget_tenant(tenant_id)
+
     async def aclose(self) -> None:
+        if self.streams is not None:
+            await self.streams.close()
         await self.auth.close()
         await self.limiter.close()
         if self.items is not None:
@@ -155,6 +204,15 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """The key (:func:`authenticate_key`), then the app's own ``authenticate``, if any."""
+    principal = await authenticate_key(request, services)
+    if services.app_auth is not None:
+        user = await services.app_auth.authenticate(request)
+        principal = principal.model_copy(update={"user": user})
+    return principal
+
+
+async def authenticate_key(request: Request, services: Services) -> Principal:
     """API key from ``x-api-key`` or ``Authorization: Bearer``, then the per-key limit."""
     principal = await services.auth.authenticate(extract_api_key(request.headers))
     params = request.path_params
@@ -186,9 +244,12 @@ class RequireScope:
     def __init__(self, scope: Scope) -> None:
         self.scope: Scope = scope
 
-    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+    async def __call__(
+        self, request: Request, principal: CurrentPrincipal, services: ServicesDep
+    ) -> Principal:
         if self.scope not in principal.scopes:
             raise missing_scope(self.scope)
+        await services.guard.check_route(request, principal)
         return principal
 
     def __repr__(self) -> str:
@@ -210,7 +271,7 @@ class RequireAdmin:
                 return Actor("admin-api-key")
         if extract_api_key(headers) is not None:
             try:
-                principal = await authenticate(request, services)
+                principal = await authenticate_key(request, services)
             except Unauthorized:
                 if not bootstrap:
                     raise NotFound("Not Found") from None

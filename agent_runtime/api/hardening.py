@@ -14,8 +14,9 @@ counted, logged and carry ``x-request-id`` like any other answer:
 * a deadline per route: ``AGENT_REQUEST_TIMEOUT_S`` for ordinary routes,
   ``AGENT_WAIT_TIMEOUT_S`` for those that wait for a run or a model (:data:`WAIT_ROUTES`);
   past it, 504 ``timeout``. The deadline covers the time until the answer starts: a
-  stream's events, once its first one is out, run as long as the run does (heartbeats
-  keep the connection alive; the run's own timeout bounds it);
+  stream's events, once its first one is out, run until the stream ends, at the latest
+  ``AGENT_STREAM_MAX_LIFETIME_S`` later (``agent_runtime/api/held_streams.py``; heartbeats
+  keep the connection alive meanwhile);
 * security headers on every answer: ``X-Content-Type-Options: nosniff``,
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, ``Cache-Control: no-store``
   (unless the route set its own), a ``Content-Security-Policy`` that allows nothing (but
@@ -68,6 +69,7 @@ WAIT_ROUTES = frozenset(
         "/threads/{thread_id}/runs/stream",
         "/threads/{thread_id}/runs/{run_id}/stream",
         "/v1/chat/completions",
+        "/v1/embeddings",
     }
 )
 DOCS_PATHS = ("/docs", "/redoc")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from agent_runtime.core.errors import AgentRuntimeError, DependencyUnavailable
+from agent_runtime.core.errors import AgentRuntimeError, DependencyUnavailable, RateLimited
 from agent_runtime.core.records import Principal
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.tenancy.fair_use import (
@@ -26,17 +26,29 @@ from agent_runtime.tenancy.fair_use import (
 
 
 async def check_request_limit(
-    request: Request, limiter: RequestLimiter, metrics: IngressMetrics, principal: Principal
+    request: Request,
+    limiter: RequestLimiter,
+    metrics: IngressMetrics,
+    principal: Principal,
+    batch: int = 1,
 ) -> None:
     """Take one request from the key's bucket; 429 naming ``requests_per_key`` when empty.
+    ``batch`` > 1: the other runs of a run batch whose request was taken, one request each
+    (:meth:`RequestLimiter.check_batch`).
 
     With Redis unreachable: ``fail_open`` decides in process (never raises for it);
     ``fail_closed`` raises :class:`DependencyUnavailable` (503 with ``Retry-After``).
     """
     try:
-        decision = await limiter.check(principal)
+        if batch > 1:
+            decision = await limiter.check_batch(principal, batch)
+        else:
+            decision = await limiter.check(principal)
     except DependencyUnavailable:
         request.state.limit_headers = limiter.default_headers()
+        raise
+    except RateLimited:
+        metrics.rate_limited.inc(tags={"limit": REQUESTS_PER_KEY})
         raise
     request.state.limit_headers = decision.headers()
     if not decision.allowed:

@@ -19,7 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agent_runtime.api.deps import Services
 from agent_runtime.api.limit_headers import error_headers
 from agent_runtime.core import logs
-from agent_runtime.core.errors import AgentRuntimeError, PayloadTooLarge, error_body, http_status
+from agent_runtime.core.errors import (
+    AgentRuntimeError,
+    AuthRejected,
+    PayloadTooLarge,
+    error_body,
+    http_status,
+)
 from agent_runtime.replica.handles import unwrap
 
 logger = logging.getLogger("agent_runtime.ingress")
@@ -27,6 +33,8 @@ logger = logging.getLogger("agent_runtime.ingress")
 
 def error_response(request: Request, error: AgentRuntimeError) -> JSONResponse:
     headers = error_headers(request, error)
+    if isinstance(error, AuthRejected):
+        headers.update(error.headers)  # the app's handler's own, e.g. WWW-Authenticate
     return JSONResponse(error_body(error), status_code=http_status(error), headers=headers)
 
 

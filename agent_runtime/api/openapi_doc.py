@@ -84,7 +84,10 @@ MODEL_CALLS = {
     "/threads/{thread_id}/runs/wait",
     "/threads/{thread_id}/runs/stream",
     "/v1/chat/completions",
+    "/v1/embeddings",
 }
+# Store operations that embed texts when the app's langgraph.json sets store.index.
+EMBEDDING_CALLS = {("put", "/store/items"), ("post", "/store/items/search")}
 DESCRIPTIONS = {
     "400": "Inconsistent request",
     "401": "Missing or invalid API key",
@@ -96,6 +99,7 @@ DESCRIPTIONS = {
     "422": "Invalid request (fields, or JSON nested too deep)",
     "429": "A limit refused it (`limit` names it); see Retry-After",
     "431": "Request headers too large",
+    "502": "The app's embedding function failed, or gave vectors that do not fit the index",
     "503": "A dependency is unavailable",
     "504": "No answer within the route's deadline",
 }
@@ -146,6 +150,8 @@ def _document_operation(path: str, method: str, operation: dict[str, Any]) -> No
         codes += AUTHENTICATED
         if path in MODEL_CALLS:
             codes.append("402")
+        if (method, path) in EMBEDDING_CALLS:
+            codes += ["402", "502"]
         if path.startswith("/admin/"):
             operation["security"] = [{"AdminKey": []}, {"ApiKey": []}, {"Bearer": []}]
         else:

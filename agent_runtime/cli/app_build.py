@@ -1,13 +1,15 @@
 """``agent-runtime build [-c langgraph.json] [-o serve_config.yaml] [--app-dir DIR]``: a Serve
 config that serves the app on a Ray cluster (``serve deploy``, or ``serve run`` locally).
 
-The app must load here first (as ``check``). The config names the runtime's app builders
-and, in each application's ``runtime_env``: ``AGENT_APP_CONFIG``, where the app's
-``langgraph.json`` is on every node (``--app-dir``, default ``~/<the app's folder name>``:
-cluster.yaml's ``file_mounts`` puts the folder there, see docs/deploy.md), and the app's
-package ``dependencies`` as ``pip`` requirements, which Ray installs on every node that
-runs a replica. The app's ``env`` is not copied: each replica reads it from the app's
-folder, as ``serve`` does, so no secret of a ``.env`` file lands in the config.
+The app must load here first (as ``check``). The config names the runtime's app builder
+(one application: without a model provider configured, its router serves the built-in
+fake in process, never at a public route) and, in its ``runtime_env``:
+``AGENT_APP_CONFIG``, where the app's ``langgraph.json`` is on every node (``--app-dir``,
+default ``~/<the app's folder name>``: cluster.yaml's ``file_mounts`` puts the folder
+there, see docs/deploy.md), and the app's package ``dependencies`` as ``pip``
+requirements, which Ray installs on every node that runs a replica. The app's ``env`` is
+not copied: each replica reads it from the app's folder, as ``serve`` does, so no secret
+of a ``.env`` file lands in the config.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any, TextIO
 import yaml
 
 from agent_runtime.cli import app_check
-from agent_runtime.config.provider_settings import FAKE_PROVIDER_ROUTE, ProviderSettings
 from agent_runtime.user_app.app_defaults import settings_env
 from agent_runtime.user_app.langgraph_json import ConfigFile, read_langgraph_json
 
@@ -45,14 +46,14 @@ def build(
         return app_check.EXIT_INVALID
     config_file = read_langgraph_json(config)
     folder = app_dir or f"~/{config_file.folder.name}"
-    document = serve_config(config_file, folder, uses_fake=ProviderSettings().uses_fake)
+    document = serve_config(config_file, folder)
     text = HEADER.format(config=config, output=output, app_dir=folder)
     output.write_text(text + yaml.safe_dump(document, sort_keys=False))
     print(f"wrote {output}: serve deploy {output} (the app at {folder} on every node)", file=out)
     return 0
 
 
-def serve_config(config_file: ConfigFile, app_dir: str, *, uses_fake: bool) -> dict[str, Any]:
+def serve_config(config_file: ConfigFile, app_dir: str) -> dict[str, Any]:
     """The Serve config document (``ServeDeploySchema``'s shape) for the app."""
     env_vars = {"AGENT_APP_CONFIG": str(PurePosixPath(app_dir) / config_file.path.name)}
     env_vars.update(settings_env(config_file.config))  # its thread and item TTLs
@@ -68,15 +69,6 @@ def serve_config(config_file: ConfigFile, app_dir: str, *, uses_fake: bool) -> d
             "runtime_env": runtime_env,
         }
     ]
-    if uses_fake:  # no provider configured: the built-in fake answers, as with `serve`
-        applications.insert(
-            0,
-            {
-                "name": "fake-provider",
-                "route_prefix": FAKE_PROVIDER_ROUTE,
-                "import_path": "agent_runtime.deployments.app:build_fake_provider_app",
-            },
-        )
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": 8000},

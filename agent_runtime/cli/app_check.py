@@ -3,7 +3,8 @@
 Reads the ``langgraph.json`` (LangGraph CLI's format) and imports every graph it names, as
 serving the app will: each problem is printed naming its key, graph and file (an import
 error with its traceback), and the exit code is 2; settings that have no effect here are
-warnings. On success each graph is listed with where it comes from.
+warnings. On success each graph is listed with where it comes from, the app's own auth
+(``auth.path``) if it has one, and the store's index with what embeds it.
 """
 
 from __future__ import annotations
@@ -43,4 +44,11 @@ def check(config: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> i
     for graph in app.graphs.values():
         kind = "factory (built per run)" if graph.is_factory else "graph"
         print(f"  {graph.graph_id}\t{kind}\t{graph.source}", file=out)
+    if app.auth is not None:
+        print(f"auth: {app.auth.source} (after the API key, on every request)", file=out)
+    index = app.store_index
+    if index is not None:
+        by = "model router" if index.model is not None else "app's function"
+        fields = ", ".join(index.fields)
+        print(f"  store.index\t{by}\t{index.embed} ({index.dims} dims; {fields})", file=out)
     return 0

@@ -23,12 +23,14 @@ import httpx
 
 from agent_runtime.cli import app_check
 from agent_runtime.config.app_settings import AppSettings
+from agent_runtime.config.builtin_models import fake_models_warning
 from agent_runtime.config.models_file import ModelsConfigError
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.errors import Unauthorized
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.tenancy.auth import generate_key, parse_key, verify_key
 from agent_runtime.user_app.app_defaults import apply_settings_env
+from agent_runtime.user_app.app_store_index import unserved_index_model
 from agent_runtime.user_app.langgraph_json import read_langgraph_json
 
 DEV_TENANT = "default"
@@ -138,13 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if app_check.check(config) != 0:
         return app_check.EXIT_INVALID
     # Its thread and item TTLs, where the operator's AGENT_* variables do not say.
-    apply_settings_env(read_langgraph_json(config).config)
+    app_config = read_langgraph_json(config).config
+    apply_settings_env(app_config)
     try:
         # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
         settings = RuntimeSettings.from_env()
     except ModelsConfigError as exc:
         print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
         return 2
+    unserved = unserved_index_model(app_config, settings.models)
+    if unserved is not None:
+        print(f"error: {config} cannot be served:\n  {unserved}", file=sys.stderr)
+        return app_check.EXIT_INVALID
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file
@@ -182,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  Stop:     Ctrl-C here, or `{args.stop_hint}` from another terminal\n",
             flush=True,
         )
+        warning = fake_models_warning(settings.models)
+        if warning is not None:
+            print(f"WARNING: {warning}\n", file=sys.stderr, flush=True)
         stopping.wait()
         print("Stopping Serve and Ray...", flush=True)
         stop_started = time.monotonic()

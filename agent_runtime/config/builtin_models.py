@@ -32,6 +32,9 @@ FAKE_MODELS: dict[str, tuple[str, str]] = {
 }
 FAKE_CONTEXT_WINDOW = 128_000
 FAKE_MAX_OUTPUT_TOKENS = 4096
+# Its embedding model, priced like a small hosted one (input only: nothing is generated).
+FAKE_EMBEDDING_MODELS: dict[str, tuple[str, str]] = {"fake-embed": ("0.02", "0")}
+FAKE_EMBEDDING_CONTEXT_WINDOW = 8192
 
 
 def builtin_config(
@@ -42,10 +45,11 @@ def builtin_config(
     """The config the ``AGENT_PROVIDER_*`` / ``AGENT_MODEL_ALIASES`` settings describe.
 
     One provider: the built-in fake (``fake``) unless ``AGENT_PROVIDER_BASE_URL`` (or
-    ``base_url``) names one (``provider``). Its models are those of the alias chains, priced
-    from ``prices`` (the budgets' ``AGENT_MODEL_PRICES``); any other model name is refused
-    (404 ``model_not_found``): unlisted, it would be unpriced. With no setting changed this
-    equals the repository's ``models.yaml``.
+    ``base_url``) names one (``provider``). Its models are those of the alias chains and the
+    embedding models (``AGENT_EMBEDDING_MODELS``), priced from ``prices`` (the budgets'
+    ``AGENT_MODEL_PRICES``); any other model name is refused (404 ``model_not_found``):
+    unlisted, it would be unpriced. With no setting changed this equals the repository's
+    ``models.yaml``.
     """
     url = base_url or provider.provider_base_url
     fake = not url
@@ -66,10 +70,10 @@ def builtin_config(
     )
     table = prices if prices is not None else _fake_prices()
     models: dict[str, ModelSpec] = {}
-    for chain in provider.model_aliases.values():
-        for model in chain:
-            if model not in models:
-                models[model] = _builtin_model(name, model, table.get(model))
+    chains = [model for chain in provider.model_aliases.values() for model in chain]
+    for model in [*chains, *provider.embedding_models]:
+        if model not in models:
+            models[model] = _builtin_model(name, model, table.get(model))
     return ModelsConfig(
         providers={name: provider_config},
         models=models,
@@ -82,17 +86,44 @@ def builtin_config(
 
 
 def _fake_prices() -> dict[str, ModelPrice]:
-    return {model: ModelPrice(inp, out) for model, (inp, out) in FAKE_MODELS.items()}
+    table = {**FAKE_MODELS, **FAKE_EMBEDDING_MODELS}
+    return {model: ModelPrice(inp, out) for model, (inp, out) in table.items()}
 
 
 def _builtin_model(provider: str, model: str, price: ModelPrice | None) -> ModelSpec:
     known = model in FAKE_MODELS
+    context_window = FAKE_CONTEXT_WINDOW if known else None
+    if model in FAKE_EMBEDDING_MODELS:
+        context_window = FAKE_EMBEDDING_CONTEXT_WINDOW
     return ModelSpec(
         provider=provider,
         input_per_million_usd=price.input_per_million_usd if price is not None else None,
         output_per_million_usd=price.output_per_million_usd if price is not None else None,
-        context_window=FAKE_CONTEXT_WINDOW if known else None,
+        context_window=context_window,
         max_output_tokens=FAKE_MAX_OUTPUT_TOKENS if known else None,
+    )
+
+
+def fake_models_warning(config: ModelsConfig) -> str | None:
+    """What to say, loudly, at start when models are answered by the built-in fake
+    provider (made-up answers): all of them (no provider configured), or those a models
+    file gives it; None when no model is fake."""
+    fake = [
+        name
+        for name, spec in config.models.items()
+        if config.providers[spec.provider].kind == "fake"
+    ]
+    if not fake:
+        return None
+    if all(provider.kind == "fake" for provider in config.providers.values()):
+        return (
+            "MODELS ARE FAKE: no model provider is configured (AGENT_PROVIDER_BASE_URL or "
+            "AGENT_MODELS_FILE), so the built-in fake provider makes up every model answer. "
+            "Configure a provider before anyone relies on this deployment."
+        )
+    return (
+        f"SOME MODELS ARE FAKE: {', '.join(fake)} are answered by the built-in fake provider "
+        "(the models file names it)."
     )
 
 

@@ -40,6 +40,10 @@ class FakeProviderSettings(BaseSettings):
     models: dict[str, FaultProfile] = Field(
         default_factory=dict, description='JSON model -> FaultProfile, e.g. {"m": {"hang": true}}.'
     )
+    control_enabled: bool = Field(
+        default=False,
+        description="Development flag: serve /control/faults (with control_token); off: 404.",
+    )
     control_token: SecretStr | None = Field(
         default=None, description="Bearer token of /control/faults; unset: the routes are 404."
     )

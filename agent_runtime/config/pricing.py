@@ -134,6 +134,11 @@ def estimate_prompt_tokens(
     return total
 
 
+def estimate_text_tokens(texts: Sequence[str]) -> int:
+    """The same estimate for texts to embed: each one's tokens, no message framing."""
+    return sum(_text_tokens(text) for text in texts)
+
+
 def _text_tokens(text: str) -> int:
     ascii_chars = sum(1 for ch in text if ord(ch) < 128)
     return math.ceil(ascii_chars / ASCII_CHARS_PER_TOKEN) + (len(text) - ascii_chars)

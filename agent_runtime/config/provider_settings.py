@@ -15,6 +15,11 @@ ENV = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
 FAKE_PROVIDER_ROUTE = "/fake-provider"
 
 
+def no_limit(value: object) -> object:
+    """A limit's environment value: "" or "none" turn it off (None)."""
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+
 class ProviderSettings(BaseSettings):
     """The OpenAI-compatible provider the router calls, its models and fallback chains.
 
@@ -41,6 +46,11 @@ class ProviderSettings(BaseSettings):
             "smart": ["fake-smart", "fake-fallback"],
         },
         description='JSON alias -> fallback chain, e.g. {"smart": ["gpt-4o", "gpt-4o-mini"]}',
+    )
+    embedding_models: list[str] = Field(
+        default_factory=lambda: ["fake-embed"],
+        description="Embedding models served (POST /v1/embeddings, a store index's "
+        '"openai:<model>"), besides the aliases\' models; JSON list.',
     )
     provider_max_retries: int = Field(
         default=1, ge=0, le=10, description="Tries of a model after a retryable failure."
@@ -73,9 +83,3 @@ class ProviderSettings(BaseSettings):
     def fake_base_url(http_port: int) -> str:
         """Where the built-in fake provider's Serve app answers."""
         return f"http://127.0.0.1:{http_port}{FAKE_PROVIDER_ROUTE}/v1"
-
-    @property
-    def uses_fake(self) -> bool:
-        """Whether the built-in fake provider's app is deployed: without a provider URL, or
-        with a models file (which may name it; settings.models.uses_fake says for sure)."""
-        return not self.provider_base_url or self.models_file is not None

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from agent_runtime.config.provider_settings import ENV as _ENV
+from agent_runtime.config.provider_settings import no_limit
 
 
 class RunSettings(BaseSettings):
@@ -52,6 +53,19 @@ class RunSettings(BaseSettings):
     cron_max_failures: int = Field(
         default=5, ge=1, description="A cron failing this many times in a row is disabled."
     )
+    # Fan-out (issue 13): what one request or one tenant may make the runtime start.
+    run_batch_max: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Runs in one POST /runs/batch (each costs one request of the key's bucket).",
+    )
+    cron_min_interval_s: float = Field(
+        default=60.0, ge=0, description="Shortest time between two runs of a cron; 0: any."
+    )
+    cron_max_per_tenant: int | None = Field(
+        default=100, ge=1, description="Crons per tenant; none: no limit."
+    )
     webhooks_enabled: bool = Field(default=True, description="Call runs' webhook URLs.")
     webhook_timeout_s: float = Field(
         default=10.0,
@@ -78,3 +92,8 @@ class RunSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("cron_max_per_tenant", mode="before")
+    @classmethod
+    def _none_is_no_limit(cls, value: object) -> object:
+        return no_limit(value)

@@ -1,6 +1,6 @@
 """Every tunable of the runtime, one ``BaseSettings`` per concern, gathered in
-:class:`RuntimeSettings`. The provider, fake provider, Serve and run settings have their own
-modules (``*_settings.py``); the others are here.
+:class:`RuntimeSettings`. The provider, fake provider, Serve, run and trace settings have
+their own modules (``*_settings.py``); the others are here.
 
 Settings are read from ``AGENT_*`` environment variables (and a ``.env`` file) once, at
 start-up, by :meth:`RuntimeSettings.from_env`, then passed down to each part. Nothing in
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_runtime.config.app_settings import AppSettings
@@ -22,9 +22,10 @@ from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.models_file import ModelsConfig
 from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.provider_settings import ENV as _ENV
-from agent_runtime.config.provider_settings import ProviderSettings
+from agent_runtime.config.provider_settings import ProviderSettings, no_limit
 from agent_runtime.config.run_settings import RunSettings
 from agent_runtime.config.serve_settings import ServeSettings
+from agent_runtime.config.trace_settings import TraceSettings
 
 
 class StorageSettings(BaseSettings):
@@ -114,21 +115,38 @@ class LimitSettings(BaseSettings):
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="Model tokens per tenant per minute; unset: no limit."
     )
+    # Run limits default to what one small deployment (one orchestrator replica, which
+    # takes AGENT_RUN_MAX_CONCURRENT runs at once) can give a tenant without one tenant
+    # filling it; "none" turns a limit off.
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, description="Running runs per tenant; unset: no limit."
+        default=16, ge=1, description="Running runs per tenant; none: no limit."
     )
     max_queued_runs: int | None = Field(
-        default=None, ge=0, description="Queued background runs per tenant; unset: no limit."
+        default=100, ge=0, description="Queued background runs per tenant; none: no limit."
+    )
+    max_open_streams: int = Field(
+        default=32,
+        ge=1,
+        description="Streams, joins and waits a tenant holds open at once (429 past it); "
+        "below the ingress's and orchestrator's max_ongoing_requests: one tenant never fills "
+        "a replica.",
+    )
+    open_streams_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="Lease of an open stream's slot in Redis, renewed every third of it: a "
+        "dead replica's slots free themselves after it.",
     )
 
     @field_validator("tokens_per_minute", "max_concurrent_runs", "max_queued_runs", mode="before")
     @classmethod
     def _blank_limit_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return no_limit(value)
 
 
 class ItemStoreSettings(BaseSettings):
-    """Expiry of stored items (``AGENT_STORE_*``); where they live is ``StorageSettings``."""
+    """Expiry and semantic search of stored items (``AGENT_STORE_*``); where they live is
+    ``StorageSettings``."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_STORE_", env_file=".env", extra="ignore")
 
@@ -140,6 +158,15 @@ class ItemStoreSettings(BaseSettings):
     )
     sweep_interval_minutes: float = Field(
         default=5.0, gt=0, description="How often each replica deletes expired items."
+    )
+    index_max_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most items one semantic search (store.index, a query) scores: it is "
+        "brute force over the items under its prefix that pass its filter; more: 400.",
+    )
+    embed_batch_size: int = Field(
+        default=128, ge=1, le=2048, description="Texts per embeddings request of store.index."
     )
 
 
@@ -170,6 +197,12 @@ class HttpSettings(BaseSettings):
         gt=0,
         description="Deadline of routes that wait for a run or a model (the .../wait and "
         "join routes, cancel with wait, chat completions).",
+    )
+    stream_max_lifetime_s: float = Field(
+        default=3600.0,
+        ge=1,
+        description="A stream open this long ends (cleanly: the client reconnects with "
+        "Last-Event-ID).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -225,6 +258,7 @@ def _default_model_prices() -> dict[str, ModelPrice]:
         "fake-fast": ModelPrice(0.15, 0.60),
         "fake-fallback": ModelPrice(0.15, 0.60),
         "fake-smart": ModelPrice(2.50, 10.00),
+        "fake-embed": ModelPrice(0.02, 0),
     }
 
 
@@ -298,35 +332,6 @@ class EvalSettings(BaseSettings):
         return value
 
 
-class TraceSettings(BaseSettings):
-    """Run traces (``AGENT_TRACE_*``; agent_runtime/execution/run_trace.py) and their OpenTelemetry
-    export.
-
-    Every run keeps its path (nodes, model and tool calls) with it, readable at
-    ``GET /threads/{thread_id}/runs/{run_id}/trace``. Export as OTLP/HTTP spans is off
-    until an endpoint is set.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="AGENT_TRACE_", env_file=".env", extra="ignore")
-
-    enabled: bool = Field(default=True, description="Keep each run's trace with the run.")
-    max_spans: int = Field(default=2000, ge=1, description="Spans kept per run; later: dropped.")
-    otlp_endpoint: str | None = Field(
-        default=None,
-        description="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); unset: off.",
-    )
-    otlp_headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Headers sent with each export (JSON object)."
-    )
-    otlp_timeout_s: float = Field(default=5.0, gt=0, description="Per export request.")
-    service_name: str = Field(default="agent-runtime", min_length=1)
-
-    @field_validator("otlp_endpoint", mode="before")
-    @classmethod
-    def _blank_endpoint_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-
 def _models_config(data: dict[str, Any]) -> ModelsConfig:
     provider: ProviderSettings = data["provider"]
     budgets: BudgetSettings | None = data.get("budgets")
@@ -352,6 +357,20 @@ class RuntimeSettings(BaseModel):
     # where the settings are built, or the provider settings above. Declared last: it is
     # built from the fields before it.
     models: ModelsConfig = Field(default_factory=_models_config)
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> RuntimeSettings:
+        # A tenant holding all it may must leave a replica room for the others: each of its
+        # streams holds a request of the ingress and one of the orchestrator.
+        ongoing = min(
+            self.serve.ingress.max_ongoing_requests, self.serve.orchestrator.max_ongoing_requests
+        )
+        if self.limits.max_open_streams >= ongoing:
+            raise ValueError(
+                f"AGENT_MAX_OPEN_STREAMS ({self.limits.max_open_streams}) must be below the "
+                f"ingress's and the orchestrator's max_ongoing_requests ({ongoing})"
+            )
+        return self
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:

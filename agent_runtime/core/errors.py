@@ -86,6 +86,10 @@ class DeadlineExceeded(AgentRuntimeError):
     code = "timeout"
 
 
+# How long a client should wait before retrying a request refused for an outage.
+DEPENDENCY_RETRY_AFTER_S = 2.0
+
+
 class RateLimited(AgentRuntimeError):
     code = "rate_limited"
 
@@ -146,10 +150,47 @@ class ProviderChainExhausted(AgentRuntimeError):
         self.attempts = attempts
 
 
+class EmbeddingFailed(AgentRuntimeError):
+    """The store's embedding function failed, or gave vectors that do not fit its index."""
+
+    code = "embedding_failed"
+
+
 class DependencyUnavailable(AgentRuntimeError):
-    """A backing service (database, Redis, a deployment) cannot be reached."""
+    """A backing service (database, Redis, a deployment) cannot be reached.
+
+    Always answered with ``Retry-After``: clients (and load balancers) back off and retry
+    rather than give up, since the outage is usually a restart."""
 
     code = "service_unavailable"
+
+    def __init__(
+        self, message: str, retry_after: float = DEPENDENCY_RETRY_AFTER_S, **details: Any
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+
+
+class AuthRejected(AgentRuntimeError):
+    """The app's own auth (``auth.path`` in its ``langgraph.json``) refused the request:
+    its handler raised ``HTTPException`` (its status, detail and headers), failed an
+    assertion (403) or returned ``False`` (403)."""
+
+    _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
+
+    def __init__(
+        self, message: str, status_code: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.code = self._CODES.get(status_code, "http_error")
+
+
+class AuthHandlerFailed(AgentRuntimeError):
+    """The app's own auth handler raised something else, or answered what LangGraph's
+    API does not accept (a 500: the app's fault, logged with its traceback, never sent)."""
+
+    code = "auth_handler_error"
 
 
 class RunFailed(AgentRuntimeError):
@@ -172,6 +213,7 @@ HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
     HeadersTooLarge: 431,
     RunFailed: 500,
     ProviderError: 502,
+    EmbeddingFailed: 502,
     CircuitOpen: 503,
     ProviderChainExhausted: 503,
     DependencyUnavailable: 503,
@@ -181,6 +223,8 @@ HTTP_STATUS: dict[type[AgentRuntimeError], int] = {
 
 def http_status(error: AgentRuntimeError) -> int:
     """Status for an error, walking up the class tree; unknown runtime errors are 500."""
+    if isinstance(error, AuthRejected):
+        return error.status_code
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]

@@ -3,10 +3,10 @@
 Graphs are compiled once per orchestrator replica, so their chat models cannot hold a
 tenant. The graph runner opens :func:`run_identity` around each run; LangGraph runs the
 nodes in tasks that copy the caller's context, so every model call a run makes sees it,
-and :func:`stamp` writes it into the :class:`ChatRequest` the router receives (budgets,
-usage ledger and metrics key on it), with the request id of the run's log context
-(:mod:`agent_runtime.core.logs`). Ray handles pickle the request: the ids cross the hop as data,
-not as context.
+and :func:`stamp` writes it into the :class:`ChatRequest` (or :class:`EmbeddingRequest`)
+the router receives (budgets, usage ledger and metrics key on it), with the request id of
+the run's log context (:mod:`agent_runtime.core.logs`). Ray handles pickle the request: the
+ids cross the hop as data, not as context.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 from agent_runtime.core import logs
-from agent_runtime.core.types import ChatRequest
+from agent_runtime.core.types import ChatRequest, EmbeddingRequest
+
+Request = TypeVar("Request", ChatRequest, EmbeddingRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ def current() -> RunIdentity | None:
     return _current.get()
 
 
-def stamp(request: ChatRequest) -> ChatRequest:
+def stamp(request: Request) -> Request:
     """``request`` with the current run's ids filled in where it has none."""
     identity = _current.get()
     if identity is None:

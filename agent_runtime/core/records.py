@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 # What an API key may do (see agent_runtime.api.deps): ``read`` gets and searches, ``run``
 # starts runs and model calls and makes every other tenant write, ``admin`` the /admin routes.
@@ -54,12 +54,40 @@ class ApiKeyRecord(BaseModel):
         return normalise_scopes(value)
 
 
+class AuthUser(BaseModel):
+    """The end user the app's own ``authenticate`` handler (``auth.path`` in its
+    ``langgraph.json``) found behind a request: what its handlers see as ``ctx.user`` and
+    its runs as ``config["configurable"]["langgraph_auth_user"]``. ``fields`` are the other
+    keys the handler returned, as JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    identity: str
+    display_name: str
+    is_authenticated: bool = True
+    permissions: tuple[str, ...] = ()
+    fields: dict[str, JsonValue] = Field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, JsonValue]:
+        """The user as LangGraph Platform shows it to a graph: every field, the fixed
+        four last (a handler's own ``identity`` field cannot shadow them)."""
+        return {
+            **self.fields,
+            "identity": self.identity,
+            "display_name": self.display_name,
+            "is_authenticated": self.is_authenticated,
+            "permissions": list(self.permissions),
+        }
+
+
 class Principal(BaseModel):
-    """Who is calling: the authenticated key, its tenant and what the key may do."""
+    """Who is calling: the authenticated key, its tenant and what the key may do; with an
+    app's own auth, also the end user its ``authenticate`` handler found."""
 
     tenant_id: str
     key_id: str
     scopes: tuple[Scope, ...] = DEFAULT_SCOPES
+    user: AuthUser | None = None
     # The request being served, for its log lines on every hop (agent_runtime.core.logs); not part
     # of who is calling. Set per request by the ingress on a copy of the cached principal.
     request_id: str | None = None

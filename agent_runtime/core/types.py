@@ -30,6 +30,22 @@ class ChatRequest(BaseModel):
     request_id: str | None = None
 
 
+class EmbeddingRequest(BaseModel):
+    """Texts to embed, as the OpenAI gateway and the store's index hand them to the router."""
+
+    alias: str = Field(description="Model alias (a fallback chain) or a provider model name.")
+    texts: list[str]
+    dimensions: int | None = Field(
+        default=None, description="Length of the vectors asked for (None: the model's own)."
+    )
+    # Who the call is for, as for ChatRequest (budgets, usage ledger, metrics, logs).
+    tenant_id: str | None = None
+    key_id: str | None = None
+    thread_id: str | None = None
+    run_id: str | None = None
+    request_id: str | None = None
+
+
 class TokenUsage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -52,6 +68,20 @@ class ChatResult(BaseModel):
     """The router's answer: the message, the model that answered, usage and timings."""
 
     message: AIMessage
+    model: str
+    usage: TokenUsage
+    provider_ms: float = Field(description="Wall time spent in provider HTTP calls.")
+    router_ms: float = Field(default=0.0, description="Wall time inside the router, all attempts.")
+    attempts: list[Attempt] = Field(default_factory=list)
+    cost_usd: float | None = Field(
+        default=None, description="At the answering model's price (None: unpriced)."
+    )
+
+
+class EmbeddingResult(BaseModel):
+    """The router's embeddings: one vector per text, in order, and who made them."""
+
+    vectors: list[list[float]]
     model: str
     usage: TokenUsage
     provider_ms: float = Field(description="Wall time spent in provider HTTP calls.")

@@ -2,17 +2,21 @@
 
 The async engine for Postgres (asyncpg) or SQLite (aiosqlite), SQLite's WAL switch and its
 "database is locked" retry, schema migrations, and the transaction helper that maps
-connection-level driver errors to :class:`DependencyUnavailable`. On SQLite, writes wait
-their turn in :class:`agent_runtime.db.sqlite_writes.SqliteWrites`.
+connection-level driver errors to :class:`DependencyUnavailable`; a file lock for the set-up
+of SQLite files other processes share (:func:`file_lock`). On SQLite, writes wait their turn
+in :class:`agent_runtime.db.sqlite_writes.SqliteWrites`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event, text
@@ -158,3 +162,27 @@ async def transaction(
         if not exc.connection_invalidated:
             raise
         raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+
+
+@asynccontextmanager
+async def file_lock(path: Path, timeout_s: float) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path`` (SQLite is one host, so this spans its processes)."""
+    deadline = time.monotonic() + max(timeout_s, 30.0)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DependencyUnavailable(
+                        "timed out waiting for another process's store setup"
+                    ) from None
+                await asyncio.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,8 +1,12 @@
 """The app builders: compose the deployments with ``.bind()``.
 
 ``serve run agent_runtime.deployments.app:build_app`` (or a Serve config file naming the same import
-path) builds the main application; ``agent_runtime.deployments.app:build_fake_provider_app`` builds
-the built-in fake provider as its own application at ``/fake-provider``. Scaling comes from
+path, as ``serve_config.yaml`` does) builds the main application; without a model provider
+configured its router serves the built-in fake in its own process, with no route to it.
+The local stack (:func:`run_targets`: ``make run``, ``agent-runtime serve``, tests/e2e)
+deploys the fake as its own application at ``/fake-provider`` instead
+(``agent_runtime.deployments.app:build_fake_provider_app``), only when the models config
+uses it. Either way a warning says at start that models are fake. Scaling comes from
 ``ServeSettings`` (``AGENT_INGRESS__MAX_REPLICAS=4`` ...) and a Serve config file's
 ``deployments:`` section overrides it, as Serve always does for options set in code.
 """
@@ -20,7 +24,7 @@ from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.deployments.fake_provider_deployment import FakeProviderDeployment
 from agent_runtime.deployments.ingress import IngressDeployment
 from agent_runtime.deployments.orchestrator import OrchestratorDeployment
-from agent_runtime.deployments.router_deployment import ModelRouterDeployment
+from agent_runtime.deployments.router_deployment import ModelRouterDeployment, warn_if_fake
 
 # Serve's per-request access log costs ~20% throughput here; the runtime writes its own
 # line per request (agent_runtime.api.middleware) with the request, tenant, thread and run ids.
@@ -45,13 +49,21 @@ def scaled(deployment: Any, scaling: DeploymentScaling, log_level: str = "INFO")
 
 
 def build_app(
-    args: dict[str, Any] | None = None, settings: RuntimeSettings | None = None
+    args: dict[str, Any] | None = None,
+    settings: RuntimeSettings | None = None,
+    *,
+    fake_app: bool = False,
 ) -> Application:
-    """The runtime: Ingress -> Orchestrator -> ModelRouter. ``args`` are Serve's builder args."""
+    """The runtime: Ingress -> Orchestrator -> ModelRouter. ``args`` are Serve's builder
+    args; ``fake_app``: the fake provider is deployed as its own application beside it."""
     settings = settings or RuntimeSettings.from_env()
+    warn_if_fake(settings)
     serve_settings = settings.serve
     level = serve_settings.log_level
-    router = scaled(ModelRouterDeployment, serve_settings.router, level).bind(settings)
+    in_process_fake = settings.models.uses_fake and not fake_app
+    router = scaled(ModelRouterDeployment, serve_settings.router, level).bind(
+        settings, in_process_fake
+    )
     orchestrator = scaled(OrchestratorDeployment, serve_settings.orchestrator, level).bind(
         router, settings
     )
@@ -71,9 +83,12 @@ FAKE_APP = "fake-provider"
 
 
 def run_targets(settings: RuntimeSettings) -> list[RunTarget]:
-    """Both applications for ``serve.run_many``: deploying them together starts faster."""
-    targets = [RunTarget(target=build_app(settings=settings), name=MAIN_APP, route_prefix="/")]
-    if settings.provider.uses_fake:
+    """The local stack's applications for ``serve.run_many`` (deploying them together
+    starts faster): the runtime, and the fake provider when the models config uses it."""
+    uses_fake = settings.models.uses_fake
+    app = build_app(settings=settings, fake_app=uses_fake)
+    targets = [RunTarget(target=app, name=MAIN_APP, route_prefix="/")]
+    if uses_fake:
         fake = build_fake_provider_app(settings=settings)
         targets.insert(0, RunTarget(target=fake, name=FAKE_APP, route_prefix=FAKE_PROVIDER_ROUTE))
     return targets

@@ -40,7 +40,13 @@ class IngressDeployment:
         graphs = ServedGraphs(app.graphs.values(), checkpointer=None, store=None)
         self._custom_app = app.http_app
         self._services = await Services.open(
-            settings, orchestrator, router, IngressMetrics(), graphs
+            settings,
+            orchestrator,
+            router,
+            IngressMetrics(),
+            graphs,
+            app_auth=app.auth,
+            store_index=app.store_index,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

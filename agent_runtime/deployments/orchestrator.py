@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core.identity import stamp
 from agent_runtime.core.records import CancelAction, Principal, RunRecord
-from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.core.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from agent_runtime.deployments.served_app import load_served_app
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
@@ -46,12 +46,15 @@ class OrchestratorDeployment:
         install_logs(settings.serve.log_level)
         self._router = router
         self._stream_router = router.options(stream=True)
+        app = load_served_app(settings)
         self._orchestration = await Orchestration.build(
             settings,
-            load_served_app(settings).graphs.values(),
+            app.graphs.values(),
             self._chat,
             self._stream,
             observer=OrchestratorMetrics(),
+            store_index=app.store_index,
+            embed=self._embed,
         )
         self._orchestration.start()
         self._threads = self._orchestration.threads
@@ -59,6 +62,10 @@ class OrchestratorDeployment:
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
         result: ChatResult = await call(self._router.chat.remote(stamp(request)))
+        return result
+
+    async def _embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        result: EmbeddingResult = await call(self._router.embed.remote(stamp(request)))
         return result
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[AIMessageChunk]:

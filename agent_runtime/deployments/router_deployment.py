@@ -7,6 +7,12 @@ replica through Redis when ``AGENT_REDIS_URL`` is set. Metrics are fed by a call
 and by the breakers' transition hook (runtime/ stays free of Ray); budgets' spend by
 ``agent_runtime.tenancy.budget_watch``. Each request is served in a log context made of its ids
 (``ChatRequest`` carries them across the hop), and ends with one log line.
+
+The built-in fake provider, when the models config uses it, is reached either as its own
+Serve application at ``/fake-provider`` (the local stack: ``make run``, ``agent-runtime
+serve``, tests/e2e deploy it beside the runtime) or, for a Serve config file that deploys
+the runtime alone (``serve_config.yaml``), served in each router replica's own process:
+then no route leads to it, and its fault-control endpoint cannot be reached at all.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 
+import httpx
 from langchain_core.messages import AIMessageChunk
 from ray import serve
 
+from agent_runtime.config.builtin_models import fake_models_warning
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
-from agent_runtime.core.types import ChatRequest, ChatResult
+from agent_runtime.core.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import Breakers
 from agent_runtime.gateway.call_observer import CallObserver, CallPlan, CallReport
 from agent_runtime.gateway.model_router import ModelRouter
@@ -37,6 +46,27 @@ from agent_runtime.tenancy.tenants import TenantStore
 from agent_runtime.tenancy.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
+
+# The in-process fake's address: its transport answers it, no network or route is involved.
+IN_PROCESS_FAKE_URL = "http://fake-provider.in-process/v1"
+
+
+def fake_provider_route(
+    settings: RuntimeSettings, *, in_process: bool
+) -> tuple[str, httpx.AsyncBaseTransport | None]:
+    """Where the router calls the built-in fake: the base URL, and the transport of a fake
+    served in this process (``in_process``) or None (its application on this node)."""
+    if in_process:
+        app = create_fake_provider_app(settings.fake)
+        return IN_PROCESS_FAKE_URL, httpx.ASGITransport(app=app)
+    return ProviderSettings.fake_base_url(settings.serve.http_port), None
+
+
+def warn_if_fake(settings: RuntimeSettings) -> None:
+    """Log, at start, that models are answered by the fake provider (when they are)."""
+    warning = fake_models_warning(settings.models)
+    if warning is not None:
+        logger.warning(warning)
 
 
 class MetricsObserver:
@@ -69,6 +99,8 @@ def build_router(
     metrics: RouterMetrics,
     store: MetadataStore | None = None,
     budgets: BudgetGuard | None = None,
+    *,
+    in_process_fake: bool = False,
 ) -> ModelRouter:
     """The router with its observers: metrics, and with a store the usage ledger, each
     tenant's tokens per minute and the budgets (the ledger comes first, so a refused
@@ -105,24 +137,32 @@ def build_router(
                 default_price=settings.budgets.default_model_price,
             )
         )
+    fake_url, fake_transport = fake_provider_route(settings, in_process=in_process_fake)
     return ModelRouter(
-        config,
-        ProviderSettings.fake_base_url(settings.serve.http_port),
-        breakers,
-        observers=observers,
+        config, fake_url, breakers, observers=observers, fake_transport=fake_transport
     )
 
 
 @serve.deployment(name="ModelRouter")
 class ModelRouterDeployment:
     # Serve awaits async constructors (the usage ledger needs its database first).
-    async def __init__(self, settings: RuntimeSettings) -> None:  # type: ignore[misc]
+    # ``in_process_fake``: serve the built-in fake in this process (see the module's doc).
+    async def __init__(  # type: ignore[misc]
+        self, settings: RuntimeSettings, in_process_fake: bool = False
+    ) -> None:
         replica_logs.install(settings.serve.log_level)
+        warn_if_fake(settings)
         self._metrics = RouterMetrics(settings.models.public_names())
         self._store = MetadataStore(settings.storage)
         await self._store.setup()
         self._budgets = build_budget_guard(settings.limits, settings.budgets, self._store)
-        self._router = build_router(settings, self._metrics, self._store, self._budgets)
+        self._router = build_router(
+            settings,
+            self._metrics,
+            self._store,
+            self._budgets,
+            in_process_fake=in_process_fake,
+        )
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         with _log_context(request):
@@ -132,6 +172,10 @@ class ModelRouterDeployment:
         with _log_context(request):
             async for chunk in self._router.stream(request):
                 yield chunk
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        with _log_context(request):
+            return await self._router.embed(request)
 
     async def ping(self) -> None:
         await self._router.ping()
@@ -146,7 +190,9 @@ class ModelRouterDeployment:
         await self._store.close()
 
 
-def _log_context(request: ChatRequest) -> AbstractContextManager[logs.LogContext]:
+def _log_context(
+    request: ChatRequest | EmbeddingRequest,
+) -> AbstractContextManager[logs.LogContext]:
     return logs.bind(
         request_id=request.request_id,
         tenant_id=request.tenant_id,

@@ -44,6 +44,7 @@ def quiet_fake() -> FakeProviderSettings:
         hanging_models=[],
         default_profile=None,
         models={},
+        control_enabled=False,
         control_token=None,
         seed=0,
     )

@@ -10,20 +10,19 @@ and strips that prefix from what comes back, so no namespace, prefix or wildcard
 tenant can send reaches another tenant's items. Graphs are compiled with a
 :class:`ContextualStore`, which finds its tenant in the scope
 :func:`agent_runtime.execution.tenant_context.tenant_scope` opens around each run, and
-refuses to work without one.
+refuses to work without one. With the app's ``store.index``, below the scoping sits
+:mod:`.indexed_store` (semantic search).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,9 +50,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agent_runtime.config.settings import ItemStoreSettings, StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
-from agent_runtime.db.engine import retry_while_locked
+from agent_runtime.db.engine import file_lock, retry_while_locked
 from agent_runtime.db.pg_pool import langgraph_pool, open_and_set_up
+from agent_runtime.execution.indexed_store import StoreIndexing
+from agent_runtime.execution.store_index import EmbedCall, StoreIndex
 from agent_runtime.execution.tenant_context import require_tenant
+from agent_runtime.execution.vector_rows import PostgresVectors, SqliteVectors
 
 logger = logging.getLogger(__name__)
 
@@ -222,14 +224,24 @@ class ContextualStore(BaseStore):
 
 
 class ItemStores:
-    """Builds, owns and closes the item store for the configured database."""
+    """Builds, owns and closes the item store for the configured database; with ``index``
+    (``store.index``), its semantic-search index too, embedding through ``embed`` (the
+    model router's) or the app's function (:mod:`.indexed_store`)."""
 
-    def __init__(self, storage: StorageSettings, options: ItemStoreSettings | None = None) -> None:
+    def __init__(
+        self,
+        storage: StorageSettings,
+        options: ItemStoreSettings | None = None,
+        *,
+        index: StoreIndex | None = None,
+        embed: EmbedCall | None = None,
+    ) -> None:
         self._storage = storage
         self.options = options if options is not None else ItemStoreSettings()
         self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
         self._sqlite: aiosqlite.Connection | None = None
         self._store: AsyncPostgresStore | AsyncSqliteStore | None = None
+        self._indexing = None if index is None else StoreIndexing(index, embed, self.options)
         self.contextual = ContextualStore(self)
 
     @property
@@ -246,7 +258,9 @@ class ItemStores:
         return self._store
 
     def for_tenant(self, tenant_id: str) -> TenantScopedStore:
-        return TenantScopedStore(self.raw, tenant_id)
+        raw = self.raw
+        inner = raw if self._indexing is None else self._indexing.store(raw, tenant_id)
+        return TenantScopedStore(inner, tenant_id)
 
     async def setup(self) -> None:
         """Open the connection(s), run the store's migrations, start the TTL sweeper."""
@@ -280,8 +294,15 @@ class ItemStores:
         pool = langgraph_pool(self._storage, "store", _POOL_MIN_SIZE)
         self._pool = pool
         store = AsyncPostgresStore(pool, ttl=ttl_config(self.options))
+        indexing = self._indexing
+
+        async def set_up() -> None:
+            await store.setup()
+            if indexing is not None:  # after the store table its vectors refer to
+                await indexing.set_up(PostgresVectors(pool))
+
         await open_and_set_up(
-            pool, _MIGRATION_LOCK_KEY, timeout_s, "item store", store.setup, self.close
+            pool, _MIGRATION_LOCK_KEY, timeout_s, "item store", set_up, self.close
         )
         return store
 
@@ -295,10 +316,13 @@ class ItemStores:
         self._sqlite = await aiosqlite.connect(path, timeout=busy_s, isolation_level=None)
         store = AsyncSqliteStore(self._sqlite, ttl=ttl_config(self.options))
         try:
-            async with _file_lock(path.with_name(path.name + ".setup-lock"), timeout_s):
+            async with file_lock(path.with_name(path.name + ".setup-lock"), timeout_s):
                 await retry_while_locked(self._enable_wal, timeout_s)
                 # Migrations are not idempotent (ALTER TABLE): one process at a time.
                 await retry_while_locked(store.setup, timeout_s)
+                if self._indexing is not None:
+                    vectors = SqliteVectors(self._sqlite, store.lock)
+                    await retry_while_locked(partial(self._indexing.set_up, vectors), timeout_s)
         except BaseException:
             await self.close()
             raise
@@ -309,6 +333,8 @@ class ItemStores:
         await self._sqlite.execute("PRAGMA journal_mode=WAL")
         # As for metadata and checkpoints: a crash loses nothing, a power cut the last commits.
         await self._sqlite.execute("PRAGMA synchronous = NORMAL")
+        # The index's vectors go with their item (agent_runtime.execution.vector_rows).
+        await self._sqlite.execute("PRAGMA foreign_keys = ON")
 
     async def close(self) -> None:
         store, self._store = self._store, None
@@ -348,27 +374,3 @@ def _unavailable_as_503() -> Iterator[None]:
         if "locked" not in str(exc) and "unable to open" not in str(exc):
             raise
         raise DependencyUnavailable(f"item store unavailable ({type(exc).__name__})") from exc
-
-
-@asynccontextmanager
-async def _file_lock(path: Path, timeout_s: float) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path`` (SQLite is one host, so this spans its processes)."""
-    deadline = time.monotonic() + max(timeout_s, 30.0)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DependencyUnavailable(
-                        "timed out waiting for another process's store setup"
-                    ) from None
-                await asyncio.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from agent_runtime.execution.run_trace import ModelSpan, NodeSpan, RunTrace, ToolSpan
 
 if TYPE_CHECKING:
-    from agent_runtime.config.settings import TraceSettings
+    from agent_runtime.config.trace_settings import TraceSettings
 
 _NS_PER_MS = 1_000_000
 # The trace id the next root span takes (the run id); one export at a time sets it.

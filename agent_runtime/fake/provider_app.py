@@ -1,16 +1,20 @@
 """An OpenAI-compatible fake provider: the Chat Completions wire format over deterministic rules.
 
 :func:`create_fake_provider_app` builds a FastAPI app serving ``POST /v1/chat/completions``
-(plain and SSE streaming) and ``GET /v1/models``. The answers come from
+(plain and SSE streaming), ``POST /v1/embeddings`` (:mod:`agent_runtime.fake.fake_embed`)
+and ``GET /v1/models``. The answers come from
 :func:`agent_runtime.fake.fake_model.fake_reply`; this module adds the HTTP layer and carries out
 the fault plans of :mod:`agent_runtime.fake.faults` (latency, errors, 429s, hangs, cut streams, slow
 tokens). Every error uses OpenAI's ``{"error": {...}}`` body so real clients map it to their
 own exception classes. It is a load-test target: responses are built as JSON directly, by
 :mod:`agent_runtime.fake.fake_wire`.
 
-With ``control_token`` set, ``/control/faults`` reads and changes the fault table of this
-app instance (one per Serve replica: with several replicas, set each one, or use the
-settings). A change applies to calls that start after it.
+With ``control_enabled`` (a development flag, ``AGENT_FAKE_CONTROL_ENABLED``) and
+``control_token`` set, ``/control/faults`` reads and changes the fault table of this app
+instance (one per Serve replica: with several replicas, set each one, or use the
+settings). A change applies to calls that start after it. Without both the routes are
+404: the provider has no other authentication, and a fault table anyone could change
+would let them break every model call of the runtime.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from starlette.types import Send
 
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.fault_profiles import MAX_DELAY_MS, FaultProfile, FaultTable
+from agent_runtime.fake.fake_embed import EmbeddingsBody, fake_embeddings
 from agent_runtime.fake.fake_model import completion_id, fake_reply
 from agent_runtime.fake.fake_wire import (
     ChatCompletionBody,
@@ -45,7 +50,7 @@ from agent_runtime.fake.faults import FaultInjector, FaultPlan, configured_fault
 Sleep = Callable[[float], Awaitable[None]]
 _Body = TypeVar("_Body", bound=BaseModel)
 
-DEFAULT_MODELS = ("fake-fast", "fake-smart", "fake-fallback")
+DEFAULT_MODELS = ("fake-fast", "fake-smart", "fake-fallback", "fake-embed")
 HANG_S = 3600.0
 _DELAY = re.compile(r"\[delay:(\d{1,6})\]")
 # How often a hanging request checks whether its client gave up (so it can stop waiting).
@@ -58,7 +63,8 @@ class FakeProvider:
     def __init__(self, settings: FakeProviderSettings, sleep: Sleep = asyncio.sleep) -> None:
         self._faults = FaultInjector(configured_faults(settings), seed=settings.seed)
         self._sleep = sleep
-        self._control_token = settings.control_token
+        self._control_token = settings.control_token if settings.control_enabled else None
+        self._control_enabled = settings.control_enabled
         self._models_body = b""
         self._models_table: FaultTable | None = None
 
@@ -79,13 +85,9 @@ class FakeProvider:
         return Response(content=self._models_body, media_type="application/json")
 
     async def chat_completions(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return openai_error(400, "We could not parse the JSON body of your request.")
-        if not isinstance(payload, dict):
-            return openai_error(400, "The request body must be a JSON object.")
+        payload = await _json_object(request)
+        if isinstance(payload, Response):
+            return payload
         try:
             body = ChatCompletionBody.model_validate(payload)
         except ValidationError as error:
@@ -107,6 +109,21 @@ class FakeProvider:
         return Response(
             content=completion_json(reply_id, body.model, answer), media_type="application/json"
         )
+
+    async def embeddings(self, request: Request) -> Response:
+        """Deterministic vectors (:mod:`agent_runtime.fake.fake_embed`), after the model's
+        faults, as for chat."""
+        payload = await _json_object(request)
+        if isinstance(payload, Response):
+            return payload
+        try:
+            body = EmbeddingsBody.model_validate(payload)
+        except ValidationError as error:
+            return validation_error(error)
+        fault = await self._apply_faults(body.model, self._faults.plan(body.model), request)
+        if fault is not None:
+            return fault
+        return Response(content=fake_embeddings(body), media_type="application/json")
 
     async def _apply_faults(
         self, model: str, plan: FaultPlan, request: Request, extra_delay_ms: float = 0.0
@@ -152,6 +169,10 @@ class FakeProvider:
 
     def _control_denied(self, request: Request) -> Response | None:
         """404 while control is disabled, 401 without the right token; None when allowed."""
+        if not self._control_enabled:
+            return openai_error(
+                404, "fault control is disabled: a development feature (AGENT_FAKE_CONTROL_ENABLED)"
+            )
         if self._control_token is None:
             return openai_error(404, "fault control is disabled (AGENT_FAKE_CONTROL_TOKEN)")
         given = _presented_token(request)
@@ -199,6 +220,17 @@ class FakeProvider:
             return denied
         self._faults.reset()
         return self._table_json()
+
+
+async def _json_object(request: Request) -> dict[str, Any] | Response:
+    """The request's JSON object, or OpenAI's 400 for a body that is not one."""
+    try:
+        payload = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        return openai_error(400, "We could not parse the JSON body of your request.")
+    if not isinstance(payload, dict):
+        return openai_error(400, "The request body must be a JSON object.")
+    return payload
 
 
 def _presented_token(request: Request) -> str | None:
@@ -281,6 +313,7 @@ def create_fake_provider_app(
     )
     app.state.provider = provider
     app.add_api_route("/v1/chat/completions", provider.chat_completions, methods=["POST"])
+    app.add_api_route("/v1/embeddings", provider.embeddings, methods=["POST"])
     app.add_api_route("/v1/models", provider.list_models, methods=["GET"])
     app.add_api_route("/control/faults", provider.get_faults, methods=["GET"])
     app.add_api_route("/control/faults", provider.put_faults, methods=["PUT"])

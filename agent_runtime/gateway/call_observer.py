@@ -30,9 +30,10 @@ from agent_runtime.config.pricing import (
     ModelPrice,
     cost,
     estimate_prompt_tokens,
+    estimate_text_tokens,
     estimate_worst_case,
 )
-from agent_runtime.core.types import Attempt, ChatRequest, TokenUsage
+from agent_runtime.core.types import Attempt, ChatRequest, EmbeddingRequest, TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class PlannedModel:
 
 @dataclass(slots=True)
 class CallPlan:
-    request: ChatRequest
+    request: ChatRequest | EmbeddingRequest
     alias: str
     stream: bool
     models: tuple[PlannedModel, ...]
@@ -67,21 +68,31 @@ class CallPlan:
         """An estimate that errs high (``agent_runtime.config.pricing.estimate_prompt_tokens``),
         cached."""
         if self._prompt_tokens is None:
-            self._prompt_tokens = estimate_prompt_tokens(self.request.messages, self.request.tools)
+            request = self.request
+            if isinstance(request, EmbeddingRequest):
+                self._prompt_tokens = estimate_text_tokens(request.texts)
+            else:
+                self._prompt_tokens = estimate_prompt_tokens(request.messages, request.tools)
         return self._prompt_tokens
+
+    def completion_bound(self, model: PlannedModel, default_max_tokens: int) -> int:
+        """The most completion tokens ``model`` may produce: none for embeddings."""
+        if isinstance(self.request, EmbeddingRequest):
+            return 0
+        return model.max_tokens or default_max_tokens
 
     def worst_case_usd(
         self, default_max_tokens: int, default_price: ModelPrice | None = None
     ) -> Decimal | None:
         """The most the request can cost: the dearest model of the chain, whole prompt plus
-        its completion bound (``default_max_tokens`` where none is sent). None when a model
-        has no price and no ``default_price`` is given."""
+        its completion bound (``default_max_tokens`` where none is sent; none to embed).
+        None when a model has no price and no ``default_price`` is given."""
         worst: Decimal | None = None
         for model in self.models:
             price = model.price or default_price
             if price is None:
                 return None
-            bound = model.max_tokens or default_max_tokens
+            bound = self.completion_bound(model, default_max_tokens)
             amount = estimate_worst_case(price, self.prompt_tokens, bound)
             worst = amount if worst is None or amount > worst else worst
         return worst

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from agent_runtime.config.models_file import ModelsConfig, ModelSpec, RetryPolicy, Timeouts
 from agent_runtime.config.pricing import ModelPrice
-from agent_runtime.core.types import ChatRequest
+from agent_runtime.core.types import ChatRequest, EmbeddingRequest
 from agent_runtime.gateway.call_observer import PlannedModel
 from agent_runtime.gateway.provider_client import ProviderClient
 
@@ -37,7 +37,9 @@ class Route:
             return min(asked, most)
         return asked if asked is not None else most
 
-    def plan(self, request: ChatRequest) -> PlannedModel:
+    def plan(self, request: ChatRequest | EmbeddingRequest) -> PlannedModel:
+        if isinstance(request, EmbeddingRequest):
+            return self.planned  # nothing is generated: no completion bound
         return replace(self.planned, max_tokens=self.max_tokens(request))
 
     @classmethod

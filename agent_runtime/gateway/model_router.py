@@ -20,6 +20,8 @@ failure after it ends the stream with a last chunk whose ``response_metadata["pa
 true, then :class:`~agent_runtime.core.errors.StreamInterrupted`. Each request's walk down its
 chain is recorded by :mod:`agent_runtime.gateway.chain_progress`.
 
+:meth:`ModelRouter.embed` walks the chain in the same way for embeddings (``/embeddings``).
+
 Observers (:mod:`agent_runtime.gateway.call_observer`) see each request before and after: budgets,
 the usage ledger and metrics plug in there. When no model answers,
 :class:`ProviderChainExhausted` lists what happened to each.
@@ -30,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from langchain_core.messages import AIMessage, AIMessageChunk
@@ -50,9 +52,21 @@ from agent_runtime.core.errors import (
     ProviderRejected,
     StreamInterrupted,
 )
-from agent_runtime.core.types import ChatRequest, ChatResult, TokenUsage
+from agent_runtime.core.types import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    TokenUsage,
+)
 from agent_runtime.gateway.breakers import BreakerRegistry, Breakers, guarded, policy_filter
-from agent_runtime.gateway.call_observer import CallObserver, CallPlan, Observers, Outcome
+from agent_runtime.gateway.call_observer import (
+    CallObserver,
+    CallPlan,
+    CallReport,
+    Observers,
+    Outcome,
+)
 from agent_runtime.gateway.chain_progress import (
     ChainProgress,
     Sleep,
@@ -67,6 +81,9 @@ from agent_runtime.gateway.model_router_stream import stream_model, stream_summa
 from agent_runtime.gateway.provider_client import ProviderClient
 
 PING_TIMEOUT_S = 5.0
+
+ModelRequest = ChatRequest | EmbeddingRequest
+Answer = TypeVar("Answer")
 
 
 def _usage(message: AIMessage) -> TokenUsage:
@@ -89,8 +106,9 @@ class ModelRouter:
 
     ``config`` is a models config, or (as before models files) ``ProviderSettings``, whose
     provider is then at ``base_url``. For a models config, ``base_url`` is where the
-    built-in fake provider answers. ``http_client``, if given, serves every provider and
-    stays the caller's to close.
+    built-in fake provider answers; ``fake_transport``, if given, carries its calls instead
+    of the network (a fake served in this process). ``http_client``, if given, serves every
+    provider and stays the caller's to close.
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class ModelRouter:
         http_client: httpx.AsyncClient | None = None,
         observers: Sequence[CallObserver] = (),
         *,
+        fake_transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -130,6 +149,7 @@ class ModelRouter:
                         max_connections=provider.max_connections,
                         max_keepalive_connections=provider.max_connections,
                     ),
+                    transport=fake_transport if provider.kind == "fake" else None,
                 )
                 self._owned.append(http)
             self._clients[name] = ProviderClient(name, provider, provider.url(base_url), http)
@@ -186,13 +206,13 @@ class ModelRouter:
 
     # -- one answer ----------------------------------------------------------------------
 
-    def _start(self, request: ChatRequest, stream: bool) -> tuple[tuple[Route, ...], ChainProgress]:
+    def _start(self, request: ModelRequest) -> tuple[tuple[Route, ...], ChainProgress]:
         started = time.perf_counter()
         chain = self._chain(request.alias)
         progress = ChainProgress(request.alias, started, started + self._deadline_s)
         return chain, progress
 
-    def _plan(self, request: ChatRequest, chain: tuple[Route, ...], stream: bool) -> CallPlan:
+    def _plan(self, request: ModelRequest, chain: tuple[Route, ...], stream: bool) -> CallPlan:
         return CallPlan(
             request=request,
             alias=request.alias,
@@ -201,39 +221,104 @@ class ModelRouter:
         )
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        chain, progress = self._start(request, stream=False)
+        async def call_model(route: Route, progress: ChainProgress) -> AIMessage | None:
+            return await self._call_model(route, request, progress)
+
+        message, progress, report = await self._walk(request, call_model)
+        return ChatResult(
+            message=message,
+            model=progress.model or request.alias,
+            usage=progress.usage,
+            provider_ms=progress.provider_ms,
+            router_ms=report.latency_ms,
+            attempts=progress.attempts,
+            cost_usd=usd(report.cost_usd),
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """One vector per text, from the first model of the chain that answers; the chain
+        is walked as for :meth:`chat` (breakers, retries, fallbacks, deadline, observers)."""
+
+        async def call_model(route: Route, progress: ChainProgress) -> list[list[float]] | None:
+            client = route.client
+            answer = await self._try_model(
+                route,
+                progress,
+                lambda: client.embeddings_payload(route.model_id, request),
+                lambda body, timeout_s: client.embed(route.model_id, body, timeout_s),
+            )
+            if answer is None:
+                return None
+            vectors, usage = answer
+            progress.model, progress.usage, progress.route = route.name, usage, route
+            return vectors
+
+        vectors, progress, report = await self._walk(request, call_model)
+        return EmbeddingResult(
+            vectors=vectors,
+            model=progress.model or request.alias,
+            usage=progress.usage,
+            provider_ms=progress.provider_ms,
+            router_ms=report.latency_ms,
+            attempts=progress.attempts,
+            cost_usd=usd(report.cost_usd),
+        )
+
+    async def _walk(
+        self,
+        request: ModelRequest,
+        call_model: Callable[[Route, ChainProgress], Awaitable[Answer | None]],
+    ) -> tuple[Answer, ChainProgress, CallReport]:
+        """The first answer down ``request``'s chain, between its observers' two calls."""
+        chain, progress = self._start(request)
         plan = self._plan(request, chain, False) if self._observers else None
         tickets = await self._observers.before(plan) if plan is not None else []
         try:
-            message = None
+            answer = None
             for route in chain:
-                message = await self._call_model(route, request, progress)
-                if message is not None:
+                answer = await call_model(route, progress)
+                if answer is not None:
                     break
-            if message is None:
+            if answer is None:
                 raise ProviderChainExhausted(request.alias, progress.failures)
         except BaseException as exc:
             if plan is not None:
                 await self._observers.after(plan, progress.report(call_outcome(exc), exc), tickets)
             raise
         report = progress.report("ok")
-        result = ChatResult(
-            message=message,
-            model=progress.model or request.alias,
-            usage=progress.usage,
-            provider_ms=progress.provider_ms,
-            router_ms=elapsed_ms(progress.started),
-            attempts=progress.attempts,
-            cost_usd=usd(report.cost_usd),
-        )
         if plan is not None:
             await self._observers.after(plan, report, tickets)
-        return result
+        return answer, progress, report
 
     async def _call_model(
         self, route: Route, request: ChatRequest, progress: ChainProgress
     ) -> AIMessage | None:
-        name, client = route.name, route.client
+        client = route.client
+        message = await self._try_model(
+            route,
+            progress,
+            lambda: client.payload(route.model_id, request, route.max_tokens(request), False),
+            lambda body, timeout_s: client.complete(route.model_id, body, timeout_s),
+        )
+        if message is None:
+            return None
+        usage = _usage(message)
+        if message.usage_metadata is None:
+            message.usage_metadata = _usage_metadata(usage)
+        message.response_metadata["model_name"] = route.name
+        progress.model, progress.usage, progress.route = route.name, usage, route
+        return message
+
+    async def _try_model(
+        self,
+        route: Route,
+        progress: ChainProgress,
+        payload: Callable[[], dict[str, Any]],
+        send: Callable[[dict[str, Any], float], Awaitable[Answer]],
+    ) -> Answer | None:
+        """``send`` the ``payload`` to ``route``'s model, retried by its policy, within its
+        breaker and the deadline; None: go on to the next model."""
+        name = route.name
         breaker = self._breakers.get(name)
         body: dict[str, Any] | None = None  # built once, and only if the model is called
         for retry in range(route.retry.max_retries + 1):
@@ -245,13 +330,11 @@ class ModelRouter:
                 progress.skip(name, "circuit_open", "circuit open")
                 return None
             if body is None:
-                body = client.payload(route.model_id, request, route.max_tokens(request), False)
+                body = payload()
             call_started = time.perf_counter()
             try:
                 async with guarded(breaker, counts=self._counts):
-                    message = await client.complete(
-                        route.model_id, body, min(route.timeouts.request_s, remaining)
-                    )
+                    answer = await send(body, min(route.timeouts.request_s, remaining))
             except CircuitOpen:
                 # Another caller's half-open trial call is in flight.
                 progress.skip(name, "circuit_open", "circuit open")
@@ -268,12 +351,7 @@ class ModelRouter:
                 await self._sleep(wait_s)
                 continue
             progress.record(name, "ok", None, elapsed_ms(call_started))
-            usage = _usage(message)
-            if message.usage_metadata is None:
-                message.usage_metadata = _usage_metadata(usage)
-            message.response_metadata["model_name"] = name
-            progress.model, progress.usage, progress.route = name, usage, route
-            return message
+            return answer
         return None
 
     # -- a streamed answer -------------------------------------------------------------
@@ -283,7 +361,7 @@ class ModelRouter:
         :class:`StreamSummary`. A model failing before its first token is replaced by the
         next one unseen; a failure after it ends the stream with a last chunk marked
         ``partial``, then :class:`StreamInterrupted`."""
-        chain, progress = self._start(request, stream=True)
+        chain, progress = self._start(request)
         plan = self._plan(request, chain, True) if self._observers else None
         tickets = await self._observers.before(plan) if plan is not None else []
         outcome: Outcome = "ok"

@@ -4,7 +4,8 @@
 ``POST {base_url}/chat/completions`` and turns the answer into an ``AIMessage`` (or, for
 a stream, ``AIMessageChunk`` objects) the way ``ChatOpenAI`` does, using langchain-openai's
 own converters, but without LangChain's callback machinery around each call (about 1.5 ms
-a call here; see docs/benchmarks.md). It enforces the provider's timeouts itself
+a call here; see docs/benchmarks.md); an ``EmbeddingRequest`` goes to
+``POST {base_url}/embeddings`` and comes back as vectors. It enforces the provider's timeouts itself
 (``asyncio.timeout`` too: httpx's are per read, and in-process transports ignore them) and
 maps every failure at this boundary:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal
@@ -37,7 +39,7 @@ from langchain_openai.chat_models.base import (
 
 from agent_runtime.config.models_file import ProviderConfig
 from agent_runtime.core.errors import ProviderError, ProviderRejected
-from agent_runtime.core.types import ChatRequest
+from agent_runtime.core.types import ChatRequest, EmbeddingRequest, TokenUsage
 
 FailureKind = Literal["status", "timeout", "connection", "invalid"]
 
@@ -98,6 +100,7 @@ class ProviderClient:
         self.config = config
         self.base_url = base_url.rstrip("/")
         self._url = f"{self.base_url}/chat/completions"
+        self._embeddings_url = f"{self.base_url}/embeddings"
         self._key = config.key()
         self.headers = {"Authorization": f"Bearer {self._key}"}
         self.http = http
@@ -108,6 +111,13 @@ class ProviderClient:
         )
 
     # -- requests ------------------------------------------------------------------------
+
+    def embeddings_payload(self, model_id: str, request: EmbeddingRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model_id, "input": request.texts}
+        body["encoding_format"] = "float"
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        return body
 
     def payload(
         self, model_id: str, request: ChatRequest, max_tokens: int | None, stream: bool
@@ -133,11 +143,35 @@ class ProviderClient:
 
     async def complete(self, model_id: str, body: Mapping[str, Any], timeout_s: float) -> AIMessage:
         """One non-streamed call, answered within ``timeout_s`` or failed."""
+        response = await self._post(self._url, model_id, body, timeout_s)
+        try:
+            return self._message(response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProviderFailure(
+                f"invalid response: {type(exc).__name__}", model=model_id, kind="invalid"
+            ) from exc
+
+    async def embed(
+        self, model_id: str, body: Mapping[str, Any], timeout_s: float
+    ) -> tuple[list[list[float]], TokenUsage]:
+        """``POST /embeddings``: one vector per input, in the inputs' order, and the usage."""
+        response = await self._post(self._embeddings_url, model_id, body, timeout_s)
+        try:
+            return embeddings_answer(response.json(), len(body["input"]))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProviderFailure(
+                f"invalid response: {type(exc).__name__}: {exc}", model=model_id, kind="invalid"
+            ) from exc
+
+    async def _post(
+        self, url: str, model_id: str, body: Mapping[str, Any], timeout_s: float
+    ) -> httpx.Response:
+        """The provider's answer to ``body``, with a status below 400, or a failure."""
         timeout = httpx.Timeout(timeout_s, connect=min(self._connect_s, timeout_s))
         try:
             async with asyncio.timeout(timeout_s):
                 response = await self.http.post(
-                    self._url, json=body, headers=self.headers, timeout=timeout
+                    url, json=body, headers=self.headers, timeout=timeout
                 )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise ProviderFailure(
@@ -147,13 +181,7 @@ class ProviderClient:
             raise self._transport_failure(model_id, exc) from exc
         if response.status_code >= 400:
             raise self._status_failure(model_id, response.status_code, response)
-        try:
-            data = response.json()
-            return self._message(data)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProviderFailure(
-                f"invalid response: {type(exc).__name__}", model=model_id, kind="invalid"
-            ) from exc
+        return response
 
     async def stream(
         self,
@@ -316,3 +344,29 @@ def _error_text(body: object, fallback: str) -> str:
         if isinstance(body.get("message"), str):
             return str(body["message"])
     return fallback
+
+
+def embeddings_answer(data: Any, count: int) -> tuple[list[list[float]], TokenUsage]:
+    """The vectors of an OpenAI ``/embeddings`` answer, put in order by ``index``, and its
+    usage; ``ValueError``, ``KeyError`` or ``TypeError`` for anything else."""
+    vectors: list[list[float] | None] = [None] * count
+    for item in data["data"]:
+        index = item["index"]
+        if not isinstance(index, int) or not 0 <= index < count or vectors[index] is not None:
+            raise ValueError(f"embedding index {index!r} out of place")
+        vectors[index] = _vector(item["embedding"])
+    missing = [index for index, vector in enumerate(vectors) if vector is None]
+    if missing:
+        raise ValueError(f"no embedding for input {missing[0]}")
+    tokens = (data.get("usage") or {}).get("prompt_tokens", 0)
+    if not isinstance(tokens, int) or tokens < 0:
+        raise TypeError("usage.prompt_tokens is not a count")
+    return [vector for vector in vectors if vector is not None], TokenUsage(input_tokens=tokens)
+
+
+def _vector(values: Any) -> list[float]:
+    if not isinstance(values, list) or not values:
+        raise TypeError("an embedding is not a list of numbers")
+    if not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+        raise TypeError("an embedding holds something other than finite numbers")
+    return [float(v) for v in values]

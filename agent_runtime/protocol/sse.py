@@ -175,31 +175,53 @@ def json_dumpb(obj: Any) -> bytes:
 
 
 async def with_heartbeats(
-    events: AsyncIterator[bytes], interval_s: float = HEARTBEAT_INTERVAL_S
+    events: AsyncIterator[bytes],
+    interval_s: float = HEARTBEAT_INTERVAL_S,
+    *,
+    until: asyncio.Event | None = None,
+    max_s: float | None = None,
 ) -> AsyncIterator[bytes]:
     """``events`` with a ``: heartbeat`` comment after every ``interval_s`` of silence, as
-    sse_starlette sends them: proxies and clients then keep a quiet stream open."""
+    sse_starlette sends them: proxies and clients then keep a quiet stream open. It ends
+    (cleanly: the client may reconnect with ``Last-Event-ID``) when ``events`` do, when
+    ``until`` is set, or ``max_s`` after it started."""
     iterator = aiter(events)
+    loop = asyncio.get_running_loop()
+    end_at = loop.time() + max_s if max_s is not None else None
+    stop: asyncio.Future[Any] | None = None
+    if until is not None:
+        stop = asyncio.ensure_future(until.wait())
     pending: asyncio.Future[bytes] | None = None
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=interval_s)
-            if not done:
-                yield HEARTBEAT
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
+            timeout = interval_s
+            if end_at is not None:
+                timeout = min(timeout, end_at - loop.time())
+                if timeout <= 0:
+                    return
+            waiting: set[asyncio.Future[Any]] = {pending} if stop is None else {pending, stop}
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop is not None and stop in done:
                 return
-            pending = None
-            yield item
+            if pending in done:
+                try:
+                    item = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield item
+            elif end_at is None or loop.time() < end_at:
+                yield HEARTBEAT
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+        for waiter in (pending, stop):
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await waiter
         closer = getattr(iterator, "aclose", None)
         if closer is not None:
             await closer()

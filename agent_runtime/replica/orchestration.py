@@ -38,24 +38,21 @@ from agent_runtime.execution.checkpoint_ops import adopt_unscoped
 from agent_runtime.execution.checkpointers import Checkpointers
 from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.execution.otel import OtlpTraceExporter
+from agent_runtime.execution.store_index import EmbedCall, StoreIndex
 from agent_runtime.execution.tenant_checkpoints import TenantScopedSaver
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.cron_scheduler import CronScheduler
 from agent_runtime.runs.crons import CronRecord
-from agent_runtime.runs.executor import (
-    ExecutorSettings,
-    QueueStats,
-    RunExecutor,
-    RunResult,
-    pending_runs,
-)
+from agent_runtime.runs.executor import ExecutorSettings, QueueStats, RunExecutor, RunResult
 from agent_runtime.runs.graph_runner import GraphRunner
+from agent_runtime.runs.run_leases import pending_runs
 from agent_runtime.runs.run_queue import RunStore
 from agent_runtime.runs.run_service import RunService
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
 from agent_runtime.runs.webhooks import WebhookOutcome, WebhookSender
+from agent_runtime.tenancy.key_standing import Holder, refusals
 from agent_runtime.tenancy.run_limits import RunLimits
 from agent_runtime.user_app.graph_loader import LoadedGraph
 from agent_runtime.user_app.served_graphs import ServedGraphs
@@ -96,7 +93,11 @@ class Orchestration:
         *,
         observer: OrchestrationObserver | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        store_index: StoreIndex | None = None,
+        embed: EmbedCall | None = None,
     ) -> Orchestration:
+        """``store_index`` (the app's ``store.index``) embeds through ``embed``, the
+        router's, when it names a model."""
         store = MetadataStore(settings.storage)
         await store.setup()
         checkpointers = Checkpointers(settings.storage)
@@ -106,7 +107,7 @@ class Orchestration:
         adopted = await adopt_unscoped(store, saver)
         if adopted:
             logger.info("moved the checkpoints of %d threads under their tenant", adopted)
-        items = ItemStores(settings.storage, settings.items)
+        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
         await items.setup()
         return cls(
             settings,
@@ -191,6 +192,8 @@ class Orchestration:
                 on_vanished=self.threads.discard_vanished_run,
                 on_stats=observer.record_queue if observer is not None else None,
                 queue_depth=self._queue_depth,
+                graph_ids=self.graphs.ids(),
+                refusal=self._run_refusal,
             )
 
         self.runs = RunService(
@@ -260,6 +263,12 @@ class Orchestration:
         calls = RouterCalls(self._chat, self._stream, asyncio.get_running_loop())
         with router_calls(calls):
             yield
+
+    async def _run_refusal(self, run: RunRecord) -> str | None:
+        """Why a queued run may not start: its key revoked, its tenant disabled."""
+        key_id = run.kwargs.get("key_id")
+        holder = Holder(run.tenant_id, key_id if isinstance(key_id, str) else None)
+        return (await refusals(self.store, [holder])).get(holder)
 
     async def _queue_depth(self) -> int:
         return await pending_runs(self.store)

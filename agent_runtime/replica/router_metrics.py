@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent_runtime.core.errors import AgentRuntimeError, BudgetExceeded
-from agent_runtime.core.types import Attempt, TokenUsage
+from agent_runtime.core.types import Attempt, ChatRequest, TokenUsage
 from agent_runtime.gateway.call_observer import CallPlan, CallReport
 from agent_runtime.replica.metrics import (
     LATENCY_BOUNDARIES_MS,
@@ -191,7 +191,9 @@ class RouterMetrics:
         if report.outcome == "refused":
             self.refusals.inc(tags={"limit": refusal_limit(report.error), "tenant": tenant})
             return
-        self.context_messages.observe(len(request.messages), tags={"alias": self.name(plan.alias)})
+        if isinstance(request, ChatRequest):
+            alias = self.name(plan.alias)
+            self.context_messages.observe(len(request.messages), tags={"alias": alias})
         if report.model is None:
             return
         model = self.name(report.model)

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_runtime.core.errors import InvalidRequest, NotFound
+from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import AssistantRecord
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import ASSISTANT_VERSIONS, ASSISTANTS, utcnow
@@ -185,14 +186,16 @@ class AssistantReads:
         offset: int = 0,
         sort_by: SortBy | None = None,
         sort_order: SortOrder | None = None,
+        allowed: MetadataFilter | None = None,
     ) -> tuple[list[AssistantRecord], int | None]:
         """One page of the tenant's assistants and the offset of the next page (or None).
 
         Newest first by default; with ``sort_by`` and no ``sort_order`` also descending.
-        ``name`` matches a case-insensitive substring, ``metadata`` by containment.
+        ``name`` matches a case-insensitive substring, ``metadata`` by containment;
+        ``allowed`` (an app's auth filter) narrows them to those the caller may see.
         """
         await self.ensure_defaults(tenant_id)
-        query = self._filtered(tenant_id, graph_id, name, metadata)
+        query = self._filtered(tenant_id, graph_id, name, metadata, allowed)
         column = ASSISTANTS.c[sort_by or "created_at"]
         key = func.lower(column) if sort_by in _CASE_INSENSITIVE else column
         ascending = sort_order == "asc"
@@ -201,7 +204,7 @@ class AssistantReads:
             key.asc() if ascending else key.desc(),
             tiebreak.asc() if ascending else tiebreak.desc(),
         )
-        in_sql = not metadata or self._store.is_postgres
+        in_sql = (not metadata and allowed is None) or self._store.is_postgres
         if in_sql:
             # One row past the page says whether there is a next one.
             query = query.limit(limit + 1).offset(offset)
@@ -209,7 +212,7 @@ class AssistantReads:
             rows = (await conn.execute(query)).mappings().all()
         records = [AssistantRecord.model_validate(dict(row)) for row in rows]
         if not in_sql:
-            records = [r for r in records if json_contains(r.metadata, metadata)][offset:]
+            records = [r for r in records if _passes(r.metadata, metadata, allowed)][offset:]
         page = records[:limit]
         return page, (offset + limit if len(records) > limit else None)
 
@@ -220,15 +223,16 @@ class AssistantReads:
         graph_id: str | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        allowed: MetadataFilter | None = None,
     ) -> int:
         await self.ensure_defaults(tenant_id)
-        query = self._filtered(tenant_id, graph_id, name, metadata)
+        query = self._filtered(tenant_id, graph_id, name, metadata, allowed)
         async with self._store.transaction() as conn:
-            if not metadata or self._store.is_postgres:
+            if (not metadata and allowed is None) or self._store.is_postgres:
                 counted = select(func.count()).select_from(query.subquery())
                 return int((await conn.execute(counted)).scalar_one())
             rows = (await conn.execute(query.with_only_columns(ASSISTANTS.c["metadata"]))).all()
-        return sum(1 for (stored,) in rows if json_contains(stored, metadata))
+        return sum(1 for (stored,) in rows if _passes(stored, metadata, allowed))
 
     def _filtered(
         self,
@@ -236,9 +240,10 @@ class AssistantReads:
         graph_id: str | None,
         name: str | None,
         metadata: dict[str, Any] | None,
+        allowed: MetadataFilter | None = None,
     ) -> Select[Any]:
-        """The tenant's assistants of registered graphs, filtered; metadata in SQL only
-        on Postgres (the caller filters SQLite's rows with :func:`json_contains`)."""
+        """The tenant's assistants of registered graphs, filtered; metadata (and the auth
+        filter) in SQL only on Postgres (the caller filters SQLite's rows, :func:`_passes`)."""
         if graph_id is not None:
             self.check_graph(graph_id)
         conditions: list[ColumnElement[bool]] = [
@@ -249,8 +254,11 @@ class AssistantReads:
             conditions.append(ASSISTANTS.c.graph_id == graph_id)
         if name:
             conditions.append(func.lower(ASSISTANTS.c.name).contains(name.lower(), autoescape=True))
-        if metadata and self._store.is_postgres:
-            conditions.append(type_coerce(ASSISTANTS.c["metadata"], JSONB).contains(metadata))
+        if self._store.is_postgres:
+            for wanted in (metadata, allowed.document() if allowed is not None else None):
+                if wanted:
+                    column = type_coerce(ASSISTANTS.c["metadata"], JSONB)
+                    conditions.append(column.contains(wanted))
         return select(ASSISTANTS).where(*conditions)
 
     async def versions(
@@ -285,6 +293,13 @@ class AssistantReads:
             found = [v for v in found if json_contains(v.metadata, metadata)]
             found = found[offset : offset + limit]
         return found
+
+
+def _passes(stored: Any, metadata: dict[str, Any] | None, allowed: MetadataFilter | None) -> bool:
+    """SQLite's side of :meth:`AssistantReads._filtered`: containment and the auth filter."""
+    if metadata and not json_contains(stored, metadata):
+        return False
+    return allowed is None or allowed.matches(stored)
 
 
 async def fetch_assistant(

@@ -28,11 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
 from agent_runtime.core.errors import BadRequest, InvalidRequest, NotFound
+from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import AssistantRecord
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import CRONS, utcnow
 from agent_runtime.protocol.agent_protocol import MAX_OFFSET, RunCreate, SortOrder
-from agent_runtime.runs.thread_rows import json_contains
+from agent_runtime.runs.cron_limits import CronLimits, check_count, check_interval
+from agent_runtime.runs.thread_rows import allowed_by, json_contains
 
 OnRunCompleted = Literal["delete", "keep"]
 CronSortBy = Literal[
@@ -230,13 +232,23 @@ def cron_of(row: Any) -> CronRecord:
 
 
 class CronStore:
-    def __init__(self, store: MetadataStore) -> None:
+    """The tenants' crons; ``limits`` (:mod:`agent_runtime.runs.cron_limits`) bound the
+    schedules and the number of crons a tenant creates."""
+
+    def __init__(self, store: MetadataStore, limits: CronLimits | None = None) -> None:
         self._store = store
+        self._limits = limits or CronLimits()
 
     def _where(
-        self, tenant_id: str, assistant_id: str | None, thread_id: str | None, metadata: Any
+        self,
+        tenant_id: str,
+        assistant_id: str | None,
+        thread_id: str | None,
+        metadata: Any,
+        allowed: MetadataFilter | None,
     ) -> list[ColumnElement[bool]]:
         where = [CRONS.c.tenant_id == tenant_id]
+        where += allowed_by(self._store.is_postgres, CRONS.c["metadata"], allowed)
         if assistant_id:
             where.append(CRONS.c.assistant_id == assistant_id)
         if thread_id:
@@ -255,6 +267,7 @@ class CronStore:
     ) -> CronRecord:
         """Record a cron; the caller has resolved the assistant and checked the thread."""
         validate_schedule(body.schedule)
+        check_interval(body.schedule, self._limits)
         validate_timezone(body.timezone)
         cron_id = str(uuid.uuid4())
         payload = body.model_dump(mode="json", exclude_unset=True)
@@ -281,7 +294,8 @@ class CronStore:
             updated_at=now,
         )
         check_run_body(record)
-        async with self._store.transaction() as conn:
+        async with self._store.transaction(write_lock=True) as conn:
+            await check_count(conn, tenant_id, self._limits, postgres=self._store.is_postgres)
             await conn.execute(insert(CRONS).values(**record.model_dump()))
         return record
 
@@ -300,6 +314,7 @@ class CronStore:
             raise BadRequest("No fields to update")
         if patch.schedule is not None:
             validate_schedule(patch.schedule)
+            check_interval(patch.schedule, self._limits)
         validate_timezone(patch.timezone)
         async with self._store.transaction(write_lock=True) as conn:
             query = select(CRONS).where(CRONS.c.cron_id == cron_id, CRONS.c.tenant_id == tenant_id)
@@ -351,9 +366,12 @@ class CronStore:
         if result.rowcount == 0:
             raise NotFound(f"Cron '{cron_id}' not found")
 
-    async def search(self, tenant_id: str, query: CronSearch) -> tuple[list[CronRecord], bool]:
-        """A page of the tenant's crons (newest first by default) and whether more follow."""
-        where = self._where(tenant_id, query.assistant_id, query.thread_id, query.metadata)
+    async def search(
+        self, tenant_id: str, query: CronSearch, allowed: MetadataFilter | None = None
+    ) -> tuple[list[CronRecord], bool]:
+        """A page of the tenant's crons (newest first by default; those ``allowed`` lets
+        the caller see) and whether more follow."""
+        where = self._where(tenant_id, query.assistant_id, query.thread_id, query.metadata, allowed)
         if query.enabled is not None:
             where.append(CRONS.c.enabled.is_(query.enabled))
         column = CRONS.c[query.sort_by or "created_at"]
@@ -371,8 +389,10 @@ class CronStore:
         found = [cron_of(row) for row in rows]
         return found[: query.limit], len(found) > query.limit
 
-    async def count(self, tenant_id: str, query: CronCount) -> int:
-        where = self._where(tenant_id, query.assistant_id, query.thread_id, query.metadata)
+    async def count(
+        self, tenant_id: str, query: CronCount, allowed: MetadataFilter | None = None
+    ) -> int:
+        where = self._where(tenant_id, query.assistant_id, query.thread_id, query.metadata, allowed)
         statement = select(func.count()).select_from(CRONS).where(*where)
         async with self._store.transaction() as conn:
             return int((await conn.execute(statement)).scalar_one())

@@ -16,8 +16,8 @@ replica) can wait for it or join its stream. The executor:
 Each run executes inside a log context (:mod:`agent_runtime.core.logs`) with its tenant, thread, run
 and the id of the request that submitted it, so every line it writes names them; after
 each poll the executor reports its :class:`QueueStats` (runs in flight here, and every
-``stats_interval_s`` the queue's depth, from ``queue_depth`` such as :func:`pending_runs`)
-to ``on_stats``, e.g. for gauges.
+``stats_interval_s`` the queue's depth, from ``queue_depth`` such as
+:func:`agent_runtime.runs.run_leases.pending_runs`) to ``on_stats``, e.g. for gauges.
 """
 
 from __future__ import annotations
@@ -25,24 +25,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from agent_runtime.core import logs
 from agent_runtime.core.errors import AgentRuntimeError
 from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
 from agent_runtime.core.timing import RunTimings
 from agent_runtime.db.driver_errors import driver_error
-from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.db.tables import RUNS
 from agent_runtime.execution.run_trace import RunTrace
+from agent_runtime.protocol.sse import metadata_payload
 from agent_runtime.runs.event_stream import RunStream
 from agent_runtime.runs.run_queue import Finished, RunEnd, RunStore
 
@@ -100,6 +99,7 @@ class LocalRun:
     cancel_action: CancelAction | None = None
     lost: bool = False
     request_id: str | None = None  # the request that submitted it, for its log lines
+    at_creation: bool = False  # started by the (authenticated) request that created it
 
     def stop(self, action: CancelAction | None) -> None:
         """Cancel the graph; ``None`` means the lease was lost (record nothing)."""
@@ -114,6 +114,9 @@ class LocalRun:
 
 Runner = Callable[[LocalRun], Awaitable[tuple[RunEnd, RunResult]]]
 """Executes a run's graph, publishing to its stream; says how it ended."""
+Refusal = Callable[[RunRecord], Awaitable[str | None]]
+"""Why a run taken from the queue may not start (its key revoked...); None: it may."""
+REFUSED = "RunRefused"
 
 
 class RunExecutor:
@@ -129,8 +132,15 @@ class RunExecutor:
         on_stats: Callable[[QueueStats], None] | None = None,
         queue_depth: Callable[[], Awaitable[int]] | None = None,
         on_vanished: Callable[[RunRecord], Awaitable[None]] | None = None,
+        graph_ids: Sequence[str] | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
+        """``refusal``: asked before a run that was queued, delayed or resumed starts (one
+        its creating request starts has just been authenticated)."""
         self.runs = runs
+        # The graphs this replica serves: it claims queued runs of those only.
+        self._graph_ids = list(graph_ids) if graph_ids is not None else None
+        self._refusal = refusal
         self._runner = runner
         self.settings = settings
         self._persist_events = persist_events
@@ -206,6 +216,7 @@ class RunExecutor:
             stream=stream,
             done=loop.create_future(),
             request_id=context.request_id if context is not None else None,
+            at_creation=at_creation,
         )
         self._local[run.run_id] = local
         # A fresh context: the run must not inherit the request that started it, or what
@@ -240,8 +251,12 @@ class RunExecutor:
         try:
             if run.attempt > 1 and local.stream.persisted:
                 local.stream.resume_after(await self.runs.events.last_seq(run.run_id))
+            refusal = await self._refused(local)
             try:
-                end, result = await self._runner(local)
+                if refusal is not None:
+                    end, result = _refuse(local, refusal)
+                else:
+                    end, result = await self._runner(local)
             except Exception as exc:  # the runner maps graph errors; this is a runtime bug
                 logger.error("run %s: runner failed (%s)", run.run_id, type(exc).__name__)
                 end = RunEnd(status="error", thread_status="error", error=type(exc).__name__)
@@ -271,6 +286,19 @@ class RunExecutor:
             raise
         finally:
             self._local.pop(run.run_id, None)
+
+    async def _refused(self, local: LocalRun) -> str | None:
+        if local.at_creation or self._refusal is None:
+            return None
+        try:
+            return await self._refusal(local.run)
+        except AgentRuntimeError as exc:
+            # The key was valid when the run was created; a check that cannot be made
+            # does not fail the run (its graph would meet the same database anyway).
+            logger.warning(
+                "run %s: its key could not be checked: %s", local.run.run_id, exc.message
+            )
+            return None
 
     async def _finish(self, run: RunRecord, end: RunEnd) -> Finished:
         for attempt in range(3):
@@ -340,7 +368,7 @@ class RunExecutor:
         room = self.settings.max_concurrent_runs - len(self._local)
         claimed: list[RunRecord] = []
         if room > 0 and not self._closing:
-            claimed = await self.runs.claim_due(self.worker_id, room)
+            claimed = await self.runs.claim_due(self.worker_id, room, self._graph_ids)
             for run in claimed:
                 self.submit(run)
         await self._report_stats()
@@ -357,8 +385,13 @@ class RunExecutor:
         self._on_stats(QueueStats(in_flight=len(self._local), queued=queued))
 
 
-async def pending_runs(store: MetadataStore) -> int:
-    """Runs waiting in the queue, every replica's (one count over the status index)."""
-    query = select(func.count()).select_from(RUNS).where(RUNS.c.status == "pending")
-    async with store.transaction() as conn:
-        return int((await conn.execute(query)).scalar_one())
+def _refuse(local: LocalRun, reason: str) -> tuple[RunEnd, RunResult]:
+    """A run that may not start ends as an error saying why; its stream, as any failed
+    run's, has its ``metadata`` and that ``error``."""
+    run = local.run
+    logger.warning("run not started: %s", reason)
+    payload = {"error": REFUSED, "message": f"the run was not started: {reason}"}
+    local.stream.publish("metadata", metadata_payload(run.run_id, run.attempt))
+    local.stream.publish("error", payload)
+    end = RunEnd(status="error", thread_status="error", error=json.dumps(payload))
+    return end, RunResult(status="error", output={"__error__": payload})

@@ -44,6 +44,7 @@ from agent_runtime.protocol.sse import (
 from agent_runtime.runs.executor import LocalRun, RunResult
 from agent_runtime.runs.run_queue import RunEnd
 from agent_runtime.user_app.served_graphs import ServedGraphs
+from agent_runtime.user_app.server_runtime import GraphUse
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class GraphRunner:
     ) -> tuple[RunEnd, RunResult]:
         run = local.run
         config = self._config(run, recorder)
-        async with self._graphs.open(run.graph_id or "", config) as graph:
+        use = GraphUse("threads.create_run", run.kwargs.get("context"))
+        async with self._graphs.open(run.graph_id or "", config, use) as graph:
             return await self._run_graph(local, graph, config)
 
     async def _run_graph(

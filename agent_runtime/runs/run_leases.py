@@ -3,8 +3,9 @@
 A running run carries a lease: its replica refreshes ``heartbeat_at`` (and learns about
 cancellations in the same statement); a run whose heartbeat lapsed is put back to
 ``pending`` by any replica's reaper and resumed from the thread's last checkpoint. Due
-pending runs whose thread nobody holds are claimed by any replica; a replica shutting
-down gives its runs back to the queue.
+pending runs whose thread nobody holds are claimed by any replica, while their tenant has
+a free slot under its run limits (:mod:`agent_runtime.tenancy.run_limits`); a replica
+shutting down gives its runs back to the queue.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 
+from agent_runtime.core.clock import Clock
 from agent_runtime.core.records import CancelAction, RunRecord
+from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS, THREADS
 from agent_runtime.runs.run_rows import RunRows, run_record
+from agent_runtime.tenancy.run_limits import RunLimits, capacity, has_room
 
 
 @dataclass
@@ -29,7 +33,12 @@ class Heartbeat:
 
 
 class RunLeases(RunRows):
-    """Leases (heartbeats, the reaper) and claims of the runs in the queue."""
+    """Leases (heartbeats, the reaper) and claims of the runs in the queue; ``limits``: the
+    default per-tenant run limits, which claims respect with the tenant's own."""
+
+    def __init__(self, store: MetadataStore, limits: RunLimits, clock: Clock) -> None:
+        super().__init__(store, clock)
+        self._limits = limits
 
     # -- giving runs back -----------------------------------------------------------------
     async def release(self, run_ids: Sequence[str], worker_id: str) -> None:
@@ -127,8 +136,13 @@ class RunLeases(RunRows):
                 )
         return ids
 
-    async def claim_due(self, worker_id: str, limit: int) -> list[RunRecord]:
-        """Claim up to ``limit`` due pending runs whose thread nobody holds."""
+    async def claim_due(
+        self, worker_id: str, limit: int, graph_ids: Sequence[str] | None = None
+    ) -> list[RunRecord]:
+        """Claim up to ``limit`` due pending runs whose thread nobody holds and whose tenant
+        has a free slot (tenants at capacity are passed over, not waited for); of the graphs
+        ``graph_ids`` only, when given (what the claiming replica serves: apps sharing a
+        database must not take each other's runs)."""
         now = self._clock.now()
         async with self._store.transaction() as conn:
             candidates = (
@@ -147,24 +161,36 @@ class RunLeases(RunRows):
                         RUNS.c.status == "pending",
                         RUNS.c.created_at <= now,
                         THREADS.c.current_run_id.is_(None),
+                        true() if graph_ids is None else RUNS.c.graph_id.in_(list(graph_ids)),
+                        has_room(self._limits),
                     )
                     .order_by(RUNS.c.created_at)
                     .limit(limit)
                 )
             ).all()
         claimed: list[RunRecord] = []
+        full: set[str] = set()
         for tenant_id, thread_id in dict.fromkeys((r.tenant_id, r.thread_id) for r in candidates):
-            run = await self._claim_thread(tenant_id, thread_id, worker_id)
+            if tenant_id in full:
+                continue
+            run = await self._claim_thread(tenant_id, thread_id, worker_id, full)
             if run is not None:
                 claimed.append(run)
         return claimed
 
     async def _claim_thread(
-        self, tenant_id: str, thread_id: str, worker_id: str
+        self, tenant_id: str, thread_id: str, worker_id: str, full: set[str]
     ) -> RunRecord | None:
+        """The thread's first due run, claimed; None when there is none to claim, or when
+        its tenant is at capacity (then added to ``full``)."""
         now = self._clock.now()
         thread = (THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id)
         async with self._store.transaction(write_lock=True) as conn:
+            # The tenant's lock first, as a creation takes it: no lock-order deadlock.
+            room = await capacity(conn, tenant_id, self._limits, postgres=self._store.is_postgres)
+            if room.full:
+                full.add(tenant_id)
+                return None
             holder = await conn.execute(
                 select(THREADS.c.current_run_id).where(*thread).with_for_update()
             )
@@ -187,3 +213,10 @@ class RunLeases(RunRows):
         return run_record(first._mapping).model_copy(
             update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
         )
+
+
+async def pending_runs(store: MetadataStore) -> int:
+    """Runs waiting in the queue, every replica's (one count over the status index)."""
+    query = select(func.count()).select_from(RUNS).where(RUNS.c.status == "pending")
+    async with store.transaction() as conn:
+        return int((await conn.execute(query)).scalar_one())

@@ -43,7 +43,7 @@ from agent_runtime.runs.event_rows import RunEventStore
 from agent_runtime.runs.run_leases import RunLeases
 from agent_runtime.runs.run_rows import run_record
 from agent_runtime.runs.trace_rows import write_trace
-from agent_runtime.tenancy.run_limits import RunLimits, admit, effective_limits
+from agent_runtime.tenancy.run_limits import Capacity, RunLimits, admit, capacity
 
 BUSY_MESSAGE = (
     "Thread is already running a task. Wait for it to finish or choose a different "
@@ -69,6 +69,7 @@ class NewRun:
     temporary: bool = False
     # Merged into the thread's metadata (Platform records graph and assistant there).
     thread_metadata: dict[str, Any] = field(default_factory=dict)
+    created_thread_metadata: dict[str, Any] | None = None  # a new thread's (else the above)
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -113,7 +114,7 @@ class RunStore(RunLeases):
     """Run rows and their lifecycle, over the metadata store's engine.
 
     ``limits``: the default per-tenant run limits (``AGENT_MAX_CONCURRENT_RUNS``,
-    ``AGENT_MAX_QUEUED_RUNS``), applied at creation with the tenant's own
+    ``AGENT_MAX_QUEUED_RUNS``), applied at creation and claims with the tenant's own
     (:mod:`agent_runtime.tenancy.run_limits`). ``clock``: the time rows are stamped with
     and leases judged by.
     """
@@ -121,8 +122,7 @@ class RunStore(RunLeases):
     def __init__(
         self, store: MetadataStore, limits: RunLimits | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        super().__init__(store, clock)
-        self._limits = limits or RunLimits()
+        super().__init__(store, limits or RunLimits(), clock)
         self.events = RunEventStore(store)  # the runs' stored stream events
 
     # -- helpers ------------------------------------------------------------------------
@@ -141,10 +141,11 @@ class RunStore(RunLeases):
         one insert. On a busy thread the multitask strategy decides: ``reject`` raises
         Conflict; ``enqueue`` queues the run; ``interrupt``/``rollback`` queue it and ask
         the runs in flight to stop (the worker running them sees it at its next heartbeat).
-        A run past its tenant's run limits is RateLimited (429) and nothing is written.
+        A background run that finds its tenant at capacity is queued (claimed when a slot
+        frees); any other run past its tenant's run limits is RateLimited (429) and nothing
+        is written.
         """
         now = self._clock.now()
-        delayed = new.after_seconds > 0
         record = RunRecord(
             run_id=new.run_id,
             thread_id=new.thread_id,
@@ -172,17 +173,19 @@ class RunStore(RunLeases):
         }
         try:
             async with self._store.transaction(write_lock=True) as conn:
-                limits = await effective_limits(
+                room = await capacity(
                     conn, new.tenant_id, self._limits, postgres=self._store.is_postgres
                 )
+                # Queued even on a free thread: delayed, or a background run at capacity.
+                queued = new.after_seconds > 0 or (room.full and bool(new.kwargs.get("background")))
                 if not new.temporary:
                     claimed = await conn.execute(
                         update(THREADS)
                         .where(*where, THREADS.c.status != "busy")
-                        .values(**claim, current_run_id=None if delayed else new.run_id)
+                        .values(**claim, current_run_id=None if queued else new.run_id)
                     )
                     if claimed.rowcount == 1:
-                        return await self._insert(conn, running if not delayed else record, limits)
+                        return await self._insert(conn, record if queued else running, room)
                     found = await conn.execute(
                         select(THREADS.c.status).where(*where).with_for_update()
                     )
@@ -198,25 +201,23 @@ class RunStore(RunLeases):
                             tenant_id=new.tenant_id,
                             graph_id=new.graph_id,
                             status="busy",
-                            metadata=new.thread_metadata,
+                            metadata=new.created_thread_metadata or new.thread_metadata,
                             config={},
                             interrupts={},
-                            current_run_id=None if delayed else new.run_id,
+                            current_run_id=None if queued else new.run_id,
                             created_at=now,
                             updated_at=now,
                         )
                     )
-                    return await self._insert(conn, running if not delayed else record, limits)
-                return await self._enqueue(conn, new, record, running, now, limits)
+                    return await self._insert(conn, record if queued else running, room)
+                return await self._enqueue(conn, new, record, running, now, room, queued)
         except IntegrityError as exc:
             # Another request created this thread id at the same moment.
             raise Conflict(f"Thread with ID {new.thread_id} already exists") from exc
 
-    async def _insert(
-        self, conn: AsyncConnection, record: RunRecord, limits: RunLimits | None = None
-    ) -> CreatedRun:
-        if limits is not None and limits.any:
-            await admit(conn, record, limits)
+    async def _insert(self, conn: AsyncConnection, record: RunRecord, room: Capacity) -> CreatedRun:
+        if room.limits.any:
+            await admit(conn, record, room)
         await conn.execute(insert(RUNS).values(**_row(record)))
         return CreatedRun(record, started=record.status == "running")
 
@@ -227,7 +228,8 @@ class RunStore(RunLeases):
         record: RunRecord,
         started_run: RunRecord,
         now: datetime,
-        limits: RunLimits,
+        room: Capacity,
+        queued: bool,
     ) -> CreatedRun:
         """The thread is busy (we hold its row lock): apply the multitask strategy."""
         active = await conn.execute(
@@ -242,7 +244,7 @@ class RunStore(RunLeases):
         if not inflight:
             # Busy with nothing in flight: the last holder never released it (it crashed
             # between statements). The thread is free; claim it.
-            return await self._claim_free(conn, new, record, started_run, now, limits)
+            return await self._claim_free(conn, new, record, started_run, now, room, queued)
         if new.multitask_strategy == "reject":
             raise Conflict(BUSY_MESSAGE, thread_id=new.thread_id)
         superseded: list[str] = []
@@ -266,7 +268,7 @@ class RunStore(RunLeases):
                         .values(status="interrupted", updated_at=now)
                     )
             if not running:
-                return await self._claim_free(conn, new, record, started_run, now, limits)
+                return await self._claim_free(conn, new, record, started_run, now, room, queued)
         await conn.execute(
             update(THREADS)
             .where(*where)
@@ -275,7 +277,7 @@ class RunStore(RunLeases):
                 metadata=self._merge_json(THREADS.c["metadata"], new.thread_metadata),
             )
         )
-        created = await self._insert(conn, record, limits)
+        created = await self._insert(conn, record, room)
         created.superseded = superseded
         return created
 
@@ -286,11 +288,12 @@ class RunStore(RunLeases):
         record: RunRecord,
         started_run: RunRecord,
         now: datetime,
-        limits: RunLimits,
+        room: Capacity,
+        queued: bool,
     ) -> CreatedRun:
         """Claim the thread for a run that starts now: ``started_run`` is the run as claimed by
-        the creating worker (its owner, whose heartbeat keeps it), ``record`` as queued."""
-        delayed = new.after_seconds > 0
+        the creating worker (its owner, whose heartbeat keeps it), ``record`` as queued
+        (``queued``: delayed, or its tenant is at capacity)."""
         await conn.execute(
             update(THREADS)
             .where(THREADS.c.thread_id == new.thread_id, THREADS.c.tenant_id == new.tenant_id)
@@ -298,12 +301,12 @@ class RunStore(RunLeases):
                 status="busy",
                 graph_id=new.graph_id,
                 updated_at=now,
-                current_run_id=None if delayed else new.run_id,
+                current_run_id=None if queued else new.run_id,
                 metadata=self._merge_json(THREADS.c["metadata"], new.thread_metadata),
             )
         )
         # Running with no owner, the first heartbeat cancelled it, or the reaper ran it again.
-        return await self._insert(conn, record if delayed else started_run, limits)
+        return await self._insert(conn, record if queued else started_run, room)
 
     # -- the end of a run ---------------------------------------------------------------
     async def finish(self, run: RunRecord, end: RunEnd, worker_id: str) -> Finished:

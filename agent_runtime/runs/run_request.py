@@ -4,6 +4,13 @@ The assistant's config, context and metadata are merged with the request's (the
 request's win), ``configurable`` gets the run's ids, the recursion limit is capped by the
 server's step limit, and the request's streaming, interrupt, webhook and lifetime options
 become the run's kwargs, what the executor reads back when it runs it.
+
+With the app's own auth, ``configurable`` also gets the end user, as LangGraph Platform
+sets it: ``langgraph_auth_user`` (a dict: ``identity``, ``display_name``,
+``is_authenticated``, ``permissions`` and the handler's other fields),
+``langgraph_auth_user_id`` and ``langgraph_auth_permissions``. Values a client sends under
+those names are dropped (as the Platform drops them), so a run never sees a user its
+request only claimed.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.runs.run_queue import NewRun
 
 RunKind = Literal["background", "wait", "stream"]
+AUTH_USER_KEYS = ("langgraph_auth_user", "langgraph_auth_user_id", "langgraph_auth_permissions")
 
 
 def _merge(*parts: dict[str, Any] | None) -> dict[str, Any]:
@@ -23,6 +31,10 @@ def _merge(*parts: dict[str, Any] | None) -> dict[str, Any]:
     for part in parts:
         out.update(part or {})
     return out
+
+
+def _without_auth_user(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key not in AUTH_USER_KEYS}
 
 
 def new_run(
@@ -49,6 +61,13 @@ def new_run(
         request_config.get("configurable"),
         body.headers,
     )
+    configurable = _without_auth_user(configurable)
+    if principal.user is not None:
+        configurable.update(
+            langgraph_auth_user=principal.user.as_dict(),
+            langgraph_auth_user_id=principal.user.identity,
+            langgraph_auth_permissions=list(principal.user.permissions),
+        )
     configurable.update(
         run_id=run_id,
         thread_id=thread_id,
@@ -67,7 +86,7 @@ def new_run(
         "input": body.input,
         "command": body.command.model_dump(mode="json") if body.command else None,
         "config": config,
-        "context": _merge(assistant.context, request_context),
+        "context": _without_auth_user(_merge(assistant.context, request_context)),
         "stream_mode": body.stream_modes,
         "interrupt_before": body.interrupt_before,
         "interrupt_after": body.interrupt_after,
@@ -96,6 +115,15 @@ def new_run(
         thread_metadata={
             "graph_id": assistant.graph_id,
             "assistant_id": assistant.assistant_id,
+        },
+        # A thread the run creates carries the run's own metadata too, as on the Platform
+        # (so the owner an auth handler stamped on the run owns the thread); a thread that
+        # exists keeps its own.
+        created_thread_metadata={
+            "graph_id": assistant.graph_id,
+            "assistant_id": assistant.assistant_id,
+            **(request_config.get("metadata") or {}),
+            **(body.metadata or {}),
         },
         run_id=run_id,
     )

@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import Conflict, NotFound
+from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUN_EVENTS, RUNS, THREADS
+from agent_runtime.runs.thread_rows import allowed_by
 from agent_runtime.runs.trace_rows import delete_traces
 
 
@@ -84,6 +86,28 @@ class RunRows:
         async with self._store.transaction() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [run_record(row) for row in rows]
+
+    async def in_flight(
+        self, tenant_id: str, status: str | None, allowed: MetadataFilter
+    ) -> list[str]:
+        """The tenant's pending or running runs (or only those of ``status``) on threads
+        whose metadata ``allowed`` matches: what a bulk cancel may reach under an app's
+        auth filter."""
+        statuses = (status,) if status in ("pending", "running") else ("pending", "running")
+        query = (
+            select(RUNS.c.run_id)
+            .join(
+                THREADS,
+                and_(
+                    THREADS.c.thread_id == RUNS.c.thread_id,
+                    THREADS.c.tenant_id == RUNS.c.tenant_id,
+                ),
+            )
+            .where(RUNS.c.tenant_id == tenant_id, RUNS.c.status.in_(statuses))
+            .where(*allowed_by(self._store.is_postgres, THREADS.c["metadata"], allowed))
+        )
+        async with self._store.transaction() as conn:
+            return [row.run_id for row in (await conn.execute(query)).all()]
 
     async def cancel(
         self,

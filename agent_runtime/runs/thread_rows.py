@@ -4,7 +4,9 @@
 Filters follow the Platform: ``metadata`` and ``values`` are JSON containment. Postgres
 answers them with ``@>`` on JSONB; SQLite compares each top-level key's JSON value for
 equality (the same for scalars and for whole nested values; a partial nested match is a
-Postgres-only refinement, noted in docs/compatibility.md).
+Postgres-only refinement, noted in docs/compatibility.md). An app's auth filter
+(:class:`~agent_runtime.core.metadata_filter.MetadataFilter`) reads the same on both
+(:func:`allowed_by`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from agent_runtime.core.errors import Conflict, InvalidRequest, NotFound
+from agent_runtime.core.metadata_filter import MetadataFilter, Scalar
 from agent_runtime.core.records import ThreadRecord, ThreadStatus
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import CRONS, RUN_EVENTS, RUNS, THREADS, utcnow
 from agent_runtime.runs.trace_rows import delete_traces
 
 SORTABLE = {"thread_id", "status", "created_at", "updated_at", "state_updated_at"}
+NUMBERS = ("integer", "real")  # SQLite's json_each types of JSON numbers
 
 
 MAX_TTL_MINUTES = 10 * 366 * 24 * 60  # ten years: past it, dates overflow or mean "never"
@@ -62,6 +66,29 @@ def json_contains(
     return [_sqlite_equals(column, key, value) for key, value in wanted.items()]
 
 
+def allowed_by(
+    is_postgres: bool, column: Any, allowed: MetadataFilter | None
+) -> list[ColumnElement[bool]]:
+    """Conditions that a JSON column passes an app's auth filter (none for ``None``)."""
+    if allowed is None:
+        return []
+    if is_postgres:
+        # On scalars and lists of scalars, containment is exactly the filter's meaning.
+        return json_contains(True, column, allowed.document())
+    where: list[ColumnElement[bool]] = []
+    for key, value in allowed.equals.items():
+        path = f'$."{key}"'
+        where += _sqlite_is(func.json_type(column, path), func.json_extract(column, path), value)
+    for key, elements in allowed.contains.items():
+        path = f'$."{key}"'
+        where.append(func.json_type(column, path) == "array")
+        for element in elements:
+            each = func.json_each(column, path).table_valued("value", "type")
+            found = _sqlite_is(each.c.type, each.c.value, element)
+            where.append(select(literal(1)).select_from(each).where(*found).exists())
+    return where
+
+
 def _thread(row: Any) -> ThreadRecord:
     return ThreadRecord.model_validate(dict(row))
 
@@ -81,8 +108,10 @@ class ThreadStore:
         metadata: dict[str, Any] | None = None,
         values: dict[str, Any] | None = None,
         status: ThreadStatus | None = None,
+        allowed: MetadataFilter | None = None,
     ) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = [THREADS.c.tenant_id == tenant_id]
+        where += allowed_by(self._store.is_postgres, THREADS.c["metadata"], allowed)
         if ids:
             where.append(THREADS.c.thread_id.in_(list(ids)))
         if metadata:
@@ -105,8 +134,10 @@ class ThreadStore:
         offset: int = 0,
         sort_by: str | None = None,
         sort_order: str | None = None,
+        allowed: MetadataFilter | None = None,
     ) -> tuple[list[ThreadRecord], bool]:
-        """One page of the tenant's matching threads, and whether more follow.
+        """One page of the tenant's matching threads (those ``allowed`` lets the caller
+        see), and whether more follow.
 
         Default order: most recently updated first (as the Platform sorts)."""
         column = THREADS.c[sort_by] if sort_by in SORTABLE else THREADS.c.updated_at
@@ -116,7 +147,14 @@ class ThreadStore:
         query = (
             select(THREADS)
             .where(
-                *self._filters(tenant_id, ids=ids, metadata=metadata, values=values, status=status)
+                *self._filters(
+                    tenant_id,
+                    ids=ids,
+                    metadata=metadata,
+                    values=values,
+                    status=status,
+                    allowed=allowed,
+                )
             )
             .order_by(order, tie)
             .limit(limit + 1)
@@ -133,12 +171,12 @@ class ThreadStore:
         metadata: dict[str, Any] | None = None,
         values: dict[str, Any] | None = None,
         status: ThreadStatus | None = None,
+        allowed: MetadataFilter | None = None,
     ) -> int:
-        query = (
-            select(func.count())
-            .select_from(THREADS)
-            .where(*self._filters(tenant_id, metadata=metadata, values=values, status=status))
+        where = self._filters(
+            tenant_id, metadata=metadata, values=values, status=status, allowed=allowed
         )
+        query = select(func.count()).select_from(THREADS).where(*where)
         async with self._store.transaction() as conn:
             return int((await conn.execute(query)).scalar_one())
 
@@ -288,6 +326,16 @@ def _sqlite_equals(column: Any, key: str, value: Any) -> ColumnElement[bool]:
     if isinstance(value, dict | list):
         return func.json(func.json_extract(column, path)) == func.json(json.dumps(value))
     return func.json_extract(column, path) == func.json_extract(json.dumps(value), "$")
+
+
+def _sqlite_is(kind: Any, value: Any, wanted: Scalar) -> list[ColumnElement[bool]]:
+    """A JSON value (its SQLite ``json_type`` and SQL value) is the scalar ``wanted``,
+    JSON types told apart as Postgres does (``true`` is not ``1``, ``1`` is ``1.0``)."""
+    if wanted is None or isinstance(wanted, bool):
+        return [kind == ("null" if wanted is None else str(wanted).lower())]
+    if isinstance(wanted, str):
+        return [kind == "text", value == wanted]
+    return [kind.in_(NUMBERS), value == wanted]
 
 
 def _expiry(ttl_minutes: float | None, now: datetime) -> datetime | None:

@@ -41,6 +41,7 @@ from agent_runtime.protocol.agent_responses import state_to_wire, thread_interru
 from agent_runtime.protocol.sse import to_jsonable
 from agent_runtime.runs.thread_rows import ThreadStore, ttl_of
 from agent_runtime.user_app.served_graphs import ServedGraphs
+from agent_runtime.user_app.server_runtime import THREADS_READ, THREADS_UPDATE
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class ThreadService:
             [StateUpdate(cast(Any, u.values), u.as_node, u.task_id) for u in step.updates]
             for step in supersteps
         ]
-        async with self._graphs.open(graph_id, config) as graph:
+        async with self._graphs.open(graph_id, config, THREADS_UPDATE) as graph:
             try:
                 await graph.abulk_update_state(config, steps)
             except UPDATE_ERRORS as exc:
@@ -173,7 +174,7 @@ class ThreadService:
             configurable.update(checkpoint.model_dump(exclude_none=True))
         configurable["thread_id"] = thread_id
         config: RunnableConfig = {"configurable": configurable}
-        async with self._graphs.open(graph_id, config) as graph:
+        async with self._graphs.open(graph_id, config, THREADS_READ) as graph:
             snapshot = await graph.aget_state(config, subgraphs=subgraphs)
         if snapshot.created_at is None and checkpoint is None:
             return empty_state(thread_id)
@@ -197,7 +198,7 @@ class ThreadService:
             configurable.update(body.checkpoint.model_dump(exclude_none=True))
         configurable["thread_id"] = thread_id
         config: RunnableConfig = {"configurable": configurable}
-        async with self._graphs.open(graph_id, config) as graph:
+        async with self._graphs.open(graph_id, config, THREADS_UPDATE) as graph:
             try:
                 written = await graph.aupdate_state(config, body.values, as_node=body.as_node)
             except UPDATE_ERRORS as exc:
@@ -248,7 +249,7 @@ class ThreadService:
             before_config = {"configurable": before.get("configurable", before)}
         config: RunnableConfig = {"configurable": configurable}
         with tenant_scope(principal.tenant_id):
-            async with self._graphs.open(graph_id, config) as graph:
+            async with self._graphs.open(graph_id, config, THREADS_READ) as graph:
                 return [
                     state_to_wire(snapshot)
                     async for snapshot in graph.aget_state_history(
@@ -332,7 +333,7 @@ class ThreadService:
                 return
             config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
             with tenant_scope(tenant_id):
-                async with self._graphs.open(graph_id, config) as graph:
+                async with self._graphs.open(graph_id, config, THREADS_READ) as graph:
                     await self._store_state(principal, record, graph)
 
     async def prune(self, principal: Principal, thread_ids: Sequence[str], strategy: str) -> int:

@@ -3,7 +3,9 @@
 As LangGraph Platform does, joining a thread streams the events of its runs one after the
 other, in the order they were created: the run in progress and those queued behind it,
 then each new one, for as long as the client stays. After each run comes a ``metadata``
-event ``{"status": "run_done", "run_id": ...}``. The stream never ends by itself.
+event ``{"status": "run_done", "run_id": ...}``. The stream ends when the thread is
+deleted (seen at the next poll); the ingress also ends it past its lifetime or when its
+key is revoked (``agent_runtime/api/held_streams.py``).
 
 Modes (``stream_modes``, one or a comma-separated list; ``run_modes`` by default):
 ``run_modes``: every event of the runs (each run's own ``stream_mode`` decides which);
@@ -136,8 +138,14 @@ class ThreadStreams:
         while True:
             run = await self._next_run(tenant, thread_id, cursor, resume)
             if run is None:
+                exists, updated = await self._thread_state_time(tenant, thread_id)
+                if not exists:
+                    logger.info("thread deleted: its stream ends")
+                    return
                 if "state_update" in modes:
-                    state_seen, update = await self._state_update(principal, thread_id, state_seen)
+                    state_seen, update = await self._state_update(
+                        principal, thread_id, state_seen, updated
+                    )
                     if update is not None:
                         yield update
                 await asyncio.sleep(self._poll_s)
@@ -197,18 +205,26 @@ class ThreadStreams:
         async with self._store.transaction() as conn:
             return (await conn.execute(query)).first()
 
-    async def _state_update(
-        self, principal: Principal, thread_id: str, seen: datetime | None
-    ) -> tuple[datetime | None, bytes | None]:
-        """A state update made outside a run since ``seen``: runs change the state in the
-        transaction that ends them, with the same time on the run's row."""
+    async def _thread_state_time(
+        self, tenant_id: str, thread_id: str
+    ) -> tuple[bool, datetime | None]:
+        """Whether the thread still exists, and when its state last changed."""
         query = select(THREADS.c.state_updated_at).where(
-            THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == principal.tenant_id
+            THREADS.c.thread_id == thread_id, THREADS.c.tenant_id == tenant_id
         )
         async with self._store.transaction() as conn:
-            updated = (await conn.execute(query)).scalar_one_or_none()
-            if updated is None or (seen is not None and updated <= seen):
-                return seen, None
+            row = (await conn.execute(query)).first()
+        return (False, None) if row is None else (True, row.state_updated_at)
+
+    async def _state_update(
+        self, principal: Principal, thread_id: str, seen: datetime | None, updated: datetime | None
+    ) -> tuple[datetime | None, bytes | None]:
+        """A state update made outside a run since ``seen`` (``updated``: the thread's
+        state time now): runs change the state in the transaction that ends them, with the
+        same time on the run's row."""
+        if updated is None or (seen is not None and updated <= seen):
+            return seen, None
+        async with self._store.transaction() as conn:
             by_run = await conn.execute(
                 select(RUNS.c.run_id).where(
                     RUNS.c.thread_id == thread_id,

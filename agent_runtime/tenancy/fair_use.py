@@ -9,7 +9,8 @@ none, the runtime's defaults (``AGENT_*``):
 * :class:`RequestLimiter` (the ingress, on every authenticated request): a key's bucket
   holds ``requests_per_minute`` requests and refills at that rate, so a key sustains that
   many a minute and may send them all at once; without an override, the default bucket
-  (``AGENT_RATE_LIMIT_PER_SECOND`` refill, ``AGENT_RATE_LIMIT_BURST`` size).
+  (``AGENT_RATE_LIMIT_PER_SECOND`` refill, ``AGENT_RATE_LIMIT_BURST`` size). A run batch
+  costs one request per run, as separate creations would.
 * :class:`TokenRateObserver` (the router, around every model request, as a
   :class:`agent_runtime.gateway.call_observer.CallObserver`): a tenant's bucket holds
   ``tokens_per_minute`` tokens. Before a call it reserves the request's estimate (prompt tokens, an
@@ -101,12 +102,34 @@ class RequestLimiter:
         self.limits = limits
         self._default = (default_rate_per_s, default_burst)
 
+    async def _bucket(self, principal: Principal) -> tuple[float, int]:
+        own = (await self.limits.get(principal.tenant_id)).requests_per_minute
+        return _per_minute(own) if own else self._default
+
     async def check(self, principal: Principal) -> LimitDecision:
         """The key's decision (allowed or not); raises only when it cannot be made and
         the failure mode is ``fail_closed`` (:class:`DependencyUnavailable`)."""
-        own = (await self.limits.get(principal.tenant_id)).requests_per_minute
-        rate, burst = _per_minute(own) if own else self._default
+        rate, burst = await self._bucket(principal)
         return await self.limiter.hit(f"key:{principal.key_id}", rate_per_s=rate, burst=burst)
+
+    async def check_batch(self, principal: Principal, runs: int) -> LimitDecision:
+        """A batch of ``runs`` runs costs ``runs`` requests, as that many run creations
+        would: :meth:`check` took the batch's own request, this takes the ``runs - 1``
+        others, all or none. A batch larger than the key's bucket could never pass: it is
+        refused outright (:class:`RateLimited`, ``requested``)."""
+        rate, burst = await self._bucket(principal)
+        if runs > burst:
+            raise RateLimited(
+                f"a batch of {runs} runs counts as {runs} requests, more than this API key's "
+                f"bucket holds ({burst}); send smaller batches",
+                retry_after=burst / rate,  # the time the bucket takes to fill
+                limit=REQUESTS_PER_KEY,
+                maximum=burst,
+                requested=runs,
+            )
+        return await self.limiter.hit(
+            f"key:{principal.key_id}", runs - 1, rate_per_s=rate, burst=burst
+        )
 
     def default_headers(self) -> dict[str, str]:
         """What a response says when no decision could be made (fail_closed refusals)."""
@@ -186,8 +209,9 @@ class TokenRateObserver:
         self._default_max_tokens = default_max_tokens
 
     def estimate(self, plan: CallPlan) -> int:
-        bound = max((m.max_tokens or self._default_max_tokens for m in plan.models), default=0)
-        return max(1, plan.prompt_tokens + (bound or self._default_max_tokens))
+        default = self._default_max_tokens
+        bound = max((plan.completion_bound(m, default) for m in plan.models), default=default)
+        return max(1, plan.prompt_tokens + bound)
 
     async def before_call(self, plan: CallPlan) -> TokenTicket | None:
         tenant_id = plan.request.tenant_id

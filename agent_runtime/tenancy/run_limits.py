@@ -1,27 +1,32 @@
-"""Concurrent runs and queued background runs per tenant, checked when a run is created.
+"""Concurrent runs and queued background runs per tenant, checked when a run is created
+and when a queued run is claimed.
 
 The run queue is the database (:mod:`agent_runtime.runs.run_queue`), so the count is taken there, in
-the transaction that records the run: no second store to keep in step, nothing to leak
-when a replica dies, nothing to reconcile. Why the count is exact:
+the transaction that records or claims the run: no second store to keep in step, nothing
+to leak when a replica dies, nothing to reconcile. Why the count is exact:
 
-* the creation transaction first locks the tenant's row (``SELECT ... FOR UPDATE`` on
-  Postgres; SQLite's ``BEGIN IMMEDIATE`` already serialises every writer), so two
-  creations for one tenant cannot both count the last free slot: the second one waits for
+* the transaction first locks the tenant's row (``SELECT ... FOR UPDATE`` on Postgres;
+  SQLite's ``BEGIN IMMEDIATE`` already serialises every writer), so two creations or
+  claims for one tenant cannot both count the last free slot: the second one waits for
   the first to commit and then counts its run (Postgres re-reads at each statement in
   READ COMMITTED);
-* the run is admitted against what it becomes: a run that starts now (its thread is free)
-  needs ``running < max_concurrent_runs``; a background run that waits (its thread is busy,
-  or ``after_seconds`` delays it) needs ``pending background < max_queued_runs``. A
-  refusal is :class:`RateLimited` (429, ``limit`` ``concurrent_runs`` or ``queued_runs``)
-  and rolls the whole creation back;
+* a run that would start now (its thread is free) needs ``running < max_concurrent_runs``.
+  When the tenant is at capacity, a background run waits in the queue instead (``pending``,
+  claimed once a slot frees), and a wait or stream run is refused: its caller holds a
+  connection and retries. A background run that waits (the tenant is at capacity, its
+  thread is busy, or ``after_seconds`` delays it) needs ``pending background <
+  max_queued_runs``. A refusal is :class:`RateLimited` (429, ``limit`` ``concurrent_runs``
+  or ``queued_runs``) and rolls the whole creation back;
+* a queued run is claimed (:mod:`agent_runtime.runs.run_leases`) only while its tenant has
+  a free slot: the claim counts under the same lock, and the query looking for due runs
+  passes over tenants at capacity, so their queue never starves another tenant's;
 * a run leaves the counts by changing status (finished, cancelled, reaped), in the same
   statements that already do it; a crashed replica's runs are reaped back to ``pending``
-  and then resumed, so no count outlives its run.
+  and then claimed like any queued run, so no count outlives its run.
 
-What it does not bound: a queued run starts without a new check when its turn comes (the
-thread's previous run ended, a delayed run fell due, a dead replica's run is resumed), so
-``running`` can pass ``max_concurrent_runs`` by the runs that were queued or delayed; the
-queue limit bounds those. Wait and stream runs waiting for their thread are not "queued
+What it does not bound: when a run ends, its thread's next run takes the slot it frees
+(no new count: the tenant's running runs do not grow), and a lowered limit does not stop
+runs already running. Wait and stream runs waiting for their thread are not "queued
 background runs" (their caller holds a connection; the per-key request limit bounds them).
 
 Limits come from ``agent_tenant_limits`` (read in the same transaction, so a change applies
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent_runtime.config.settings import LimitSettings
@@ -66,7 +71,7 @@ async def effective_limits(
     conn: AsyncConnection, tenant_id: str, defaults: RunLimits, *, postgres: bool
 ) -> RunLimits:
     """The tenant's limits (its own, else ``defaults``); when any applies, its tenant row
-    is locked until the transaction ends, serialising its run creations."""
+    is locked until the transaction ends, serialising its run creations and claims."""
     row = (
         await conn.execute(
             select(TENANT_LIMITS.c.max_concurrent_runs, TENANT_LIMITS.c.max_queued_runs).where(
@@ -89,26 +94,73 @@ async def effective_limits(
     return limits
 
 
-async def admit(conn: AsyncConnection, record: RunRecord, limits: RunLimits) -> None:
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """A tenant's limits and running runs, counted in the transaction that holds its lock."""
+
+    limits: RunLimits
+    running: int = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a run starting now would pass ``max_concurrent_runs``."""
+        cap = self.limits.max_concurrent_runs
+        return cap is not None and self.running >= cap
+
+
+async def capacity(
+    conn: AsyncConnection, tenant_id: str, defaults: RunLimits, *, postgres: bool
+) -> Capacity:
+    """The tenant's :class:`Capacity`, its row locked (see :func:`effective_limits`)."""
+    limits = await effective_limits(conn, tenant_id, defaults, postgres=postgres)
+    if limits.max_concurrent_runs is None:
+        return Capacity(limits)
+    running = await _count(conn, RUNS.c.tenant_id == tenant_id, RUNS.c.status == "running")
+    return Capacity(limits, running)
+
+
+def has_room(defaults: RunLimits) -> ColumnElement[bool]:
+    """SQL: the tenant of the ``RUNS`` row at hand has a free slot (an approximation to
+    find claimable runs with; the claim itself counts under the lock)."""
+    own = (
+        select(TENANT_LIMITS.c.max_concurrent_runs)
+        .where(TENANT_LIMITS.c.tenant_id == RUNS.c.tenant_id)
+        .scalar_subquery()
+    )
+    cap = (
+        own
+        if defaults.max_concurrent_runs is None
+        else func.coalesce(own, defaults.max_concurrent_runs)
+    )
+    running = RUNS.alias("running")
+    count = (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.tenant_id == RUNS.c.tenant_id, running.c.status == "running")
+        .scalar_subquery()
+    )
+    return or_(cap.is_(None), count < cap)
+
+
+async def admit(conn: AsyncConnection, record: RunRecord, room: Capacity) -> None:
     """Raise :class:`RateLimited` unless ``record`` (about to be inserted) fits its
     tenant's limits; see the module's docstring for what is counted."""
-    tenant = RUNS.c.tenant_id == record.tenant_id
-    if record.status == "running" and limits.max_concurrent_runs is not None:
-        running = await _count(conn, tenant, RUNS.c.status == "running")
-        if running >= limits.max_concurrent_runs:
-            raise RateLimited(
-                f"concurrent runs limit of {limits.max_concurrent_runs} for this tenant "
-                f"reached ({running} running); retry when one ends",
-                retry_after=RETRY_AFTER_S,
-                limit=CONCURRENT_RUNS,
-                maximum=limits.max_concurrent_runs,
-                remaining=0,
-            )
+    limits = room.limits
+    if record.status == "running" and room.full:
+        raise RateLimited(
+            f"concurrent runs limit of {limits.max_concurrent_runs} for this tenant "
+            f"reached ({room.running} running); retry when one ends, or create a "
+            "background run, which waits in the queue for a free slot",
+            retry_after=RETRY_AFTER_S,
+            limit=CONCURRENT_RUNS,
+            maximum=limits.max_concurrent_runs,
+            remaining=0,
+        )
     background = bool(record.kwargs.get("background"))
     if record.status == "pending" and background and limits.max_queued_runs is not None:
         queued = await _count(
             conn,
-            tenant,
+            RUNS.c.tenant_id == record.tenant_id,
             RUNS.c.status == "pending",
             RUNS.c["kwargs"]["background"].as_boolean().is_(True),
         )

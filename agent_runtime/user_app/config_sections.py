@@ -8,21 +8,44 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# pgvector's most dimensions for an indexed vector: larger would close that way forward.
+MAX_INDEX_DIMS = 16_000
+
+
 class IndexConfig(StrictModel):
-    """The store's semantic-search index: ``embed`` is ``"provider:model"`` or a
-    ``"./file.py:function"``; vectors have ``dims`` dimensions; ``fields`` are the JSON
+    """The store's semantic-search index: ``embed`` is ``"openai:<model>"`` (embedded
+    through the runtime's model router) or a function, ``"./file.py:fn"`` or
+    ``"package.module:fn"``; vectors have ``dims`` dimensions; ``fields`` are the JSON
     paths embedded (default ``["$"]``, the whole value)."""
 
-    dims: int
+    dims: int = Field(ge=1, le=MAX_INDEX_DIMS)
     embed: str
     fields: list[str] | None = None
+
+    @field_validator("embed")
+    @classmethod
+    def _embed(cls, value: str) -> str:
+        target, _, name = value.rpartition(":")
+        if not target.strip() or not name.strip():
+            raise ValueError(
+                f"{value!r} is neither 'openai:<model>' nor a function "
+                "('./path/file.py:embed' or 'package.module:embed')"
+            )
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(path.strip() for path in value)):
+            raise ValueError('give at least one JSON path ("$": the whole value), none empty')
+        return value
 
 
 class StoreTTLConfig(StrictModel):

@@ -6,21 +6,22 @@ Each graph is ``"./path/file.py:attr"`` (imported from the file, see :mod:`.app_
 
 - a compiled graph (``Pregel``, e.g. ``CompiledStateGraph``, an ``@entrypoint``);
 - a ``StateGraph``, compiled once at load;
-- a factory taking nothing or a ``RunnableConfig``, sync or async, returning either of those
-  or a (sync or async) context manager yielding one: called for every use of the graph.
+- a factory taking nothing, a ``RunnableConfig`` or a ``ServerRuntime``
+  (:mod:`.server_runtime`), sync or async, returning either of those or a (sync or async)
+  context manager yielding one: called for every use of the graph.
 
 The runtime's checkpointer and store replace whatever the graph was compiled with, as
 LangGraph Platform does (``graph.copy(update=...)``): a graph compiled with its own
 ``InMemorySaver`` is served with the runtime's persistence, and loading says so in a warning.
-Every graph is imported at load; all failures are reported together, each with the graph
-id, its file or module and the traceback (:class:`GraphLoadError`).
+Every graph is imported at load (references followed by :mod:`.app_attributes`), and so are
+``http.app`` and the store index's function (:mod:`.app_store_index`); all failures are
+reported together, each with the graph id, its file or module and the traceback
+(:class:`GraphLoadError`).
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,9 +37,22 @@ from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 from starlette.types import ASGIApp
 
+from agent_runtime.execution.store_index import StoreIndex
 from agent_runtime.user_app import app_imports
+from agent_runtime.user_app.app_attributes import Problem, attribute
+from agent_runtime.user_app.app_store_index import load_store_index
+from agent_runtime.user_app.auth_handlers import AppAuth, app_auth
 from agent_runtime.user_app.config_sections import GraphDef
 from agent_runtime.user_app.langgraph_json import ConfigFile, UserAppError, read_langgraph_json
+from agent_runtime.user_app.server_runtime import (
+    READ_SCHEMAS,
+    FactoryArgument,
+    FactorySignatureError,
+    GraphUse,
+    context_type,
+    factory_argument,
+    server_runtime,
+)
 
 Graph = Pregel[Any, Any, Any, Any]
 Factory = Callable[..., Any]
@@ -46,7 +60,8 @@ _DEFAULT_NAME = "LangGraph"  # what compile() names a graph not named by its aut
 
 
 class GraphLoadError(UserAppError):
-    """One or more graphs cannot be loaded; each problem names the graph, file and cause."""
+    """One or more graphs (or ``http.app``, or ``store.index.embed``) cannot be loaded; each
+    problem names the graph, file and cause."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,8 @@ class LoadedGraph:
     """The graph's reference as ``langgraph.json`` writes it."""
     _graph: Graph | None = field(repr=False)
     _factory: Factory | None = field(repr=False)
-    _takes_config: bool = field(default=False, repr=False)
+    _argument: FactoryArgument = field(default="none", repr=False)
+    _context_type: type | None = field(default=None, repr=False)
 
     @classmethod
     def static(
@@ -91,10 +107,12 @@ class LoadedGraph:
         *,
         checkpointer: BaseCheckpointSaver[Any] | None,
         store: BaseStore | None,
+        use: GraphUse = READ_SCHEMAS,
     ) -> AsyncIterator[Graph]:
-        """The graph for one use (a run, a state read, a schema), bound to the runtime's
-        checkpointer and store; a factory is called with ``config`` and, when it returns a
-        context manager, left inside it until the block ends."""
+        """The graph for one ``use`` (a run, a state read, a schema), bound to the runtime's
+        checkpointer and store; a factory is called with what it takes (``config``, or a
+        ``ServerRuntime`` for ``use``) and, when it returns a context manager, left inside
+        it until the block ends."""
         if self._factory is None:
             yield self.bind(checkpointer=checkpointer, store=store)
             return
@@ -103,7 +121,7 @@ class LoadedGraph:
             # As LangGraph's server does: get_config() works inside the factory.
             token = var_child_runnable_config.set(config)
             try:
-                made = self._factory(config) if self._takes_config else self._factory()
+                made = self._call(self._factory, config, store, use)
                 graph = await _enter(stack, made)
             finally:
                 var_child_runnable_config.reset(token)
@@ -115,6 +133,15 @@ class LoadedGraph:
                     f"{type(graph).__name__}, not a graph"
                 )
             yield self._bound(graph, checkpointer, store)
+
+    def _call(
+        self, factory: Factory, config: RunnableConfig, store: BaseStore | None, use: GraphUse
+    ) -> Any:
+        if self._argument == "config":
+            return factory(config)
+        if self._argument == "runtime":
+            return factory(server_runtime(use, config, store, self._context_type))
+        return factory()
 
     def _bound(
         self, graph: Graph, checkpointer: BaseCheckpointSaver[Any] | None, store: BaseStore | None
@@ -128,14 +155,17 @@ class LoadedGraph:
 @dataclass(frozen=True)
 class LoadedApp:
     """A user's app: its config file, its graphs in the file's order, its own HTTP app
-    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API) if it has one, and
-    the warnings (settings without effect here, persistence replaced, names taken) to log
-    at start."""
+    (``http.app``: an ASGI app, e.g. FastAPI, mounted beside the API), its own auth
+    (``auth.path``: a ``langgraph_sdk.Auth``) and its store's semantic-search index
+    (``store.index``) if it has them, and the warnings (settings without effect here,
+    persistence replaced, names taken) to log at start."""
 
     config_file: ConfigFile
     graphs: dict[str, LoadedGraph]
     warnings: list[str]
     http_app: ASGIApp | None = None
+    auth: AppAuth | None = None
+    store_index: StoreIndex | None = None
 
 
 def load_app(config_path: str | Path) -> LoadedApp:
@@ -160,7 +190,7 @@ def load_app(config_path: str | Path) -> LoadedApp:
         description = spec.description if isinstance(spec, GraphDef) else None
         try:
             graph = _load(config_file, graph_id, source, description, modules, warnings)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: graphs.{graph_id}: {problem}")
             continue
         graphs[graph_id] = graph
@@ -169,44 +199,42 @@ def load_app(config_path: str | Path) -> LoadedApp:
     if http is not None and http.app is not None:
         try:
             http_app = _http_app(config_file, http.app, modules)
-        except _Problem as problem:
+        except Problem as problem:
             problems.append(f"{name}: http.app: {problem}")
+    auth = None
+    auth_path = config_file.config.auth.path if config_file.config.auth is not None else None
+    if auth_path is not None:
+        try:
+            auth = app_auth(attribute(config_file, auth_path, modules), auth_path)
+        except (Problem, ValueError) as problem:
+            problems.append(f"{name}: auth.path: {problem}")
+        else:
+            warnings += _uncovered(name, auth)
+    store_index = None
+    try:
+        store_index = load_store_index(config_file, modules)
+    except Problem as problem:
+        problems.append(f"{name}: store.index.embed: {problem}")
     if problems:
         raise GraphLoadError(problems)
-    return LoadedApp(config_file, graphs, warnings, http_app)
+    return LoadedApp(config_file, graphs, warnings, http_app, auth, store_index)
 
 
-class _Problem(Exception):
-    """Why one graph did not load (becomes a line of :class:`GraphLoadError`)."""
+def _uncovered(name: str, auth: AppAuth) -> list[str]:
+    uncovered = auth.uncovered()
+    if not uncovered:
+        return []
+    return [
+        f"{name}: auth.path: no handler covers {', '.join(uncovered)}: those requests are "
+        "allowed unfiltered (add a global @auth.on handler that returns False to deny them)"
+    ]
 
 
 def _http_app(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> ASGIApp:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, type) or not callable(value):
-        raise _Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
+        raise Problem(f"{source!r} is a {type(value).__name__}, not an ASGI app (e.g. FastAPI())")
     return cast(ASGIApp, value)
-
-
-def _attribute(config_file: ConfigFile, source: str, modules: dict[str, ModuleType]) -> Any:
-    """What ``source`` (``./file.py:attr`` or ``package.module:attr``) names."""
-    target, _, attr = source.rpartition(":")
-    is_file = "/" in target or target.endswith(".py")
-    where = str((config_file.folder / target).resolve()) if is_file else f"module {target}"
-    module = modules.get(where)
-    if module is None:
-        if is_file and not Path(where).is_file():
-            raise _Problem(f"{source!r}: no such file {where}")
-        try:
-            if is_file:
-                module = app_imports.import_file(Path(where))
-            else:
-                module = app_imports.import_module(target)
-        except (Exception, SystemExit) as exc:
-            raise _Problem(f"{source!r} ({where}) failed to import:\n{_traceback(exc)}") from exc
-        modules[where] = module
-    if attr not in vars(module):
-        raise _Problem(f"{source!r}: {where} has no {attr!r}{_suggestion(module, attr)}")
-    return vars(module)[attr]
 
 
 def _load(
@@ -217,7 +245,7 @@ def _load(
     modules: dict[str, ModuleType],
     warnings: list[str],
 ) -> LoadedGraph:
-    value = _attribute(config_file, source, modules)
+    value = attribute(config_file, source, modules)
     if isinstance(value, StateGraph):
         value = value.compile()
     if isinstance(value, Pregel):
@@ -233,33 +261,23 @@ def _load(
             )
         return LoadedGraph.static(graph_id, description, source, value)
     if callable(value) and not isinstance(value, type):
-        takes_config = _takes_config(value, source)
+        try:
+            argument = factory_argument(value)
+        except FactorySignatureError as exc:
+            raise Problem(f"{source!r}: {exc}") from exc
         return LoadedGraph(
-            graph_id, description, source, None, _factory=value, _takes_config=takes_config
+            graph_id,
+            description,
+            source,
+            None,
+            _factory=value,
+            _argument=argument,
+            _context_type=context_type(value) if argument == "runtime" else None,
         )
-    raise _Problem(
+    raise Problem(
         f"{source!r}: {source.rpartition(':')[2]!r} is a {type(value).__name__}, not a "
         "compiled graph, a StateGraph or a graph factory"
     )
-
-
-def _takes_config(factory: Factory, source: str) -> bool:
-    """Whether ``factory`` takes the ``RunnableConfig`` (its only parameter, if any)."""
-    try:
-        parameters = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError) as exc:
-        raise _Problem(f"{source!r}: cannot read the factory's signature ({exc})") from exc
-    named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if any("ServerRuntime" in str(p.annotation) for p in named):
-        raise _Problem(f"{source!r}: factories taking a ServerRuntime are not supported yet")
-    if len(named) > 1:
-        raise _Problem(
-            f"{source!r}: the factory takes {len(named)} parameters; it may take none or a "
-            "RunnableConfig"
-        )
-    if named and named[0].kind is named[0].KEYWORD_ONLY:
-        raise _Problem(f"{source!r}: the factory's config parameter must be positional")
-    return bool(named)
 
 
 async def _enter(stack: AsyncExitStack, made: Any) -> Any:
@@ -271,27 +289,3 @@ async def _enter(stack: AsyncExitStack, made: Any) -> Any:
     if hasattr(made, "__enter__") and hasattr(made, "__exit__"):
         return stack.enter_context(made)
     return made
-
-
-def _suggestion(module: ModuleType, attr: str) -> str:
-    graphs = [
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and isinstance(value, Pregel | StateGraph)
-    ]
-    close = difflib.get_close_matches(attr, graphs or list(vars(module)), n=3)
-    return f"; graphs it has: {', '.join(close or graphs)}" if close or graphs else ""
-
-
-def _traceback(exc: BaseException) -> str:
-    """The traceback from the user's code down, without the import machinery's frames."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen")
-        and frame.filename not in (__file__, app_imports.__file__)
-        and "importlib" not in Path(frame.filename).parts
-    ]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(exc)
-    return "".join(lines).rstrip()

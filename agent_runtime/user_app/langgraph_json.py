@@ -67,9 +67,10 @@ _CORS_OPTIONS = (
     "max_age",
 )
 NOT_APPLIED_KEYS = {
-    "store.index": "semantic search is not applied yet; the store works without it",
     "checkpointer.serde": "the checkpointer's serializer settings are not applied",
-    "auth": "custom auth handlers are not run; the runtime's API keys, tenants and scopes apply",
+    "auth.cache": "authenticate's results are not cached; the handler runs on every request",
+    "auth.openapi": "the OpenAPI document does not describe the app's auth",
+    "auth.disable_studio_auth": "there is no Studio auth here; every request needs an API key",
     "encryption": "custom encryption is not applied",
     **{
         f"http.{key}": "not applied yet (of http: app, cors.allow_origins, disable_*, "

@@ -20,6 +20,7 @@ from langgraph.store.base import BaseStore
 
 from agent_runtime.core.errors import NotFound
 from agent_runtime.user_app.graph_loader import Graph, LoadedGraph
+from agent_runtime.user_app.server_runtime import READ_SCHEMAS, GraphUse
 
 
 class ServedGraphs:
@@ -61,14 +62,14 @@ class ServedGraphs:
 
     @asynccontextmanager
     async def open(
-        self, graph_id: str, config: RunnableConfig | None = None
+        self, graph_id: str, config: RunnableConfig | None = None, use: GraphUse = READ_SCHEMAS
     ) -> AsyncIterator[Graph]:
-        """The graph ``graph_id`` for one use with ``config`` (a factory's sees it)."""
+        """The graph ``graph_id`` for one ``use`` with ``config`` (a factory's sees them)."""
         bound = self._bound.get(graph_id)
         if bound is not None:
             yield bound
             return
         async with self.get(graph_id).open(
-            config, checkpointer=self._checkpointer, store=self._store
+            config, checkpointer=self._checkpointer, store=self._store, use=use
         ) as graph:
             yield graph

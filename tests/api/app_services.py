@@ -21,8 +21,21 @@ from agent_runtime.tenancy.token_buckets import build_limiter
 from tests.example_graphs import example_graphs
 
 
+class Counter:
+    """Stands in for a Ray counter: keeps the tags of each increment."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        self.seen.append(tags or {})
+
+
 class Metrics:
-    """Stands in for ``IngressMetrics``: observes nothing."""
+    """Stands in for ``IngressMetrics``: counts refusals, observes nothing else."""
+
+    def __init__(self) -> None:
+        self.rate_limited = Counter()
 
     def observe(self, *args: Any) -> None:
         return None

@@ -294,9 +294,10 @@ async def test_tenants_never_see_each_others_assistants(api: Api) -> None:
 
 
 async def test_services_without_an_assistant_store_get_one(api: Api) -> None:
-    services: Services = api.app.state.services
-    services.assistants = None
+    given: Services = api.app.state.services
+    services = app_services(given.store, given.settings, graphs=given.graphs)
+    assert services.assistants is not None
+    api.app.state.services = services
     async with api.client() as http:
         found = (await http.post("/assistants/search", json={})).json()
     assert [a["graph_id"] for a in found] == ["react", "multi_agent"]
-    assert services.assistants is not None

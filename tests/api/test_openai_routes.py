@@ -24,6 +24,7 @@ from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.types import ChatRequest
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.fake.fake_embed import fake_embedding
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.tenancy.auth import generate_key
@@ -43,8 +44,14 @@ def models_config() -> ModelsConfig:
             "fake-fallback": ModelSpec(
                 provider="fake", input_per_million_usd=1, output_per_million_usd=2
             ),
+            "embed-down": ModelSpec(provider="fake", model_id="fake-down"),
+            "fake-embed": ModelSpec(provider="fake"),
         },
-        aliases={"smart": ["primary", "fake-fallback"], "brittle": ["cut", "fake-fallback"]},
+        aliases={
+            "smart": ["primary", "fake-fallback"],
+            "brittle": ["cut", "fake-fallback"],
+            "embedder": ["embed-down", "fake-embed"],
+        },
     )
 
 
@@ -77,6 +84,7 @@ class LocalRouterHandle:
         self._router, self._streaming = router, stream
         self.chat = _Method(router.chat, stream)
         self.stream = _Method(router.stream, stream)
+        self.embed = _Method(router.embed, stream)
 
     def options(self, stream: bool = False) -> LocalRouterHandle:
         return LocalRouterHandle(self._router, stream)
@@ -123,7 +131,16 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 async def test_models_lists_the_aliases_then_the_configured_models(gateway: Gateway) -> None:
     ids = [model.id async for model in gateway.client.models.list()]
-    assert ids == ["smart", "brittle", "primary", "cut", "fake-fallback"]
+    assert ids == [
+        "smart",
+        "brittle",
+        "embedder",
+        "primary",
+        "cut",
+        "fake-fallback",
+        "embed-down",
+        "fake-embed",
+    ]
 
 
 async def test_the_answer_names_the_model_that_answered(gateway: Gateway) -> None:
@@ -172,3 +189,55 @@ async def test_an_unknown_model_is_a_404_in_openais_shape(gateway: Gateway) -> N
             model="gpt-5", messages=[{"role": "user", "content": "hi"}]
         )
     assert "GET /v1/models" in raised.value.message
+
+
+# -- embeddings ---------------------------------------------------------------------------
+
+
+async def test_embeddings_as_floats_name_the_model_that_answered(gateway: Gateway) -> None:
+    answer = await gateway.client.embeddings.create(
+        model="embedder", input=["I like tea", "my cat"], encoding_format="float", dimensions=32
+    )
+    assert answer.model == "fake-embed"  # "embed-down" (fake-down at the provider) failed
+    assert answer.object == "list"
+    assert [item.index for item in answer.data] == [0, 1]
+    assert answer.data[1].embedding == fake_embedding("my cat", 32)
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens == 5
+
+
+async def test_embeddings_in_the_clients_default_base64(gateway: Gateway) -> None:
+    # Without encoding_format the official client asks for base64 and decodes it.
+    answer = await gateway.client.embeddings.create(model="fake-embed", input="I like tea")
+    assert answer.data[0].embedding == pytest.approx(fake_embedding("I like tea"), abs=1e-6)
+
+
+async def test_embeddings_of_an_unknown_model_are_a_404(gateway: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        await gateway.client.embeddings.create(model="text-embedding-9", input="hi")
+    assert raised.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "fake-embed", "input": ""}, "input"),
+        ({"model": "fake-embed", "input": []}, "input"),
+        ({"model": "fake-embed", "input": [[1, 2, 3]]}, "input"),
+        ({"model": "fake-embed", "input": "x", "dimensions": 0}, "dimensions"),
+        ({"model": "fake-embed", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "x"}, "model"),
+    ],
+)
+async def test_a_bad_embeddings_body_is_a_422_in_openais_shape(
+    gateway: Gateway, body: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await gateway.client.post("/embeddings", body=body, cast_to=httpx.Response)
+    assert raised.value.code == "invalid_request"
+    assert isinstance(raised.value.param, str) and raised.value.param.startswith(param)
+
+
+async def test_dimensions_the_provider_refuses_are_the_callers_fault(gateway: Gateway) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await gateway.client.embeddings.create(model="fake-embed", input="x", dimensions=10**6)
+    assert raised.value.code == "provider_rejected"

@@ -90,6 +90,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     # OpenAI gateway, usage
     ("GET", "/v1/models"): READ,
     ("POST", "/v1/chat/completions"): RUN,
+    ("POST", "/v1/embeddings"): RUN,
     ("GET", "/usage"): READ,
     ("GET", "/budgets"): READ,
 }
@@ -170,6 +171,8 @@ async def test_a_key_without_the_scope_gets_403_naming_it(api: App) -> None:
         _forbidden(await client.post(f"/threads/{thread}/runs/{run}/cancel"), RUN)
         _forbidden(await client.put("/store/items", json=item), RUN)
         _forbidden_openai(await client.post("/v1/chat/completions", json=chat), RUN)
+        embed = {"model": "fake-embed", "input": "hi"}
+        _forbidden_openai(await client.post("/v1/embeddings", json=embed), RUN)
         _forbidden(await client.get("/admin/tenants"), ADMIN)
         _forbidden(await client.get("/admin/usage"), ADMIN)
         searched = await client.post("/threads/search", json={})

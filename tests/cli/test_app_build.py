@@ -56,8 +56,10 @@ def test_the_config_serves_the_app_from_its_folder_on_every_node(tmp_path: Path)
     document = yaml.safe_load(text)
     schema = ServeDeploySchema.parse_obj(document)
     apps = {app.name: app for app in schema.applications}
+    # One application: the fake provider (when no provider is configured) is served inside
+    # the router, never at a public route (issue 13, defect 6).
+    assert set(apps) == {"agent-runtime"}
     assert apps["agent-runtime"].import_path == "agent_runtime.deployments.app:build_app"
-    assert apps["fake-provider"].route_prefix == "/fake-provider"
     runtime_env = apps["agent-runtime"].runtime_env
     assert runtime_env["env_vars"] == {
         "AGENT_APP_CONFIG": "~/my-agent/langgraph.json",

@@ -77,3 +77,40 @@ def test_bad_json_an_unknown_key_and_a_missing_file_exit_2(tmp_path: Path) -> No
 
     done = check(tmp_path, "-c", str(tmp_path / "nowhere.json"))
     assert done.returncode == 2 and "nowhere.json not found" in done.stderr
+
+
+def test_an_apps_auth_is_listed_and_a_broken_one_exits_2(tmp_path: Path) -> None:
+    auth = "from langgraph_sdk import Auth\nauth = Auth()\n"
+    handler = "@auth.authenticate\nasync def who(authorization):\n    return 'ada'\n"
+    config = {"graphs": {"counter": "./agent.py:graph"}, "auth": {"path": "./auth.py:auth"}}
+    write_app(tmp_path / "ok", config, {"agent.py": GRAPH, "auth.py": auth + handler})
+    done = check(tmp_path / "ok")
+    assert done.returncode == 0, done.stderr
+    assert "auth: ./auth.py:auth" in done.stdout
+
+    write_app(tmp_path / "broken", config, {"agent.py": GRAPH, "auth.py": auth})
+    done = check(tmp_path / "broken")
+    assert done.returncode == 2
+    assert "auth.path: './auth.py:auth' has no authenticate handler" in done.stderr
+
+
+def test_a_store_index_is_listed_or_its_problem_exits_2(tmp_path: Path) -> None:
+    index = {"embed": "./embed.py:embed", "dims": 2, "fields": ["text"]}
+    embed = "def embed(texts):\n    return [[1.0, 0.0] for _ in texts]\n"
+    config = {"graphs": {"counter": "./agent.py:graph"}, "store": {"index": index}}
+    write_app(tmp_path / "ok", config, {"agent.py": GRAPH, "embed.py": embed})
+    done = check(tmp_path / "ok")
+    assert done.returncode == 0, done.stderr
+    assert "store.index\tapp's function\t./embed.py:embed (2 dims; text)" in done.stdout
+
+    no_dims = {**config, "store": {"index": {"embed": "openai:fake-embed"}}}
+    write_app(tmp_path / "dims", no_dims, {"agent.py": GRAPH})
+    done = check(tmp_path / "dims")
+    assert done.returncode == 2
+    assert "langgraph.json: store.index.dims: Field required" in done.stderr
+
+    write_app(tmp_path / "missing", config, {"agent.py": GRAPH})
+    done = check(tmp_path / "missing")
+    assert done.returncode == 2
+    assert "store.index.embed: './embed.py:embed': no such file" in done.stderr
+    assert "Traceback" not in done.stderr

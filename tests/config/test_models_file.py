@@ -208,6 +208,7 @@ def test_builtin_config_follows_the_provider_settings() -> None:
         provider_max_retries=0,
         router_deadline_s=20,
         model_aliases={"smart": ["gpt-4o", "fake-fast"]},
+        embedding_models=["text-embedding-3-small", "gpt-4o"],
         breaker_fail_max=3,
         breaker_reset_timeout_s=9,
     )
@@ -226,7 +227,8 @@ def test_builtin_config_follows_the_provider_settings() -> None:
         3,
         9,
     )
-    assert list(config.models) == ["gpt-4o", "fake-fast"]
+    # The chains' models, then the embedding models not among them.
+    assert list(config.models) == ["gpt-4o", "fake-fast", "text-embedding-3-small"]
     assert config.models["gpt-4o"].price is None, "no price configured for it"
     assert config.default_provider is None, "unlisted names are refused, not passed unpriced"
 

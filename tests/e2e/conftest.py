@@ -100,7 +100,8 @@ def stack_settings(
         serve=ServeSettings(http_port=free_port(), metrics_port=free_port()),
         budgets=BudgetSettings(admin_api_key=SecretStr(ADMIN_SECRET)),
         trace=TraceSettings(otlp_endpoint=otlp.endpoint),
-        runs=RunSettings(cron_poll_s=0.5),
+        # The cron tests schedule a run every second: no minimum interval here.
+        runs=RunSettings(cron_poll_s=0.5, cron_min_interval_s=0),
         # Every run of one graph is judged online (tests/e2e/test_trace_e2e.py).
         evals=EvalSettings(sample_rate=1.0, graphs=[JUDGED_GRAPH]),
         # The example graphs, served as any app is: from their langgraph.json.

@@ -1,14 +1,19 @@
 """The apps of tests/apps, each a project of its own, served from its langgraph.json beside
 the main application (as ``agent-runtime serve`` serves it) and driven with langgraph-sdk:
-runs, streams, state, context, the store, and a graph that fails."""
+runs, streams, state, context, the store and its semantic search (``store.index``), a graph
+that fails, and an app's own auth."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
 
 from agent_runtime.config.app_settings import AppSettings
@@ -18,8 +23,11 @@ from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
 from tests.e2e.support import Api, eventually, open_api
 
+# Starts a Ray stack: deselected by -m "not e2e".
+pytestmark = pytest.mark.e2e
+
 APPS = Path(__file__).resolve().parents[1] / "apps"
-NAMES = ("tool_agent", "memory_agent", "plain_graph")
+NAMES = ("tool_agent", "memory_agent", "plain_graph", "owned_threads")
 ROUTED = "tool_agent"
 
 
@@ -120,6 +128,22 @@ async def test_a_memory_agent_keeps_each_users_memories_across_threads(
         "I like tea",
         "my cat is Bo",
     ]
+    # Its langgraph.json's store.index: the graph recalls by meaning ...
+    assert await say("ada", "recall my cat") == "Closest memory: my cat is Bo"
+    assert await say("bob", "recall my cat") == "I remember nothing yet."
+    # ... and the store API ranks by a query, with scores (embedded by the fake provider).
+    ranked = await sdk.store.search_items(("memories", "ada"), query="which tea do I like?")
+    assert [item["value"]["fact"] for item in ranked["items"]] == ["I like tea", "my cat is Bo"]
+    scores = [item["score"] for item in ranked["items"]]
+    assert all(isinstance(score, float) for score in scores)
+    assert 1.0 >= scores[0] > scores[1]
+    best = await sdk.store.search_items(("memories",), query="my cat", limit=1)
+    assert [item["value"]["fact"] for item in best["items"]] == ["my cat is Bo"]
+    # An item put through the API is embedded too; index=False keeps one out of the ranking.
+    await sdk.store.put_item(("memories", "ada"), "api", {"fact": "I sail on weekends"})
+    await sdk.store.put_item(("memories", "ada"), "quiet", {"fact": "sail"}, index=False)
+    sailing = await sdk.store.search_items(("memories", "ada"), query="sail", limit=1)
+    assert [item["key"] for item in sailing["items"]] == ["api"]
 
 
 async def test_a_plain_graph_streams_its_steps_and_a_failure_keeps_the_last_checkpoint(
@@ -154,3 +178,65 @@ async def test_a_plain_graph_streams_its_steps_and_a_failure_keeps_the_last_chec
     words = ["please", "fail", "now"]
     assert state["values"] == {"text": "please fail now", "words": words, "count": 3}
     assert state["next"] == ["check"]
+
+
+def as_user(tenant: Api, url: str, token: str | None) -> LangGraphClient:
+    """The tenant's SDK client (its API key in x-api-key, rotated as the tenant's own) with
+    a user's bearer token, which the app's own authenticate reads."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = get_client(url=url, api_key=tenant.api_key, headers=headers)
+    client.http.client.event_hooks["request"].extend(tenant.sdk.http.client.event_hooks["request"])
+    tenant.closers.append(client.aclose)
+    return client
+
+
+async def status_of(call: Any) -> int:
+    with pytest.raises(httpx.HTTPStatusError) as raised:
+        await call
+    return raised.value.response.status_code
+
+
+async def test_an_apps_own_auth_keeps_each_users_threads_and_items(
+    apps: dict[str, Api], app_urls: dict[str, str]
+) -> None:
+    url, tenant = app_urls["owned_threads"], apps["owned_threads"]
+    alice, bob = as_user(tenant, url, "alice-token"), as_user(tenant, url, "bob-token")
+    # The runtime's key alone is not enough: the app's authenticate wants a user.
+    assert await status_of(as_user(tenant, url, None).threads.search()) == 401
+    assert await status_of(as_user(tenant, url, "forged").threads.search()) == 401
+
+    thread = await alice.threads.create(metadata={"owner": "bob"})
+    thread_id = thread["thread_id"]
+    assert thread["metadata"]["owner"] == "alice"  # stamped by the app's handler
+    values = await alice.runs.wait(thread_id, "whoami", input={"text": "hi"})
+    assert values["user"] == "alice" and values["display_name"] == "Alice"
+    assert values["permissions"] == ["write"]
+    parts = [
+        part
+        async for part in alice.runs.stream(
+            thread_id, "whoami", input={"text": "again"}, stream_mode="values"
+        )
+    ]
+    assert [p.data["user"] for p in parts if p.event == "values"][-1] == "alice"
+
+    # Bob: alice's thread does not exist for him, wherever he looks.
+    for call in (
+        bob.threads.get(thread_id),
+        bob.threads.get_state(thread_id),
+        bob.threads.get_history(thread_id),
+        bob.runs.list(thread_id),
+        bob.runs.wait(thread_id, "whoami", input={"text": "mine now"}),
+        bob.threads.update(thread_id, metadata={"owner": "bob"}),
+        bob.threads.delete(thread_id),
+    ):
+        assert await status_of(call) == 404
+    assert await bob.threads.search() == []
+    assert [t["thread_id"] for t in await alice.threads.search()] == [thread_id]
+    assert (await alice.threads.get(thread_id))["metadata"]["owner"] == "alice"
+
+    # Store items live under each user's identity.
+    await alice.store.put_item(["notes"], "k", {"text": "hers"})
+    item = await alice.store.get_item(["notes"], "k")
+    assert item is not None and item["namespace"] == ["alice", "notes"]
+    assert await bob.store.get_item(["notes"], "k") is None
+    assert (await bob.store.search_items(["notes"]))["items"] == []

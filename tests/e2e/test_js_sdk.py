@@ -9,9 +9,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Stack, Tenant
 
 JS = Path(__file__).resolve().parents[1] / "js"
+
+# Starts the session's Ray stack: deselected by -m "not e2e".
+pytestmark = pytest.mark.e2e
 
 
 def test_the_js_sdk_drives_runs_threads_and_the_store(stack: Stack, tenant: Tenant) -> None:

@@ -53,6 +53,20 @@ async def test_answer_names_the_model_that_answered(client: openai.AsyncOpenAI) 
     assert completion.usage.completion_tokens > 0
 
 
+async def test_embeddings_through_the_router_deployment(client: openai.AsyncOpenAI) -> None:
+    floats = await client.embeddings.create(
+        model="fake-embed", input=["I like tea", "my cat"], encoding_format="float", dimensions=8
+    )
+    assert floats.model == "fake-embed"
+    assert [len(item.embedding) for item in floats.data] == [8, 8]
+    assert floats.usage.prompt_tokens == 5
+    # The client's default: base64, decoded by the client to the same numbers.
+    decoded = await client.embeddings.create(model="fake-embed", input="I like tea", dimensions=8)
+    assert decoded.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
+    with pytest.raises(openai.NotFoundError):
+        await client.embeddings.create(model="text-embedding-9", input="x")
+
+
 async def test_alias_falls_back_when_its_first_model_fails(client: openai.AsyncOpenAI) -> None:
     completion = await client.chat.completions.create(
         model="smart", messages=[{"role": "user", "content": "are you there?"}]
@@ -217,7 +231,8 @@ async def test_models_lists_aliases_and_chain_models(
     ids = [model.id for model in models]
     aliases = stack.settings.provider.model_aliases
     assert ids[: len(aliases)] == list(aliases)
-    assert set(ids) == set(aliases) | {m for chain in aliases.values() for m in chain}
+    chains = {m for chain in aliases.values() for m in chain}
+    assert set(ids) == set(aliases) | chains | set(stack.settings.provider.embedding_models)
     assert len(ids) == len(set(ids))
     assert all(model.object == "model" for model in models)
 

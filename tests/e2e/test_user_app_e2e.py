@@ -24,6 +24,9 @@ from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.conftest import Stack
 from tests.e2e.support import Api, open_api
 
+# Starts a Ray stack: deselected by -m "not e2e".
+pytestmark = pytest.mark.e2e
+
 APP_NAME = "user-app"
 ROUTE = "/user-app"
 

@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import SecretStr
 
-from agent_runtime.config.settings import TraceSettings
+from agent_runtime.config.trace_settings import TraceSettings
 from agent_runtime.execution.chat_model import RouterChatModel
 from agent_runtime.execution.otel import OtlpTraceExporter
 from agent_runtime.execution.run_trace import TraceRecorder

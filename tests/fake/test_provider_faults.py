@@ -37,7 +37,9 @@ QUESTION: list[ChatCompletionMessageParam] = [
 
 
 def fake(**overrides: Any) -> FakeProviderSettings:
-    return FakeProviderSettings(**{"latency_ms": 0.0, "control_token": TOKEN, **overrides})
+    return FakeProviderSettings(
+        **{"latency_ms": 0.0, "control_token": TOKEN, "control_enabled": True, **overrides}
+    )
 
 
 class SleepLog:
@@ -244,6 +246,27 @@ async def test_control_is_404_without_a_configured_token(method: str, path: str)
         response = await http.request(method, path, headers=AUTH, json={})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/control/faults"),
+        ("PUT", "/control/faults"),
+        ("DELETE", "/control/faults"),
+        ("PATCH", "/control/faults/fake-fast"),
+    ],
+)
+async def test_control_is_404_without_the_dev_flag_even_with_the_token(
+    method: str, path: str
+) -> None:
+    # Regression (issue 13, defect 6): a token alone opened the fault table wherever the
+    # fake was deployed; changing faults is a development feature, off unless asked for.
+    assert FakeProviderSettings(_env_file=None).control_enabled is False
+    async with in_process(create_fake_provider_app(fake(control_enabled=False))) as (_, http):
+        response = await http.request(method, path, headers=AUTH, json={"hang": True})
+    assert response.status_code == 404
+    assert "AGENT_FAKE_CONTROL_ENABLED" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ async def harness(
     bodies: list[dict[str, Any]] = []
 
     async def count(request: httpx.Request) -> None:
-        if request.url.path.endswith("/chat/completions"):
+        if request.url.path.endswith(("/chat/completions", "/embeddings")):
             body = json.loads(request.content)
             hits[body["model"]] += 1
             bodies.append(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from agent_runtime.protocol.sse import (
     run_location_headers,
     sse_headers,
     to_jsonable,
+    with_heartbeats,
 )
 from tests.protocol.sse_decoder import decode
 
@@ -218,3 +220,31 @@ def test_event_numbers_are_ascii_digits_only() -> None:
     assert event_number("42") == 42
     for text in ("²", "٣", "-1", "1.5", "", "9" * 19, "abc"):
         assert event_number(text) is None, text
+
+
+async def _quiet() -> AsyncIterator[bytes]:
+    """A stream with one event, then silence (a thread with no run)."""
+    yield b"first"
+    await asyncio.Event().wait()
+    yield b"never"
+
+
+async def test_heartbeats_end_when_told_or_past_their_lifetime() -> None:
+    stop = asyncio.Event()
+    seen: list[bytes] = []
+    heard = asyncio.Event()
+
+    async def read() -> None:
+        async for frame in with_heartbeats(_quiet(), interval_s=0.02, until=stop):
+            seen.append(frame)
+            if frame == HEARTBEAT:
+                heard.set()
+
+    async with asyncio.timeout(5):
+        reader = asyncio.ensure_future(read())
+        await heard.wait()
+        stop.set()
+        await reader  # ended by itself, no error
+        lived = [f async for f in with_heartbeats(_quiet(), interval_s=60, max_s=0.1)]
+    assert seen[0] == b"first" and set(seen[1:]) == {HEARTBEAT}
+    assert lived == [b"first"]

@@ -96,3 +96,17 @@ async def test_a_run_started_on_a_thread_left_busy_belongs_to_its_creator(
     assert (stored.status, stored.worker_id) == ("running", "w1")
     beat = await runs.heartbeat([new.run_id], "w1")
     assert (beat.lost, beat.cancel) == (set(), {})
+
+
+async def test_a_replica_claims_only_runs_of_the_graphs_it_serves(store: MetadataStore) -> None:
+    """Two apps on one database: a run whose replica died is resumed by a replica of its
+    own app, never by one that does not serve its graph (that one would fail it)."""
+    clock = ManualClock()
+    runs = RunStore(store, clock=clock)
+    run_id = await _claimed(runs, store, "w1")  # a run of graph "g"
+    clock.advance(LEASE_S + 1)
+    assert await runs.reap(LEASE_S, max_attempts=3) == [run_id]
+
+    assert await runs.claim_due("other-app", limit=10, graph_ids=["steps", "words"]) == []
+    [resumed] = await runs.claim_due("same-app", limit=10, graph_ids=["g"])
+    assert (resumed.run_id, resumed.worker_id) == (run_id, "same-app")

@@ -67,6 +67,10 @@ class Reader:
                 self._arrived.clear()
                 await self._arrived.wait()
 
+    async def ended(self) -> None:
+        """Until the stream ends by itself (the client did not close it)."""
+        await self._task
+
     async def close(self) -> None:
         self._task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -191,3 +195,18 @@ async def test_only_the_threads_tenant_and_known_modes(one: Replica) -> None:
         parse_modes(["run_modes,values"])
     assert parse_modes([]) == ["run_modes"]
     assert parse_modes(["lifecycle, state_update"]) == ["lifecycle", "state_update"]
+
+
+async def test_the_stream_ends_when_its_thread_is_deleted(one: Replica) -> None:
+    """A stream never ended by itself: a deleted thread's watchers held their connection
+    (and the replica a poll loop) for as long as they liked."""
+    thread_id = await new_thread(one)
+    waiting = await _join(one, thread_id)
+    started = await one.runs.start(TENANT, thread_id, body("slow"), "background")
+    running = await _join(one, thread_id)
+    await running.until(1, event="values")  # inside the run, as it is deleted
+    await one.threads.delete(TENANT, thread_id)
+    async with asyncio.timeout(10):
+        await waiting.ended()
+        await running.ended()
+    assert ("metadata", {"run_id": started.run.run_id, "attempt": 1}) == running.frames[0][:2]

@@ -17,7 +17,7 @@ from agent_runtime.config.pricing import ModelPrice
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import BudgetExceeded, ProviderChainExhausted
 from agent_runtime.core.identity import RunIdentity, run_identity, stamp
-from agent_runtime.core.types import ChatRequest
+from agent_runtime.core.types import ChatRequest, EmbeddingRequest
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import USAGE
 from agent_runtime.gateway.breakers import BreakerRegistry
@@ -135,6 +135,24 @@ async def test_streamed_calls_are_settled_too(setup: Setup) -> None:
     [row] = await setup.usage_rows()
     assert row["outcome"] == "ok" and row["output_tokens"] > 0
     assert await setup.spent() == Decimal(row["cost_micro_usd"]) / 1_000_000
+
+
+async def test_embeddings_are_recorded_and_charged_their_input_tokens(setup: Setup) -> None:
+    # Too little for a chat call's worst case (prompt + 4096 completion tokens), enough for
+    # embeddings, which reserve no completion.
+    await setup.budgets.set_budget(TENANT, "day", "0.01")
+    with pytest.raises(BudgetExceeded):
+        await setup.router.chat(ask(tenant_id=TENANT))
+    with run_identity(RunIdentity(TENANT, key_id="k2", thread_id="t2", run_id="r2")):
+        # 50 texts of 100 tokens each (the fake counts four characters a token).
+        request = stamp(EmbeddingRequest(alias="fake-embed", texts=["word " * 80] * 50))
+    result = await setup.router.embed(request)
+    _refused, row = await setup.usage_rows()
+    assert (row["key_id"], row["thread_id"], row["run_id"]) == ("k2", "t2", "r2")
+    assert (row["model"], row["outcome"], row["output_tokens"]) == ("fake-embed", "ok", 0)
+    assert row["input_tokens"] == result.usage.input_tokens == 5000
+    # fake-embed costs $0.02 per million input tokens.
+    assert Decimal(row["cost_micro_usd"]) / 1_000_000 == await setup.spent() == Decimal("0.0001")
 
 
 async def test_calls_for_no_tenant_are_neither_budgeted_nor_recorded(setup: Setup) -> None:

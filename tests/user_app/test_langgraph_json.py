@@ -53,7 +53,7 @@ def test_every_section_the_cli_documents_reads_into_its_type(tmp_path: Path) -> 
     config = read.config
     # Each key whose feature the runtime does not apply yet says so; so does the version.
     not_applied = [w.split(": ")[1] for w in read.warnings if "not applied" in w]
-    assert not_applied == ["store.index", "auth", "webhooks"]
+    assert not_applied == ["auth.openapi", "webhooks"]
     assert [w for w in read.warnings if "python_version" in w] == [
         f"langgraph.json: python_version: the app asks for 3.12; the runtime runs Python "
         f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -138,6 +138,34 @@ def test_a_wrong_type_names_its_place(tmp_path: Path) -> None:
         ({"graphs": {"a": "m:g"}, "python_version": "3.11.4"}, "python_version: '3.11.4' is not"),
         ({"graphs": {"a": "m:g"}, "auth": {"path": "./auth.py"}}, "auth.path: './auth.py' is not"),
         ({"graphs": {"a": "m:g"}, "project_root": ".."}, "project_root: no longer supported"),
+        (
+            {"graphs": {"a": "m:g"}, "store": {"index": {"embed": "openai:x"}}},
+            "store.index.dims: Field required",
+        ),
+        (
+            {"graphs": {"a": "m:g"}, "store": {"index": {"embed": "openai:x", "dims": 0}}},
+            "store.index.dims: Input should be greater than or equal to 1",
+        ),
+        (
+            {"graphs": {"a": "m:g"}, "store": {"index": {"embed": "openai:x", "dims": 20_000}}},
+            "store.index.dims: Input should be less than or equal to 16000",
+        ),
+        (
+            {"graphs": {"a": "m:g"}, "store": {"index": {"embed": "text-embedding", "dims": 8}}},
+            "store.index.embed: 'text-embedding' is neither 'openai:<model>' nor a function "
+            "('./path/file.py:embed' or 'package.module:embed')",
+        ),
+        (
+            {"graphs": {"a": "m:g"}, "store": {"index": {"embed": "openai:", "dims": 8}}},
+            "store.index.embed: 'openai:' is neither 'openai:<model>' nor a function",
+        ),
+        (
+            {
+                "graphs": {"a": "m:g"},
+                "store": {"index": {"embed": "openai:x", "dims": 8, "fields": ["text", ""]}},
+            },
+            'store.index.fields: give at least one JSON path ("$": the whole value), none empty',
+        ),
         ('{"graphs": {"a": "m:g"}, "graphs": {}}', "key 'graphs' appears twice"),
         ("[1, 2]", "the file must hold a JSON object"),
     ],

@@ -45,8 +45,8 @@ def get_admin(services: ServicesDep) -> TenantAdmin:
     guard = services.budgets
     return TenantAdmin(
         services.store,
-        forget_key=services.auth.forget_key,
-        forget_tenant=services.auth.forget_tenant,
+        forget_key=services.forget_key,
+        forget_tenant=services.forget_tenant,
         on_budget_change=guard.invalidate if guard is not None else None,
     )
 

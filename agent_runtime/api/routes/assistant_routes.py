@@ -3,7 +3,8 @@
 Assistant routes only validate and shape: :class:`agent_runtime.runs.assistants.AssistantStore` owns
 the behaviour (versions, tenant scoping, default assistants) and
 :mod:`agent_runtime.api.graph_info` the drawings and schemas. They never call the orchestrator
-or the router, so they answer even when those deployments are busy.
+or the router, so they answer even when those deployments are busy. The app's own auth
+handlers (``agent_runtime.api.route_auth``) decide about each assistant, or filter searches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agent_runtime.api import graph_info
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.route_auth import Check, search_value
 from agent_runtime.core.errors import BadRequest, NotFound
 from agent_runtime.protocol.agent_protocol import (
     AssistantCount,
@@ -100,9 +102,8 @@ async def health(services: ServicesDep) -> JSONResponse:
 
 
 def get_assistants(services: ServicesDep) -> AssistantStore:
-    """The replica's assistant store (built on first use where Services has none)."""
-    if services.assistants is None:
-        services.assistants = graph_info.assistant_store(services.store, services.graphs)
+    """The replica's assistant store."""
+    assert services.assistants is not None, "Services.__post_init__ builds it"
     return services.assistants
 
 
@@ -122,9 +123,10 @@ def _both_configurable_and_context(config: dict[str, Any] | None, context: Any) 
 
 @assistants.post("/assistants")
 async def create_assistant(
-    body: AssistantCreate, store: AssistantsDep, principal: RunPrincipal
+    body: AssistantCreate, store: AssistantsDep, services: ServicesDep, principal: RunPrincipal
 ) -> Response:
     _both_configurable_and_context(body.config, body.context)
+    body = await services.guard.assistant_create(principal, body)
     record = await store.create(
         principal.tenant_id,
         graph_id=body.graph_id,
@@ -142,10 +144,13 @@ async def create_assistant(
 @assistants.post("/assistants/search")
 async def search_assistants(
     store: AssistantsDep,
+    services: ServicesDep,
     principal: ReadPrincipal,
     body: Annotated[AssistantSearch | None, Body()] = None,
 ) -> Response:
     query = body or AssistantSearch()
+    search = search_value(query, {"graph_id", "metadata", "limit", "offset"})
+    allowed = await services.guard.authorize(principal, "assistants", "search", search)
     page, next_offset = await store.search(
         principal.tenant_id,
         graph_id=query.graph_id,
@@ -155,6 +160,7 @@ async def search_assistants(
         offset=query.offset,
         sort_by=query.sort_by,
         sort_order=query.sort_order,
+        allowed=allowed,
     )
     # Platform's headers: the total is a lower bound while there is a next page.
     if next_offset is None:
@@ -170,12 +176,19 @@ async def search_assistants(
 @assistants.post("/assistants/count")
 async def count_assistants(
     store: AssistantsDep,
+    services: ServicesDep,
     principal: ReadPrincipal,
     body: Annotated[AssistantCount | None, Body()] = None,
 ) -> Response:
     query = body or AssistantCount()
+    search = search_value(query, {"graph_id", "metadata"})
+    allowed = await services.guard.authorize(principal, "assistants", "search", search)
     count = await store.count(
-        principal.tenant_id, graph_id=query.graph_id, name=query.name, metadata=query.metadata
+        principal.tenant_id,
+        graph_id=query.graph_id,
+        name=query.name,
+        metadata=query.metadata,
+        allowed=allowed,
     )
     return _json(count)
 
@@ -191,11 +204,15 @@ async def get_assistant(
 async def patch_assistant(
     assistant_id: str,
     store: AssistantsDep,
+    services: ServicesDep,
     principal: RunPrincipal,
     body: Annotated[AssistantPatch | None, Body()] = None,
 ) -> Response:
     patch = body or AssistantPatch()
     _both_configurable_and_context(patch.config, patch.context)
+    fields = patch.model_dump(exclude={"metadata", "description"})
+    update = Check("assistants", "update", "assistant")
+    patch = await services.guard.updated(principal, update, assistant_id, patch, fields)
     record = await store.update(
         principal.tenant_id,
         assistant_id,

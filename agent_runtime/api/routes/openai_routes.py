@@ -1,4 +1,5 @@
-"""OpenAI-compatible gateway: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""OpenAI-compatible gateway: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and
+``GET /v1/models``.
 
 The routes take the same API keys (``Authorization: Bearer``, as OpenAI clients send them,
 or ``x-api-key``) and the same per-key limits as the rest of the API, and call the model
@@ -21,7 +22,7 @@ from langchain_core.messages import AIMessageChunk
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
 from agent_runtime.api.limit_headers import error_headers
 from agent_runtime.core.errors import AgentRuntimeError, http_status
-from agent_runtime.core.types import ChatResult
+from agent_runtime.core.types import ChatResult, EmbeddingResult
 from agent_runtime.gateway.openai_compat import (
     ChatCompletionRequest,
     ChunkEncoder,
@@ -34,6 +35,8 @@ from agent_runtime.gateway.openai_compat import (
     to_chat_request,
     validation_error_body,
 )
+from agent_runtime.gateway.openai_embeddings import embeddings_response, to_embedding_request
+from agent_runtime.protocol.embeddings_wire import EmbeddingsRequest
 from agent_runtime.replica.handles import call, iterate
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -113,6 +116,19 @@ async def chat_completions(
                 generator.cancel()  # the client left: stop the provider call too
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@openai.post("/embeddings", response_model=None)
+async def embeddings(
+    body: EmbeddingsRequest, services: ServicesDep, principal: RunPrincipal
+) -> JSONResponse:
+    """One vector per input, from ``model`` (a model or an alias) through the router."""
+    request = to_embedding_request(body, tenant_id=principal.tenant_id, key_id=principal.key_id)
+    request.request_id = principal.request_id
+    result: EmbeddingResult = await call(services.router.embed.remote(request))
+    answer = embeddings_response(result, body.encoding_format)
+    timing = f"provider;dur={result.provider_ms:.2f}, router;dur={result.router_ms:.2f}"
+    return JSONResponse(answer.model_dump(), headers={"Server-Timing": timing})
 
 
 async def _prepend(

@@ -1,7 +1,8 @@
-"""HTTP routes of runs: on a thread and stateless; background, wait, stream, join, cancel.
+"""HTTP routes of runs: on a thread and stateless; background, wait, stream, join.
 
-Creating, waiting, streaming, joining and cancelling go to the orchestrator (which runs
-the graphs); listing, reading and deleting run rows are answered here from the database.
+Creating, waiting, streaming and joining go to the orchestrator (which runs the graphs);
+the run rows' routes (list, read, delete, cancel) are in ``run_record_routes``.
+The app's own auth handlers (``agent_runtime.api.route_auth``) decide first.
 """
 
 from __future__ import annotations
@@ -11,33 +12,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
+from agent_runtime.api.held_streams import HeldSlot, held, held_sse, until_ended
+from agent_runtime.api.limit_headers import check_request_limit
 from agent_runtime.api.routes.thread_routes import thread_uuid
 from agent_runtime.api.run_headers import configurable_headers
 from agent_runtime.core.errors import InvalidRequest
-from agent_runtime.core.records import Principal, RunRecord, RunStatus
-from agent_runtime.execution.run_trace import RunTrace
+from agent_runtime.core.records import Principal, RunRecord
 from agent_runtime.protocol.agent_protocol import (
-    MAX_OFFSET,
     RunCreate,
-    RunsCancel,
     normalise_stream_modes,
     require_uuid,
 )
 from agent_runtime.protocol.agent_responses import run_to_wire
 from agent_runtime.protocol.sse import (
-    SSE_MEDIA_TYPE,
     event_number,
     run_location_headers,
-    sse_headers,
-    with_heartbeats,
 )
 from agent_runtime.replica.handles import call, iterate
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import parse_modes
+from agent_runtime.tenancy.open_streams import OpenStream
 
 runs = APIRouter(tags=["runs"])
 
@@ -49,11 +47,11 @@ def run_uuid(run_id: str) -> str:
     return require_uuid(run_id, INVALID_RUN)
 
 
-def _flag(value: str | None) -> bool:
+def flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
-RunHandler = Callable[[Services, Principal, str | None, RunCreate], Awaitable[Response]]
+RunHandler = Callable[[Services, Principal, OpenStream, str | None, RunCreate], Awaitable[Response]]
 
 
 def _with_headers(body: RunCreate, request: Request, services: Services) -> RunCreate:
@@ -62,7 +60,8 @@ def _with_headers(body: RunCreate, request: Request, services: Services) -> RunC
 
 def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> None:
     """Route ``POST /threads/{thread_id}/runs{suffix}`` (route ``{verb}_run``) and the
-    stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``."""
+    stateless ``POST /runs{suffix}`` (``{verb}_stateless_run``, no thread) to ``handler``,
+    which holds an open-stream slot (``agent_runtime/api/held_streams.py``)."""
 
     async def on_thread(
         thread_id: str,
@@ -70,14 +69,23 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
         request: Request,
         services: ServicesDep,
         principal: RunPrincipal,
+        slot: HeldSlot,
     ) -> Response:
+        thread_id = thread_uuid(thread_id)
         body = _with_headers(body, request, services)
-        return await handler(services, principal, thread_uuid(thread_id), body)
+        body = await services.guard.run_create(principal, thread_id, body)
+        return await handler(services, principal, slot, thread_id, body)
 
     async def stateless(
-        body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
+        body: RunCreate,
+        request: Request,
+        services: ServicesDep,
+        principal: RunPrincipal,
+        slot: HeldSlot,
     ) -> Response:
-        return await handler(services, principal, None, _with_headers(body, request, services))
+        body = _with_headers(body, request, services)
+        body = await services.guard.run_create(principal, None, body)
+        return await handler(services, principal, slot, None, body)
 
     runs.add_api_route(
         f"/threads/{{thread_id}}/runs{suffix}", on_thread, methods=["POST"], name=f"{verb}_run"
@@ -85,33 +93,68 @@ def _on_thread_and_stateless(suffix: str, handler: RunHandler, verb: str) -> Non
     runs.add_api_route(f"/runs{suffix}", stateless, methods=["POST"], name=f"{verb}_stateless_run")
 
 
-# -- create ------------------------------------------------------------------------------
+# -- create (no slot: a background run holds no connection) ------------------------------
 async def _create(
     services: Services, principal: Principal, thread_id: str | None, body: RunCreate
 ) -> JSONResponse:
+    body = await services.guard.run_create(principal, thread_id, body)
     run: RunRecord = await call(services.orchestrator.create_run.remote(principal, thread_id, body))
     return JSONResponse(
         run_to_wire(run), headers=run_location_headers(run.run_id, thread_id, "create")
     )
 
 
-_on_thread_and_stateless("", _create, "create")
+@runs.post("/threads/{thread_id}/runs", name="create_run")
+async def create_run(
+    thread_id: str,
+    body: RunCreate,
+    request: Request,
+    services: ServicesDep,
+    principal: RunPrincipal,
+) -> Response:
+    thread_id = thread_uuid(thread_id)
+    return await _create(services, principal, thread_id, _with_headers(body, request, services))
+
+
+@runs.post("/runs", name="create_stateless_run")
+async def create_stateless_run(
+    body: RunCreate, request: Request, services: ServicesDep, principal: RunPrincipal
+) -> Response:
+    return await _create(services, principal, None, _with_headers(body, request, services))
 
 
 @runs.post("/runs/batch")
 async def create_run_batch(
     body: list[RunCreate], request: Request, services: ServicesDep, principal: RunPrincipal
 ) -> list[dict[str, Any]]:
+    """Background runs, one per item, as that many ``POST /runs`` would create them: at
+    most ``AGENT_RUN_BATCH_MAX`` (422 past it, nothing started), each costing one request
+    of the key's bucket (429 ``requests_per_key`` when they do not all fit)."""
+    cap = services.settings.runs.run_batch_max
+    if len(body) > cap:
+        raise InvalidRequest(
+            f"a batch holds at most {cap} runs (AGENT_RUN_BATCH_MAX); this one has "
+            f"{len(body)}: send it in smaller batches",
+            field="body",
+            maximum=cap,
+            requested=len(body),
+        )
+    if len(body) > 1:
+        assert services.requests is not None, "Services.__post_init__ builds it"
+        await check_request_limit(
+            request, services.requests, services.metrics, principal, batch=len(body)
+        )
     created = []
     for item in body:
         item = _with_headers(item, request, services)
+        item = await services.guard.run_create(principal, None, item)
         run: RunRecord = await call(services.orchestrator.create_run.remote(principal, None, item))
         created.append(run_to_wire(run))
     return created
 
 
 # -- wait --------------------------------------------------------------------------------
-def _wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> Response:
+def wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) -> Response:
     timing = outcome.timings.server_timing(orchestrator=hop_ms, graph=outcome.graph_ms)
     # A stateless run's headers name its temporary thread, as on Platform.
     headers = run_location_headers(outcome.run_id, outcome.thread_id or thread_id, "wait")
@@ -120,11 +163,17 @@ def _wait_response(outcome: RunOutcome, hop_ms: float, thread_id: str | None) ->
 
 
 async def _wait(
-    services: Services, principal: Principal, thread_id: str | None, body: RunCreate
+    services: Services,
+    principal: Principal,
+    slot: OpenStream,
+    thread_id: str | None,
+    body: RunCreate,
 ) -> Response:
     start = time.perf_counter()
-    outcome: RunOutcome = await call(services.orchestrator.wait.remote(principal, thread_id, body))
-    return _wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
+    outcome: RunOutcome = await held(
+        slot, call(services.orchestrator.wait.remote(principal, thread_id, body))
+    )
+    return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
 _on_thread_and_stateless("/wait", _wait, "wait")
@@ -132,22 +181,29 @@ _on_thread_and_stateless("/wait", _wait, "wait")
 
 @runs.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
+    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal, slot: HeldSlot
 ) -> Response:
     start = time.perf_counter()
-    outcome: RunOutcome = await call(
-        services.orchestrator.join.remote(principal, thread_uuid(thread_id), run_uuid(run_id))
+    outcome: RunOutcome = await held(
+        slot,
+        call(
+            services.orchestrator.join.remote(principal, thread_uuid(thread_id), run_uuid(run_id))
+        ),
     )
-    return _wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
+    return wait_response(outcome, (time.perf_counter() - start) * 1000, thread_id)
 
 
 # -- streams -----------------------------------------------------------------------------
 async def _sse(
-    events: AsyncIterator[bytes], headers: dict[str, str], modes: list[str] | None = None
+    services: Services,
+    slot: OpenStream,
+    events: AsyncIterator[bytes],
+    headers: dict[str, str],
+    modes: list[str] | None = None,
 ) -> StreamingResponse:
     # The first frame comes once the run is recorded: waiting for it turns a missing
     # thread or a rejected double-text into a proper 404/409 instead of a broken stream.
-    first: bytes | None = await anext(events, None)
+    first: bytes | None = await until_ended(slot, anext(events, None))
 
     async def body() -> AsyncIterator[bytes]:
         if first is not None and _wanted(first, modes):
@@ -156,11 +212,7 @@ async def _sse(
             if _wanted(event, modes):
                 yield event
 
-    return StreamingResponse(
-        with_heartbeats(body()),
-        media_type=SSE_MEDIA_TYPE,
-        headers={**sse_headers(), **headers},
-    )
+    return held_sse(services, slot, body(), headers)
 
 
 def _wanted(frame: bytes, modes: list[str] | None) -> bool:
@@ -177,12 +229,16 @@ def _wanted(frame: bytes, modes: list[str] | None) -> bool:
 
 
 async def _stream(
-    services: Services, principal: Principal, thread_id: str | None, body: RunCreate
+    services: Services,
+    principal: Principal,
+    slot: OpenStream,
+    thread_id: str | None,
+    body: RunCreate,
 ) -> StreamingResponse:
     events = iterate(
         services.orchestrator.options(stream=True).stream.remote(principal, thread_id, body)
     )
-    first: bytes | None = await anext(events, None)
+    first: bytes | None = await until_ended(slot, anext(events, None))
     run_id = _run_id_of(first)
 
     async def replay() -> AsyncIterator[bytes]:
@@ -192,7 +248,7 @@ async def _stream(
             yield event
 
     headers = run_location_headers(run_id, thread_id, "stream") if run_id else {}
-    return await _sse(replay(), headers)
+    return await _sse(services, slot, replay(), headers)
 
 
 def _run_id_of(frame: bytes | None) -> str | None:
@@ -215,6 +271,7 @@ async def join_run_stream(
     run_id: str,
     services: ServicesDep,
     principal: RunPrincipal,
+    slot: HeldSlot,
     last_event_id: Annotated[str | None, Header()] = None,
     cancel_on_disconnect: str | None = None,
     stream_mode: Annotated[list[str] | None, Query()] = None,
@@ -229,10 +286,11 @@ async def join_run_stream(
     modes = normalise_stream_modes(wanted) if wanted else None
     events = iterate(
         services.orchestrator.options(stream=True).join_stream.remote(
-            principal, thread_id, run_id, last_event_id, _flag(cancel_on_disconnect)
+            principal, thread_id, run_id, last_event_id, flag(cancel_on_disconnect)
         )
     )
-    return await _sse(events, run_location_headers(run_id, thread_id, "stream"), modes)
+    headers = run_location_headers(run_id, thread_id, "stream")
+    return await _sse(services, slot, events, headers, modes)
 
 
 @runs.get("/threads/{thread_id}/stream")
@@ -240,12 +298,14 @@ async def join_thread_stream(
     thread_id: str,
     services: ServicesDep,
     principal: ReadPrincipal,
+    slot: HeldSlot,
     last_event_id: Annotated[str | None, Header()] = None,
     stream_modes: Annotated[list[str] | None, Query()] = None,
     stream_mode: Annotated[list[str] | None, Query()] = None,
 ) -> StreamingResponse:
-    """Every run on the thread as it runs, then each new one, until the client leaves
-    (``agent_runtime/runs/thread_stream.py``). ``stream_modes`` as Platform reads it; the SDK's
+    """Every run on the thread as it runs, then each new one, until the client leaves, the
+    thread is deleted or the stream's slot ends (``agent_runtime/runs/thread_stream.py``,
+    ``agent_runtime/api/held_streams.py``). ``stream_modes`` as Platform reads it; the SDK's
     ``threads.join_stream(stream_mode=...)`` sends ``stream_mode``, honoured too."""
     thread_id = thread_uuid(thread_id)
     modes = parse_modes([*(stream_modes or []), *_join_modes(stream_mode)])
@@ -259,11 +319,9 @@ async def join_thread_stream(
             async for event in iterate(generator):
                 yield event
         finally:
-            generator.cancel()  # the stream never ends by itself: stop it with the client
+            generator.cancel()  # a stream the client (or its slot) ends stops there too
 
-    return StreamingResponse(
-        with_heartbeats(body()), media_type=SSE_MEDIA_TYPE, headers=sse_headers()
-    )
+    return held_sse(services, slot, body())
 
 
 def _join_modes(values: list[str] | None) -> list[str]:
@@ -280,102 +338,3 @@ def _join_modes(values: list[str] | None) -> list[str]:
         elif value:
             modes.append(value)
     return modes
-
-
-# -- read, list, delete, cancel ----------------------------------------------------------
-@runs.get("/threads/{thread_id}/runs")
-async def list_runs(
-    thread_id: str,
-    services: ServicesDep,
-    principal: ReadPrincipal,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    status: RunStatus | None = None,
-) -> list[dict[str, Any]]:
-    thread_id = thread_uuid(thread_id)
-    await services.store.get_thread(principal.tenant_id, thread_id)
-    found = await services.runs.search(
-        principal.tenant_id, thread_id, limit=limit, offset=offset, status=status
-    )
-    return [run_to_wire(run) for run in found]
-
-
-@runs.get("/threads/{thread_id}/runs/{run_id}")
-async def get_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
-) -> dict[str, Any]:
-    run = await services.runs.get(principal.tenant_id, run_uuid(run_id), thread_uuid(thread_id))
-    return run_to_wire(run)
-
-
-@runs.get("/threads/{thread_id}/runs/{run_id}/trace")
-async def get_run_trace(
-    thread_id: str, run_id: str, services: ServicesDep, principal: ReadPrincipal
-) -> RunTrace:
-    """The run's path: nodes visited, model calls (model, tokens, latency, fallbacks,
-    cost) and tool calls, with totals. Kept with the run once it has ended; a run still
-    pending or running has no spans yet. Not part of LangGraph Platform's API."""
-    return await services.traces.get(principal.tenant_id, thread_uuid(thread_id), run_uuid(run_id))
-
-
-@runs.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
-async def delete_run(
-    thread_id: str, run_id: str, services: ServicesDep, principal: RunPrincipal
-) -> Response:
-    thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
-    await call(services.orchestrator.delete_run.remote(principal, thread_id, run_id))
-    return Response(status_code=204)
-
-
-@runs.post("/threads/{thread_id}/runs/{run_id}/cancel")
-async def cancel_run(
-    thread_id: str,
-    run_id: str,
-    services: ServicesDep,
-    principal: RunPrincipal,
-    wait: str | None = None,
-    action: str = "interrupt",
-) -> Response:
-    thread_id, run_id = thread_uuid(thread_id), run_uuid(run_id)
-    chosen: Action = "rollback" if action == "rollback" else "interrupt"
-    await call(services.orchestrator.cancel.remote(principal, thread_id, [run_id], chosen))
-    if not _flag(wait):
-        return Response(status_code=202)
-    outcome: RunOutcome = await call(
-        services.orchestrator.join.remote(principal, thread_id, run_id)
-    )
-    return _wait_response(outcome, 0.0, thread_id)
-
-
-@runs.post("/runs/cancel", status_code=204)
-async def cancel_runs(
-    services: ServicesDep,
-    principal: RunPrincipal,
-    body: Annotated[RunsCancel | None, Body()] = None,
-    action: str = "interrupt",
-) -> Response:
-    query = body or RunsCancel()
-    chosen: Action = "rollback" if action == "rollback" else "interrupt"
-    if query.status is not None:
-        if query.thread_id or query.run_ids:
-            raise InvalidRequest(
-                "When providing a 'status', 'thread_id' and 'run_ids' must be omitted. The "
-                "'status' parameter cancels all runs with the given status, regardless of "
-                "thread or run ID."
-            )
-        status = None if query.status == "all" else query.status
-        await call(
-            services.orchestrator.cancel.remote(principal, None, None, chosen, status or "all")
-        )
-        return Response(status_code=204)
-    if not query.thread_id or query.run_ids is None:
-        raise InvalidRequest(
-            "Must provide either a status, an assistant_id, or both 'thread_id' and 'run_ids'"
-        )
-    run_ids = [run_uuid(r) for r in query.run_ids]
-    await call(
-        services.orchestrator.cancel.remote(
-            principal, thread_uuid(query.thread_id), run_ids, chosen
-        )
-    )
-    return Response(status_code=204)

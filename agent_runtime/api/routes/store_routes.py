@@ -4,10 +4,17 @@ Paths, bodies, statuses and response shapes follow LangGraph Platform, so
 ``client.store.*`` of the official SDK works unchanged: puts and deletes answer 204, a
 missing item is ``200 null``, a bad namespace label is a 422, an empty or reserved
 namespace a 400. Every call acts on the caller's tenant only (:class:`TenantScopedStore`).
+
+The app's own store handlers (``@auth.on.store``, ``agent_runtime.api.route_auth``) see each
+call's namespace (and key, value ...) first and may rewrite it, e.g. put the user's identity
+in front; a search filter they return narrows the search to items whose values match it.
+With the app's ``store.index``, a put embeds the item and a search's ``query`` ranks the
+items by similarity (``score``), the embeddings counted as the caller key's model calls.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -17,7 +24,9 @@ from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError, NotProvide
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, Services, ServicesDep
-from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.core.errors import AuthHandlerFailed, DependencyUnavailable, InvalidRequest
+from agent_runtime.core.identity import RunIdentity, run_identity
+from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.core.records import Principal
 from agent_runtime.execution.item_store import TenantScopedStore
 from agent_runtime.protocol.agent_protocol import MAX_OFFSET
@@ -105,6 +114,11 @@ def tenant_store(services: Services, principal: Principal) -> TenantScopedStore:
     return services.items.for_tenant(principal.tenant_id)
 
 
+def caller(principal: Principal) -> AbstractContextManager[None]:
+    """Embeddings made for the call (a store index's) count against the caller's key."""
+    return run_identity(RunIdentity(principal.tenant_id, key_id=principal.key_id))
+
+
 def bad_request(detail: str) -> JSONResponse:
     """Platform answers 400 with a bare ``detail`` where the store rejects a namespace."""
     return JSONResponse({"detail": detail, "error": "bad_request"}, status_code=400)
@@ -123,17 +137,57 @@ def query_namespace(dotted: str) -> tuple[str, ...]:
     return labels
 
 
+async def authorized(
+    services: Services, principal: Principal, action: str, value: dict[str, Any]
+) -> MetadataFilter | None:
+    """The app's store handler on ``value`` (a namespace it rewrote is checked again)."""
+    allowed = await services.guard.authorize(principal, "store", action, value)
+    for name in ("namespace", "suffix"):
+        if value.get(name) is not None:
+            try:
+                value[name] = tuple(_label(label) for label in value[name])
+            except (ValueError, TypeError) as exc:
+                raise InvalidRequest(f"{name} (as the app's auth left it): {exc}") from None
+    return allowed
+
+
+def with_filter(given: dict[str, Any] | None, allowed: MetadataFilter | None) -> Any:
+    """The search's filter and the auth filter's (equality only in the store); ``None``
+    when they ask different values of one key: nothing can match."""
+    if allowed is None:
+        return given
+    if allowed.contains:
+        raise AuthHandlerFailed(
+            "the app's store search handler returned $contains; the store filters by equality only"
+        )
+    merged = dict(given or {})
+    for key, wanted in allowed.equals.items():
+        if key in merged and merged[key] != wanted:
+            return None
+        merged[key] = wanted
+    return merged
+
+
 @store.put("/store/items", status_code=204)
 async def put_item(services: ServicesDep, principal: RunPrincipal, body: StorePut) -> Response:
     items = tenant_store(services, principal)
+    value: dict[str, Any] = {
+        "namespace": tuple(body.namespace),
+        "key": body.key,
+        "value": body.value,
+        "index": body.index,
+        "ttl": body.ttl,
+    }
+    await authorized(services, principal, "put", value)
     try:
-        await items.aput(
-            tuple(body.namespace),
-            body.key,
-            body.value,
-            index=body.index,
-            ttl=body.ttl_minutes(),
-        )
+        with caller(principal):  # its embeddings (store.index) are the key's model calls
+            await items.aput(
+                value["namespace"],
+                value["key"],
+                value["value"],
+                index=value["index"],
+                ttl=body.ttl_minutes(),
+            )
     except InvalidNamespaceError as exc:
         return bad_request(str(exc))
     return Response(status_code=204)
@@ -152,7 +206,11 @@ async def get_item(
         return bad_request("Key is required")
     # As Platform: "true" (any case) refreshes, anything else does not, absent is the default.
     refresh = None if refresh_ttl is None else refresh_ttl.lower() == "true"
-    item = await tenant_store(services, principal).aget(labels, key, refresh_ttl=refresh)
+    value: dict[str, Any] = {"namespace": labels, "key": key, "refresh_ttl": refresh}
+    await authorized(services, principal, "get", value)
+    item = await tenant_store(services, principal).aget(
+        value["namespace"], value["key"], refresh_ttl=value["refresh_ttl"]
+    )
     return JSONResponse(None if item is None else item.dict())
 
 
@@ -160,7 +218,9 @@ async def get_item(
 async def delete_item(
     services: ServicesDep, principal: RunPrincipal, body: StoreDelete
 ) -> Response:
-    await tenant_store(services, principal).adelete(tuple(body.namespace), body.key)
+    value: dict[str, Any] = {"namespace": tuple(body.namespace), "key": body.key}
+    await authorized(services, principal, "delete", value)
+    await tenant_store(services, principal).adelete(value["namespace"], value["key"])
     return Response(status_code=204)
 
 
@@ -168,15 +228,27 @@ async def delete_item(
 async def search_items(
     services: ServicesDep, principal: ReadPrincipal, body: StoreSearch
 ) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "namespace": tuple(body.namespace_prefix or ()),
+        "filter": body.filter,
+        "limit": body.limit,
+        "offset": body.offset,
+        "query": body.query,
+        "refresh_ttl": body.refresh_ttl,
+    }
+    item_filter = with_filter(body.filter, await authorized(services, principal, "search", value))
+    if item_filter is None and body.filter is not None:
+        return {"items": []}
     try:
-        found = await tenant_store(services, principal).asearch(
-            tuple(body.namespace_prefix or ()),
-            query=body.query,
-            filter=body.filter,
-            limit=body.limit,
-            offset=body.offset,
-            refresh_ttl=body.refresh_ttl,
-        )
+        with caller(principal):
+            found = await tenant_store(services, principal).asearch(
+                value["namespace"],
+                query=value["query"],
+                filter=item_filter,
+                limit=value["limit"],
+                offset=value["offset"],
+                refresh_ttl=value["refresh_ttl"],
+            )
     except ValueError as exc:
         # The stores reject unknown filter operators and (SQLite) odd filter keys.
         raise RequestValidationError(
@@ -189,11 +261,19 @@ async def search_items(
 async def list_namespaces(
     services: ServicesDep, principal: ReadPrincipal, body: StoreListNamespaces
 ) -> dict[str, list[list[str]]]:
+    value: dict[str, Any] = {
+        "namespace": tuple(body.prefix) if body.prefix else None,
+        "suffix": tuple(body.suffix) if body.suffix else None,
+        "max_depth": body.max_depth,
+        "limit": body.limit,
+        "offset": body.offset,
+    }
+    await authorized(services, principal, "list_namespaces", value)
     found = await tenant_store(services, principal).alist_namespaces(
-        prefix=tuple(body.prefix) if body.prefix else None,
-        suffix=tuple(body.suffix) if body.suffix else None,
-        max_depth=body.max_depth,
-        limit=body.limit,
-        offset=body.offset,
+        prefix=value["namespace"],
+        suffix=value["suffix"],
+        max_depth=value["max_depth"],
+        limit=value["limit"],
+        offset=value["offset"],
     )
     return {"namespaces": [list(namespace) for namespace in found]}

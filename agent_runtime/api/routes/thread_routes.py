@@ -1,6 +1,7 @@
 """HTTP routes of threads: rows (answered here from the database), and state, history,
 copies, deletes and pruning (answered by the orchestrator, which holds the graphs and the
-checkpointer). Shapes, statuses and messages follow LangGraph Platform."""
+checkpointer). Shapes, statuses and messages follow LangGraph Platform. The app's own auth
+handlers (``agent_runtime.api.route_auth``) decide about each thread, or filter the search."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from agent_runtime.api.deps import ReadPrincipal, RunPrincipal, ServicesDep
+from agent_runtime.api.route_auth import Check, search_value
 from agent_runtime.protocol.agent_protocol import (
     CheckpointConfig,
     ThreadCount,
@@ -45,6 +47,7 @@ async def create_thread(
     body = body or ThreadCreate()
     if body.thread_id is not None:
         thread_uuid(body.thread_id)
+    body = await services.guard.thread_create(principal, body)
     if body.supersteps:
         created: dict[str, Any] = await call(
             services.orchestrator.create_thread.remote(principal, body)
@@ -68,6 +71,8 @@ async def search_threads(
     body: Annotated[ThreadSearch | None, Body()] = None,
 ) -> JSONResponse:
     query = body or ThreadSearch()
+    search = search_value(query, {"metadata", "values", "status", "limit", "offset", "ids"})
+    allowed = await services.guard.authorize(principal, "threads", "search", search)
     found, more = await services.threads.search(
         principal.tenant_id,
         ids=[thread_uuid(i) for i in query.ids] if query.ids else None,
@@ -78,6 +83,7 @@ async def search_threads(
         offset=query.offset,
         sort_by=query.sort_by,
         sort_order=query.sort_order,
+        allowed=allowed,
     )
     rows = [_select(thread_to_wire(t), query.select) for t in found]
     if more:
@@ -101,8 +107,14 @@ async def count_threads(
     body: Annotated[ThreadCount | None, Body()] = None,
 ) -> int:
     query = body or ThreadCount()
+    search = search_value(query, {"metadata", "values", "status"})
+    allowed = await services.guard.authorize(principal, "threads", "search", search)
     return await services.threads.count(
-        principal.tenant_id, metadata=query.metadata, values=query.values, status=query.status
+        principal.tenant_id,
+        metadata=query.metadata,
+        values=query.values,
+        status=query.status,
+        allowed=allowed,
     )
 
 
@@ -110,7 +122,7 @@ async def count_threads(
 async def prune_threads(
     body: ThreadPrune, services: ServicesDep, principal: RunPrincipal
 ) -> dict[str, int]:
-    ids = [thread_uuid(i) for i in body.thread_ids]
+    ids = await services.guard.visible_threads(principal, [thread_uuid(i) for i in body.thread_ids])
     if not ids:
         return {"pruned_count": 0}
     pruned: int = await call(
@@ -136,9 +148,12 @@ async def patch_thread(
     body: Annotated[ThreadPatch | None, Body()] = None,
 ) -> Response:
     patch = body or ThreadPatch()
+    thread_id = thread_uuid(thread_id)
+    update = Check("threads", "update", "thread")
+    patch = await services.guard.updated(principal, update, thread_id, patch, {})
     record = await services.store.update_thread(
         principal.tenant_id,
-        thread_uuid(thread_id),
+        thread_id,
         metadata=patch.metadata,
         ttl=ttl_of(patch.ttl, None),
     )
@@ -157,8 +172,10 @@ async def delete_thread(thread_id: str, services: ServicesDep, principal: RunPri
 async def copy_thread(
     thread_id: str, services: ServicesDep, principal: RunPrincipal
 ) -> dict[str, Any]:
+    thread_id = thread_uuid(thread_id)
+    await services.guard.thread_copy(principal, thread_id)
     copied: dict[str, Any] = await call(
-        services.orchestrator.copy_thread.remote(principal, thread_uuid(thread_id))
+        services.orchestrator.copy_thread.remote(principal, thread_id)
     )
     return copied
 

@@ -1,5 +1,8 @@
-"""Store what the user asks to remember under ("memories", <user>), then answer with all
-that user's memories: the store outlives threads; users never see each other's."""
+"""Store what the user asks to remember under ("memories", <user>), then answer with that
+user's memories closest to the message (the store's semantic search, ``store.index`` in
+langgraph.json): the store outlives threads; users never see each other's.
+
+"recall <topic>" answers with the single closest memory."""
 
 import uuid
 from dataclasses import dataclass
@@ -25,7 +28,12 @@ async def remember(state: MessagesState, runtime: Runtime[Context]) -> dict:
 
 async def answer(state: MessagesState, runtime: Runtime[Context]) -> MessagesState:
     assert runtime.store is not None, "served without a store"
-    found = await runtime.store.asearch(("memories", runtime.context.user_id), limit=50)
+    text = str(state["messages"][-1].content)
+    namespace = ("memories", runtime.context.user_id)
+    # Ranked by similarity to the message, best first, each with its score.
+    found = await runtime.store.asearch(namespace, query=text, limit=50)
+    if text.lower().startswith("recall ") and found:
+        return {"messages": [AIMessage(f"Closest memory: {found[0].value['fact']}")]}
     facts = sorted(item.value["fact"] for item in found)
     reply = f"I remember: {'; '.join(facts)}" if facts else "I remember nothing yet."
     return {"messages": [AIMessage(reply)]}

@@ -1,0 +1,214 @@
+"""The reduced chaos suite (issue 13): faults injected under a steady load, and what the
+runtime promises through them: an accepted run ends, exactly once, or says why.
+
+A Serve app of its own (``tests/apps/chaos_app``: three slow steps, each logged once) runs
+beside the main stack, on the same PostgreSQL reached through a TCP proxy the test can cut
+(:class:`~tests.tcp_proxy.TcpProxy`), so an outage needs no control of the server itself.
+
+- an orchestrator replica killed mid-run: every run resumes from its last checkpoint and
+  ends with each step logged once;
+- PostgreSQL unreachable for a while: refusals are 503 with ``Retry-After`` (never a 500),
+  the app recovers within 10 s of the database coming back without a restart, and every
+  run it acknowledged ends: in success, or (a run the outage broke) in a clear
+  ``DependencyUnavailable`` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+import ray
+
+from agent_runtime.config.app_settings import AppSettings
+from agent_runtime.config.settings import RuntimeSettings
+from agent_runtime.db.metadata import MetadataStore
+from tests.e2e.conftest import Stack
+from tests.e2e.support import Api, eventually, open_api
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.e2e
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "chaos_app"
+NAME = "app-chaos"
+TERMINAL = {"success", "error", "timeout", "interrupted"}
+OUTAGE_S = 4.0  # how long the database stays unreachable
+RECOVERY_TARGET_S = 10.0
+USERS = 4
+
+
+@dataclass
+class Chaos:
+    url: str
+    proxy: TcpProxy
+
+
+@pytest.fixture(scope="module")
+def chaos(
+    stack: Stack,
+    stack_settings: RuntimeSettings,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Chaos]:
+    from ray import serve
+
+    from agent_runtime.deployments.app import build_app
+
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    proxy.start()
+    netloc = parts.netloc.replace(f":{parts.port}", "") if parts.port else parts.netloc
+    proxied = urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
+    project = shutil.copytree(APP, tmp_path_factory.mktemp("chaos") / "chaos_app")
+    storage = stack_settings.storage.model_copy(update={"database_url": proxied})
+    settings = stack_settings.model_copy(
+        update={"storage": storage, "app": AppSettings(config=project / "langgraph.json")}
+    )
+    serve.run(build_app(settings=settings), name=NAME, route_prefix=f"/apps/{NAME}")
+    try:
+        yield Chaos(f"{stack.url}/apps/{NAME}", proxy)
+    finally:
+        serve.delete(NAME)
+        proxy.close()
+
+
+def orchestrators() -> list[str]:
+    return [
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith(f"SERVE_REPLICA::{NAME}#Orchestrator")
+    ]
+
+
+async def statuses(api: Api, runs: list[tuple[str, str]]) -> list[str]:
+    found = []
+    for thread_id, run_id in runs:
+        response = await api.http.get(f"/threads/{thread_id}/runs/{run_id}")
+        found.append(response.json()["status"] if response.status_code == 200 else "missing")
+    return found
+
+
+async def logs(api: Api, thread_ids: list[str]) -> list[list[str]]:
+    return [
+        (await api.sdk.threads.get_state(thread_id))["values"].get("log", [])
+        for thread_id in thread_ids
+    ]
+
+
+async def test_runs_resume_after_their_orchestrator_is_killed(
+    chaos: Chaos, store: MetadataStore
+) -> None:
+    api = await open_api(chaos.url, store)
+    threads = [(await api.sdk.threads.create())["thread_id"] for _ in range(6)]
+    runs = []
+    for thread_id in threads:
+        run = await api.sdk.runs.create(thread_id, "steps", input={"log": []})
+        runs.append((thread_id, run["run_id"]))
+    await eventually(
+        lambda: statuses(api, runs), lambda found: found.count("running") >= 2, timeout_s=30
+    )
+    names = orchestrators()
+    assert names, "no orchestrator replica of the chaos app"
+    for name in names:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    killed = time.monotonic()
+
+    ended = await eventually(
+        lambda: statuses(api, runs), lambda found: set(found) <= TERMINAL, timeout_s=150
+    )
+    recovered_s = time.monotonic() - killed
+    assert ended == ["success"] * len(runs), ended  # lost: 0, failed: 0
+    # Run once: each step is in the thread's state once, the interrupted one included.
+    assert await logs(api, threads) == [["a", "b", "c"]] * len(threads)
+    print(f"orchestrator killed: {len(runs)} runs resumed, all ended in {recovered_s:.1f} s")
+    await api.aclose()
+
+
+@dataclass
+class Load:
+    """What the users saw: each answer's start, status, Retry-After and run."""
+
+    answers: list[tuple[float, int, str | None]] = field(default_factory=list)
+    acknowledged: list[tuple[str, str]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # run id -> the error it ended with
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def user(api: Api, thread_id: str, load: Load) -> None:
+    body = {"assistant_id": "steps", "input": {"log": []}}
+    while not load.stop.is_set():
+        started = time.monotonic()
+        try:
+            response = await api.http.post(f"/threads/{thread_id}/runs/wait", json=body)
+        except httpx.HTTPError:
+            load.answers.append((started, 0, None))
+            continue
+        load.answers.append((started, response.status_code, response.headers.get("retry-after")))
+        if response.status_code == 200:
+            run_id = response.headers["content-location"].rsplit("/", 1)[-1]
+            load.acknowledged.append((thread_id, run_id))
+            error = response.json().get("__error__")
+            if error is not None:
+                load.errors[run_id] = str(error.get("error"))
+        elif response.status_code == 503:
+            # As a client should: wait as told before trying again.
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+
+async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
+    chaos: Chaos, store: MetadataStore
+) -> None:
+    api = await open_api(chaos.url, store)
+    threads = [(await api.sdk.threads.create())["thread_id"] for _ in range(USERS)]
+    load = Load()
+    users = [asyncio.create_task(user(api, thread_id, load)) for thread_id in threads]
+    await eventually(lambda: asyncio.sleep(0, result=len(load.acknowledged)), lambda n: n >= USERS)
+
+    down_at = time.monotonic()
+    chaos.proxy.down()
+    await asyncio.sleep(OUTAGE_S)  # the outage itself: the database stays away this long
+    chaos.proxy.up()
+    up_at = time.monotonic()
+    served_after = len(load.acknowledged)
+    await eventually(
+        lambda: asyncio.sleep(0, result=len(load.acknowledged)),
+        lambda n: n >= served_after + USERS,
+        timeout_s=60,
+    )
+    load.stop.set()
+    await asyncio.gather(*users)
+
+    statuses_seen = {status for _, status, _ in load.answers}
+    assert statuses_seen <= {200, 503}, statuses_seen  # never a 500 or a broken connection
+    refused = [(at, retry) for at, status, retry in load.answers if status == 503]
+    assert refused, "the outage refused nothing: it was not seen"
+    assert all(retry is not None for _, retry in refused)
+    recovered = min(at for at, status, _ in load.answers if status == 200 and at >= up_at)
+    recovery_s = recovered - up_at
+    assert recovery_s <= RECOVERY_TARGET_S, recovery_s
+    # Every acknowledged run ended (none lost, none stuck past its lease).
+    ended = await eventually(
+        lambda: statuses(api, load.acknowledged),
+        lambda found: set(found) <= TERMINAL,
+        timeout_s=60,
+    )
+    # A run the outage broke failed with a clear error, never a driver's text.
+    failed = [
+        run for run, status in zip(load.acknowledged, ended, strict=True) if status != "success"
+    ]
+    for _, run_id in failed:
+        assert load.errors.get(run_id) == "DependencyUnavailable", (run_id, load.errors)
+    print(
+        f"database down {OUTAGE_S:g} s at +{down_at - load.answers[0][0]:.1f} s: "
+        f"{len(refused)} refused with 503, {len(load.acknowledged)} runs acknowledged "
+        f"({len(failed)} failed with DependencyUnavailable, 0 lost), "
+        f"recovered {recovery_s:.1f} s after it came back"
+    )
+    await api.aclose()
