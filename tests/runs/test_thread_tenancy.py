@@ -20,6 +20,7 @@ import pytest
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.core.metadata_filter import MetadataFilter
 from agent_runtime.execution.tenant_checkpoints import checkpoint_thread_id
 from agent_runtime.execution.tenant_context import NoTenantScope, tenant_scope
 from agent_runtime.protocol.agent_protocol import ThreadCreate
@@ -106,6 +107,21 @@ async def test_checkpoints_are_filed_under_the_tenant_and_read_back_unchanged(
     with tenant_scope(TENANT.tenant_id):
         mine = await one.saver.aget_tuple(config)  # type: ignore[arg-type]
     assert mine is not None and mine.config["configurable"]["thread_id"] == thread_id
+
+
+async def test_an_auth_filter_reads_the_tenants_own_thread_not_a_namesake(one: Replica) -> None:
+    """A bulk cancel under an app's auth filter reaches the runs on threads whose metadata
+    passes it: the run's own thread, never another tenant's thread of the same id."""
+    thread_id = str(uuid.uuid4())
+    await one.threads.create(TENANT, ThreadCreate(thread_id=thread_id, metadata={"owner": "a"}))
+    await one.threads.create(OTHER, ThreadCreate(thread_id=thread_id, metadata={"owner": "b"}))
+    delayed = body(after_seconds=600)
+    started = await one.runs.start(TENANT, thread_id, delayed, "background")
+    store = one.orchestration.runs.runs
+    only_b, only_a = MetadataFilter({"owner": "b"}), MetadataFilter({"owner": "a"})
+    assert await store.in_flight(TENANT.tenant_id, None, only_b) == []
+    assert await store.in_flight(TENANT.tenant_id, None, only_a) == [started.run.run_id]
+    assert await store.in_flight(OTHER.tenant_id, None, only_b) == []
 
 
 # -- deletes ---------------------------------------------------------------------------
