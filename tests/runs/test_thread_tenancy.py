@@ -27,8 +27,9 @@ from agent_runtime.protocol.agent_protocol import ThreadCreate
 from agent_runtime.runs.executor import ExecutorSettings
 from agent_runtime.runs.thread_service import empty_state
 from tests.runs import run_harness
-from tests.runs.run_harness import OTHER, TENANT, Replica, body
+from tests.runs.run_harness import OTHER, SLOW_S, TENANT, Replica, body
 from tests.runs.thread_harness import ran
+from tests.time_control import wait_for
 
 
 @pytest.fixture
@@ -202,6 +203,16 @@ async def test_a_run_writing_after_its_thread_was_deleted_leaves_nothing(
             async for _, name, _ in local.stream.subscribe():
                 if name == "custom":
                     break
+
+        async def first_step_stored() -> bool:
+            # Checkpoints are written alongside the next step: wait for the first step's,
+            # so that the delete has it to remove and only the second step writes late.
+            stored = await raw_checkpoint(deleter, key)
+            return stored is not None and stored.checkpoint["channel_values"].get("steps") == [
+                "first"
+            ]
+
+        await wait_for(first_step_stored, timeout_s=SLOW_S)
         await deleter.threads.delete(TENANT, thread_id)
         assert await raw_checkpoint(deleter, key) is None
         # The worker finishes its step, writes its checkpoint and ends, not knowing.
