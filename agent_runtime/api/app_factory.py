@@ -24,7 +24,7 @@ from agent_runtime.api.routes.run_routes import runs
 from agent_runtime.api.routes.store_routes import store
 from agent_runtime.api.routes.thread_routes import threads
 from agent_runtime.api.routes.usage_routes import usage
-from agent_runtime.config.settings import RouteGroup
+from agent_runtime.config.http_settings import RouteGroup
 
 # What an app's http.disable_<group> switches off (AGENT_DISABLED_ROUTES), as LangGraph
 # Platform groups them: crons are runs' routes; meta is /info (and the docs, above).

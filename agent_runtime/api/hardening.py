@@ -41,7 +41,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 from agent_runtime.core.errors import (
     AgentRuntimeError,
     DeadlineExceeded,

@@ -12,7 +12,7 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 
 NEVER_PASSED = frozenset(
     {"authorization", "cookie", "x-api-key", "x-admin-key", "x-service-key", "x-tenant-id"}

@@ -24,12 +24,8 @@ from pydantic import SecretStr
 
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.deps import Services
-from agent_runtime.config.settings import (
-    BudgetSettings,
-    HttpSettings,
-    LimitSettings,
-    StorageSettings,
-)
+from agent_runtime.config.http_settings import HttpSettings
+from agent_runtime.config.settings import BudgetSettings, LimitSettings, StorageSettings
 from agent_runtime.core.records import Principal, RunRecord, Scope
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 
 from agent_runtime.api.app_factory import create_api
 from agent_runtime.api.route_auth import ROUTE_RULES
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 from tests.api.auth_app import AuthApi, auth_api
 from tests.api.test_scopes import EXPECTED
 from tests.backends import BACKENDS

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from agent_runtime.api.app_factory import create_api
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 from agent_runtime.db.metadata import MetadataStore
 from tests.api.admin_app import App, admin_settings
 from tests.api.app_services import services as app_services

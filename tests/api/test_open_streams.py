@@ -26,8 +26,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from agent_runtime.config.http_settings import HttpSettings
 from agent_runtime.config.serve_settings import DeploymentScaling, ServeSettings
-from agent_runtime.config.settings import HttpSettings, LimitSettings, StorageSettings
+from agent_runtime.config.settings import LimitSettings, StorageSettings
 from agent_runtime.core.records import Principal
 from tests.api.app_services import runtime_settings
 from tests.api.stream_stack import Ingress, Stack, stream_stack

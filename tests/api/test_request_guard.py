@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 from agent_runtime.api.hardening import RequestGuard, json_depth_exceeds, unstorable_text
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

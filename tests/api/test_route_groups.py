@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from agent_runtime.api.app_factory import create_api
-from agent_runtime.config.settings import HttpSettings, RouteGroup
+from agent_runtime.config.http_settings import HttpSettings, RouteGroup
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.user_app.app_defaults import settings_env
 from agent_runtime.user_app.langgraph_json import read_langgraph_json

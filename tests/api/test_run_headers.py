@@ -8,7 +8,7 @@ import pickle
 from datetime import UTC, datetime
 
 from agent_runtime.api.run_headers import configurable_headers
-from agent_runtime.config.settings import HttpSettings
+from agent_runtime.config.http_settings import HttpSettings
 from agent_runtime.core.records import AssistantRecord, Principal
 from agent_runtime.protocol.agent_protocol import RunCreate
 from agent_runtime.runs.run_request import new_run

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent_runtime.config.http_settings import HttpSettings
 from agent_runtime.config.run_settings import RunSettings
-from agent_runtime.config.settings import HttpSettings, ItemStoreSettings
+from agent_runtime.config.settings import ItemStoreSettings
 from agent_runtime.user_app.app_defaults import apply_settings_env, settings_env
 from agent_runtime.user_app.langgraph_json import LangGraphJson, read_langgraph_json
 from tests.user_app.apps import write_app
