@@ -1,6 +1,6 @@
 """Every tunable of the runtime, one ``BaseSettings`` per concern, gathered in
-:class:`RuntimeSettings`. The provider, fake provider, Serve, run and trace settings have
-their own modules (``*_settings.py``); the others are here.
+:class:`RuntimeSettings`. The provider, fake provider, HTTP, Serve, run and trace settings
+have their own modules (``*_settings.py``); the others are here.
 
 Settings are read from ``AGENT_*`` environment variables (and a ``.env`` file) once, at
 start-up, by :meth:`RuntimeSettings.from_env`, then passed down to each part. Nothing in
