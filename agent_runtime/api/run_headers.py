@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from agent_runtime.config.http_settings import HttpSettings
 
@@ -27,16 +27,12 @@ def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?:{'|'.join(parts)})\Z", re.DOTALL)
 
 
-def _matcher(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    return _compiled(tuple(patterns))
-
-
 def configurable_headers(headers: Mapping[str, str], settings: HttpSettings) -> dict[str, str]:
     """The headers (lower-case names) ``settings`` lets into a run's configurable."""
-    includes = _matcher(settings.configurable_headers_includes)
+    includes = _compiled(tuple(settings.configurable_headers_includes))
     if includes is None:
         return {}
-    excludes = _matcher(settings.configurable_headers_excludes)
+    excludes = _compiled(tuple(settings.configurable_headers_excludes))
     passed = {}
     for name, value in headers.items():
         key = name.lower()

@@ -148,7 +148,8 @@ class IndexedStore(BaseStore):
         prefix = ".".join(op.namespace_prefix) if op.namespace_prefix else None
         stored = await self._rows.under(prefix, self._index.embedder_id, self._index.dims)
         owners = [positions.get(key, -1) for key in stored.keys]
-        scores = _best_scores(stored, owners, len(candidates), query)
+        # Off the event loop: scoring a large prefix would stall every other request here.
+        scores = await asyncio.to_thread(_best_scores, stored, owners, len(candidates), query)
         # Best first; equal scores keep the store's order (most recently updated first).
         order = np.argsort(-scores, kind="stable")
         chosen = [int(i) for i in order[np.isfinite(scores[order])][op.offset :][: op.limit]]

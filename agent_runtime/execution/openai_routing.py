@@ -51,8 +51,10 @@ logger = logging.getLogger(__name__)
 
 ROUTED_HOST = "model-router.agent-runtime.internal"
 ROUTED_BASE_URL = f"http://{ROUTED_HOST}/v1"
-# OpenAI clients refuse to start without a key; the router holds the real ones.
-PLACEHOLDER_KEY = "routed-by-agent-runtime"
+# The key routed clients send when the app sets none: OpenAI clients refuse to start
+# without one, and the routed requests never leave the process (the router holds the real
+# provider keys), so any fixed value serves.
+ROUTED_API_KEY = "routed-by-agent-runtime"
 _CHAT_PATH = "/v1/chat/completions"
 _MARK = "_agent_runtime_routed"
 
@@ -68,7 +70,7 @@ def route_openai_clients(environ: MutableMapping[str, str] = os.environ) -> None
         logger.info("OPENAI_BASE_URL=%s replaced: OpenAI clients use the router", previous)
     environ["OPENAI_BASE_URL"] = ROUTED_BASE_URL
     environ.pop("OPENAI_API_BASE", None)  # langchain-openai's older name wins over the above
-    environ.setdefault("OPENAI_API_KEY", PLACEHOLDER_KEY)
+    environ.setdefault("OPENAI_API_KEY", ROUTED_API_KEY)
     _install()
 
 

@@ -21,7 +21,7 @@ from agent_runtime.core.errors import ModelNotFound
 from agent_runtime.core.types import ChatRequest, ChatResult
 from agent_runtime.execution.chat_model import NO_ROUTER, RouterCalls, router_calls
 from agent_runtime.execution.openai_routing import (
-    PLACEHOLDER_KEY,
+    ROUTED_API_KEY,
     ROUTED_BASE_URL,
     route_openai_clients,
 )
@@ -64,7 +64,7 @@ async def stamped() -> AsyncIterator[Stamped]:
 
 def client(model: str = "smart") -> ChatOpenAI:
     # What the app's own code builds; the environment would give it this URL and key.
-    return ChatOpenAI(model=model, base_url=ROUTED_BASE_URL, api_key=PLACEHOLDER_KEY)
+    return ChatOpenAI(model=model, base_url=ROUTED_BASE_URL, api_key=ROUTED_API_KEY)
 
 
 RUN = identity.RunIdentity(tenant_id="acme", key_id="k-1", thread_id="t-1", run_id="r-1")
@@ -73,7 +73,7 @@ RUN = identity.RunIdentity(tenant_id="acme", key_id="k-1", thread_id="t-1", run_
 def test_the_environment_points_clients_at_the_router() -> None:
     env = {"OPENAI_BASE_URL": "http://elsewhere/v1", "OPENAI_API_BASE": "http://old/v1"}
     route_openai_clients(env)
-    assert env == {"OPENAI_BASE_URL": ROUTED_BASE_URL, "OPENAI_API_KEY": PLACEHOLDER_KEY}
+    assert env == {"OPENAI_BASE_URL": ROUTED_BASE_URL, "OPENAI_API_KEY": ROUTED_API_KEY}
     kept = {"OPENAI_API_KEY": "sk-real"}
     route_openai_clients(kept)
     assert kept["OPENAI_API_KEY"] == "sk-real"
