@@ -150,7 +150,7 @@ def refused(decision: LimitDecision) -> RateLimited:
     """The 429 of a refused per-key decision."""
     return RateLimited(
         f"rate limit of {decision.limit} requests (burst) for this API key exceeded; "
-        f"retry after {decision.retry_after_s:.1f} s",
+        f"retry after {whole_seconds(decision.retry_after_s)} s",
         retry_after=decision.retry_after_s,
         limit=REQUESTS_PER_KEY,
         maximum=decision.limit,
@@ -168,11 +168,17 @@ def refusal_headers(error: AgentRuntimeError) -> dict[str, str]:
         reset = details.get("reset_after", details.get("retry_after", 1.0))
         headers["X-RateLimit-Limit"] = str(details["maximum"])
         headers["X-RateLimit-Remaining"] = str(int(details.get("remaining", 0)))
-        headers["X-RateLimit-Reset"] = str(max(1, math.ceil(float(reset))))
+        headers["X-RateLimit-Reset"] = str(whole_seconds(float(reset)))
     retry_after = details.get("retry_after")
     if isinstance(retry_after, int | float):
-        headers["Retry-After"] = str(max(1, math.ceil(float(retry_after))))
+        headers["Retry-After"] = str(whole_seconds(float(retry_after)))
     return headers
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as ``Retry-After`` gives it (whole seconds, at least 1): the message says the
+    same, never "retry after 0.0 s"."""
+    return max(1, math.ceil(seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +245,7 @@ class TokenRateObserver:
             raise RateLimited(
                 f"token rate limit of {per_minute} tokens per minute for this tenant exceeded "
                 f"(this request may use up to {tokens}, {decision.remaining} are left); "
-                f"retry after {decision.retry_after_s:.1f} s",
+                f"retry after {whole_seconds(decision.retry_after_s)} s",
                 retry_after=decision.retry_after_s,
                 limit=TOKENS_PER_MINUTE,
                 maximum=per_minute,

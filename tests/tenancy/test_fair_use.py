@@ -29,7 +29,9 @@ from agent_runtime.tenancy.fair_use import (
     TokenRateObserver,
     build_token_rate_observer,
     refusal_headers,
+    refused,
 )
+from agent_runtime.tenancy.rate_limiter import LimitDecision
 from agent_runtime.tenancy.redis_buckets import RedisTokenBucket
 from agent_runtime.tenancy.tenants import TenantStore
 from tests.gateway.router_harness import Recorder, ask, fake, provider_settings
@@ -126,6 +128,16 @@ def test_refusal_headers_name_the_refusing_limit() -> None:
         "Retry-After": "3",
     }
     assert refusal_headers(DependencyUnavailable("down", retry_after=0.2)) == {"Retry-After": "1"}
+
+
+def test_a_refusal_says_the_wait_its_retry_after_header_gives() -> None:
+    # A bucket a few ms short of a token once said "retry after 0.0 s" beside Retry-After: 1.
+    decision = LimitDecision(
+        allowed=False, limit=20, remaining=0, retry_after_s=0.04, reset_after_s=3.9
+    )
+    error = refused(decision)
+    assert refusal_headers(error)["Retry-After"] == "1"
+    assert error.message.endswith("retry after 1 s")
 
 
 @dataclass
