@@ -42,6 +42,7 @@ TERMINAL = {"success", "error", "timeout", "interrupted"}
 OUTAGE_S = 4.0  # how long the database stays unreachable
 RECOVERY_TARGET_S = 10.0
 USERS = 4
+DEPLOYMENTS = ("Ingress", "Orchestrator", "ModelRouter")
 POLL_S = 0.5  # between status sweeps: each sweep is one GET per run
 
 
@@ -69,8 +70,15 @@ def chaos(
     proxied = urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
     project = shutil.copytree(APP, tmp_path_factory.mktemp("chaos") / "chaos_app")
     storage = stack_settings.storage.model_copy(update={"database_url": proxied})
+    # Health checks fail after 1 s without the database here (60 s by default), so that the
+    # outage below shows it; Serve calls them every 10 s and replaces after 3 failures.
+    serve_settings = stack_settings.serve.model_copy(update={"health_dependency_grace_s": 1.0})
     settings = stack_settings.model_copy(
-        update={"storage": storage, "app": AppSettings(config=project / "langgraph.json")}
+        update={
+            "storage": storage,
+            "serve": serve_settings,
+            "app": AppSettings(config=project / "langgraph.json"),
+        }
     )
     serve.run(build_app(settings=settings), name=NAME, route_prefix=f"/apps/{NAME}")
     try:
@@ -80,12 +88,28 @@ def chaos(
         proxy.close()
 
 
-def orchestrators() -> list[str]:
+def replicas(deployment: str) -> list[str]:
+    """The named actors of the chaos app's replicas of ``deployment``."""
     return [
         actor["name"]
         for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["name"].startswith(f"SERVE_REPLICA::{NAME}#Orchestrator")
+        if actor["name"].startswith(f"SERVE_REPLICA::{NAME}#{deployment}#")
     ]
+
+
+async def health(deployment: str) -> str:
+    """What the deployment's replicas answer to ``check_health``, called as Serve's
+    controller calls it: "ok", or why the first unhealthy one is not."""
+    for name in replicas(deployment):
+        try:
+            await ray.get_actor(name, namespace="serve").check_health.remote()
+        except Exception as error:  # the replica's ReplicaUnhealthy, wrapped by Ray
+            return str(error).strip().splitlines()[-1]  # its message, after Ray's trace
+    return "ok"
+
+
+async def healths() -> list[str]:
+    return list(await asyncio.gather(*(health(d) for d in DEPLOYMENTS)))
 
 
 async def get(api: Api, path: str) -> httpx.Response:
@@ -130,7 +154,7 @@ async def test_runs_resume_after_their_orchestrator_is_killed(
         timeout_s=30,
         interval_s=POLL_S,
     )
-    names = orchestrators()
+    names = replicas("Orchestrator")
     assert names, "no orchestrator replica of the chaos app"
     for name in names:
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
@@ -190,9 +214,15 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
     users = [asyncio.create_task(user(api, thread_id, load)) for thread_id in threads]
     await eventually(lambda: asyncio.sleep(0, result=len(load.acknowledged)), lambda n: n >= USERS)
 
+    assert await healths() == ["ok"] * len(DEPLOYMENTS)
     down_at = time.monotonic()
     chaos.proxy.down()
-    await asyncio.sleep(OUTAGE_S)  # the outage itself: the database stays away this long
+    # Past the grace (1 s here) every deployment's health check names the database.
+    unhealthy = await eventually(
+        healths, lambda found: all("database unreachable" in h for h in found), timeout_s=OUTAGE_S
+    )
+    # The outage itself: the database stays away this long.
+    await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
     chaos.proxy.up()
     up_at = time.monotonic()
     served_after = len(load.acknowledged)
@@ -203,6 +233,7 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
     )
     load.stop.set()
     await asyncio.gather(*users)
+    await eventually(healths, lambda found: found == ["ok"] * len(DEPLOYMENTS), timeout_s=30)
 
     statuses_seen = {status for _, status, _ in load.answers}
     assert statuses_seen <= {200, 503}, statuses_seen  # never a 500 or a broken connection
@@ -229,6 +260,6 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
         f"database down {OUTAGE_S:g} s at +{down_at - load.answers[0][0]:.1f} s: "
         f"{len(refused)} refused with 503, {len(load.acknowledged)} runs acknowledged "
         f"({len(failed)} failed with DependencyUnavailable, 0 lost), "
-        f"recovered {recovery_s:.1f} s after it came back"
+        f"recovered {recovery_s:.1f} s after it came back; health checks said: {unhealthy[1]}"
     )
     await api.aclose()
