@@ -34,6 +34,7 @@ from agent_runtime.replica.orchestration import Orchestration
 from agent_runtime.replica.orchestrator_metrics import OrchestratorMetrics
 from agent_runtime.replica.replica_logs import install as install_logs
 from agent_runtime.replica.replica_logs import logged
+from agent_runtime.replica.single_node import alive_nodes, refuse_sqlite_across_nodes
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import ThreadStreamMode
 
@@ -45,6 +46,7 @@ class OrchestratorDeployment:
         self, router: DeploymentHandle, settings: RuntimeSettings
     ) -> None:
         install_logs(settings.serve.log_level)
+        refuse_sqlite_across_nodes(settings.storage, alive_nodes())
         self._router = router
         self._stream_router = router.options(stream=True)
         app = load_served_app(settings)
