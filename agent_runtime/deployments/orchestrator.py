@@ -50,12 +50,13 @@ class OrchestratorDeployment:
         self._router = router
         self._stream_router = router.options(stream=True)
         app = load_served_app(settings)
+        self._metrics = OrchestratorMetrics()
         self._orchestration = await Orchestration.build(
             settings,
             app.graphs.values(),
             self._chat,
             self._stream,
-            observer=OrchestratorMetrics(),
+            observer=self._metrics,
             store_index=app.store_index,
             embed=self._embed,
         )
@@ -204,6 +205,10 @@ class OrchestratorDeployment:
 
     async def ping(self) -> None:
         await self._orchestration.store.ping()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's autoscaling reads the runs here (:mod:`agent_runtime.replica.autoscaling`)."""
+        return self._metrics.run_stats()
 
     async def check_health(self) -> None:
         """Serve's health check: see :mod:`agent_runtime.replica.health`."""
