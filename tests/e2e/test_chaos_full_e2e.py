@@ -243,15 +243,6 @@ async def test_ingress_replica_killed(users: Users) -> None:
     replaced(ids, lambda: replicas(NAME, "Ingress"))
 
 
-async def test_http_proxy_killed(users: Users) -> None:
-    killed = proxies()
-    ids = actor_ids(killed)
-    at, back = await under_fault(users, lambda: kill(killed))
-    statuses = await verdict(users, "Serve HTTP proxy killed (`ray.kill`)", at, back)
-    assert set(statuses) <= {"200", "409", "500", "502", "503", "0"}, statuses
-    replaced(ids, proxies)
-
-
 async def test_rolling_redeploy(full: Full, users: Users) -> None:
     deployments = ("Ingress", "Orchestrator", "ModelRouter")
     before = {d: actor_ids(replicas(NAME, d)) for d in deployments}
@@ -308,3 +299,14 @@ async def test_provider_hangs_then_goes_down(full: Full, users: Users) -> None:
     )
     # Bounded by the provider's timeout (one try, then the fallback), not by the hang.
     assert p99 <= PROVIDER_TIMEOUT_S + 3.0, p99
+
+
+async def test_http_proxy_killed(users: Users) -> None:
+    # Last: every app's HTTP goes through this proxy, the main stack's fake provider too,
+    # so breakers elsewhere may stay open for a while after it.
+    killed = proxies()
+    ids = actor_ids(killed)
+    at, back = await under_fault(users, lambda: kill(killed))
+    statuses = await verdict(users, "Serve HTTP proxy killed (`ray.kill`)", at, back)
+    assert set(statuses) <= {"200", "409", "500", "502", "503", "0"}, statuses
+    replaced(ids, proxies)
