@@ -62,10 +62,14 @@ async def loop_runs(
     ended: list[tuple[float, float, str | None]],
     step: int = 1,
     origin: float = 0.0,
-) -> None:
-    """One user: ``runs/wait`` on its thread until ``until`` (``time.perf_counter``), each
-    run recorded in ``ended`` as (end time minus ``origin``, latency ms, error or None)."""
-    while time.perf_counter() < until:
+    max_runs: int | None = None,
+) -> int:
+    """One user: ``runs/wait`` on its thread until ``until`` (``time.perf_counter``) or
+    ``max_runs`` runs, each recorded in ``ended`` as (end time minus ``origin``, latency
+    ms, error or None); returns the next run's index."""
+    done = 0
+    while time.perf_counter() < until and (max_runs is None or done < max_runs):
+        done += 1
         sent = time.perf_counter()
         try:
             response = await client.post(f"/threads/{thread_id}/runs/wait", json=run_body(index))
@@ -75,6 +79,7 @@ async def loop_runs(
         now = time.perf_counter()
         ended.append((now - origin, (now - sent) * 1000, error))
         index += step
+    return index
 
 
 async def new_thread(client: httpx.AsyncClient) -> str:
@@ -131,7 +136,7 @@ async def load(
                 failed = f", errors: {dict(kinds)}" if kinds else ", no errors"
                 print(f"  {system}: {len(ended)} runs{failed}", flush=True)
 
-        tasks = [
+        tasks: list[asyncio.Task[object]] = [
             asyncio.create_task(loop_runs(client, t, i, until=window[1], ended=ended))
             for i, t in enumerate(thread_ids)
         ]

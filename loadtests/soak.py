@@ -2,12 +2,13 @@
 watched for leaks and drift.
 
     python loadtests/soak.py [--minutes 30] [--users 8] [--provider-latency-ms 50]
-                             [--sample-s 15] [--no-write]
+                             [--sample-s 15] [--runs-per-thread 10] [--no-write]
 
 Starts the stack as ``make run`` does (as ``make bench`` does: fresh data dir, free ports,
 a standalone fake provider at a fixed latency; PostgreSQL and Redis when
 ``AGENT_DATABASE_URL`` / ``AGENT_REDIS_URL`` are set), lets ``--users`` clients loop
-``runs/wait`` on threads of their own for ``--minutes``, samples every process's RSS each
+``runs/wait`` for ``--minutes``, each on a thread for ``--runs-per-thread`` runs (a
+conversation) then on a new one, samples every process's RSS each
 ``--sample-s``, prints progress each minute, then judges the targets of
 :mod:`loadtests.soak_report`, rewrites its section of ``docs/reliability.md`` and draws
 ``docs/img/soak.png``. Exit status: 0 when measured (met or not), 2 when the stack failed.
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=8, help="concurrent users (moderate)")
     parser.add_argument("--provider-latency-ms", type=float, default=50.0, help="per call")
     parser.add_argument("--sample-s", type=float, default=15.0, help="RSS sampling interval")
+    parser.add_argument(
+        "--runs-per-thread", type=int, default=10, help="a conversation's length, in runs"
+    )
     parser.add_argument("--port", type=int, default=0, help="the stack's HTTP port (0: free)")
     parser.add_argument("--no-write", action="store_true", help="leave the docs alone")
     return parser
@@ -67,16 +71,21 @@ def sample(launcher_pid: int, marker: str, at_s: float) -> Sample:
 
 
 async def soak_load(
-    url: str, headers: dict[str, str], soak: Soak, bench: Bench, launcher: Child, sample_s: float
+    url: str,
+    headers: dict[str, str],
+    soak: Soak,
+    bench: Bench,
+    launcher: Child,
+    args: argparse.Namespace,
 ) -> None:
     """The users, the sampler and the progress line, for ``soak.minutes``."""
     limits = httpx.Limits(max_connections=soak.users + 4)
     async with httpx.AsyncClient(
         base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits
     ) as client:
-        threads = await asyncio.gather(*(new_thread(client) for _ in range(soak.users)))
         start = time.perf_counter()
         end = start + soak.minutes * 60
+        sample_s, runs_per_thread = args.sample_s, args.runs_per_thread
 
         async def sampler() -> None:
             minute = 0
@@ -100,10 +109,23 @@ async def soak_load(
                 await asyncio.to_thread(sample, launcher.pid, bench.marker, end - start)
             )
 
-        users = (
-            loop_runs(client, t, i, until=end, ended=soak.ended, step=soak.users, origin=start)
-            for i, t in enumerate(threads)
-        )
+        async def user(index: int) -> None:
+            # Conversations of bounded length, as real users have: one thread looped for
+            # half an hour grows its state (and every run's prompt) without end.
+            while time.perf_counter() < end:
+                thread_id = await new_thread(client)
+                index = await loop_runs(
+                    client,
+                    thread_id,
+                    index,
+                    until=end,
+                    ended=soak.ended,
+                    step=soak.users,
+                    origin=start,
+                    max_runs=runs_per_thread,
+                )
+
+        users = (user(i) for i in range(soak.users))
         await asyncio.gather(sampler(), *users)
 
 
@@ -142,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(warm-up {warmup_s / 60:g} min)...",
                 flush=True,
             )
-            asyncio.run(soak_load(url, headers, soak, bench, launcher, args.sample_s))
+            asyncio.run(soak_load(url, headers, soak, bench, launcher, args))
         except StartFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 2
