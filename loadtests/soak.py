@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         minutes=args.minutes,
         users=args.users,
+        runs_per_thread=args.runs_per_thread,
         storage=" + ".join(
             [
                 "PostgreSQL" if os.environ.get("AGENT_DATABASE_URL") else "SQLite (embedded)",

@@ -36,6 +36,7 @@ class Soak:
     date: str
     minutes: float
     users: int
+    runs_per_thread: int
     storage: str  # e.g. "PostgreSQL + Redis"
     warmup_s: float
     window_s: float
@@ -111,8 +112,8 @@ def render(soak: Soak) -> str:
     total = soak.samples[-1].rss_mib if soak.samples else {}
     lines = [
         f"Latest run, {soak.date}: `{soak.command}` on {soak.storage} ({soak.minutes:g} min, "
-        f"{soak.users} users "
-        f"looping `runs/wait` on their own threads; warm-up {soak.warmup_s / 60:.1f} min, "
+        f"{soak.users} users looping `runs/wait`, a new thread every {soak.runs_per_thread} "
+        f"runs; warm-up {soak.warmup_s / 60:.1f} min, "
         f"p99 windows of {soak.window_s / 60:.1f} min).",
         "",
         f"{len(soak.ended)} runs, p50 {statistics.median(runs) if runs else 0:.0f} ms, "

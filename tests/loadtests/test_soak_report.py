@@ -14,6 +14,7 @@ def soak(last_latency_ms: float, end_rss_mib: float, error: str | None = None) -
         date="2026-12-07 12:00 UTC",
         minutes=6,
         users=2,
+        runs_per_thread=10,
         storage="PostgreSQL + Redis",
         warmup_s=60,
         window_s=60,
