@@ -1,9 +1,15 @@
-"""Postgres plumbing LangGraph's saver and store share: their pool and their setup lock.
+"""A replica process's one Postgres pool, which its metadata store, LangGraph's saver and
+LangGraph's store share, and the set-up lock of the last two.
 
-Both run over a psycopg pool with the connection options they need (autocommit, dict
-rows; ``prepare_threshold=0`` keeps them usable behind transaction-mode poolers such as
-PgBouncer), and both run their own migrations once per database, under an advisory lock
-that replicas starting together take turns on.
+The pool's connections are what LangGraph's saver and store need (autocommit, dict rows)
+and are prepared as ``AGENT_DB_PREPARED_STATEMENTS`` says (on: at first use, as LangGraph
+sets them; off for a pooler that cannot keep them). The metadata store's SQLAlchemy engine
+borrows them one transaction at a time (:func:`borrow`); the pool's reset puts a returned
+connection back as the others expect it, whoever had it. The pool is made and closed by
+its owner (the replica, or a store that was given none), after everything that uses it.
+
+The saver and store run their own migrations once per database, under an advisory lock
+that replicas starting together take turns on (:func:`setup_lock`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from psycopg import AsyncConnection, OperationalError
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agent_runtime.config.settings import StorageSettings
@@ -25,24 +32,46 @@ Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 UNAVAILABLE = (PoolTimeout, OperationalError, OSError)
 
 
-def langgraph_pool(settings: StorageSettings, name: str, min_size: int) -> Pool:
-    """A closed pool for one LangGraph component (``name`` shows in pg_stat_activity)."""
+def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Pool:
+    """A closed pool of at most ``AGENT_DB_POOL_SIZE`` connections for one process's
+    Postgres users (``name`` shows in pg_stat_activity as ``agent-runtime-<name>``)."""
     timeout_s = settings.db_timeout_s
+    size = settings.db_pool_size
     return AsyncConnectionPool(
         settings.postgres_dsn,
-        min_size=min_size,
-        max_size=max(min_size, settings.db_pool_size),
+        min_size=min(min_size, size),
+        max_size=size,
         kwargs={
             "autocommit": True,
-            "prepare_threshold": 0,
+            # 0: prepare at first use (LangGraph's setting); None: never.
+            "prepare_threshold": 0 if settings.db_prepared_statements else None,
             "row_factory": dict_row,
             "connect_timeout": max(1, math.ceil(timeout_s)),
             "application_name": f"agent-runtime-{name}",
         },
         timeout=timeout_s,
+        reset=_as_the_pool_gave_it,
+        # SQLAlchemy closes what it borrowed: closing returns it here (see borrow).
+        close_returns=True,
         open=False,
         name=f"agent-{name}",
     )
+
+
+async def borrow(pool: Pool) -> AsyncConnection[Any]:
+    """One of ``pool``'s connections for SQLAlchemy, which reads rows as tuples; it
+    comes back when SQLAlchemy closes it. It stays in autocommit: the metadata store's
+    transactions send their own BEGIN (:func:`agent_runtime.db.engine.transaction`)."""
+    conn = cast(AsyncConnection[Any], await pool.getconn())
+    conn.row_factory = tuple_row
+    return conn
+
+
+async def _as_the_pool_gave_it(conn: AsyncConnection[Any]) -> None:
+    """The pool's reset (after its own rollback): dict rows and autocommit again."""
+    conn.row_factory = dict_row
+    if not conn.autocommit:
+        await conn.set_autocommit(True)
 
 
 @asynccontextmanager
@@ -79,13 +108,28 @@ async def open_and_set_up(
     what: str,
     setup: Callable[[], Awaitable[None]],
     on_failure: Callable[[], Awaitable[None]],
+    *,
+    open_pool: bool,
 ) -> None:
-    """Open ``pool`` and run ``setup`` under the lock; a database that cannot be reached
-    is :class:`DependencyUnavailable` naming ``what``, after ``on_failure`` cleaned up."""
+    """Open ``pool`` (if ``open_pool``: the caller owns it) and run ``setup`` under the
+    lock; a database that cannot be reached is :class:`DependencyUnavailable` naming
+    ``what``, after ``on_failure`` cleaned up."""
     try:
-        await pool.open(wait=True, timeout=timeout_s)
+        if open_pool:
+            await pool.open(wait=True, timeout=timeout_s)
         async with setup_lock(pool, key, timeout_s, f"{what} setup"):
             await setup()
     except UNAVAILABLE as exc:
         await on_failure()
         raise DependencyUnavailable(f"{what} database unavailable ({type(exc).__name__})") from exc
+
+
+async def open_replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Pool | None:
+    """The process's one pool, open (None on SQLite). It does not wait for connections:
+    a database that is down is reported by the first user that needs one, and the pool
+    keeps trying meanwhile."""
+    if not settings.is_postgres:
+        return None
+    pool = replica_pool(settings, name, min_size)
+    await pool.open(wait=False)
+    return pool
