@@ -10,7 +10,8 @@ is made and closed by its owner (the replica, or a store that was given none), a
 everything that uses it.
 
 The saver and store run their own migrations once per database, under an advisory lock
-that replicas starting together take turns on (:func:`setup_lock`).
+that replicas starting together take turns on (:func:`setup_lock`, which holds behind
+PgBouncer in transaction mode too).
 """
 
 from __future__ import annotations
@@ -81,27 +82,41 @@ async def _as_langgraph_needs_it(conn: AsyncConnection[Any]) -> None:
 async def setup_lock(
     pool: Pool, key: int, timeout_s: float, what: str
 ) -> AsyncIterator[AsyncConnection[DictRow]]:
-    """Hold advisory lock ``key`` on one of the pool's connections while setting up.
+    """Hold advisory lock ``key`` while setting up (on other connections of the pool).
 
-    The lock is taken by polling ``pg_try_advisory_lock``: a blocking
-    ``pg_advisory_lock`` would keep the waiter's statement open, and the holder's
-    ``CREATE INDEX CONCURRENTLY`` waits for every open statement, a deadlock Postgres does
-    not detect. A waiter that polls is idle between tries.
+    The lock is a transaction's (``pg_try_advisory_xact_lock``), held by a transaction
+    left open on one connection until set-up ends: a transaction-mode pooler such as
+    PgBouncer keeps that transaction on one server connection, and its end always frees
+    the lock (a session lock would be taken on one server connection and released, or
+    not, on another). The transaction is READ COMMITTED, writes nothing and sends its
+    statements by the simple protocol, so between statements it holds no snapshot
+    (measured on Postgres 15: the extended protocol's portal keeps the transaction's xmin
+    set), and ``CREATE INDEX CONCURRENTLY`` in the set-up does not wait for it. Waiters
+    poll rather than block for the same reason: a blocked ``pg_advisory_xact_lock`` is an
+    open statement, which that index build waits for, a deadlock Postgres does not detect.
     """
     async with pool.connection(timeout=timeout_s) as conn:
         deadline = asyncio.get_running_loop().time() + max(timeout_s, 30.0)
         while True:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (key,))
+            await conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED", prepare=False)
+            # No parameters, not prepared: the simple protocol, which leaves no portal
+            # (and no portal's snapshot) open after the statement.
+            cursor = await conn.execute(
+                f"SELECT pg_try_advisory_xact_lock({int(key)}) AS locked", prepare=False
+            )
             row = await cursor.fetchone()
             if row is not None and row["locked"]:
                 break
+            await conn.execute("ROLLBACK", prepare=False)
             if asyncio.get_running_loop().time() > deadline:
                 raise DependencyUnavailable(f"timed out waiting for another replica's {what}")
             await asyncio.sleep(0.1)
         try:
             yield conn
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            # Frees the lock; a connection that broke meanwhile has lost it already.
+            if not conn.broken:
+                await conn.execute("COMMIT", prepare=False)
 
 
 async def open_and_set_up(

@@ -1,0 +1,99 @@
+"""The replica's one Postgres pool: what its users leave on a connection, and its set-up lock.
+
+The metadata store's SQLAlchemy engine borrows the pool's connections: after it, the next
+user still gets what LangGraph's saver and store need (autocommit, dict rows, no statement
+timeout of the metadata store's). The set-up lock is a transaction's, so a transaction-mode
+pooler keeps it, and it must neither let two holders in nor hold up the index builds of
+the set-up it guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from psycopg.rows import dict_row
+from sqlalchemy import text
+
+from agent_runtime.config.settings import StorageSettings
+from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.pg_pool import Pool, replica_pool, setup_lock
+from tests.backends import backend_settings
+
+KEY = 0x6167656E747465  # a lock of this test's own
+
+
+@pytest.fixture
+async def settings(tmp_path: Path) -> AsyncIterator[StorageSettings]:
+    async with backend_settings("postgres", tmp_path) as storage:
+        yield storage
+
+
+@pytest.fixture
+async def pool(settings: StorageSettings) -> AsyncIterator[Pool]:
+    opened = replica_pool(settings, "test", min_size=1)
+    await opened.open(wait=True, timeout=10)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_after_the_metadata_store_a_connection_is_as_langgraph_needs_it(
+    settings: StorageSettings, pool: Pool
+) -> None:
+    store = MetadataStore(settings, pool)
+    await store.setup()
+    try:
+        async with store.transaction() as conn:
+            timeout = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
+        assert timeout == "10s"  # AGENT_DB_TIMEOUT_S, for the transaction only
+        await store.ensure_tenant("t1", "one")
+        assert pool.get_stats()["pool_size"] == 1  # one connection, used in turn by all
+        async with pool.connection() as conn:
+            assert conn.autocommit
+            assert conn.row_factory is dict_row
+            row = await (await conn.execute("SHOW statement_timeout")).fetchone()
+            assert row == {"statement_timeout": "0"}
+    finally:
+        await store.close()
+    assert not pool.closed  # the store was given the pool: its owner closes it
+
+
+async def _try_lock(pool: Pool) -> bool:
+    async with pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (KEY,))
+        row = await cursor.fetchone()
+        return bool(row and row["got"])
+
+
+async def test_the_setup_lock_has_one_holder_and_frees_when_done(pool: Pool) -> None:
+    async with setup_lock(pool, KEY, 5.0, "test"):
+        assert not await _try_lock(pool)
+    assert await _try_lock(pool)
+    with pytest.raises(RuntimeError):
+        async with setup_lock(pool, KEY, 5.0, "test"):
+            raise RuntimeError("set-up failed")
+    assert await _try_lock(pool)  # a failed set-up frees it too
+
+
+async def test_the_setup_lock_holds_up_no_concurrent_index_build(pool: Pool) -> None:
+    """Set-up builds indexes CONCURRENTLY on other connections while the lock is held and
+    other replicas wait for it: that build must not wait for either."""
+
+    async def waiter() -> None:
+        async with setup_lock(pool, KEY, 5.0, "test"):
+            pass
+
+    async with setup_lock(pool, KEY, 5.0, "test"):
+        waiting = asyncio.create_task(waiter())
+        await asyncio.sleep(0.3)  # it polls meanwhile
+        async with pool.connection() as conn:
+            await conn.execute("CREATE TABLE lock_probe (x int)")
+            async with asyncio.timeout(10):
+                await conn.execute("CREATE INDEX CONCURRENTLY lock_probe_x ON lock_probe (x)")
+        assert not waiting.done()
+    async with asyncio.timeout(5):
+        await waiting
