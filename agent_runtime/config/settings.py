@@ -49,7 +49,7 @@ class StorageSettings(BaseSettings):
         default=True,
         description="Postgres: prepare statements at first use (LangGraph's setting). Off "
         "behind a transaction-mode pooler that does not keep prepared statements (PgBouncer "
-        "before 1.21, or max_prepared_statements = 0).",
+        "before 1.22, or max_prepared_statements = 0).",
     )
     db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
     sqlite_write_timeout_s: float = Field(
