@@ -55,8 +55,6 @@ def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Poo
         # Inline at every checkout (no I/O). A reset callback would return every
         # connection through the pool's worker tasks: about 12% slower when saturated.
         check=_as_langgraph_needs_it,
-        # SQLAlchemy closes what it borrowed: closing returns it here (see borrow).
-        close_returns=True,
         open=False,
         name=f"agent-{name}",
     )
@@ -64,7 +62,8 @@ def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Poo
 
 async def borrow(pool: Pool) -> AsyncConnection[Any]:
     """One of ``pool``'s connections for SQLAlchemy, which reads rows as tuples; it
-    comes back when SQLAlchemy closes it. It stays in autocommit: the metadata store's
+    comes back when SQLAlchemy closes it (:mod:`agent_runtime.db.pooled_engine`). It
+    stays in autocommit: the metadata store's
     transactions send their own BEGIN (:func:`agent_runtime.db.engine.transaction`)."""
     conn = cast(AsyncConnection[Any], await pool.getconn())
     conn.row_factory = tuple_row

@@ -2,9 +2,10 @@
 
 The metadata store's SQLAlchemy engine borrows the pool's connections: after it, the next
 user still gets what LangGraph's saver and store need (autocommit, dict rows, no statement
-timeout of the metadata store's). The set-up lock is a transaction's, so a transaction-mode
-pooler keeps it, and it must neither let two holders in nor hold up the index builds of
-the set-up it guards.
+timeout of the metadata store's), and a connection the server dropped goes back to the
+pool too, which then replaces its idle ones. The set-up lock is a transaction's, so a
+transaction-mode pooler keeps it, and it must neither let two holders in nor hold up the
+index builds of the set-up it guards.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from psycopg.rows import dict_row
 from sqlalchemy import text
 
 from agent_runtime.config.settings import StorageSettings
+from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.pg_pool import Pool, replica_pool, setup_lock
+from agent_runtime.db.pooled_engine import BorrowedPsycopgDialect
 from tests.backends import backend_settings
+from tests.tcp_proxy import TcpProxy
 
 KEY = 0x6167656E747465  # a lock of this test's own
 
@@ -46,6 +51,7 @@ async def test_after_the_metadata_store_a_connection_is_as_langgraph_needs_it(
 ) -> None:
     store = MetadataStore(settings, pool)
     await store.setup()
+    assert isinstance(store._require_engine().dialect, BorrowedPsycopgDialect)
     try:
         async with store.transaction() as conn:
             timeout = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
@@ -97,3 +103,37 @@ async def test_the_setup_lock_holds_up_no_concurrent_index_build(pool: Pool) -> 
         assert not waiting.done()
     async with asyncio.timeout(5):
         await waiting
+
+
+async def test_after_the_database_dropped_every_connection_one_call_fails(
+    settings: StorageSettings,
+) -> None:
+    """As SQLAlchemy's own pool did: the first call on a dropped connection fails, the
+    pool replaces the others, and it has lost none of its places (calls beyond its size
+    all get a connection)."""
+    parts = urlsplit(settings.postgres_dsn)
+    assert parts.hostname is not None
+    proxy = TcpProxy(parts.hostname, parts.port or 5432)
+    proxy.start()
+    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    through = settings.model_copy(
+        update={"database_url": urlunsplit(parts._replace(netloc=netloc)), "db_timeout_s": 3.0}
+    )
+    store = MetadataStore(through)
+    try:
+        await store.setup()
+        await store.ensure_tenant("t1", "one")
+        await asyncio.gather(*(store.create_thread("t1") for _ in range(3 * 10)))
+        proxy.down()  # every connection dropped, as when the server restarts
+        proxy.up()
+        failed = 0
+        for _ in range(10):
+            try:
+                await store.create_thread("t1")
+            except DependencyUnavailable:
+                failed += 1
+        assert failed == 1
+        await asyncio.gather(*(store.create_thread("t1") for _ in range(3 * 10)))
+    finally:
+        await store.close()
+        proxy.close()
