@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos bench-checkpointer clean
+.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos soak bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,9 +93,16 @@ loadtest: install
 bench: install
 	$(BIN)/python loadtests/bench.py
 
-# The chaos suite as it stands (docs/reliability.md): faults under load on the Serve stack.
+# The chaos suite (docs/reliability.md): faults under load on the Serve stack. `make test`
+# runs its reduced part (test_chaos_e2e.py); this runs all of it and prints its table rows.
 chaos: install
-	RAY_AUTH_MODE=disabled $(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos_e2e.py
+	RAY_AUTH_MODE=disabled $(BIN)/pytest -s -p no:cacheprovider -m "" \
+	  tests/e2e/test_chaos_e2e.py tests/e2e/test_chaos_full_e2e.py
+
+# A long steady load on the local stack, watched for leaks and drift (docs/reliability.md).
+MINUTES ?= 30
+soak: install
+	$(BIN)/python loadtests/soak.py --minutes $(MINUTES)
 
 bench-checkpointer: install
 	$(BIN)/python loadtests/bench_checkpointer.py

@@ -144,7 +144,7 @@ def stack_processes(launcher_pid: int, marker: str) -> tuple[list[psutil.Process
     return tree + outside, len(outside)
 
 
-def _kind(proc: psutil.Process, launcher_pid: int) -> str:
+def process_kind(proc: psutil.Process, launcher_pid: int) -> str:
     """A readable name: ``ray::ServeReplica:...``, ``raylet``, ``dashboard/agent`` ..."""
     if proc.pid == launcher_pid:
         return "launcher"
@@ -161,7 +161,7 @@ def measure_memory(launcher_pid: int, marker: str, idle_cpu_pct: float) -> IdleM
     rss, pss, by_kind, counted = 0.0, 0.0, dict[str, float](), 0
     for proc in procs:
         try:
-            info, kind = proc.memory_full_info(), _kind(proc, launcher_pid)
+            info, kind = proc.memory_full_info(), process_kind(proc, launcher_pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         counted += 1

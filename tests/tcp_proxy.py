@@ -1,7 +1,8 @@
 """A TCP proxy the tests can cut: the chaos tests put it between the stack and PostgreSQL.
 
 ``down()`` drops every open connection and stops listening (new connections are refused,
-as when the server restarts); ``up()`` listens again on the same port. It runs its own
+as when the server restarts); ``hang()`` drops them too but accepts new ones and never
+answers (a server that hangs); ``up()`` forwards again on the same port. It runs its own
 event loop in a thread, so tests on any loop (and replicas in other processes) use it.
 """
 
@@ -13,6 +14,7 @@ import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
 TIMEOUT_S = 10.0
@@ -44,6 +46,15 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._hanging = False
+
+    @classmethod
+    def to_url(cls, url: str, default_port: int = 5432) -> TcpProxy:
+        """A started proxy to the host and port of ``url`` (e.g. a database URL)."""
+        parts = urlsplit(url)
+        proxy = cls(parts.hostname or "127.0.0.1", parts.port or default_port)
+        proxy.start()
+        return proxy
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(TIMEOUT_S)
@@ -53,6 +64,12 @@ class TcpProxy:
         self.up()
 
     def up(self) -> None:
+        self._hanging = False
+        self._call(self._listen())
+
+    def hang(self) -> None:
+        self.down()
+        self._hanging = True
         self._call(self._listen())
 
     def down(self) -> None:
@@ -78,6 +95,13 @@ class TcpProxy:
         self._open.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._hanging:  # read the request, answer nothing, until cut or closed
+            self._open.add(writer)
+            with contextlib.suppress(ConnectionError, OSError):
+                while await reader.read(65536):
+                    pass
+            self._open.discard(writer)
+            return
         try:
             upstream_reader, upstream = await asyncio.open_connection(*self.target)
         except OSError:
@@ -89,3 +113,11 @@ class TcpProxy:
             await asyncio.gather(_pipe(reader, upstream), _pipe(upstream_reader, writer))
         finally:
             self._open -= {writer, upstream}
+
+
+def proxied_url(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's (credentials kept)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

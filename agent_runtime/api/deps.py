@@ -58,6 +58,7 @@ from agent_runtime.db.pg_pool import Pool, open_replica_pool
 from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.execution.store_index import StoreIndex
 from agent_runtime.replica.handles import call
+from agent_runtime.replica.health import BackgroundLoops, Probe
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.run_queue import RunStore
@@ -190,6 +191,17 @@ class Services:
         await self.auth.forget_tenant(tenant_id)
         assert self.streams is not None
         self.streams.forget_tenant(tenant_id)
+
+    def dependency_probes(self) -> dict[str, Probe]:
+        """What this replica's health check pings: the database, and Redis when set."""
+        probes: dict[str, Probe] = {"database": self.store.ping}
+        if self.settings.limits.redis_url is not None:
+            probes["redis"] = self.limiter.ping
+        return probes
+
+    def loop_parts(self) -> list[BackgroundLoops]:
+        """Its parts with background loops (auth invalidations, open streams' leases)."""
+        return [self.auth] if self.streams is None else [self.auth, self.streams]
 
     async def aclose(self) -> None:
         if self.streams is not None:

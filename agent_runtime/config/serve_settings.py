@@ -29,6 +29,13 @@ class DeploymentScaling(BaseModel):
     graceful_shutdown_timeout_s: float = Field(
         default=20.0, ge=0, description="How long a stopping replica may drain requests."
     )
+    # Serve replaces a replica after three failed checks in a row (agent_runtime.replica.health).
+    health_check_period_s: float = Field(
+        default=10.0, gt=0, description="How often Serve calls each replica's check_health."
+    )
+    health_check_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long one check_health may take before it fails."
+    )
 
     def autoscaling_config(self) -> dict[str, float | int]:
         return {
@@ -58,6 +65,17 @@ class ServeSettings(BaseSettings):
     )
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Longer than a database or Redis restart: a short outage is answered with 503s, not by
+    # replacing every replica at once (agent_runtime.replica.health).
+    health_dependency_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long the database or Redis may stay unreachable from a replica "
+        "before its check_health fails.",
+    )
+    health_probe_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long check_health waits for one dependency's ping."
+    )
     ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
     orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
     router: DeploymentScaling = Field(default_factory=DeploymentScaling)

@@ -45,6 +45,8 @@ def scaled(deployment: Any, scaling: DeploymentScaling, log_level: str = "INFO")
         logging_config=logging_config(log_level),
         graceful_shutdown_wait_loop_s=scaling.graceful_shutdown_wait_loop_s,
         graceful_shutdown_timeout_s=scaling.graceful_shutdown_timeout_s,
+        health_check_period_s=scaling.health_check_period_s,
+        health_check_timeout_s=scaling.health_check_timeout_s,
     )
 
 

@@ -18,6 +18,7 @@ from agent_runtime.api.deps import Services
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.deployments.served_app import load_served_app
 from agent_runtime.replica import replica_logs
+from agent_runtime.replica.health import ReplicaHealth
 from agent_runtime.replica.metrics import IngressMetrics
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
@@ -49,8 +50,16 @@ class IngressDeployment:
             store_index=app.store_index,
         )
 
+        self._health = ReplicaHealth.from_settings(
+            settings.serve, self._services.dependency_probes(), self._services.loop_parts()
+        )
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self._services, self._custom_app)
+
+    async def check_health(self) -> None:
+        """Serve's health check: see :mod:`agent_runtime.replica.health`."""
+        await self._health.check()
 
     async def __del__(self) -> None:
         await self._services.aclose()

@@ -29,6 +29,7 @@ from agent_runtime.protocol.agent_protocol import (
     ThreadStateUpdate,
 )
 from agent_runtime.replica.handles import call, iterate
+from agent_runtime.replica.health import ReplicaHealth
 from agent_runtime.replica.orchestration import Orchestration
 from agent_runtime.replica.orchestrator_metrics import OrchestratorMetrics
 from agent_runtime.replica.replica_logs import install as install_logs
@@ -59,6 +60,9 @@ class OrchestratorDeployment:
         self._orchestration.start()
         self._threads = self._orchestration.threads
         self._runs = self._orchestration.runs
+        self._health = ReplicaHealth.from_settings(
+            settings.serve, {"database": self._orchestration.store.ping}, [self._orchestration]
+        )
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
         result: ChatResult = await call(self._router.chat.remote(stamp(request)))
@@ -198,6 +202,10 @@ class OrchestratorDeployment:
 
     async def ping(self) -> None:
         await self._orchestration.store.ping()
+
+    async def check_health(self) -> None:
+        """Serve's health check: see :mod:`agent_runtime.replica.health`."""
+        await self._health.check()
 
     async def __del__(self) -> None:
         await self._orchestration.close()

@@ -38,6 +38,7 @@ from agent_runtime.gateway.call_observer import CallObserver, CallPlan, CallRepo
 from agent_runtime.gateway.model_router import ModelRouter
 from agent_runtime.gateway.shared_breakers import build_breakers
 from agent_runtime.replica import replica_logs
+from agent_runtime.replica.health import Probe, ReplicaHealth
 from agent_runtime.replica.router_metrics import RouterMetrics
 from agent_runtime.tenancy.budget_watch import BudgetWatch
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
@@ -167,6 +168,10 @@ class ModelRouterDeployment:
             self._budgets,
             in_process_fake=in_process_fake,
         )
+        probes: dict[str, Probe] = {"database": self._store.ping}
+        if settings.limits.redis_url is not None:
+            probes["redis"] = self._budgets.ping  # spend counters; breakers share the Redis
+        self._health = ReplicaHealth.from_settings(settings.serve, probes)
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         with _log_context(request):
@@ -183,6 +188,11 @@ class ModelRouterDeployment:
 
     async def ping(self) -> None:
         await self._router.ping()
+
+    async def check_health(self) -> None:
+        """Serve's health check (:mod:`agent_runtime.replica.health`): the database and
+        Redis, not the providers, which the breakers and fallbacks deal with."""
+        await self._health.check()
 
     def breaker_states(self) -> dict[str, str]:
         return self._router.breaker_states()

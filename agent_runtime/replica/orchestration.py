@@ -255,7 +255,14 @@ class Orchestration:
         self.executor.start()
         self.crons.start()
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_loop(), name="thread TTL sweeper"
+            )
+
+    def loops(self) -> list[asyncio.Task[None]]:
+        """The replica's background loops (``check_health`` fails when one stopped)."""
+        sweeper = [] if self._sweeper is None else [self._sweeper]
+        return [*self.executor.loops(), *self.crons.loops(), *sweeper]
 
     async def close(self) -> None:
         await self.crons.close()

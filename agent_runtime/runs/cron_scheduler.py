@@ -61,7 +61,10 @@ class CronScheduler:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="crons")
+
+    def loops(self) -> list[asyncio.Task[None]]:
+        return [] if self._task is None else [self._task]
 
     async def close(self) -> None:
         if self._task is not None:

@@ -13,11 +13,10 @@ replica) can wait for it or join its stream. The executor:
   due queued runs while it has capacity;
 - on close, hands its runs back to the queue so another replica resumes them.
 
-Each run executes inside a log context (:mod:`agent_runtime.core.logs`) with its tenant, thread, run
-and the id of the request that submitted it, so every line it writes names them; after
-each poll the executor reports its :class:`QueueStats` (runs in flight here, and every
-``stats_interval_s`` the queue's depth, from ``queue_depth`` such as
-:func:`agent_runtime.runs.run_leases.pending_runs`) to ``on_stats``, e.g. for gauges.
+Each run executes inside a log context (:mod:`agent_runtime.core.logs`) naming its tenant,
+thread, run and request; after each poll the executor reports its :class:`QueueStats`
+(runs in flight here, and every ``stats_interval_s`` the queue's depth from ``queue_depth``,
+e.g. :func:`agent_runtime.runs.run_leases.pending_runs`) to ``on_stats``, e.g. for gauges.
 """
 
 from __future__ import annotations
@@ -158,10 +157,14 @@ class RunExecutor:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         if not self._loops:
+            loop = asyncio.get_running_loop()
             self._loops = [
-                asyncio.get_running_loop().create_task(self._heartbeat_loop()),
-                asyncio.get_running_loop().create_task(self._queue_loop()),
+                loop.create_task(self._heartbeat_loop(), name="run lease heartbeats"),
+                loop.create_task(self._queue_loop(), name="run queue"),
             ]
+
+    def loops(self) -> list[asyncio.Task[None]]:
+        return list(self._loops)
 
     async def close(self) -> None:
         """Stop the loops and hand unfinished runs back to the queue."""

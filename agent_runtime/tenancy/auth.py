@@ -357,6 +357,9 @@ class Authenticator:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.subscribed.wait(), ready_timeout_s)
 
+    def loops(self) -> list[asyncio.Task[None]]:
+        return [] if self._listener is None else [self._listener]
+
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()

@@ -166,6 +166,9 @@ class OpenStreams:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(subscribed.wait(), ready_timeout_s)
 
+    def loops(self) -> list[asyncio.Task[None]]:
+        return [task for task in (self._ticker, self._listener) if task is not None]
+
     async def close(self) -> None:
         for task in (self._ticker, self._listener, *self._tasks):
             if task is not None:

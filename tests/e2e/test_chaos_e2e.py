@@ -16,33 +16,37 @@ beside the main stack, on the same PostgreSQL reached through a TCP proxy the te
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass
 
-import httpx
 import pytest
 import ray
 
-from agent_runtime.config.app_settings import AppSettings
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.db.metadata import MetadataStore
+from tests.e2e.chaos_support import (
+    DEPLOYMENTS,
+    POLL_S,
+    TERMINAL,
+    Load,
+    chaos_app,
+    logs,
+    replicas,
+    statuses,
+    user,
+)
+from tests.e2e.chaos_support import healths as app_healths
 from tests.e2e.conftest import Stack
-from tests.e2e.support import Api, eventually, open_api
-from tests.tcp_proxy import TcpProxy
+from tests.e2e.support import eventually, open_api
+from tests.tcp_proxy import TcpProxy, proxied_url
 
 pytestmark = pytest.mark.e2e
 
-APP = Path(__file__).resolve().parents[1] / "apps" / "chaos_app"
 NAME = "app-chaos"
-TERMINAL = {"success", "error", "timeout", "interrupted"}
 OUTAGE_S = 4.0  # how long the database stays unreachable
 RECOVERY_TARGET_S = 10.0
 USERS = 4
-POLL_S = 0.5  # between status sweeps: each sweep is one GET per run
 
 
 @dataclass
@@ -58,61 +62,24 @@ def chaos(
     postgres_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Chaos]:
-    from ray import serve
-
-    from agent_runtime.deployments.app import build_app
-
-    parts = urlsplit(postgres_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    proxy.start()
-    netloc = parts.netloc.replace(f":{parts.port}", "") if parts.port else parts.netloc
-    proxied = urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
-    project = shutil.copytree(APP, tmp_path_factory.mktemp("chaos") / "chaos_app")
-    storage = stack_settings.storage.model_copy(update={"database_url": proxied})
-    settings = stack_settings.model_copy(
-        update={"storage": storage, "app": AppSettings(config=project / "langgraph.json")}
+    proxy = TcpProxy.to_url(postgres_url)
+    storage = stack_settings.storage.model_copy(
+        update={"database_url": proxied_url(postgres_url, proxy)}
     )
-    serve.run(build_app(settings=settings), name=NAME, route_prefix=f"/apps/{NAME}")
+    # Health checks fail after 1 s without the database here (60 s by default), so that the
+    # outage below shows it; Serve calls them every 10 s and replaces after 3 failures.
+    serve_settings = stack_settings.serve.model_copy(update={"health_dependency_grace_s": 1.0})
+    settings = stack_settings.model_copy(update={"storage": storage, "serve": serve_settings})
+    folder = tmp_path_factory.mktemp("chaos")
     try:
-        yield Chaos(f"{stack.url}/apps/{NAME}", proxy)
+        with chaos_app(NAME, stack.url, settings, folder) as served:
+            yield Chaos(served.url, proxy)
     finally:
-        serve.delete(NAME)
         proxy.close()
 
 
-def orchestrators() -> list[str]:
-    return [
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["name"].startswith(f"SERVE_REPLICA::{NAME}#Orchestrator")
-    ]
-
-
-async def get(api: Api, path: str) -> httpx.Response:
-    """GET as a polite client: a 429 (the test polls hard) waits its Retry-After, then asks
-    again; the API key limit is part of the stack under test, not something to switch off."""
-    while True:
-        response = await api.http.get(path)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers["retry-after"]))
-
-
-async def statuses(api: Api, runs: list[tuple[str, str]]) -> list[str]:
-    found = []
-    for thread_id, run_id in runs:
-        response = await get(api, f"/threads/{thread_id}/runs/{run_id}")
-        found.append(response.json()["status"] if response.status_code == 200 else "missing")
-    return found
-
-
-async def logs(api: Api, thread_ids: list[str]) -> list[list[str]]:
-    found = []
-    for thread_id in thread_ids:
-        response = await get(api, f"/threads/{thread_id}/state")
-        response.raise_for_status()
-        found.append(response.json()["values"].get("log", []))
-    return found
+async def healths() -> list[str]:
+    return await app_healths(NAME)
 
 
 async def test_runs_resume_after_their_orchestrator_is_killed(
@@ -130,7 +97,7 @@ async def test_runs_resume_after_their_orchestrator_is_killed(
         timeout_s=30,
         interval_s=POLL_S,
     )
-    names = orchestrators()
+    names = replicas(NAME, "Orchestrator")
     assert names, "no orchestrator replica of the chaos app"
     for name in names:
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
@@ -150,37 +117,6 @@ async def test_runs_resume_after_their_orchestrator_is_killed(
     await api.aclose()
 
 
-@dataclass
-class Load:
-    """What the users saw: each answer's start, status, Retry-After and run."""
-
-    answers: list[tuple[float, int, str | None]] = field(default_factory=list)
-    acknowledged: list[tuple[str, str]] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)  # run id -> the error it ended with
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def user(api: Api, thread_id: str, load: Load) -> None:
-    body = {"assistant_id": "steps", "input": {"log": []}}
-    while not load.stop.is_set():
-        started = time.monotonic()
-        try:
-            response = await api.http.post(f"/threads/{thread_id}/runs/wait", json=body)
-        except httpx.HTTPError:
-            load.answers.append((started, 0, None))
-            continue
-        load.answers.append((started, response.status_code, response.headers.get("retry-after")))
-        if response.status_code == 200:
-            run_id = response.headers["content-location"].rsplit("/", 1)[-1]
-            load.acknowledged.append((thread_id, run_id))
-            error = response.json().get("__error__")
-            if error is not None:
-                load.errors[run_id] = str(error.get("error"))
-        elif response.status_code == 503:
-            # As a client should: wait as told before trying again.
-            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-
-
 async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
     chaos: Chaos, store: MetadataStore
 ) -> None:
@@ -190,9 +126,21 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
     users = [asyncio.create_task(user(api, thread_id, load)) for thread_id in threads]
     await eventually(lambda: asyncio.sleep(0, result=len(load.acknowledged)), lambda n: n >= USERS)
 
+    assert await healths() == ["ok"] * len(DEPLOYMENTS)
     down_at = time.monotonic()
     chaos.proxy.down()
-    await asyncio.sleep(OUTAGE_S)  # the outage itself: the database stays away this long
+    # Past the grace (1 s here) every deployment's health check names the database.
+    unhealthy = await eventually(
+        healths,
+        lambda found: all("database unreachable" in h for h in found),
+        timeout_s=OUTAGE_S,
+        interval_s=0.25,
+    )
+    # Whatever the users' requests were doing when it began, a request now is refused so.
+    probe = await api.http.get(f"/threads/{threads[0]}")
+    assert probe.status_code == 503 and "retry-after" in probe.headers, probe.text
+    # The outage itself: the database stays away this long.
+    await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
     chaos.proxy.up()
     up_at = time.monotonic()
     served_after = len(load.acknowledged)
@@ -203,6 +151,7 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
     )
     load.stop.set()
     await asyncio.gather(*users)
+    await eventually(healths, lambda found: found == ["ok"] * len(DEPLOYMENTS), timeout_s=30)
 
     statuses_seen = {status for _, status, _ in load.answers}
     assert statuses_seen <= {200, 503}, statuses_seen  # never a 500 or a broken connection
@@ -229,6 +178,6 @@ async def test_a_database_outage_is_a_503_with_retry_after_and_nothing_is_lost(
         f"database down {OUTAGE_S:g} s at +{down_at - load.answers[0][0]:.1f} s: "
         f"{len(refused)} refused with 503, {len(load.acknowledged)} runs acknowledged "
         f"({len(failed)} failed with DependencyUnavailable, 0 lost), "
-        f"recovered {recovery_s:.1f} s after it came back"
+        f"recovered {recovery_s:.1f} s after it came back; health checks said: {unhealthy[1]}"
     )
     await api.aclose()
