@@ -53,6 +53,30 @@ def _client(base_url: str, headers: Mapping[str, str], connections: int) -> http
     )
 
 
+async def loop_runs(
+    client: httpx.AsyncClient,
+    thread_id: str,
+    index: int,
+    *,
+    until: float,
+    ended: list[tuple[float, float, str | None]],
+    step: int = 1,
+    origin: float = 0.0,
+) -> None:
+    """One user: ``runs/wait`` on its thread until ``until`` (``time.perf_counter``), each
+    run recorded in ``ended`` as (end time minus ``origin``, latency ms, error or None)."""
+    while time.perf_counter() < until:
+        sent = time.perf_counter()
+        try:
+            response = await client.post(f"/threads/{thread_id}/runs/wait", json=run_body(index))
+            error = run_error(response)
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
+        now = time.perf_counter()
+        ended.append((now - origin, (now - sent) * 1000, error))
+        index += step
+
+
 async def new_thread(client: httpx.AsyncClient) -> str:
     response = await client.post("/threads", json={})
     response.raise_for_status()
@@ -100,20 +124,6 @@ async def load(
         start = time.perf_counter()
         window = (start + LOAD_WARMUP_S, start + LOAD_WARMUP_S + args.duration)
 
-        async def user(index: int, thread_id: str) -> None:
-            while time.perf_counter() < window[1]:
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(
-                        f"/threads/{thread_id}/runs/wait", json=run_body(index)
-                    )
-                    error = run_error(response)
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                now = time.perf_counter()
-                ended.append((now, (now - sent) * 1000, error))
-                index += 1
-
         async def progress() -> None:
             while time.perf_counter() < window[1]:
                 await asyncio.sleep(PROGRESS_EVERY_S)
@@ -121,7 +131,10 @@ async def load(
                 failed = f", errors: {dict(kinds)}" if kinds else ", no errors"
                 print(f"  {system}: {len(ended)} runs{failed}", flush=True)
 
-        tasks = [asyncio.create_task(user(i, t)) for i, t in enumerate(thread_ids)]
+        tasks = [
+            asyncio.create_task(loop_runs(client, t, i, until=window[1], ended=ended))
+            for i, t in enumerate(thread_ids)
+        ]
         tasks.append(asyncio.create_task(progress()))
         try:
             await asyncio.sleep(window[0] - time.perf_counter())

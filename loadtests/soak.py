@@ -28,13 +28,13 @@ import httpx
 import psutil
 
 try:
-    from loadtests.bench_load import REQUEST_TIMEOUT_S, new_thread, run_body, run_error
+    from loadtests.bench_load import REQUEST_TIMEOUT_S, loop_runs, new_thread
     from loadtests.bench_phases import Bench, stack_env
     from loadtests.bench_processes import Child, StartFailed, process_kind, stack_processes
     from loadtests.soak_report import Sample, Soak, render, write_doc, write_png
 except ModuleNotFoundError:  # run as a script (python loadtests/soak.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from loadtests.bench_load import REQUEST_TIMEOUT_S, new_thread, run_body, run_error
+    from loadtests.bench_load import REQUEST_TIMEOUT_S, loop_runs, new_thread
     from loadtests.bench_phases import Bench, stack_env
     from loadtests.bench_processes import Child, StartFailed, process_kind, stack_processes
     from loadtests.soak_report import Sample, Soak, render, write_doc, write_png
@@ -75,27 +75,13 @@ async def soak_load(
         base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits
     ) as client:
         threads = await asyncio.gather(*(new_thread(client) for _ in range(soak.users)))
-        start = time.monotonic()
+        start = time.perf_counter()
         end = start + soak.minutes * 60
-
-        async def user(index: int, thread_id: str) -> None:
-            while time.monotonic() < end:
-                sent = time.monotonic()
-                try:
-                    response = await client.post(
-                        f"/threads/{thread_id}/runs/wait", json=run_body(index)
-                    )
-                    error = run_error(response)
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                now = time.monotonic()
-                soak.ended.append((now - start, (now - sent) * 1000, error))
-                index += soak.users
 
         async def sampler() -> None:
             minute = 0
-            while time.monotonic() < end:
-                at = time.monotonic() - start
+            while time.perf_counter() < end:
+                at = time.perf_counter() - start
                 taken = await asyncio.to_thread(sample, launcher.pid, bench.marker, at)
                 soak.samples.append(taken)
                 if at >= minute * 60:
@@ -109,12 +95,16 @@ async def soak_load(
                         f"RSS {sum(taken.rss_mib.values()) / 1024:.2f} GiB",
                         flush=True,
                     )
-                await asyncio.sleep(min(sample_s, max(0.0, end - time.monotonic())))
+                await asyncio.sleep(min(sample_s, max(0.0, end - time.perf_counter())))
             soak.samples.append(
                 await asyncio.to_thread(sample, launcher.pid, bench.marker, end - start)
             )
 
-        await asyncio.gather(sampler(), *(user(i, t) for i, t in enumerate(threads)))
+        users = (
+            loop_runs(client, t, i, until=end, ended=soak.ended, step=soak.users, origin=start)
+            for i, t in enumerate(threads)
+        )
+        await asyncio.gather(sampler(), *users)
 
 
 def main(argv: list[str] | None = None) -> int:

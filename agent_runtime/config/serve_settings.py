@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent_runtime.config.provider_settings import no_limit
+
 DEFAULT_HTTP_PORT = 8000
+# Half of a replica's AGENT_MAX_CONCURRENT_RUNS (64): room for a burst while a replica starts.
+DEFAULT_TARGET_RUNS = 32.0
+# Serve's controller imports it by this path (a string here: config imports no replica code).
+RUNS_POLICY = "agent_runtime.replica.autoscaling:RunsPolicy"
 
 
 class DeploymentScaling(BaseModel):
@@ -19,6 +25,10 @@ class DeploymentScaling(BaseModel):
     max_ongoing_requests: int = Field(default=128, ge=1)
     upscale_delay_s: float = Field(default=5.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
+    # Longer than Serve's metrics interval (10 s), which Serve will soon require.
+    look_back_period_s: float = Field(
+        default=30.0, gt=10, description="The window Serve averages the load over."
+    )
     # A replica's CPU reservation is what makes Ray's autoscaler add nodes on a cluster.
     num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved per replica.")
     # A stopping replica checks for requests still in flight this often; Serve's 2 s made
@@ -37,15 +47,35 @@ class DeploymentScaling(BaseModel):
         default=30.0, gt=0, description="How long one check_health may take before it fails."
     )
 
-    def autoscaling_config(self) -> dict[str, float | int]:
-        return {
+    # Only the orchestrator's runs are reported to Serve (agent_runtime.replica.autoscaling).
+    target_runs: float | None = Field(
+        default=None,
+        gt=0,
+        description="Orchestrator: runs (executing and queued) per replica its autoscaling "
+        "aims at, besides requests in flight; unset: requests only.",
+    )
+
+    @field_validator("target_runs", mode="before")
+    @classmethod
+    def _none_turns_it_off(cls, value: object) -> object:
+        return no_limit(value)
+
+    def autoscaling_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
             "min_replicas": self.min_replicas,
             "initial_replicas": max(self.min_replicas, 1),
             "max_replicas": self.max_replicas,
             "target_ongoing_requests": self.target_ongoing_requests,
             "upscale_delay_s": self.upscale_delay_s,
             "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s,
         }
+        if self.target_runs is not None:
+            config["policy"] = {
+                "policy_function": RUNS_POLICY,
+                "policy_kwargs": {"target_runs": self.target_runs},
+            }
+        return config
 
 
 class ServeSettings(BaseSettings):
@@ -77,7 +107,9 @@ class ServeSettings(BaseSettings):
         default=5.0, gt=0, description="How long check_health waits for one dependency's ping."
     )
     ingress: DeploymentScaling = Field(default_factory=DeploymentScaling)
-    orchestrator: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    orchestrator: DeploymentScaling = Field(
+        default_factory=lambda: DeploymentScaling(target_runs=DEFAULT_TARGET_RUNS)
+    )
     router: DeploymentScaling = Field(default_factory=DeploymentScaling)
     fake_provider: DeploymentScaling = Field(
         default_factory=lambda: DeploymentScaling(max_replicas=1)

@@ -20,6 +20,7 @@ from agent_runtime.deployments.served_app import load_served_app
 from agent_runtime.replica import replica_logs
 from agent_runtime.replica.health import ReplicaHealth
 from agent_runtime.replica.metrics import IngressMetrics
+from agent_runtime.replica.single_node import alive_nodes, refuse_sqlite_across_nodes
 from agent_runtime.user_app.served_graphs import ServedGraphs
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class IngressDeployment:
         settings: RuntimeSettings,
     ) -> None:
         replica_logs.install(settings.serve.log_level)
+        refuse_sqlite_across_nodes(settings.storage, alive_nodes())
         # Only inspected here (schemas, drawings): no checkpointer, no store.
         app = load_served_app(settings)
         graphs = ServedGraphs(app.graphs.values(), checkpointer=None, store=None)

@@ -34,6 +34,7 @@ from agent_runtime.replica.orchestration import Orchestration
 from agent_runtime.replica.orchestrator_metrics import OrchestratorMetrics
 from agent_runtime.replica.replica_logs import install as install_logs
 from agent_runtime.replica.replica_logs import logged
+from agent_runtime.replica.single_node import alive_nodes, refuse_sqlite_across_nodes
 from agent_runtime.runs.run_service import RunOutcome
 from agent_runtime.runs.thread_stream import ThreadStreamMode
 
@@ -45,15 +46,17 @@ class OrchestratorDeployment:
         self, router: DeploymentHandle, settings: RuntimeSettings
     ) -> None:
         install_logs(settings.serve.log_level)
+        refuse_sqlite_across_nodes(settings.storage, alive_nodes())
         self._router = router
         self._stream_router = router.options(stream=True)
         app = load_served_app(settings)
+        self._metrics = OrchestratorMetrics()
         self._orchestration = await Orchestration.build(
             settings,
             app.graphs.values(),
             self._chat,
             self._stream,
-            observer=OrchestratorMetrics(),
+            observer=self._metrics,
             store_index=app.store_index,
             embed=self._embed,
         )
@@ -202,6 +205,10 @@ class OrchestratorDeployment:
 
     async def ping(self) -> None:
         await self._orchestration.store.ping()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's autoscaling reads the runs here (:mod:`agent_runtime.replica.autoscaling`)."""
+        return self._metrics.run_stats()
 
     async def check_health(self) -> None:
         """Serve's health check: see :mod:`agent_runtime.replica.health`."""

@@ -40,6 +40,7 @@ from agent_runtime.gateway.shared_breakers import build_breakers
 from agent_runtime.replica import replica_logs
 from agent_runtime.replica.health import Probe, ReplicaHealth
 from agent_runtime.replica.router_metrics import RouterMetrics
+from agent_runtime.replica.single_node import alive_nodes, refuse_sqlite_across_nodes
 from agent_runtime.tenancy.budget_watch import BudgetWatch
 from agent_runtime.tenancy.budgets import BudgetGuard, build_budget_guard
 from agent_runtime.tenancy.cost_observers import BudgetObserver, LedgerObserver
@@ -153,6 +154,7 @@ class ModelRouterDeployment:
         self, settings: RuntimeSettings, in_process_fake: bool = False
     ) -> None:
         replica_logs.install(settings.serve.log_level)
+        refuse_sqlite_across_nodes(settings.storage, alive_nodes())
         warn_if_fake(settings)
         self._metrics = RouterMetrics(settings.models.public_names())
         # The replica's one Postgres pool: its only user is the store (the usage ledger).

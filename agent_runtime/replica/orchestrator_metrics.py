@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from agent_runtime.core.timing import RunTimings
 from agent_runtime.evals.schema import Judgement
+from agent_runtime.replica.autoscaling import run_stats
 from agent_runtime.replica.metrics import LATENCY_BOUNDARIES_MS, OTHER, counter, gauge, histogram
 from agent_runtime.runs.executor import QueueStats
 from agent_runtime.runs.webhooks import WebhookOutcome
@@ -17,6 +18,7 @@ MAX_TOOL_NAMES = 64  # tool names past this many are counted as "other"
 
 class OrchestratorMetrics:
     def __init__(self) -> None:
+        self._in_flight_now, self._queued_now = 0, 0
         self.runs = counter("agent_runs", "Finished runs by graph and status.", ("graph", "status"))
         self.duration = histogram(
             "agent_run_duration_ms", "Run duration by graph.", LATENCY_BOUNDARIES_MS, ("graph",)
@@ -115,5 +117,11 @@ class OrchestratorMetrics:
 
     def record_queue(self, stats: QueueStats) -> None:
         self.in_flight.set(stats.in_flight)
+        self._in_flight_now = stats.in_flight
         if stats.queued is not None:
             self.queue_depth.set(stats.queued)
+            self._queued_now = stats.queued
+
+    def run_stats(self) -> dict[str, float]:
+        """The last counts, as Serve's autoscaling reads them (``record_autoscaling_stats``)."""
+        return run_stats(self._in_flight_now, self._queued_now)

@@ -38,10 +38,22 @@ end plus :data:`EXPIRY_GRACE` (for clocks a little behind). Budgets are read fro
 database and cached per replica for ``cache_ttl_s`` (``AGENT_BUDGET_CACHE_TTL_S``, 5 s by
 default): a new, changed or deleted budget applies on every replica within that time.
 
+Redis keeps nothing across a restart (nor what it evicts), so a counter may be missing:
+the reservation then adds nothing, the missing counters are seeded from the usage ledger
+(:mod:`~agent_runtime.tenancy.budget_seed`: the spend recorded in the counter's window,
+``SET NX``) and the Lua call is made again, at most :data:`SEED_ATTEMPTS` times. A new
+window's counters, and a new budget's, are seeded the same way, to the ledger's spend so
+far in the window (usually 0). The normal path, counters present, stays one Lua call.
+What the ledger cannot hold: the calls in flight when Redis lost the counters (a row is
+written after the call settles: each such call's settle then takes its reservation off a
+counter that never held it), and a call that straddles a window's start (counted in the
+window it was reserved in, and also in the next one's seed when its row falls there).
+
 Failure modes: a tenant with no budgets never touches Redis. Redis configured but
 unreachable fails closed: a call that has a budget cannot be checked, so ``reserve``
 raises :class:`DependencyUnavailable` (503), as do ``settle`` and ``status``. A database
-that cannot be read (on a cache miss) is also :class:`DependencyUnavailable`.
+that cannot be read (budgets on a cache miss, or the ledger for a missing counter) is also
+:class:`DependencyUnavailable`.
 """
 
 from __future__ import annotations
@@ -57,13 +69,15 @@ from pydantic import BaseModel, PrivateAttr
 
 from agent_runtime.config.pricing import format_usd, from_micros, to_micros
 from agent_runtime.config.settings import BudgetSettings, LimitSettings
-from agent_runtime.core.errors import BudgetExceeded
+from agent_runtime.core.errors import BudgetExceeded, DependencyUnavailable
 from agent_runtime.core.ttl_cache import TtlCache
 from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.redis_client import make_redis_client
 from agent_runtime.db.tables import utcnow
 from agent_runtime.tenancy.budget_rows import Budget, BudgetPeriod, BudgetSource, BudgetStore
+from agent_runtime.tenancy.budget_seed import CounterSeeder, SpendRecord
 from agent_runtime.tenancy.budget_spend import Counter, InMemorySpend, RedisSpend, SpendBackend
+from agent_runtime.tenancy.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +86,12 @@ DEFAULT_CACHE_TTL_S = 5.0
 # A counter outlives its window by this much, so that a replica whose clock is a little
 # behind still adds to the live counter (a fresh one would expire at once).
 EXPIRY_GRACE = timedelta(minutes=10)
+# Seed-and-retry rounds of one reservation: a counter missing again right after it was
+# seeded means Redis keeps losing keys (restarting, evicting), and the call is refused.
+SEED_ATTEMPTS = 3
+COUNTERS_LOST = (
+    "budget spend counters keep disappearing from Redis: calls under a budget are refused"
+)
 
 
 # -- windows ----------------------------------------------------------------------------
@@ -129,8 +149,9 @@ class BudgetGuard:
 
     ``source`` gives a tenant's budgets (:class:`BudgetStore`); ``backend`` keeps the
     counters (:class:`RedisSpend` or :class:`InMemorySpend`, which it owns and closes);
-    ``clock`` (UTC now) decides the windows; ``cache_clock`` (monotonic seconds) when a
-    cached list of budgets is read again.
+    ``ledger`` is where counters the backend lost are seeded from (None: they start again
+    at 0, for tests and benchmarks without a ledger); ``clock`` (UTC now) decides the
+    windows; ``cache_clock`` (monotonic seconds) when a cached list of budgets is read again.
     """
 
     def __init__(
@@ -138,6 +159,7 @@ class BudgetGuard:
         source: BudgetSource,
         backend: SpendBackend,
         *,
+        ledger: SpendRecord | None = None,
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], datetime] = utcnow,
@@ -151,6 +173,7 @@ class BudgetGuard:
         self._cache: TtlCache[list[Budget]] = TtlCache(
             source.list_budgets, cache_ttl_s, clock=cache_clock
         )
+        self._seeder = CounterSeeder(backend, ledger)
 
     @property
     def backend(self) -> SpendBackend:
@@ -160,7 +183,8 @@ class BudgetGuard:
         self, tenant_id: str, key_id: str | None, amount_usd: Decimal | float | int
     ) -> Reservation:
         """Reserve ``amount_usd`` (rounded up to the micro-dollar) against the tenant's
-        budgets and, with ``key_id``, that key's, atomically in one Lua call.
+        budgets and, with ``key_id``, that key's, atomically in one Lua call (counters
+        Redis lost are seeded from the ledger first, then the call is made again).
 
         Raises :class:`BudgetExceeded` (402) naming the first budget it would exceed, its
         spend and reset time (``details``: budget, scope, period, key_id, limit_usd,
@@ -176,17 +200,18 @@ class BudgetGuard:
             return Reservation(tenant_id=tenant_id, key_id=key_id, amount_micro_usd=amount)
         now = self._clock()
         windows = [window_of(b.period, now) for b in budgets]
-        counters = [
-            Counter(
-                key=self._counter_key(budget, start),
-                limit_micro_usd=budget.limit_micro_usd,
-                ttl_ms=max(1, int((reset + EXPIRY_GRACE - now).total_seconds() * 1000)),
-            )
-            for budget, (start, reset) in zip(budgets, windows, strict=True)
-        ]
-        refused, spent = await self._backend.reserve(counters, amount)
-        if refused:
-            budget, (_, reset) = budgets[refused - 1], windows[refused - 1]
+        counters = [self._counter(b, w, now) for b, w in zip(budgets, windows, strict=True)]
+        reserved = await self._backend.reserve(counters, amount)
+        for _ in range(SEED_ATTEMPTS):
+            if not reserved.missing:
+                break
+            await self._seeder.seed(budgets, windows, counters, reserved.missing)
+            reserved = await self._backend.reserve(counters, amount)
+        if reserved.missing:
+            raise DependencyUnavailable(COUNTERS_LOST)
+        if reserved.refused:
+            spent = reserved.spent
+            budget, (_, reset) = budgets[reserved.refused - 1], windows[reserved.refused - 1]
             raise BudgetExceeded(
                 f"budget '{budget.label}' would be exceeded (spent {format_usd(spent)}, "
                 f"this call may cost up to {format_usd(amount)}); "
@@ -228,14 +253,21 @@ class BudgetGuard:
 
     async def status(self, tenant_id: str, key_id: str | None = None) -> list[BudgetStatus]:
         """Every budget of the tenant (or only those applying to ``key_id``) with its
-        current window's spend, read in one MGET (fresh from the database, not cached)."""
+        current window's spend, read in one MGET (fresh from the database, not cached);
+        counters Redis lost are seeded from the ledger first, as :meth:`reserve` does."""
         budgets = await self._source.list_budgets(tenant_id)
         if key_id is not None:
             budgets = [b for b in budgets if b.applies_to(key_id)]
         now = self._clock()
         windows = [window_of(b.period, now) for b in budgets]
         keys = [self._counter_key(b, w[0]) for b, w in zip(budgets, windows, strict=True)]
-        spent = await self._backend.read(keys)
+        read = await self._backend.read(keys)
+        missing = tuple(i for i, value in enumerate(read) if value is None)
+        if missing:
+            counters = [self._counter(b, w, now) for b, w in zip(budgets, windows, strict=True)]
+            await self._seeder.seed(budgets, windows, counters, missing)
+            read = await self._backend.read(keys)
+        spent = [value or 0 for value in read]  # lost again at once: shown as nothing spent
         return [
             BudgetStatus(budget=b, window_start=w[0], resets_at=w[1], spent_micro_usd=s)
             for b, w, s in zip(budgets, windows, spent, strict=True)
@@ -250,6 +282,14 @@ class BudgetGuard:
 
     async def close(self) -> None:
         await self._backend.close()
+
+    def _counter(self, budget: Budget, window: tuple[datetime, datetime], now: datetime) -> Counter:
+        start, reset = window
+        return Counter(
+            key=self._counter_key(budget, start),
+            limit_micro_usd=budget.limit_micro_usd,
+            ttl_ms=max(1, int((reset + EXPIRY_GRACE - now).total_seconds() * 1000)),
+        )
 
     def _counter_key(self, budget: Budget, window_start: datetime) -> str:
         # {tenant} is a hash tag: all of a call's counters live in one Cluster slot.
@@ -268,7 +308,8 @@ def build_budget_guard(
     limits: LimitSettings, budgets: BudgetSettings, store: MetadataStore
 ) -> BudgetGuard:
     """Counters in the Redis of ``AGENT_REDIS_URL`` when set, else in process (with a
-    warning); budgets from ``store`` (set up), cached ``AGENT_BUDGET_CACHE_TTL_S``."""
+    warning); budgets from ``store`` (set up), cached ``AGENT_BUDGET_CACHE_TTL_S``; lost
+    counters seeded from the usage ledger in ``store``."""
     url = limits.redis_url.get_secret_value() if limits.redis_url is not None else ""
     backend: SpendBackend
     if url:
@@ -282,6 +323,7 @@ def build_budget_guard(
     return BudgetGuard(
         BudgetStore(store),
         backend,
+        ledger=UsageLedger(store),
         cache_ttl_s=budgets.budget_cache_ttl_s,
         prefix=budgets.budget_redis_prefix,
     )

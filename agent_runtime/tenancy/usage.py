@@ -4,7 +4,8 @@
 Postgres or SQLite. The router calls :meth:`UsageLedger.record` once per provider call
 (after :meth:`agent_runtime.tenancy.budgets.BudgetGuard.settle`), the ``/usage`` routes and the CLI
 call
-:meth:`UsageLedger.totals` and :meth:`UsageLedger.all_tenants`.
+:meth:`UsageLedger.totals` and :meth:`UsageLedger.all_tenants`; the budget guard sums a
+window's spend (:meth:`UsageLedger.cost_micro_usd`) when its Redis counter was lost.
 
 Costs are stored as integer micro-dollars (``cost_micro_usd``;
 :func:`agent_runtime.config.pricing.to_micros` rounds half-even), so sums are exact on both
@@ -180,6 +181,23 @@ class UsageLedger:
         async with self._store.transaction() as conn:
             micros = (await conn.execute(query)).scalar_one()
         return from_micros(int(micros))
+
+    async def cost_micro_usd(
+        self, tenant_id: str, *, key_id: str | None = None, since: date, before: date
+    ) -> int:
+        """What the tenant's calls (with ``key_id``: that key's only) cost on the UTC days
+        from ``since`` up to, not including, ``before``, in micro-dollars: a budget
+        window's spend as the ledger has it, which
+        :class:`~agent_runtime.tenancy.budgets.BudgetGuard` seeds lost counters from."""
+        query = select(func.coalesce(func.sum(USAGE.c.cost_micro_usd), 0)).where(
+            USAGE.c.tenant_id == tenant_id,
+            USAGE.c.usage_day >= since.isoformat(),
+            USAGE.c.usage_day < before.isoformat(),
+        )
+        if key_id is not None:
+            query = query.where(USAGE.c.key_id == key_id)
+        async with self._store.transaction() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def _query(
         self,

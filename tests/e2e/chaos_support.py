@@ -10,6 +10,7 @@ controller does it (the replica actor's ``check_health``).
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -53,12 +54,20 @@ class ChaosApp:
 
 @contextmanager
 def chaos_app(
-    name: str, base_url: str, settings: RuntimeSettings, folder: Path
+    name: str,
+    base_url: str,
+    settings: RuntimeSettings,
+    folder: Path,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ChaosApp]:
-    """The chaos app deployed with ``settings`` (its own copy of the project), then deleted."""
+    """The chaos app deployed with ``settings`` (its own copy of the project, ``env`` in
+    its langgraph.json), then deleted."""
     from ray import serve
 
     project = shutil.copytree(APP, folder / "chaos_app")
+    if env:
+        config = json.loads((project / "langgraph.json").read_text())
+        (project / "langgraph.json").write_text(json.dumps({**config, "env": env}))
     app_settings = AppSettings(config=project / "langgraph.json")
     served = ChaosApp(
         name, f"{base_url}/apps/{name}", settings.model_copy(update={"app": app_settings})
