@@ -31,7 +31,7 @@ class BorrowedPsycopgDialect(PGDialectAsync_psycopg):
     supports_statement_cache = True
 
     def __init__(self, lender: Pool | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         self._lender = lender
 
     @classmethod
