@@ -52,6 +52,14 @@ class StorageSettings(BaseSettings):
         "before 1.22, or max_prepared_statements = 0).",
     )
     db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
+    db_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Postgres, while it cannot be reached: calls that find no idle connection "
+        "fail at once (503), except one every this many seconds, which tries to connect and "
+        "reopens the way when it can; the pool stops reconnecting in the background after "
+        "three times this (its callers' attempts take over).",
+    )
     sqlite_write_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -24,12 +24,13 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row, tuple_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
+from agent_runtime.db.reachable_pool import ReplicaPool
 
-Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+Pool = ReplicaPool
 # Errors that mean "the database cannot serve us right now" during set-up.
 UNAVAILABLE = (PoolTimeout, OperationalError, OSError)
 
@@ -39,7 +40,7 @@ def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Poo
     Postgres users (``name`` shows in pg_stat_activity as ``agent-runtime-<name>``)."""
     timeout_s = settings.db_timeout_s
     size = settings.db_pool_size
-    return AsyncConnectionPool(
+    return ReplicaPool(
         settings.postgres_dsn,
         min_size=min(min_size, size),
         max_size=size,
@@ -57,6 +58,7 @@ def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Poo
         check=_as_langgraph_needs_it,
         open=False,
         name=f"agent-{name}",
+        retry_s=settings.db_retry_s,
     )
 
 

@@ -5,29 +5,35 @@ user still gets what LangGraph's saver and store need (autocommit, dict rows, no
 timeout of the metadata store's), and a connection the server dropped goes back to the
 pool too, which then replaces its idle ones. The set-up lock is a transaction's, so a
 transaction-mode pooler keeps it, and it must neither let two holders in nor hold up the
-index builds of the set-up it guards.
+index builds of the set-up it guards. While the database cannot be reached, a caller
+that finds no idle connection fails at once instead of waiting out the pool's timeout; a
+pool that is merely busy still makes it wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 from sqlalchemy import text
 
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.metadata import MetadataStore
-from agent_runtime.db.pg_pool import Pool, replica_pool, setup_lock
+from agent_runtime.db.pg_pool import Pool, open_replica_pool, replica_pool, setup_lock
 from agent_runtime.db.pooled_engine import BorrowedPsycopgDialect
+from agent_runtime.db.reachable_pool import DatabaseUnreachable
 from tests.backends import backend_settings
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy, proxied_url
 
 KEY = 0x6167656E747465  # a lock of this test's own
+FAST_S = 1.5  # "at once" while the database is down (AGENT_DB_TIMEOUT_S is 10 s)
 
 
 @pytest.fixture
@@ -137,3 +143,100 @@ async def test_after_the_database_dropped_every_connection_one_call_fails(
     finally:
         await store.close()
         proxy.close()
+
+
+async def _fails_fast(call: Callable[[], Awaitable[object]], error: type[Exception]) -> None:
+    started = time.monotonic()
+    with pytest.raises(error):
+        await call()
+    assert time.monotonic() - started < FAST_S
+
+
+async def test_while_the_database_is_down_calls_fail_at_once_and_recover_after(
+    settings: StorageSettings,
+) -> None:
+    assert settings.database_url is not None
+    proxy = TcpProxy.to_url(settings.postgres_dsn)
+    through = settings.model_copy(
+        update={"database_url": proxied_url(settings.database_url, proxy), "db_timeout_s": 10.0}
+    )
+    pool = await open_replica_pool(through, "test", 4)
+    assert pool is not None
+    store = MetadataStore(through, pool)
+    try:
+        await store.setup()
+        await store.ensure_tenant("t1", "one")
+        proxy.down()  # open connections reset, new ones refused
+        for _ in range(3):  # the health check's ping, a metadata read, LangGraph's users
+            await _fails_fast(store.ping, DependencyUnavailable)
+            await _fails_fast(lambda: store.get_tenant("t1"), DependencyUnavailable)
+            await _fails_fast(pool.getconn, DatabaseUnreachable)
+        await asyncio.sleep(through.db_retry_s)  # the next caller tries to connect itself
+        await _fails_fast(lambda: store.get_tenant("t1"), DependencyUnavailable)
+        assert pool.reachability.down
+        proxy.up()
+        started = time.monotonic()
+        while True:
+            try:
+                assert await store.get_tenant("t1") is not None
+                break
+            except DependencyUnavailable:
+                assert time.monotonic() - started < 2 * through.db_retry_s + 1
+                await asyncio.sleep(0.05)
+        await store.ping()
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    finally:
+        await store.close()
+        await pool.close()
+        proxy.close()
+
+
+async def test_a_pool_opened_while_the_database_is_down_fails_at_once(
+    settings: StorageSettings,
+) -> None:
+    assert settings.database_url is not None
+    proxy = TcpProxy.to_url(settings.postgres_dsn)
+    proxy.down()
+    through = settings.model_copy(
+        update={"database_url": proxied_url(settings.database_url, proxy)}
+    )
+    pool = await open_replica_pool(through, "test", 1)
+    assert pool is not None
+    try:
+        # The pool's first attempt fails while this caller waits: it hears of it at once.
+        await _fails_fast(pool.getconn, DatabaseUnreachable)
+        await _fails_fast(pool.getconn, DatabaseUnreachable)
+        proxy.up()
+        await asyncio.sleep(through.db_retry_s)
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    finally:
+        await pool.close()
+        proxy.close()
+
+
+async def test_a_busy_pool_makes_callers_wait_for_a_connection(settings: StorageSettings) -> None:
+    busy = settings.model_copy(update={"db_pool_size": 4, "db_timeout_s": 1.0})
+    pool = await open_replica_pool(busy, "test", 4)
+    assert pool is not None
+    store = MetadataStore(busy, pool)
+    try:
+        await store.setup()
+        await store.ensure_tenant("t1", "one")
+        held = [await pool.getconn() for _ in range(4)]  # every connection lent
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as timed_out:
+            await pool.getconn()
+        assert not isinstance(timed_out.value, DatabaseUnreachable)
+        assert time.monotonic() - started >= 0.9  # the pool's whole timeout
+        reading = asyncio.create_task(store.get_tenant("t1"))
+        await asyncio.sleep(0.3)
+        assert not reading.done()  # it waits for a connection...
+        await pool.putconn(held.pop())
+        assert await reading is not None  # ...and gets the one given back
+        for conn in held:
+            await pool.putconn(conn)
+    finally:
+        await store.close()
+        await pool.close()
