@@ -17,17 +17,26 @@ its state than runs that succeeded on it: must be 0) and seconds to recover.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 import ray
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
-from agent_runtime.config.models_file import ModelsConfig, ModelSpec, ProviderConfig, Timeouts
+from agent_runtime.config.models_file import (
+    BreakerPolicy,
+    ModelsConfig,
+    ModelSpec,
+    ProviderConfig,
+    Timeouts,
+)
 from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.db.metadata import MetadataStore
 from tests.e2e.chaos_support import (
@@ -53,6 +62,9 @@ USERS = 4
 STEADY_S = 3.0  # load before each fault
 FAULT_S = 6.0  # how long an outage or a hang lasts
 PROVIDER_TIMEOUT_S = 2.0
+# Breakers that open and retry quickly, so that one test sees them open and close again.
+BREAKER = BreakerPolicy(fail_max=3, reset_timeout_s=3.0)
+FLAKY = "fake-fast"  # the model on the proxied provider; its breaker is the one watched
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Full:
     app: ChaosApp
     redis: TcpProxy
     provider: TcpProxy
+    redis_url: str  # Redis itself, not through the proxy
 
     @property
     def url(self) -> str:
@@ -80,10 +93,11 @@ def models(provider_url: str) -> ModelsConfig:
             "fake": ProviderConfig(kind="fake"),
         },
         models={
-            "fake-fast": ModelSpec.model_validate({"provider": "flaky", **price}),
+            FLAKY: ModelSpec.model_validate({"provider": "flaky", **price}),
             "fake-fallback": ModelSpec.model_validate({"provider": "fake", **price}),
         },
-        aliases={"fast": ["fake-fast", "fake-fallback"]},
+        aliases={"fast": [FLAKY, "fake-fallback"]},
+        breaker=BREAKER,
     )
 
 
@@ -106,7 +120,7 @@ def full(
     try:
         folder = tmp_path_factory.mktemp("chaos-full")
         with chaos_app(NAME, stack.url, settings, folder) as app:
-            yield Full(app, redis, provider)
+            yield Full(app, redis, provider, redis_url)
     finally:
         redis.close()
         provider.close()
@@ -299,6 +313,80 @@ async def test_provider_hangs_then_goes_down(full: Full, users: Users) -> None:
     )
     # Bounded by the provider's timeout (one try, then the fallback), not by the hang.
     assert p99 <= PROVIDER_TIMEOUT_S + 3.0, p99
+
+
+BREAKER_STATES = {0.0: "closed", 1.0: "half-open", 2.0: "open"}
+
+
+async def router_breaker(metrics_url: str, model: str) -> str:
+    """The state of ``model``'s breaker as the chaos app's router replica reports it in
+    ``agent_breaker_state`` (its copy of the shared state, or while Redis is away its own):
+    what an operator's dashboard shows."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(metrics_url)).text
+    for line in text.splitlines():
+        if line.startswith("ray_agent_breaker_state{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+            if labels.get("application") == NAME and labels.get("model") == model:
+                return BREAKER_STATES.get(float(line.rsplit(" ", 1)[1]), "unknown")
+    return "closed"  # not reported yet: no call of the model has changed it
+
+
+async def shared_breaker(redis_url: str, model: str) -> str:
+    """The state of ``model``'s breaker in Redis (absent: closed), read past the proxy."""
+    redis = Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        state = await redis.hget(f"agent:breaker:{model}", "state")
+    finally:
+        await redis.aclose()
+    return state.decode() if state is not None else "closed"
+
+
+async def test_breakers_through_a_redis_outage(stack: Stack, full: Full, users: Users) -> None:
+    """Breakers degrade to per-replica state while Redis is away (the provider failing at
+    the same time), and are shared again once it is back."""
+    metrics = f"http://127.0.0.1:{stack.settings.serve.metrics_port}/metrics"
+    await eventually(lambda: router_breaker(metrics, FLAKY), lambda s: s == "closed", timeout_s=30)
+    seen: dict[str, str] = {}
+
+    async def faults() -> None:
+        full.redis.down()
+        await eventually(
+            lambda: healths(NAME), lambda h: any("redis unreachable" in x for x in h), timeout_s=10
+        )
+        full.provider.down()
+        # Opened on this replica's own count; Redis never heard of it.
+        seen["local"] = await eventually(
+            lambda: router_breaker(metrics, FLAKY), lambda s: s == "open", timeout_s=30
+        )
+        seen["shared while away"] = await shared_breaker(full.redis_url, FLAKY)
+        full.provider.up()
+        full.redis.up()
+        # Back on the shared state; the provider answers, so it closes (or stays closed).
+        seen["after"] = await eventually(
+            lambda: router_breaker(metrics, FLAKY), lambda s: s == "closed", timeout_s=30
+        )
+        # Shared again: the next failures open it in Redis, for every replica...
+        full.provider.down()
+        seen["shared"] = await eventually(
+            lambda: shared_breaker(full.redis_url, FLAKY), lambda s: s == "open", timeout_s=30
+        )
+        full.provider.up()
+        # ...and its trial after the reset timeout closes it there.
+        seen["recovered"] = await eventually(
+            lambda: shared_breaker(full.redis_url, FLAKY),
+            lambda s: s == "closed",
+            timeout_s=BREAKER.reset_timeout_s + 30,
+        )
+
+    at, back = await under_fault(users, faults)
+    statuses = await verdict(
+        users, "Redis unreachable and the provider down, then the provider down alone", at, back
+    )
+    print(f"breaker of {FLAKY}: {seen}")
+    assert seen["shared while away"] != "open", seen  # degraded: not written to Redis
+    assert set(statuses) <= {"200", "503"}, statuses  # runs failed over to the fallback
+    assert await healths(NAME) == ["ok"] * 3
 
 
 async def test_http_proxy_killed(users: Users) -> None:
