@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos soak bench-checkpointer clean
+.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest bench chaos soak bench-checkpointer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,12 @@ typecheck: install
 # (tests/e2e start a Ray Serve stack; PostgreSQL and Redis must be up, see README.md).
 test: install prometheus-bin js-sdk lint typecheck
 	$(BIN)/pytest
+	$(MAKE) test-cluster
+
+# The multi-node cluster's tests start `make cluster` themselves and stop every Ray process
+# of the machine at the end: a session of their own, after the suite's single-node cluster.
+test-cluster: install
+	$(BIN)/pytest -p no:cacheprovider -m cluster tests/cluster
 
 loadtest: install
 	$(BIN)/python loadtests/loadtest.py
@@ -101,6 +107,15 @@ chaos: install
 
 # A long steady load on the local stack, watched for leaks and drift (docs/reliability.md).
 MINUTES ?= 30
+# A multi-node autoscaling Ray cluster on this machine (cluster.local.yaml, Ray's fake
+# multi-node provider) serving the app on PostgreSQL and Redis (AGENT_DATABASE_URL,
+# AGENT_REDIS_URL); `make cluster-down` removes it, and any other Ray process here.
+cluster: install
+	RAY_AUTH_MODE=disabled $(BIN)/python -m agent_runtime.cli.local_cluster up
+
+cluster-down:
+	RAY_AUTH_MODE=disabled $(BIN)/python -m agent_runtime.cli.local_cluster down
+
 soak: install
 	$(BIN)/python loadtests/soak.py --minutes $(MINUTES)
 

@@ -61,6 +61,30 @@ async def ensure_dev_key(settings: RuntimeSettings, existing: str | None) -> str
         await store.close()
 
 
+def load_settings() -> RuntimeSettings | int:
+    """The settings to deploy with, or the exit status after saying why there are none.
+
+    The app's graphs load here first: one that cannot stops the start, every problem named.
+    """
+    config = AppSettings().config
+    if app_check.check(config) != 0:
+        return app_check.EXIT_INVALID
+    # Its thread and item TTLs, where the operator's AGENT_* variables do not say.
+    app_config = read_langgraph_json(config).config
+    apply_settings_env(app_config)
+    try:
+        # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
+        settings = RuntimeSettings.from_env()
+    except ModelsConfigError as exc:
+        print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
+        return 2
+    unserved = unserved_index_model(app_config, settings.models)
+    if unserved is not None:
+        print(f"error: {config} cannot be served:\n  {unserved}", file=sys.stderr)
+        return app_check.EXIT_INVALID
+    return settings
+
+
 def dev_key(settings: RuntimeSettings, key_file: Path) -> str:
     existing = key_file.read_text().strip() if key_file.exists() else None
     raw = asyncio.run(ensure_dev_key(settings, existing))
@@ -135,23 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-hint", default="make stop", help="how to stop, as printed")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    # The app's graphs load here first: one that cannot stops now, every problem named.
-    config = AppSettings().config
-    if app_check.check(config) != 0:
-        return app_check.EXIT_INVALID
-    # Its thread and item TTLs, where the operator's AGENT_* variables do not say.
-    app_config = read_langgraph_json(config).config
-    apply_settings_env(app_config)
-    try:
-        # Reads AGENT_MODELS_FILE (and the keys it names) once: replicas get the result.
-        settings = RuntimeSettings.from_env()
-    except ModelsConfigError as exc:
-        print("The models file cannot be used:", *exc.problems, sep="\n  ", file=sys.stderr)
-        return 2
-    unserved = unserved_index_model(app_config, settings.models)
-    if unserved is not None:
-        print(f"error: {config} cannot be served:\n  {unserved}", file=sys.stderr)
-        return app_check.EXIT_INVALID
+    settings = load_settings()
+    if isinstance(settings, int):
+        return settings
     key_file = settings.storage.data_dir / "dev-api-key"
     api_key = dev_key(settings, key_file)
     pid_file: Path | None = args.pid_file
