@@ -300,9 +300,38 @@ def connections_per_replica(result: ScalingResult) -> float | None:
     return grown / (last.replicas - first.replicas)
 
 
+def process_ceilings(result: ScalingResult) -> dict[str, float]:
+    """Runs/s one process of each deployment (and the proxy) takes before its one core is
+    busy (a Python process uses one core at most), from the widest step's CPU-ms per run."""
+    if not result.steps:
+        return {}
+    costs = max(result.steps, key=lambda s: s.load.runs).cpu_ms_per_run()
+    return {part: 1000 / costs[part] for part in PART_ORDER if costs.get(part)}
+
+
 def render_capacity(result: ScalingResult) -> str:
     costs = cost_rows(result)
     per_replica = connections_per_replica(result)
+    ceilings = process_ceilings(result)
+    notes = []
+    if ceilings:
+        notes.append(
+            "One process at one core (a Python process uses no more) takes at most: "
+            + ", ".join(f"{part} {runs:.0f} runs/s" for part, runs in ceilings.items())
+            + " (1000 / its CPU-ms per run, at the widest step; Ingress and Orchestrator "
+            "processes are Serve replicas, ModelRouter counts two model calls a run)."
+        )
+    if per_replica is not None:
+        notes.append(
+            f"Each added orchestrator replica opened {per_replica:.1f} Postgres connections "
+            "(open at the window's end, first step to last)."
+        )
+    notes.append(
+        "Database and Redis figures count every client of that database and server over the "
+        "window (a backend reports its counters within about a second). A transaction is at "
+        "least one statement: the checkpointer's statements run in autocommit, one "
+        "transaction each; statements are counted only where `pg_stat_statements` is loaded."
+    )
     return "\n".join(
         [
             "## Capacity inputs: measured cost of one run",
@@ -310,23 +339,12 @@ def render_capacity(result: ScalingResult) -> str:
             f"From `make bench-scaling`, {result.date} ({result.settings.storage}, "
             f"{result.settings.limiter}; {result.machine.cpus} CPUs): one `{ASSISTANT}` run "
             f"({CALLS_PER_RUN} model calls) costs, at each orchestrator replica count measured "
-            "(the background work of each replica, its queue poll, heartbeats and crons, is "
+            "(each replica's background work, its queue poll, heartbeats and crons, is "
             "spread over the runs, so it grows with replicas at a fixed load):",
             "",
             *md_table(costs[0], costs[1:]),
             "",
-            *(
-                [
-                    f"Each added orchestrator replica opened {per_replica:.1f} Postgres "
-                    "connections (open connections at the window's end, first step to last).",
-                    "",
-                ]
-                if per_replica is not None
-                else []
-            ),
-            "Database and Redis figures count every client of that database and server over "
-            "the window (pg_stat_database's counters reach it within about a second of each "
-            "transaction); statements appear only where `pg_stat_statements` is loaded.",
+            "\n\n".join(notes),
         ]
     )
 

@@ -20,7 +20,9 @@ from loadtests.bench_scaling_report import (
     ScalingStep,
     connections_per_replica,
     cost_rows,
+    process_ceilings,
     reading,
+    render_capacity,
     render_terminal,
     verdict,
     write_doc,
@@ -170,6 +172,13 @@ def test_cost_rows_per_run_and_connections_per_replica() -> None:
     assert "database statements (pg_stat_statements)" not in rows  # not loaded
     assert connections_per_replica(scaled) == pytest.approx(9.0)
     assert connections_per_replica(result(step(1, 4.0, 30.0))) is None
+    ceilings = process_ceilings(scaled)  # 1000 / CPU-ms per run
+    assert ceilings == pytest.approx(
+        {"proxy": 250.0, "Ingress": 100.0, "Orchestrator": 50.0, "ModelRouter": 100.0}
+    )
+    capacity = render_capacity(scaled)
+    assert "Orchestrator 50 runs/s" in capacity
+    assert "Each added orchestrator replica opened 9.0 Postgres connections" in capacity
 
 
 def test_sqlite_steps_have_no_database_rows() -> None:
