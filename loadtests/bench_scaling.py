@@ -46,7 +46,7 @@ try:
         render_terminal,
         write_doc,
     )
-    from loadtests.bench_scaling_step import Step, step_users, uninterrupted
+    from loadtests.bench_scaling_step import Step, step_users, uninterrupted, users_per_tenant
 except ModuleNotFoundError:  # run as a script (python loadtests/bench_scaling.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from loadtests.bench import _interrupt
@@ -59,7 +59,7 @@ except ModuleNotFoundError:  # run as a script (python loadtests/bench_scaling.p
         render_terminal,
         write_doc,
     )
-    from loadtests.bench_scaling_step import Step, step_users, uninterrupted
+    from loadtests.bench_scaling_step import Step, step_users, uninterrupted, users_per_tenant
 
 RESULTS = REPO_ROOT / "loadtests" / "results" / "bench-scaling.json"
 # A step's time besides its load: the stack's start, tenants and threads, its stop.
@@ -93,8 +93,8 @@ def problems(args: argparse.Namespace) -> list[str]:
     found = []
     if any(n < 1 for n in args.replicas) or args.replicas != sorted(set(args.replicas)):
         found.append("--replicas must be positive and increasing, e.g. 1 2 4")
-    if args.cap < 2:
-        found.append("--cap must be at least 2 (a tenant's open streams must stay below it)")
+    if args.cap < 3:
+        found.append("--cap must be at least 3 (a tenant's open streams must stay below it)")
     if args.users_per_slot <= 0 or args.duration <= 0 or args.warmup < 0:
         found.append("--users-per-slot and --duration must be positive, --warmup not negative")
     if args.provider_latency_ms < 0 or args.max_minutes <= 0:
@@ -123,6 +123,7 @@ def settings(args: argparse.Namespace) -> ScalingSettings:
         replicas=args.replicas,
         cap=args.cap,
         users_per_slot=args.users_per_slot,
+        users_per_tenant=users_per_tenant(args.cap),
         duration_s=args.duration,
         warmup_s=args.warmup,
         provider_latency_ms=args.provider_latency_ms,

@@ -30,6 +30,7 @@ class ScalingSettings(BaseModel):
     replicas: list[int]
     cap: int = Field(description="Runs one orchestrator replica takes at once.")
     users_per_slot: float
+    users_per_tenant: int
     duration_s: float
     warmup_s: float
     provider_latency_ms: float
@@ -250,8 +251,9 @@ def setup_text(result: ScalingResult) -> str:
         f"caps `runs/wait`, and `AGENT_RUN_MAX_CONCURRENT` for queued runs); ingress "
         f"{s.ingress_replicas} and router {s.router_replicas} replica(s), fixed; "
         f"{s.users_per_slot:g} users per orchestrator slot, each looping `runs/wait` on a "
-        f"thread of its own, spread over tenants of at most {s.cap - 1} users (a tenant's "
-        "`AGENT_MAX_OPEN_STREAMS` must stay below the orchestrator's `max_ongoing_requests`); "
+        f"thread of its own, spread over tenants of at most {s.users_per_tenant} users "
+        f"(half of `AGENT_MAX_OPEN_STREAMS`, {s.cap - 1}: it must stay below the "
+        "orchestrator's `max_ongoing_requests`); "
         f"{s.warmup_s:g} s of warm-up, then {s.duration_s:g} s counted; storage {s.storage}, "
         f"limiter {s.limiter}. A fresh stack per step. Machine: {m.cpus} CPUs ({m.cpu_model}), "
         f"{m.ram_gib:.1f} GiB RAM, Python {m.python}, Ray {m.ray}; load average "

@@ -47,10 +47,16 @@ def step_users(args: argparse.Namespace, replicas: int) -> int:
     return max(1, math.ceil(args.users_per_slot * replicas * args.cap))
 
 
+def users_per_tenant(cap: int) -> int:
+    """Half a tenant's ``AGENT_MAX_OPEN_STREAMS`` (``cap - 1``: it must stay below the
+    orchestrator's ``max_ongoing_requests``): a wait's slot is given back just after its
+    answer, so a user's next wait may find its last slot still held."""
+    return max(1, (cap - 1) // 2)
+
+
 def tenants_for(users: int, cap: int) -> int:
-    """Tenants enough that none holds more waits than ``AGENT_MAX_OPEN_STREAMS``
-    (``cap - 1``: it must stay below the orchestrator's ``max_ongoing_requests``)."""
-    return math.ceil(users / (cap - 1))
+    """Tenants enough that none reaches its open-streams limit."""
+    return math.ceil(users / users_per_tenant(cap))
 
 
 def scaling_env(

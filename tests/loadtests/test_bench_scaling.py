@@ -82,6 +82,7 @@ def result(*steps: ScalingStep) -> ScalingResult:
             replicas=[s.replicas for s in steps],
             cap=8,
             users_per_slot=2.0,
+            users_per_tenant=3,
             duration_s=30.0,
             warmup_s=15.0,
             provider_latency_ms=1000.0,
@@ -211,9 +212,9 @@ def test_users_fill_every_slot_over_tenants_below_their_stream_limit() -> None:
     args = _parser().parse_args([])
     assert (args.replicas, args.cap, args.users_per_slot) == ([1, 2, 4], 8, 2.0)
     assert [step_users(args, n) for n in args.replicas] == [16, 32, 64]
-    assert [tenants_for(users, 8) for users in (16, 32, 64)] == [3, 5, 10]
+    assert [tenants_for(users, 8) for users in (16, 32, 64)] == [6, 11, 22]  # 3 users each
     assert problems(args) == []
-    wrong = _parser().parse_args(["--replicas", "2", "1", "--cap", "1"])
+    wrong = _parser().parse_args(["--replicas", "2", "1", "--cap", "2"])
     assert len(problems(wrong)) == 2
     assert command_line(args).startswith("python loadtests/bench_scaling.py --replicas 1 2 4")
 
