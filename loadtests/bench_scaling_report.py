@@ -157,7 +157,7 @@ def step_rows(result: ScalingResult) -> list[list[str]]:
 def cost_rows(result: ScalingResult) -> list[list[str]]:
     """Per-run costs, a column per step."""
     steps = result.steps
-    header = ["per run", *(f"{s.replicas} orchestrator replica(s)" for s in steps)]
+    header = ["per run", *(f"{s.replicas} orchestrator{'s' * (s.replicas > 1)}" for s in steps)]
     rows: list[list[str]] = [header]
     by_step = [s.cpu_ms_per_run() for s in steps]
     parts = list(dict.fromkeys(p for costs in by_step for p in costs))
@@ -180,7 +180,7 @@ def cost_rows(result: ScalingResult) -> list[list[str]]:
         )
     if any(s.redis for s in steps):
         rows.append(["Redis commands", *(_per_run(s, s.redis, "commands") for s in steps)])
-        rows.append(["  most called", *(_top_commands(s) for s in steps)])
+        rows.append(["Redis, most called", *(_top_commands(s) for s in steps)])
     return rows
 
 

@@ -168,7 +168,7 @@ def test_cost_rows_per_run_and_connections_per_replica() -> None:
     rows = {row[0]: row[1:] for row in cost_rows(scaled)}
     assert rows["database transactions"] == ["12.0", "12.0", "12.0"]
     assert rows["Redis commands"] == ["6.0", "6.0", "6.0"]
-    assert rows["  most called"][0] == "evalsha 4.0, get 2.0"
+    assert rows["Redis, most called"][0] == "evalsha 4.0, get 2.0"
     assert rows["Postgres connections open (not per run)"] == ["10", "19", "37"]
     assert "database statements (pg_stat_statements)" not in rows  # not loaded
     assert connections_per_replica(scaled) == pytest.approx(9.0)
