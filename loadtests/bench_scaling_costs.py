@@ -20,7 +20,7 @@ RAY_SYSTEM = "Ray system"  # raylet, GCS, dashboard and its agents, log monitor.
 NAMED_KINDS = {"ray::ProxyActor": "proxy", "ray::ServeController": "controller"}
 REPLICA_PREFIX = "ray::ServeReplica:"
 # Read as they are at the window's end, not as a difference.
-GAUGES = frozenset({"connections"})
+GAUGES = frozenset({"connections", "max_connections"})
 CONNECT_TIMEOUT_S = 5
 
 # One transaction for every figure, so they are read at the same moment.
@@ -29,7 +29,8 @@ SELECT xact_commit + xact_rollback AS transactions,
        tup_inserted + tup_updated + tup_deleted AS rows_written,
        tup_fetched AS rows_read,
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())
-         AS connections
+         AS connections,
+       current_setting('max_connections')::int AS max_connections
 FROM pg_stat_database WHERE datname = current_database()
 """
 PG_STATEMENTS = """

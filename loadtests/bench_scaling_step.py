@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 
 from loadtests.bench_load import load
 from loadtests.bench_phases import Bench, stack_env
@@ -115,6 +116,22 @@ def services_from_env(env: Mapping[str, str]) -> dict[str, Counters]:
     return services
 
 
+def postgres_room(services: Mapping[str, Counters]) -> str | None:
+    """How many of the server's connections are taken before the stack starts: each
+    replica process opens pools of its own, and a full server refuses the next."""
+    database = services.get("database")
+    if database is None:
+        return None
+    try:
+        figures = database.read()
+    except (OSError, psycopg.Error) as exc:
+        return f"Postgres unreadable before the start: {exc}"
+    return (
+        f"Postgres: {figures['connections']:.0f} connections to the database already open, "
+        f"the server takes {figures['max_connections']:.0f} in all"
+    )
+
+
 def count_part(procs: list[psutil.Process], launcher_pid: int, part: str) -> int:
     counted = 0
     for proc in procs:
@@ -163,6 +180,10 @@ class Step:
         args, admin_key = self.args, secrets.token_urlsafe(24)
         env = scaling_env(args, self.work, self.provider_url, self.replicas, admin_key)
         url = f"http://127.0.0.1:{env['AGENT_HTTP_PORT']}"
+        services = services_from_env(env)
+        room = postgres_room(services)
+        if room is not None:
+            print(f"  {room}", flush=True)
         started = time.monotonic()
         launcher = self.bench.start(
             Child.module("launcher", self.work, env, "agent_runtime.cli.launch")
@@ -187,7 +208,7 @@ class Step:
             {"client": lambda: [me], "provider": lambda: [provider], "server": stack},
             stack,
             launcher.pid,
-            services_from_env(env),
+            services,
         )
         load_average = os.getloadavg()[0]
         window = argparse.Namespace(users=self.users, duration=args.duration)

@@ -18,7 +18,7 @@ from agent_runtime.fake.provider_app import create_fake_provider_app
 from loadtests.baseline_app import create_baseline_app, openai_models
 from loadtests.bench_load import load
 from loadtests.bench_scaling_costs import PostgresCounters, RedisCounters, StepMeter, deltas
-from loadtests.bench_scaling_step import services_from_env
+from loadtests.bench_scaling_step import postgres_room, services_from_env
 from tests.servers import served
 
 STATS_WAIT_S = 5.0  # a backend reports its counters within a second of a transaction
@@ -75,6 +75,9 @@ def test_services_are_read_only_where_configured(postgres_url: str, redis_url: s
     assert services_from_env({"AGENT_DATABASE_URL": "sqlite:///x.db"}) == {}
     both = services_from_env({"AGENT_DATABASE_URL": postgres_url, "AGENT_REDIS_URL": redis_url})
     assert sorted(both) == ["database", "redis"]
+    assert postgres_room({}) is None
+    room = postgres_room(both)
+    assert room is not None and "connections to the database already open" in room, room
 
 
 async def test_load_spreads_users_over_keys_and_meters_the_window() -> None:
