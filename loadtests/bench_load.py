@@ -145,8 +145,9 @@ async def load(
         window = (start + warmup_s, start + warmup_s + args.duration)
 
         async def progress() -> None:
-            while time.perf_counter() < window[1]:
-                await asyncio.sleep(PROGRESS_EVERY_S)
+            while (left := window[1] - time.perf_counter()) > 0:
+                # Not past the window's end: the load ends with its last runs.
+                await asyncio.sleep(min(PROGRESS_EVERY_S, left))
                 kinds = Counter(error for _, _, error in ended if error is not None)
                 failed = f", errors: {dict(kinds)}" if kinds else ", no errors"
                 print(f"  {system}: {len(ended)} runs{failed}", flush=True)

@@ -20,6 +20,8 @@ CAPACITY_MARKS = ("<!-- capacity-inputs:start -->", "<!-- capacity-inputs:end --
 TARGET_EFFICIENCY = 0.9
 # A step whose machine is this busy is CPU-bound: the next replica has no core to run on.
 SATURATED_PCT = 85.0
+# Other processes this busy (% of one core) make the machine a shared one: said so.
+SHARED_PCT = 25.0
 CALLS_PER_RUN = 2  # the multi_agent graph on bench_load's prompts: router + specialist
 # The deployments first, in the order a request crosses them; then the rest of the stack.
 PART_ORDER = ("proxy", "Ingress", "Orchestrator", "ModelRouter")
@@ -96,6 +98,10 @@ class ScalingResult(BaseModel):
         return step.replicas * self.settings.cap / run_s if run_s else float("inf")
 
 
+def plural(count: float, word: str) -> str:
+    return f"{count:g} {word}{'s' * (count != 1)}"
+
+
 def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -157,7 +163,7 @@ def step_rows(result: ScalingResult) -> list[list[str]]:
 def cost_rows(result: ScalingResult) -> list[list[str]]:
     """Per-run costs, a column per step."""
     steps = result.steps
-    header = ["per run", *(f"{s.replicas} orchestrator{'s' * (s.replicas > 1)}" for s in steps)]
+    header = ["per run", *(plural(s.replicas, "orchestrator") for s in steps)]
     rows: list[list[str]] = [header]
     by_step = [s.cpu_ms_per_run() for s in steps]
     parts = list(dict.fromkeys(p for costs in by_step for p in costs))
@@ -206,14 +212,15 @@ def reading(result: ScalingResult) -> str:
         efficiency = result.efficiency(step)
         if efficiency is not None:
             parts.append(
-                f"{step.replicas} replicas: {step.load.runs_per_s:.2f} runs/s, efficiency "
-                f"{efficiency:.2f} (target {result.target_efficiency:g}, "
+                f"{plural(step.replicas, 'replica')}: {step.load.runs_per_s:.2f} runs/s, "
+                f"efficiency {efficiency:.2f} (target {result.target_efficiency:g}, "
                 f"{verdict(result, step).replace('**', '')}; machine "
                 f"{step.load.machine_cpu_pct:.0f}% busy)."
             )
     saturated = [s.replicas for s in steps if s.load.machine_cpu_pct >= SATURATED_PCT]
     parts.append(
-        f"The CPU saturated (>= {SATURATED_PCT:g}% of the machine) at {saturated[0]} replicas."
+        f"The CPU saturated (>= {SATURATED_PCT:g}% of the machine) at "
+        f"{plural(saturated[0], 'replica')}."
         if saturated
         else f"The CPU did not saturate (under {SATURATED_PCT:g}% of the machine at every step)."
     )
@@ -227,7 +234,8 @@ def reading(result: ScalingResult) -> str:
         shared = cpus * 1000 / (stack_ms + others)
         parts.append(
             f"CPU-bound ceiling: at {stack_ms:.0f} CPU-ms per run for the stack (measured at "
-            f"{widest.replicas} replicas), {cpus} CPUs hold at most {ceiling:.0f} runs/s, "
+            f"{plural(widest.replicas, 'replica')}), {cpus} CPUs hold at most "
+            f"{ceiling:.0f} runs/s, "
             f"{shared:.0f} runs/s with the fake provider and the load client on the same "
             f"machine ({others:.0f} CPU-ms per run more)"
             + (
@@ -236,6 +244,13 @@ def reading(result: ScalingResult) -> str:
                 if per_replica
                 else "."
             )
+        )
+    busiest = max(steps, key=lambda s: s.load.other_cpu_pct)
+    if busiest.load.other_cpu_pct >= SHARED_PCT:
+        parts.append(
+            f"Processes outside the test used {busiest.load.other_cpu_pct / 100:.2f} cores "
+            f"during the {plural(busiest.replicas, 'replica')} step: the machine was shared, "
+            "so efficiency and saturation are not the stack's alone; rerun on a quiet machine."
         )
     if result.skipped:
         parts.append(f"Not run (time cap): {', '.join(map(str, result.skipped))} replicas.")
@@ -251,7 +266,7 @@ def setup_text(result: ScalingResult) -> str:
         f"caps `runs/wait`, and `AGENT_RUN_MAX_CONCURRENT` for queued runs); ingress "
         f"{s.ingress_replicas} and router {s.router_replicas} replica(s), fixed; "
         f"{s.users_per_slot:g} users per orchestrator slot, each looping `runs/wait` on a "
-        f"thread of its own, spread over tenants of at most {s.users_per_tenant} users "
+        f"thread of its own, spread over tenants of at most {plural(s.users_per_tenant, 'user')} "
         f"(half of `AGENT_MAX_OPEN_STREAMS`, {s.cap - 1}: it must stay below the "
         "orchestrator's `max_ongoing_requests`); "
         f"{s.warmup_s:g} s of warm-up, then {s.duration_s:g} s counted; storage {s.storage}, "

@@ -160,7 +160,12 @@ def test_reading_states_saturation_and_the_cpu_ceiling() -> None:
     assert "at 49 CPU-ms per run for the stack (measured at 4 replicas)" in text
     assert f"hold at most {2000 / 49:.0f} runs/s" in text
     cool = result(step(1, 4.0, 30.0), step(2, 8.0, 40.0))
-    assert "did not saturate" in reading(cool)
+    assert "did not saturate" in reading(cool) and "shared" not in reading(cool)
+    busy = step(1, 4.0, 90.0)
+    busy.load.other_cpu_pct = 120.0
+    text = reading(result(busy))
+    assert "at 1 replica." in text
+    assert "outside the test used 1.20 cores during the 1 replica step" in text
 
 
 def test_cost_rows_per_run_and_connections_per_replica() -> None:

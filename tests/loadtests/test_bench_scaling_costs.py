@@ -109,9 +109,9 @@ async def test_load_spreads_users_over_keys_and_meters_the_window() -> None:
                 "baseline",
                 baseline_url.removesuffix("/v1"),
                 {"x-api-key": "unused"},
-                argparse.Namespace(users=4, duration=1.0),
+                argparse.Namespace(users=4, duration=2.0),
                 meter,
-                warmup_s=0.3,
+                warmup_s=2.0,  # the first runs build the graph and its clients
                 user_headers=[{"x-api-key": "k0"}, {"x-api-key": "k1"}],
             )
     assert result.runs > 0 and result.errors == 0, result.error_kinds
