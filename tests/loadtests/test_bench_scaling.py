@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from agent_runtime.config.settings import RuntimeSettings
-from loadtests.bench_figures import Machine
 from loadtests.bench_scaling import _parser, command_line, problems
 from loadtests.bench_scaling_costs import RAY_SYSTEM, cpu_by_part, deltas, part_of
 from loadtests.bench_scaling_report import (
@@ -33,7 +32,7 @@ from loadtests.bench_scaling_step import (
     step_users,
     tenants_for,
 )
-from tests.loadtests.bench_samples import load_result
+from tests.loadtests.bench_samples import load_result, sample_machine
 
 
 def step(replicas: int, runs_per_s: float, machine_pct: float, errors: int = 0) -> ScalingStep:
@@ -69,15 +68,7 @@ def result(*steps: ScalingStep) -> ScalingResult:
     return ScalingResult(
         date="2026-12-07 22:00 UTC",
         command="python loadtests/bench_scaling.py --replicas 1 2 4",
-        machine=Machine(
-            cpus=2,
-            ram_gib=24.0,
-            cpu_model="Test CPU",
-            python="3.11.9",
-            ray="2.60.0",
-            foreign_ray_clusters=0,
-            load_average=0.5,
-        ),
+        machine=sample_machine(),
         settings=ScalingSettings(
             replicas=[s.replicas for s in steps],
             cap=8,
