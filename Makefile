@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest bench chaos soak bench-checkpointer clean
+.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest bench chaos soak bench-checkpointer bench-scaling clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -121,6 +121,12 @@ soak: install
 
 bench-checkpointer: install
 	$(BIN)/python loadtests/bench_checkpointer.py
+
+# Runs/s at 1, 2 and 4 orchestrator replicas of 8 runs each (provider at 1 s a call), the
+# efficiency of each added replica and the cost of a run per part: docs/scaling.md. About
+# 7 minutes; SCALING_ARGS passes flags, e.g. SCALING_ARGS="--replicas 1 2 4 8 --max-minutes 12".
+bench-scaling: install
+	$(BIN)/python loadtests/bench_scaling.py $(SCALING_ARGS)
 
 # The golden set through the graphs, scored by the judge (fake provider: deterministic).
 # Reports and metrics go to evals/reports/; EVAL_ARGS passes flags, e.g.

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -121,23 +122,38 @@ async def load(
     headers: Mapping[str, str],
     args: argparse.Namespace,
     meter: CpuMeter,
+    *,
+    warmup_s: float = LOAD_WARMUP_S,
+    user_headers: Sequence[Mapping[str, str]] = (),
 ) -> LoadResult:
-    """``args.users`` clients, each on its own thread, looping runs/wait; a window counts."""
+    """``args.users`` clients, each on its own thread, looping runs/wait; a window counts.
+
+    ``user_headers``: user ``i`` sends ``user_headers[i % len(user_headers)]`` (keys of
+    several tenants, so that no tenant's own limits cap the load) instead of ``headers``.
+    """
     ended: list[tuple[float, float, str | None]] = []  # (end time, latency ms, error)
-    async with _client(base_url, headers, args.users + 4) as client:
-        thread_ids = await asyncio.gather(*(new_thread(client) for _ in range(args.users)))
+    header_sets = list(user_headers) or [headers]
+    async with contextlib.AsyncExitStack() as opened:
+        per_client = -(-args.users // len(header_sets)) + 4
+        clients = [
+            await opened.enter_async_context(_client(base_url, each, per_client))
+            for each in header_sets
+        ]
+        users = [clients[i % len(clients)] for i in range(args.users)]
+        thread_ids = await asyncio.gather(*(new_thread(client) for client in users))
         start = time.perf_counter()
-        window = (start + LOAD_WARMUP_S, start + LOAD_WARMUP_S + args.duration)
+        window = (start + warmup_s, start + warmup_s + args.duration)
 
         async def progress() -> None:
-            while time.perf_counter() < window[1]:
-                await asyncio.sleep(PROGRESS_EVERY_S)
+            while (left := window[1] - time.perf_counter()) > 0:
+                # Not past the window's end: the load ends with its last runs.
+                await asyncio.sleep(min(PROGRESS_EVERY_S, left))
                 kinds = Counter(error for _, _, error in ended if error is not None)
                 failed = f", errors: {dict(kinds)}" if kinds else ", no errors"
                 print(f"  {system}: {len(ended)} runs{failed}", flush=True)
 
         tasks: list[asyncio.Task[object]] = [
-            asyncio.create_task(loop_runs(client, t, i, until=window[1], ended=ended))
+            asyncio.create_task(loop_runs(users[i], t, i, until=window[1], ended=ended))
             for i, t in enumerate(thread_ids)
         ]
         tasks.append(asyncio.create_task(progress()))

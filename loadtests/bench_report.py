@@ -62,19 +62,24 @@ def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as plain-text columns for the terminal (markdown bold dropped)."""
+    plain = [[cell.replace("**", "") for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in plain) for i in range(len(plain[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in plain
+    )
+
+
 def render_table(result: BenchResult) -> str:
     """Aligned plain-text summary for the terminal."""
-    rows = [("figure", "result", "target", "verdict"), *summary_rows(result)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.replace("**", "").ljust(w) for cell, w in zip(row, widths, strict=True))
-        for row in rows
-    )
+    return aligned([("figure", "result", "target", "verdict"), *summary_rows(result)])
 
 
 # Per part: what it is, and the next step to shrink it.
@@ -209,13 +214,13 @@ def render_section(result: BenchResult) -> str:
         f"{provider}, at a fixed {s.provider_latency_ms:g} ms per call, no jitter or failures; "
         f"storage {s.storage}; limiter {s.limiter}, limit raised so it never refuses.",
         "",
-        *_md_table(("figure", "result", "target", "verdict"), summary_rows(result)),
+        *md_table(("figure", "result", "target", "verdict"), summary_rows(result)),
         "",
         f"### Where a run's time goes ({over.runs} sequential runs, one client, after "
         f"{s.warmup_runs} warm-up runs; a fresh thread per run; {over.errors} errors"
         + (f": {over.error_kinds})" if over.errors else ")"),
         "",
-        *_md_table(
+        *md_table(
             ("part", "median ms", "mean ms"),
             [
                 (label, f"{getattr(over.median, k):.1f}", f"{getattr(over.mean, k):.1f}")
@@ -244,7 +249,7 @@ def render_section(result: BenchResult) -> str:
             f"### Throughput ({t.ours.users} users, {t.ours.duration_s:g} s measured after "
             f"{s.load_warmup_s:g} s of warm-up, each user on one thread)",
             "",
-            *_md_table(
+            *md_table(
                 (
                     "system",
                     "runs/s",
@@ -314,13 +319,17 @@ def _top(by_kind: Mapping[str, float], n: int) -> list[tuple[str, float]]:
     return sorted(by_kind.items(), key=lambda item: -item[1])[:n]
 
 
-def replace_section(document: str, section: str) -> str:
-    """``document`` with the text between the markers replaced (appended if none)."""
-    block = f"{START_MARK}\n{section.strip()}\n{END_MARK}"
-    start, end = document.find(START_MARK), document.find(END_MARK)
+def replace_section(
+    document: str, section: str, marks: tuple[str, str] = (START_MARK, END_MARK)
+) -> str:
+    """``document`` with the text between the ``marks`` (start, end) replaced (appended
+    with them if absent)."""
+    start_mark, end_mark = marks
+    block = f"{start_mark}\n{section.strip()}\n{end_mark}"
+    start, end = document.find(start_mark), document.find(end_mark)
     if start == -1 or end < start:
         return document.rstrip() + "\n\n" + block + "\n"
-    return document[:start] + block + document[end + len(END_MARK) :]
+    return document[:start] + block + document[end + len(end_mark) :]
 
 
 def write_doc(result: BenchResult, path: Path = DOC) -> None:

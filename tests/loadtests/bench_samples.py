@@ -15,6 +15,18 @@ from loadtests.bench_figures import (
 )
 
 
+def sample_machine() -> Machine:
+    return Machine(
+        cpus=2,
+        ram_gib=23.5,
+        cpu_model="Test CPU",
+        python="3.11.7",
+        ray="2.60.0",
+        foreign_ray_clusters=0,
+        load_average=0.3,
+    )
+
+
 def load_result(system: str, runs_per_s: float, server_cpu: float) -> LoadResult:
     return LoadResult(
         system=system,
@@ -48,15 +60,7 @@ def bench_result(*, with_throughput: bool = True) -> BenchResult:
     return BenchResult(
         date="2026-01-02 03:04 UTC",
         command="python loadtests/bench.py --runs 20",
-        machine=Machine(
-            cpus=2,
-            ram_gib=23.5,
-            cpu_model="Test CPU",
-            python="3.11.7",
-            ray="2.60.0",
-            foreign_ray_clusters=0,
-            load_average=0.3,
-        ),
+        machine=sample_machine(),
         settings=RunSettings(
             runs=20,
             warmup_runs=10,
