@@ -105,20 +105,28 @@ def run_locust(command: list[str], env: dict[str, str], out_dir: Path, limit_s: 
             command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + limit_s
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(1.0)  # a progress line per step is all this loop is for
-            log = read_log(log_path)
-            for step in log.steps[shown:] if log else []:
-                print(
-                    f"  step {step.step}: {step.users} users, {step.runs_per_s:.1f} runs/s, "
-                    f"p50 {step.p50_ms or 0:.0f} ms, p99 {step.p99_ms or 0:.0f} ms, "
-                    f"errors {step.error_rate:.2%}",
-                    flush=True,
-                )
-                shown += 1
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(1.0)  # a progress line per step is all this loop is for
+                log = read_log(log_path)
+                for step in log.steps[shown:] if log else []:
+                    print(
+                        f"  step {step.step}: {step.users} users, {step.runs_per_s:.1f} runs/s, "
+                        f"p50 {step.p50_ms or 0:.0f} ms, p99 {step.p99_ms or 0:.0f} ms, "
+                        f"errors {step.error_rate:.2%}",
+                        flush=True,
+                    )
+                    shown += 1
+        except KeyboardInterrupt:
+            # Ctrl-C: the steps finished so far are still reported.
+            print("Interrupted: reporting the steps finished so far.", flush=True)
         if process.poll() is None:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             return -1
         return process.returncode
 
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     print(f"\nWrote {out_dir}/knee.json and {out_dir}/knee.png")
     if status == -1:
-        print("Locust outlived the plan and was stopped; the steps above are all it finished.")
+        print("Locust was stopped before the shape ended it; the steps above are all it finished.")
     return 0 if knee.knee is not None else 1
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from loadtests.bench_figures import percentile
 
@@ -86,6 +86,7 @@ class WindowStats(BaseModel):
     p50_ms: float | None
     p99_ms: float | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
@@ -203,7 +204,7 @@ class Stepper:
         start = index * self.plan.step_s
         end = start + self.plan.step_s
         records = self._pending.pop(index, [])
-        stats = window_stats(start, end, records).model_dump()
+        stats = window_stats(start, end, records).model_dump(exclude={"error_rate"})
         step = StepStats(step=index, users=self.plan.users(index), **stats)
         self.steps.append(step)
         windows = max(1, round(self.plan.step_s / self.sample_s))

@@ -77,6 +77,7 @@ class KneeShape(LoadTestShape):
         if self._stepper is None:
             assert self.runner is not None
             options = self.runner.environment.parsed_options
+            assert options is not None  # Locust parsed its command line before any tick
             plan = StepPlan(
                 start_users=options.knee_start_users,
                 step_users=options.knee_step_users,

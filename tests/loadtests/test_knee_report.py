@@ -14,8 +14,8 @@ import pytest
 from loadtests.knee_replicas import Replicas, ReplicaSource, parse_range
 from loadtests.knee_report import KneeReport, format_table, write_json, write_png
 from loadtests.knee_steps import Slo, Stepper, StepPlan, find_knee
+from tests.loadtests.knee_samples import PLAN, SLO, feed, runs
 from tests.loadtests.stub_agent_server import new_state, serve_stub
-from tests.loadtests.test_knee_steps import PLAN, SLO, feed, runs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
