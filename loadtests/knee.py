@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from pydantic import ValidationError
 
 try:
@@ -97,17 +98,26 @@ def read_log(path: Path) -> StepLog | None:
         return None
 
 
-def run_locust(command: list[str], env: dict[str, str], out_dir: Path, limit_s: float) -> int:
-    """Locust in the background, a line per finished step; its exit status (-1: timed out)."""
-    log_path, shown = out_dir / "knee-steps.json", 0
+def run_locust(
+    command: list[str], env: dict[str, str], out_dir: Path, limit_s: float
+) -> tuple[int, float]:
+    """Locust in the background, a line per finished step. Its exit status (-1: stopped
+    here) and the share of one core it used: near 1, the load generator was the limit."""
+    log_path, shown, cpu_s = out_dir / "knee-steps.json", 0, 0.0
     with (out_dir / "locust.log").open("wb") as output:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + limit_s
+        started = time.monotonic()
+        deadline = started + limit_s
         try:
             while process.poll() is None and time.monotonic() < deadline:
                 time.sleep(1.0)  # a progress line per step is all this loop is for
+                try:
+                    times = psutil.Process(process.pid).cpu_times()
+                    cpu_s = times.user + times.system
+                except psutil.Error:  # just ended
+                    pass
                 log = read_log(log_path)
                 for step in log.steps[shown:] if log else []:
                     print(
@@ -120,6 +130,7 @@ def run_locust(command: list[str], env: dict[str, str], out_dir: Path, limit_s: 
         except KeyboardInterrupt:
             # Ctrl-C: the steps finished so far are still reported.
             print("Interrupted: reporting the steps finished so far.", flush=True)
+        cpu_share = cpu_s / max(time.monotonic() - started, 1e-9)
         if process.poll() is None:
             process.terminate()
             try:
@@ -127,8 +138,8 @@ def run_locust(command: list[str], env: dict[str, str], out_dir: Path, limit_s: 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            return -1
-        return process.returncode
+            return -1, cpu_share
+        return process.returncode, cpu_share
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Replicas: {source.note}", flush=True)
         env = {**os.environ, "AGENT_API_KEY": api_key}
         command = locust_command(args, plan, slo, log_path)
-        status = run_locust(command, env, out_dir, plan.longest_s + GRACE_S)
+        status, locust_cpu = run_locust(command, env, out_dir, plan.longest_s + GRACE_S)
         log = read_log(log_path)
         replicas = source.fetch(log.started_at, time.time(), args.sample_s) if log else None
     if log is None or replicas is None or not log.steps:
@@ -191,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         host=args.host,
         load_average=(load[0], load[1], load[2]),
+        locust_cpu=locust_cpu,
         log=log,
         knee=knee,
         replicas=replicas,

@@ -10,10 +10,10 @@ server without Ray, like the baseline) and the report says so instead of a count
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 from pydantic import BaseModel
@@ -86,6 +86,7 @@ class ReplicaSource:
         if prometheus.binary() is None:
             self.note = f"Ray metrics at {', '.join(live)} but no prometheus installed"
             return self
+        shutil.rmtree(self.work_dir / "data", ignore_errors=True)  # a previous run's samples
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = prometheus.write_config(
             self.work_dir / "prometheus.yml", live, scrape_interval=SCRAPE_INTERVAL
@@ -102,12 +103,7 @@ class ReplicaSource:
         self.url, self.note = url, f"a private Prometheus scraping {', '.join(live)}"
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         if self._private is not None:
             prometheus.stop(self._private)
 

@@ -16,6 +16,7 @@ class KneeReport(BaseModel):
     date: str
     host: str
     load_average: tuple[float, float, float]  # the machine's 1/5/15 min, at the end
+    locust_cpu: float  # share of one core Locust used over the run
     log: StepLog
     knee: Knee
     replicas: Replicas
@@ -62,6 +63,8 @@ def format_table(report: KneeReport) -> str:
     lines.append(f"Knee: {knee_line(report.knee)}")
     lines.append(f"Load average at the end: {' '.join(f'{v:.2f}' for v in report.load_average)}")
     lines.append(f"Replicas: {report.replicas.note}")
+    busy = " (near a core: the load generator may be the limit)" if report.locust_cpu > 0.8 else ""
+    lines.append(f"Locust used {report.locust_cpu:.0%} of a core{busy}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ def _report(replicas: Replicas) -> KneeReport:
         date="2026-12-07 22:00 UTC",
         host="http://127.0.0.1:8001",
         load_average=(1.5, 1.2, 0.9),
+        locust_cpu=0.9,
         log=log,
         knee=find_knee(log.steps, log.slo),
         replicas=replicas,
@@ -51,6 +52,7 @@ def test_table_marks_the_knee_and_the_step_that_broke_the_slo() -> None:
     assert "Knee: 8 users, 10.0 runs/s, p50 800 ms, p99 800 ms, errors 0 (0.00%)" in table
     assert "Load average at the end: 1.50 1.20 0.90" in table
     assert "Replicas: no Prometheus: replicas not recorded" in table
+    assert "Locust used 90% of a core (near a core: the load generator may be" in table
 
 
 def test_json_round_trips(tmp_path: Path) -> None:
@@ -147,6 +149,7 @@ def test_knee_run_against_a_stub_steps_up_then_stops_at_the_slo(tmp_path: Path) 
         assert (out / "knee.png").read_bytes().startswith(PNG_MAGIC)
         assert "<- knee" in fast.stdout
         assert "replicas not recorded" in report.replicas.note
+        assert report.locust_cpu > 0
 
         slow = subprocess.run(
             [*base, "--step-s", "2", "--slo-p99-ms", "30"],
