@@ -112,8 +112,9 @@ def test_without_prometheus_or_ray_the_replicas_say_so(tmp_path: Path) -> None:
 
 
 def test_knee_run_against_a_stub_steps_up_then_stops_at_the_slo(tmp_path: Path) -> None:
-    """The shape, its options and its request listener, wired in a real Locust process: a
-    stub whose runs take 60 ms against an SLO of 30 ms breaks it at the first step."""
+    """The shape, its options and its request listener, wired in a real Locust process, on a
+    stub whose runs take 60 ms: within a 1 s SLO it steps 1 -> 2 users and ends at max users;
+    against 30 ms the first step breaks it."""
     state = new_state()
     state.run_delay_s = 0.06
     out = tmp_path / "knee"
