@@ -135,6 +135,7 @@ def write_png(report: KneeReport, path: Path) -> None:
             0.5, 0.5, report.replicas.note, ha="center", va="center", wrap=True, fontsize=9,
             transform=replicas.transAxes,
         )  # fmt: skip
+        replicas.set_yticks([])  # no counts to read
     replicas.set_ylabel("replicas")
     replicas.set_xlabel("seconds since the load began")
 
