@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest bench chaos soak bench-checkpointer bench-scaling clean
+.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest loadtest-knee bench chaos soak bench-checkpointer bench-scaling clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -95,6 +95,14 @@ test-cluster: install
 
 loadtest: install
 	$(BIN)/python loadtests/loadtest.py
+
+# The knee (docs/scaling.md): Locust steps users up against the running stack (`make run`,
+# or a cluster) until a step's p99 passes the SLO or its errors pass 1%, and reports the last
+# step within it, with a PNG; replicas from Ray's metrics through Prometheus (`make observe`'s,
+# else a private one). KNEE_ARGS passes flags, e.g. KNEE_ARGS="--step-users 8 --slo-p99-ms 1000"
+# (python loadtests/knee.py -h).
+loadtest-knee: install prometheus-bin
+	$(BIN)/python loadtests/knee.py $(KNEE_ARGS)
 
 bench: install
 	$(BIN)/python loadtests/bench.py

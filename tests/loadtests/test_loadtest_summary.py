@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
-import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,6 +25,7 @@ from loadtests.loadtest import (
     parse_stats_csv,
     write_summary,
 )
+from tests.loadtests.stub_agent_server import StubState, new_state, serve_stub
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_ROUTE = "/threads/{thread_id}/runs/wait"
@@ -136,90 +131,11 @@ def test_refuses_to_run_without_the_stack(capsys: pytest.CaptureFixture[str]) ->
     assert "make run" in capsys.readouterr().err
 
 
-# --- a stub of the Agent Protocol endpoints the locustfile drives ---------------------------
-
-
-@dataclass
-class StubState:
-    api_key: str
-    answer: bool = True  # False: reply with an empty state, which the locustfile must fail
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    threads: set[str] = field(default_factory=set)
-    runs: int = 0
-    contents: set[str] = field(default_factory=set)
-    rejected: int = 0
-
-
-def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
-    run_path = re.compile(r"^/threads/([^/]+)/runs/wait$")
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the real proxy offers
-        disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # quiet test output
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path == "/ok":
-                self._reply(200, {"ok": True})
-            else:
-                self._reply(404, {"detail": "not found"})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-            if self.headers.get("x-api-key") != state.api_key:
-                with state.lock:
-                    state.rejected += 1
-                self._reply(401, {"detail": "bad key"})
-                return
-            if self.path == "/threads":
-                thread_id = str(uuid.uuid4())
-                with state.lock:
-                    state.threads.add(thread_id)
-                self._reply(200, {"thread_id": thread_id, "metadata": body.get("metadata", {})})
-                return
-            match = run_path.match(self.path)
-            if match is None or match.group(1) not in state.threads:
-                self._reply(404, {"detail": "no such thread"})
-                return
-            content = body["input"]["messages"][0]["content"]
-            if body.get("assistant_id") != "multi_agent" or not content:
-                self._reply(422, {"detail": "bad run request"})
-                return
-            with state.lock:
-                state.runs += 1
-                state.contents.add(content)
-            if not state.answer:
-                self._reply(200, {"messages": []})
-                return
-            human = {"type": "human", "content": content}
-            self._reply(200, {"messages": [human, {"type": "ai", "content": "Done."}]})
-
-    return Handler
-
-
 @pytest.fixture
 def stub() -> Iterator[tuple[str, StubState]]:
-    state = StubState(api_key=f"test-key-{uuid.uuid4().hex}")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    state = new_state()
+    with serve_stub(state) as url:
+        yield url, state
 
 
 def _run_loadtest(
