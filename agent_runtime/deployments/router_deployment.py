@@ -157,15 +157,21 @@ class ModelRouterDeployment:
         warn_if_fake(settings)
         self._metrics = RouterMetrics(settings.models.public_names())
         self._store = MetadataStore(settings.storage)
-        await self._store.setup()
-        self._budgets = build_budget_guard(settings.limits, settings.budgets, self._store)
-        self._router = build_router(
-            settings,
-            self._metrics,
-            self._store,
-            self._budgets,
-            in_process_fake=in_process_fake,
-        )
+        try:
+            await self._store.setup()
+            self._budgets = build_budget_guard(settings.limits, settings.budgets, self._store)
+            self._router = build_router(
+                settings,
+                self._metrics,
+                self._store,
+                self._budgets,
+                in_process_fake=in_process_fake,
+            )
+        except BaseException:
+            # A replica that failed to start is not closed through __del__ (it has no
+            # router yet): the pool opened above would outlive it.
+            await self._store.close()
+            raise
         probes: dict[str, Probe] = {"database": self._store.ping}
         if settings.limits.redis_url is not None:
             probes["redis"] = self._budgets.ping  # spend counters; breakers share the Redis
