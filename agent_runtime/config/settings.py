@@ -51,6 +51,14 @@ class StorageSettings(BaseSettings):
         "behind a transaction-mode pooler that does not keep prepared statements (PgBouncer "
         "before 1.22, or max_prepared_statements = 0).",
     )
+    db_application_name: str = Field(
+        default="agent-runtime",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Postgres: each replica's pool shows in pg_stat_activity (and PgBouncer) "
+        "as <this>-<deployment>, e.g. agent-runtime-orchestrator.",
+    )
     db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
     db_retry_s: float = Field(
         default=1.0,

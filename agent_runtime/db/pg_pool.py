@@ -37,7 +37,8 @@ UNAVAILABLE = (PoolTimeout, OperationalError, OSError)
 
 def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Pool:
     """A closed pool of at most ``AGENT_DB_POOL_SIZE`` connections for one process's
-    Postgres users (``name`` shows in pg_stat_activity as ``agent-runtime-<name>``)."""
+    Postgres users (``name`` shows in pg_stat_activity as ``<AGENT_DB_APPLICATION_NAME>-<name>``,
+    by default ``agent-runtime-<name>``)."""
     timeout_s = settings.db_timeout_s
     size = settings.db_pool_size
     return ReplicaPool(
@@ -50,7 +51,7 @@ def replica_pool(settings: StorageSettings, name: str, min_size: int = 1) -> Poo
             "prepare_threshold": 0 if settings.db_prepared_statements else None,
             "row_factory": dict_row,
             "connect_timeout": max(1, math.ceil(timeout_s)),
-            "application_name": f"agent-runtime-{name}",
+            "application_name": f"{settings.db_application_name}-{name}",
         },
         timeout=timeout_s,
         # Inline at every checkout (no I/O). A reset callback would return every

@@ -54,6 +54,7 @@ from agent_runtime.db.engine import file_lock, retry_while_locked
 from agent_runtime.db.pg_pool import Pool, open_and_set_up, replica_pool
 from agent_runtime.execution.indexed_store import StoreIndexing
 from agent_runtime.execution.store_index import EmbedCall, StoreIndex
+from agent_runtime.execution.store_tasks import stop_store_tasks
 from agent_runtime.execution.tenant_context import require_tenant
 from agent_runtime.execution.vector_rows import PostgresVectors, SqliteVectors
 
@@ -349,8 +350,8 @@ class ItemStores:
 
     async def close(self) -> None:
         store, self._store = self._store, None
-        if store is not None:
-            await store.stop_ttl_sweeper(timeout=self._storage.db_timeout_s)
+        if store is not None:  # its tasks first: they take connections while they run
+            await stop_store_tasks(store, self._storage.db_timeout_s)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close(timeout=self._storage.db_timeout_s)
