@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos soak bench-checkpointer clean
+.PHONY: install prometheus-bin js-sdk run stop observe test lint typecheck loadtest bench chaos soak bench-checkpointer bench-metadata clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,10 @@ soak: install
 
 bench-checkpointer: install
 	$(BIN)/python loadtests/bench_checkpointer.py
+
+# Metadata writes/s with 2000 in flight, over one replica's pool (docs/scaling.md).
+bench-metadata: install
+	$(BIN)/python loadtests/bench_metadata.py
 
 # The golden set through the graphs, scored by the judge (fake provider: deterministic).
 # Reports and metrics go to evals/reports/; EVAL_ARGS passes flags, e.g.

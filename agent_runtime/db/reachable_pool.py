@@ -23,7 +23,9 @@ over, and the first that connects makes the pool grow again at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import weakref
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -32,6 +34,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 # How much longer than retry_s the pool keeps reconnecting by itself (a few attempts).
 RECONNECT_TRIES = 3
+
+logger = logging.getLogger(__name__)
 
 
 class DatabaseUnreachable(PoolTimeout):
@@ -103,10 +107,37 @@ class ReplicaPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
         self._dsn = conninfo
         self._connect_kwargs = kwargs
         self.reachability = Reachability(retry_s)
+        # Every connection the pool made, and those its callers hold: what close() must
+        # leave to their holders, and what nobody holds (see close()).
+        self._made: weakref.WeakSet[AsyncConnection[DictRow]] = weakref.WeakSet()
+        self._lent: weakref.WeakSet[AsyncConnection[DictRow]] = weakref.WeakSet()
+
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (psycopg's)
+        """psycopg's close, then any connection of the pool's still open that no caller
+        holds. psycopg (pool 3.3) closes those in its queue and those given back later,
+        but not one in flight between them: a connection handed to a waiting caller that
+        was cancelled meanwhile goes back through a maintenance task, and a closed pool
+        drops its pending tasks without closing their connections (they stay open, idle,
+        until garbage collected)."""
+        await super().close(timeout)
+        lost = [conn for conn in list(self._made) if not conn.closed and conn not in self._lent]
+        for conn in lost:
+            await conn.close()
+        if lost:
+            logger.warning("pool %s: closed %d connection(s) no caller held", self.name, len(lost))
 
     # psycopg's signature, which its pool's connection() calls.
     async def getconn(self, timeout: float | None = None) -> AsyncConnection[DictRow]:  # noqa: ASYNC109
         wait_s = self.timeout if timeout is None else timeout
+        conn = await self._getconn_or_fail(wait_s)
+        self._lent.add(conn)
+        return conn
+
+    async def putconn(self, conn: AsyncConnection[DictRow]) -> None:
+        self._lent.discard(conn)
+        await super().putconn(conn)
+
+    async def _getconn_or_fail(self, wait_s: float) -> AsyncConnection[DictRow]:
         deadline = time.monotonic() + wait_s
         while True:
             if self.get_stats()["pool_available"]:
@@ -165,4 +196,5 @@ class ReplicaPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
             self.reachability.failed(exc)
             raise
         self.reachability.connected()
+        self._made.add(conn)
         return conn
