@@ -66,7 +66,9 @@ async def throwaway_role(admin_url: str) -> AsyncIterator[str]:
     password = secrets.token_hex(12)
     parts = urlsplit(admin_url)
     host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
-    async with await AsyncConnection.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
+    async with await AsyncConnection.connect(
+        admin_url, autocommit=True, connect_timeout=10
+    ) as admin:
         await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
         await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
         await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
@@ -111,7 +113,7 @@ async def run_benchmark(
     result = MetadataBench(writes=writes, pool_size=pool_size)
     async with throwaway_role(admin_url) as dsn:
         settings = StorageSettings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             data_dir=Path(".agent-data"),
             database_url=dsn,
             db_pool_size=pool_size,
@@ -148,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = asyncio.run(
-            run_benchmark(
-                args.postgres_url, args.writes, args.rounds, args.pool_size, args.timeout
-            )
+            run_benchmark(args.postgres_url, args.writes, args.rounds, args.pool_size, args.timeout)
         )
     except Exception as error:
         print(f"Benchmark failed: {type(error).__name__}: {error}", file=sys.stderr)

@@ -64,12 +64,15 @@ class Backends:
 
     async def left_after_close(self) -> list[str]:
         """The connections still there once none is, or ``GONE_WITHIN_S`` has passed."""
-        deadline = asyncio.get_running_loop().time() + GONE_WITHIN_S
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GONE_WITHIN_S
         async with await psycopg.AsyncConnection.connect(
             POSTGRES_ADMIN_DSN, autocommit=True
         ) as admin:
-            while (left := await self.now(admin)) and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)
+            left = await self.now(admin)
+            while left and loop.time() < deadline:
+                await asyncio.sleep(0.02)  # no event to wait for: Postgres's own view
+                left = await self.now(admin)
         return left
 
 
