@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 JS_SDK := tests/js/node_modules/@langchain/langgraph-sdk/package.json
 
-.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest loadtest-knee bench chaos soak bench-checkpointer bench-scaling clean
+.PHONY: install prometheus-bin js-sdk run stop observe test test-cluster cluster cluster-down lint typecheck loadtest loadtest-knee bench chaos soak bench-checkpointer bench-scaling bench-metadata clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -135,6 +135,10 @@ bench-checkpointer: install
 # 7 minutes; SCALING_ARGS passes flags, e.g. SCALING_ARGS="--replicas 1 2 4 8 --max-minutes 12".
 bench-scaling: install
 	$(BIN)/python loadtests/bench_scaling.py $(SCALING_ARGS)
+
+# Metadata writes/s with 2000 in flight, over one replica's pool (docs/scaling.md).
+bench-metadata: install
+	$(BIN)/python loadtests/bench_metadata.py
 
 # The golden set through the graphs, scored by the judge (fake provider: deterministic).
 # Reports and metrics go to evals/reports/; EVAL_ARGS passes flags, e.g.

@@ -54,6 +54,7 @@ from agent_runtime.core.errors import Forbidden, NotFound, Unauthorized
 from agent_runtime.core.records import Principal, Scope
 from agent_runtime.core.types import EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.pg_pool import Pool, open_replica_pool
 from agent_runtime.execution.item_store import ItemStores
 from agent_runtime.execution.store_index import StoreIndex
 from agent_runtime.replica.handles import call
@@ -96,6 +97,9 @@ class Services:
     app_auth: AppAuth | None = None  # the app's own auth handlers (auth.path), if any
     # Each tenant's open streams, joins and waits (built from the settings if not given).
     streams: OpenStreams | None = None
+    # Postgres: the replica's one pool, which the store and the items share (ingress opens
+    # it and closes it last).
+    pool: Pool | None = None
     # Row queries over the same engine, answered without a hop to the orchestrator.
     threads: ThreadStore = field(init=False)
     runs: RunStore = field(init=False)
@@ -134,14 +138,17 @@ class Services:
     ) -> Services:
         """Everything an ingress replica holds, its storage set up; :meth:`aclose` closes it.
         ``store_index`` (the app's ``store.index``) embeds through the router's handle."""
-        store = MetadataStore(settings.storage)
+        pool = await open_replica_pool(settings.storage, "ingress")
+        store = MetadataStore(settings.storage, pool)
         await store.setup()
 
         async def embed(request: EmbeddingRequest) -> EmbeddingResult:
             result: EmbeddingResult = await call(router.embed.remote(request))
             return result
 
-        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
+        items = ItemStores(
+            settings.storage, settings.items, index=store_index, embed=embed, pool=pool
+        )
         await items.setup()
         # With Redis, revocations and disabled tenants reach this replica at once.
         auth = Authenticator(
@@ -170,6 +177,7 @@ class Services:
             budgets=build_budget_guard(settings.limits, settings.budgets, store),
             app_auth=app_auth,
             streams=streams,
+            pool=pool,
         )
 
     async def forget_key(self, key_id: str) -> None:
@@ -205,6 +213,8 @@ class Services:
         if self.budgets is not None:
             await self.budgets.close()
         await self.store.close()
+        if self.pool is not None:  # after its users
+            await self.pool.close(timeout=self.settings.storage.db_timeout_s)
 
 
 def get_services(request: Request) -> Services:

@@ -39,8 +39,35 @@ class StorageSettings(BaseSettings):
         default=None,
         description="postgresql://... or sqlite:///path; default: SQLite under data_dir.",
     )
-    db_pool_size: int = Field(default=10, ge=4, description="Postgres pool size per replica.")
+    db_pool_size: int = Field(
+        default=10,
+        ge=4,
+        description="Postgres connections per replica process, at most: its one pool, which "
+        "the metadata store, the checkpointer and the item store share (docs/scaling.md).",
+    )
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="Postgres: prepare statements at first use (LangGraph's setting). Off "
+        "behind a transaction-mode pooler that does not keep prepared statements (PgBouncer "
+        "before 1.22, or max_prepared_statements = 0).",
+    )
+    db_application_name: str = Field(
+        default="agent-runtime",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Postgres: each replica's pool shows in pg_stat_activity (and PgBouncer) "
+        "as <this>-<deployment>, e.g. agent-runtime-orchestrator.",
+    )
     db_timeout_s: float = Field(default=10.0, gt=0, description="Connect/statement timeout.")
+    db_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Postgres, while it cannot be reached: calls that find no idle connection "
+        "fail at once (503), except one every this many seconds, which tries to connect and "
+        "reopens the way when it can; the pool stops reconnecting in the background after "
+        "three times this (its callers' attempts take over).",
+    )
     sqlite_write_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -83,9 +110,10 @@ class StorageSettings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        """Async SQLAlchemy URL: asyncpg for Postgres, aiosqlite for SQLite."""
+        """Async SQLAlchemy URL: psycopg for Postgres, aiosqlite for SQLite. (The metadata
+        store's engine borrows from the replica's pool instead: agent_runtime.db.engine.)"""
         if self.is_postgres:
-            return "postgresql+asyncpg://" + self.postgres_dsn.split("://", 1)[1]
+            return "postgresql+psycopg://" + self.postgres_dsn.split("://", 1)[1]
         return f"sqlite+aiosqlite:///{self.sqlite_path}"
 
 

@@ -1,6 +1,7 @@
 """SQLAlchemy plumbing for :class:`agent_runtime.db.metadata.MetadataStore`.
 
-The async engine for Postgres (asyncpg) or SQLite (aiosqlite), SQLite's WAL switch and its
+The async engine for Postgres (over the replica's psycopg pool,
+:mod:`agent_runtime.db.pooled_engine`) or SQLite (aiosqlite), SQLite's WAL switch and its
 "database is locked" retry, schema migrations, and the transaction helper that maps
 connection-level driver errors to :class:`DependencyUnavailable`; a file lock for the set-up
 of SQLite files other processes share (:func:`file_lock`). On SQLite, writes wait their turn
@@ -28,6 +29,8 @@ from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core import telemetry
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db import migrations
+from agent_runtime.db.pg_pool import Pool
+from agent_runtime.db.pooled_engine import pooled_engine
 from agent_runtime.db.sqlite_writes import SqliteWrites
 
 # Serialises table creation across processes on one Postgres database ("agentrt" in hex).
@@ -55,29 +58,16 @@ async def retry_while_locked(operation: Callable[[], Awaitable[T]], timeout_s: f
         await asyncio.sleep(0.05)
 
 
-def build_engine(settings: StorageSettings, writes: SqliteWrites | None = None) -> AsyncEngine:
-    """The engine for ``settings``: a bounded asyncpg pool, or SQLite with its pragmas
-    and, given ``writes``, its write queue; every statement is reported to
-    :mod:`agent_runtime.core.telemetry`."""
-    timeout_s = settings.db_timeout_s
+def build_engine(
+    settings: StorageSettings, writes: SqliteWrites | None = None, pool: Pool | None = None
+) -> AsyncEngine:
+    """The engine for ``settings``: Postgres over ``pool`` (required there), or SQLite
+    with its pragmas and, given ``writes``, its write queue; every statement is reported
+    to :mod:`agent_runtime.core.telemetry`."""
     if settings.is_postgres:
-        engine = create_async_engine(
-            settings.sqlalchemy_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=0,
-            pool_timeout=timeout_s,
-            # No pre-ping on the hot path: a dropped connection fails one call, and
-            # SQLAlchemy then invalidates the whole pool.
-            pool_recycle=1800,
-            connect_args={
-                "timeout": timeout_s,
-                "command_timeout": timeout_s,
-                "server_settings": {
-                    "statement_timeout": str(int(timeout_s * 1000)),
-                    "application_name": "agent-runtime",
-                },
-            },
-        )
+        if pool is None:
+            raise ValueError("a Postgres engine needs the replica's pool")
+        engine = pooled_engine(pool)
         telemetry.instrument_engine(engine, "postgres")
         return engine
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +125,19 @@ async def ping(engine: AsyncEngine, timeout_s: float) -> None:
 
 @asynccontextmanager
 async def transaction(
-    engine: AsyncEngine, *, begin_immediate: bool = False, writes: SqliteWrites | None = None
+    engine: AsyncEngine,
+    *,
+    begin_immediate: bool = False,
+    writes: SqliteWrites | None = None,
+    statement_timeout_s: float | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction; connection-level failures become DependencyUnavailable.
+
+    ``statement_timeout_s`` (Postgres): the pool's connections are in autocommit (as
+    LangGraph needs them), so the transaction sends its own BEGIN, together with its
+    statement timeout, in one round trip; ``SET LOCAL`` ends with the transaction, so it
+    holds behind a transaction-mode pooler too and never reaches the connection's next
+    user.
 
     ``begin_immediate`` (SQLite only) takes the write lock up front so a read-then-write
     cannot go stale. ``writes`` (SQLite): the engine's write queue, whose turn the
@@ -152,6 +152,8 @@ async def transaction(
                     yield conn
                 return
             async with conn.begin():
+                if statement_timeout_s is not None:
+                    await _begin_postgres(conn, statement_timeout_s)
                 if begin_immediate:
                     # pysqlite begins lazily, so this statement opens the real transaction.
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -162,6 +164,15 @@ async def transaction(
         if not exc.connection_invalidated:
             raise
         raise DependencyUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+
+
+async def _begin_postgres(conn: AsyncConnection, statement_timeout_s: float) -> None:
+    # Straight to the driver: two statements in one message cannot be prepared, and the
+    # BEGIN is bookkeeping, not a query for the telemetry.
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None  # a live, checked-out connection
+    limit_ms = max(1, int(statement_timeout_s * 1000))
+    await driver.execute(f"BEGIN; SET LOCAL statement_timeout = {limit_ms}", prepare=False)
 
 
 @asynccontextmanager

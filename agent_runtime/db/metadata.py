@@ -1,8 +1,9 @@
 """The metadata store: tenants, API keys and threads, on Postgres or SQLite.
 
-One class, :class:`MetadataStore`, over SQLAlchemy's async engine (asyncpg for Postgres,
-aiosqlite for SQLite). It returns the pydantic records of :mod:`agent_runtime.core.records`, never
-ORM objects, and maps driver errors to the runtime's own: a database that cannot be reached
+One class, :class:`MetadataStore`, over SQLAlchemy's async engine (for Postgres, borrowing
+from the replica's one psycopg pool, :mod:`agent_runtime.db.pg_pool`; aiosqlite for
+SQLite). It returns the pydantic records of :mod:`agent_runtime.core.records`, never ORM
+objects, and maps driver errors to the runtime's own: a database that cannot be reached
 (or a pool that stays exhausted) is :class:`DependencyUnavailable`, a duplicate id is
 :class:`Conflict`, a row that is missing or belongs to another tenant is :class:`NotFound`.
 Engine construction, SQLite's WAL and lock retry, and the error mapping live in
@@ -30,6 +31,7 @@ from agent_runtime.core.errors import Conflict, NotFound
 from agent_runtime.core.records import ApiKeyRecord, Tenant, ThreadRecord, ThreadStatus
 from agent_runtime.db import engine as db
 from agent_runtime.db.engine import retry_while_locked
+from agent_runtime.db.pg_pool import Pool, open_replica_pool
 from agent_runtime.db.sqlite_writes import SqliteWrites
 from agent_runtime.db.tables import API_KEYS, TENANTS, THREADS, utcnow
 
@@ -46,9 +48,13 @@ class MetadataStore:
     (:meth:`get_key`, :meth:`get_tenant`).
     """
 
-    def __init__(self, settings: StorageSettings) -> None:
+    def __init__(self, settings: StorageSettings, pool: Pool | None = None) -> None:
+        """``pool`` (Postgres): the replica's, which its owner opens and closes; without
+        one the store makes, opens and closes a pool of its own."""
         self._settings = settings
         self._engine: AsyncEngine | None = None
+        self._pool = pool
+        self._owns_pool = pool is None
         # SQLite: this store's writes take turns (one writer per file).
         self._writes = (
             None if settings.is_postgres else SqliteWrites(settings.sqlite_write_timeout_s)
@@ -62,7 +68,11 @@ class MetadataStore:
         engine is kept, so :meth:`ping` reports the same and :meth:`close` releases it.
         """
         if self._engine is None:
-            self._engine = db.build_engine(self._settings, self._writes)
+            if self._pool is None:
+                # A database that is down fails the first transaction (below); the pool
+                # keeps trying, so a later call can succeed.
+                self._pool = await open_replica_pool(self._settings, "metadata")
+            self._engine = db.build_engine(self._settings, self._writes, self._pool)
         if not self._settings.is_postgres:
             enable_wal = functools.partial(db.enable_wal, self._engine)
             await retry_while_locked(enable_wal, self._settings.db_timeout_s)
@@ -75,6 +85,9 @@ class MetadataStore:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        if self._owns_pool and self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close(timeout=self._settings.db_timeout_s)
 
     async def ping(self) -> None:
         await db.ping(self._require_engine(), self._settings.db_timeout_s)
@@ -95,9 +108,12 @@ class MetadataStore:
         up front (``BEGIN IMMEDIATE``) so the read cannot go stale; on Postgres the caller
         reads its rows ``FOR UPDATE``.
         """
-        begin_immediate = write_lock and not self._settings.is_postgres
+        postgres = self._settings.is_postgres
         return db.transaction(
-            self._require_engine(), begin_immediate=begin_immediate, writes=self._writes
+            self._require_engine(),
+            begin_immediate=write_lock and not postgres,
+            writes=self._writes,
+            statement_timeout_s=self._settings.db_timeout_s if postgres else None,
         )
 
     # -- tenants ----------------------------------------------------------------------

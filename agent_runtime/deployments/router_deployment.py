@@ -31,6 +31,7 @@ from agent_runtime.config.settings import RuntimeSettings
 from agent_runtime.core import logs
 from agent_runtime.core.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.pg_pool import open_replica_pool
 from agent_runtime.fake.provider_app import create_fake_provider_app
 from agent_runtime.gateway.breakers import Breakers
 from agent_runtime.gateway.call_observer import CallObserver, CallPlan, CallReport
@@ -156,7 +157,10 @@ class ModelRouterDeployment:
         refuse_sqlite_across_nodes(settings.storage, alive_nodes())
         warn_if_fake(settings)
         self._metrics = RouterMetrics(settings.models.public_names())
-        self._store = MetadataStore(settings.storage)
+        # The replica's one Postgres pool: its only user is the store (the usage ledger).
+        self._pool = await open_replica_pool(settings.storage, "router")
+        self._store = MetadataStore(settings.storage, self._pool)
+        self._db_timeout_s = settings.storage.db_timeout_s
         try:
             await self._store.setup()
             self._budgets = build_budget_guard(settings.limits, settings.budgets, self._store)
@@ -171,6 +175,8 @@ class ModelRouterDeployment:
             # A replica that failed to start is not closed through __del__ (it has no
             # router yet): the pool opened above would outlive it.
             await self._store.close()
+            if self._pool is not None:
+                await self._pool.close(timeout=self._db_timeout_s)
             raise
         probes: dict[str, Probe] = {"database": self._store.ping}
         if settings.limits.redis_url is not None:
@@ -206,6 +212,8 @@ class ModelRouterDeployment:
         await self._router.breakers.close()
         await self._budgets.close()
         await self._store.close()
+        if self._pool is not None:  # after its user
+            await self._pool.close(timeout=self._db_timeout_s)
 
 
 def _log_context(

@@ -1,6 +1,7 @@
 """The LangGraph checkpointer for the configured database, timed per run.
 
-:class:`Checkpointers` builds an ``AsyncPostgresSaver`` over a psycopg connection pool, or
+:class:`Checkpointers` builds an ``AsyncPostgresSaver`` over a psycopg connection pool (the
+replica's, :mod:`agent_runtime.db.pg_pool`, which the metadata and item stores share), or
 an ``AsyncSqliteSaver`` over its own SQLite file, runs the saver's migrations and hands
 back a :class:`TimedSaver` that adds the time of every checkpoint write to the current
 run's ``checkpoint_ms`` (:mod:`agent_runtime.core.timing`).
@@ -39,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 from agent_runtime.config.settings import StorageSettings
 from agent_runtime.core import telemetry, timing
 from agent_runtime.db.engine import retry_while_locked
-from agent_runtime.db.pg_pool import langgraph_pool, open_and_set_up
+from agent_runtime.db.pg_pool import Pool, open_and_set_up, replica_pool
 
 # Serialises the saver's migrations across replicas ("agentck" in hex): two processes
 # running them at once would both insert the same migration version.
@@ -225,9 +226,12 @@ class TimedSaver(BaseCheckpointSaver[Any]):
 class Checkpointers:
     """Builds, owns and closes the checkpointer for the configured database."""
 
-    def __init__(self, settings: StorageSettings) -> None:
+    def __init__(self, settings: StorageSettings, pool: Pool | None = None) -> None:
+        """``pool`` (Postgres): the replica's, which its owner opens and closes; without
+        one the checkpointer makes, opens and closes a pool of its own."""
         self._settings = settings
-        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
+        self._shared = pool
+        self._pool: Pool | None = None  # its own, when it was given none
         self._sqlite: aiosqlite.Connection | None = None
         self._saver: TimedSaver | None = None
 
@@ -251,11 +255,18 @@ class Checkpointers:
 
     async def _setup_postgres(self) -> PooledPostgresSaver:
         timeout_s = self._settings.db_timeout_s
-        pool = langgraph_pool(self._settings, "checkpoints", _POOL_MIN_SIZE)
-        self._pool = pool
+        pool = self._shared
+        if pool is None:
+            pool = self._pool = replica_pool(self._settings, "checkpoints", _POOL_MIN_SIZE)
         saver = PooledPostgresSaver(pool)
         await open_and_set_up(
-            pool, _MIGRATION_LOCK_KEY, timeout_s, "checkpoint", saver.setup, self.close
+            pool,
+            _MIGRATION_LOCK_KEY,
+            timeout_s,
+            "checkpoint",
+            saver.setup,
+            self.close,
+            open_pool=pool is self._pool,
         )
         return saver
 

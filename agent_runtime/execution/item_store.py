@@ -1,8 +1,9 @@
 """Long-term memory: LangGraph's item store, scoped per tenant.
 
-:class:`ItemStores` builds and owns LangGraph's ``AsyncPostgresStore`` (over its own
-psycopg pool) or ``AsyncSqliteStore`` (over its own SQLite file next to the metadata
-database), runs its migrations once across processes and sweeps expired items.
+:class:`ItemStores` builds and owns LangGraph's ``AsyncPostgresStore`` (over the
+replica's psycopg pool, :mod:`agent_runtime.db.pg_pool`) or ``AsyncSqliteStore`` (over
+its own SQLite file next to the metadata database), runs its migrations once across
+processes and sweeps expired items.
 
 Nothing outside this module touches that raw store: callers get a
 :class:`TenantScopedStore`, which files every namespace under ``("tenant", <tenant>)``
@@ -44,16 +45,16 @@ from langgraph.store.base import (
 )
 from langgraph.store.postgres.aio import AsyncPostgresStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
-from psycopg import AsyncConnection, OperationalError
-from psycopg.rows import DictRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 
 from agent_runtime.config.settings import ItemStoreSettings, StorageSettings
 from agent_runtime.core.errors import DependencyUnavailable
 from agent_runtime.db.engine import file_lock, retry_while_locked
-from agent_runtime.db.pg_pool import langgraph_pool, open_and_set_up
+from agent_runtime.db.pg_pool import Pool, open_and_set_up, replica_pool
 from agent_runtime.execution.indexed_store import StoreIndexing
 from agent_runtime.execution.store_index import EmbedCall, StoreIndex
+from agent_runtime.execution.store_tasks import stop_store_tasks
 from agent_runtime.execution.tenant_context import require_tenant
 from agent_runtime.execution.vector_rows import PostgresVectors, SqliteVectors
 
@@ -235,10 +236,14 @@ class ItemStores:
         *,
         index: StoreIndex | None = None,
         embed: EmbedCall | None = None,
+        pool: Pool | None = None,
     ) -> None:
+        """``pool`` (Postgres): the replica's, which its owner opens and closes; without
+        one the item store makes, opens and closes a pool of its own."""
         self._storage = storage
         self.options = options if options is not None else ItemStoreSettings()
-        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
+        self._shared = pool
+        self._pool: Pool | None = None  # its own, when it was given none
         self._sqlite: aiosqlite.Connection | None = None
         self._store: AsyncPostgresStore | AsyncSqliteStore | None = None
         self._indexing = None if index is None else StoreIndexing(index, embed, self.options)
@@ -291,8 +296,9 @@ class ItemStores:
 
     async def _setup_postgres(self) -> AsyncPostgresStore:
         timeout_s = self._storage.db_timeout_s
-        pool = langgraph_pool(self._storage, "store", _POOL_MIN_SIZE)
-        self._pool = pool
+        pool = self._shared
+        if pool is None:
+            pool = self._pool = replica_pool(self._storage, "store", _POOL_MIN_SIZE)
         store = AsyncPostgresStore(pool, ttl=ttl_config(self.options))
         indexing = self._indexing
 
@@ -302,7 +308,13 @@ class ItemStores:
                 await indexing.set_up(PostgresVectors(pool))
 
         await open_and_set_up(
-            pool, _MIGRATION_LOCK_KEY, timeout_s, "item store", set_up, self.close
+            pool,
+            _MIGRATION_LOCK_KEY,
+            timeout_s,
+            "item store",
+            set_up,
+            self.close,
+            open_pool=pool is self._pool,
         )
         return store
 
@@ -338,8 +350,8 @@ class ItemStores:
 
     async def close(self) -> None:
         store, self._store = self._store, None
-        if store is not None:
-            await store.stop_ttl_sweeper(timeout=self._storage.db_timeout_s)
+        if store is not None:  # its tasks first: they take connections while they run
+            await stop_store_tasks(store, self._storage.db_timeout_s)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close(timeout=self._storage.db_timeout_s)

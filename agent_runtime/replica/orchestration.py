@@ -1,7 +1,8 @@
 """What one orchestrator replica holds, built in one place: the Serve deployment
 (:mod:`agent_runtime.deployments.orchestrator`) and the tests' replicas both use it.
 
-:class:`Orchestration` wires the metadata store, the checkpointer and the item store, the
+:class:`Orchestration` wires the metadata store, the checkpointer and the item store (on
+Postgres, all three over the replica's one pool, :mod:`agent_runtime.db.pg_pool`), the
 served graphs bound to them, the graph runner, the run queue and its executor,
 :class:`RunService`, :class:`ThreadService`, thread streams, the cron scheduler, webhooks,
 the online judge, the trace exporter and the TTL sweeper. It imports no Ray (a contract in
@@ -29,6 +30,7 @@ from agent_runtime.core.records import Principal, RunRecord, RunStatus
 from agent_runtime.core.timing import RunTimings
 from agent_runtime.core.types import ChatRequest, ChatResult
 from agent_runtime.db.metadata import MetadataStore
+from agent_runtime.db.pg_pool import Pool, open_replica_pool
 from agent_runtime.db.tables import utcnow
 from agent_runtime.evals.judge import Judge
 from agent_runtime.evals.online import OnlineJudge
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 ChatCall = Callable[[ChatRequest], Awaitable[ChatResult]]
 StreamCall = Callable[[ChatRequest], AsyncIterator[AIMessageChunk]]
+# Connections kept open when idle: enough for a few runs' checkpoint writes at once.
+_POOL_MIN_SIZE = 4
 
 
 class OrchestrationObserver(Protocol):
@@ -98,29 +102,41 @@ class Orchestration:
     ) -> Orchestration:
         """``store_index`` (the app's ``store.index``) embeds through ``embed``, the
         router's, when it names a model."""
-        store = MetadataStore(settings.storage)
-        await store.setup()
-        checkpointers = Checkpointers(settings.storage)
-        saver = TenantScopedSaver(await checkpointers.setup())
-        # Before serving: checkpoints from before thread ids were per tenant move under
-        # their owner (nothing to do once done).
-        adopted = await adopt_unscoped(store, saver)
-        if adopted:
-            logger.info("moved the checkpoints of %d threads under their tenant", adopted)
-        items = ItemStores(settings.storage, settings.items, index=store_index, embed=embed)
-        await items.setup()
-        return cls(
-            settings,
-            graphs,
-            chat,
-            stream,
-            store=store,
-            checkpointers=checkpointers,
-            saver=saver,
-            items=items,
-            observer=observer,
-            clock=clock,
-        )
+        storage = settings.storage
+        async with contextlib.AsyncExitStack() as opened:
+            # Closed in reverse if a part fails to set up; the pool last, after its users.
+            pool = await open_replica_pool(storage, "orchestrator", _POOL_MIN_SIZE)
+            if pool is not None:
+                opened.push_async_callback(pool.close, storage.db_timeout_s)
+            store = MetadataStore(storage, pool)
+            opened.push_async_callback(store.close)
+            await store.setup()
+            checkpointers = Checkpointers(storage, pool)
+            opened.push_async_callback(checkpointers.close)
+            saver = TenantScopedSaver(await checkpointers.setup())
+            # Before serving: checkpoints from before thread ids were per tenant move under
+            # their owner (nothing to do once done).
+            adopted = await adopt_unscoped(store, saver)
+            if adopted:
+                logger.info("moved the checkpoints of %d threads under their tenant", adopted)
+            items = ItemStores(storage, settings.items, index=store_index, embed=embed, pool=pool)
+            opened.push_async_callback(items.close)
+            await items.setup()
+            orchestration = cls(
+                settings,
+                graphs,
+                chat,
+                stream,
+                store=store,
+                checkpointers=checkpointers,
+                saver=saver,
+                items=items,
+                pool=pool,
+                observer=observer,
+                clock=clock,
+            )
+            opened.pop_all()  # set up: the replica's close() closes them now
+        return orchestration
 
     def __init__(
         self,
@@ -133,9 +149,11 @@ class Orchestration:
         checkpointers: Checkpointers,
         saver: TenantScopedSaver,
         items: ItemStores,
+        pool: Pool | None = None,
         observer: OrchestrationObserver | None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.pool = pool  # the one Postgres pool of the three above, or None (SQLite)
         self.store = store
         self.checkpointers = checkpointers
         self.saver = saver
@@ -225,6 +243,7 @@ class Orchestration:
         self._sweep_interval_s = limits.thread_sweep_interval_s
         self._sweep_limit = limits.thread_sweep_limit
         self._events_ttl_minutes = limits.run_events_ttl_minutes
+        self._db_timeout_s = settings.storage.db_timeout_s
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -258,6 +277,8 @@ class Orchestration:
         await self.items.close()
         await self.checkpointers.close()
         await self.store.close()
+        if self.pool is not None:  # once, by its owner, after its users
+            await self.pool.close(timeout=self._db_timeout_s)
 
     def model(self, alias: str) -> RouterChatModel:
         return RouterChatModel(alias=alias, call=self._chat, stream_call=self._stream)

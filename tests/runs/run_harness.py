@@ -25,7 +25,12 @@ from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
 from agent_runtime.config.run_settings import RunSettings
 from agent_runtime.config.serve_settings import ServeSettings
-from agent_runtime.config.settings import LimitSettings, RuntimeSettings, StorageSettings
+from agent_runtime.config.settings import (
+    ItemStoreSettings,
+    LimitSettings,
+    RuntimeSettings,
+    StorageSettings,
+)
 from agent_runtime.core.clock import SYSTEM_CLOCK, Clock
 from agent_runtime.core.errors import ProviderChainExhausted
 from agent_runtime.core.records import Principal, RunStatus
@@ -171,6 +176,7 @@ def replica_settings(
     run_timeout_s: float,
     executor: ExecutorSettings,
     run_limits: RunLimits | None,
+    items: ItemStoreSettings | None = None,
 ) -> RuntimeSettings:
     """Short leases and polls, so tests see reaps and claims quickly; no Redis."""
     limits = run_limits or RunLimits()
@@ -197,6 +203,7 @@ def replica_settings(
             run_events_flush_attempts=executor.events_flush_attempts,
             run_events_flush_backoff_s=executor.events_flush_backoff_s,
         ),
+        items=items if items is not None else ItemStoreSettings(),
     )
 
 
@@ -209,6 +216,7 @@ async def replica(
     start_loops: bool = True,
     run_limits: RunLimits | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    items: ItemStoreSettings | None = None,
 ) -> AsyncIterator[Replica]:
     """A replica running the ``steps`` graph; ``start_loops`` starts its executor's
     loops (the cron and TTL loops stay off: the cron tests run schedulers of their own)."""
@@ -217,6 +225,7 @@ async def replica(
         run_timeout_s=run_timeout_s,
         executor=executor or ExecutorSettings(heartbeat_s=0.2, lease_s=2.0, poll_s=0.2),
         run_limits=run_limits,
+        items=items,
     )
     observer = Finished()
     async with local_router() as router:
