@@ -63,6 +63,8 @@ from agent_runtime.runs.run_queue import Finished, RunEnd
 from agent_runtime.user_app.graph_loader import LoadedGraph
 
 TENANT = Principal(tenant_id="bench-push", key_id="bench")
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 GRAPH = "sleep"
 MODES = {
     # mode: (AGENT_RUN_NOTIFY, AGENT_RUN_FALLBACK_POLL_S for waits, for idle, Redis)
@@ -233,11 +235,11 @@ async def wait_latency(runtime: RuntimeSettings, runs: int, run_ms: float) -> di
 
 
 async def idle_load(
-    runtime: RuntimeSettings, admin_url: str, name: str, count: int, idle_s: float
+    runtime: RuntimeSettings, admin_url: str, name: str, count: int, idle_s: float, warmup_s: float
 ) -> dict[str, Any]:
     sink = Statements()
     async with replicas(count, runtime, 0, start=True) as stacks:
-        await asyncio.sleep(3.0)  # warm-up: every loop past its first tick
+        await asyncio.sleep(warmup_s)  # every loop past its first tick
         telemetry.install(sink)
         before = await xact_commit(admin_url, name)
         await asyncio.sleep(idle_s)
@@ -268,7 +270,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             runtime = settings(database_url, redis_url, channel, notify, idle_poll_s)
             print(f"(b) {mode}: {args.replicas} idle replicas, {args.idle_s:g} s ...", flush=True)
             results["idle"][mode] = await idle_load(
-                runtime, args.postgres_url, name, args.replicas, args.idle_s
+                runtime, args.postgres_url, name, args.replicas, args.idle_s, args.warmup_s
             )
             print(f"    {results['idle'][mode]}", flush=True)
     return results
@@ -302,24 +304,25 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="joins timed per mode")
     parser.add_argument("--run-ms", type=float, default=20.0, help="each run's sleep")
     parser.add_argument("--idle-s", type=float, default=30.0, help="idle window per mode")
     parser.add_argument("--replicas", type=int, default=4, help="idle orchestrator replicas")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="idle, before counting")
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "AGENT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
+        default=os.environ.get("AGENT_TEST_POSTGRES_URL", POSTGRES_URL),
         help="a superuser's URL: the run makes (and drops) a database of its own beside it",
     )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
+    parser.add_argument("--redis-url", default=os.environ.get("AGENT_TEST_REDIS_URL", REDIS_URL))
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    arguments = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse()
     figures = asyncio.run(main(arguments))
     print(report(figures, arguments))
     if arguments.json:

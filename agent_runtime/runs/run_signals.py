@@ -4,10 +4,9 @@ A waiter (``runs/wait`` and ``join``, a stream following a run stored by another
 a thread's stream, the executor's queue loop) takes a :class:`Watch` on topics
 (:func:`run_topic`, :func:`events_topic`, :func:`thread_topic`, :data:`QUEUE`) *before*
 it reads the database, then sleeps until one of them is signalled or ``fallback_s``
-passes, and reads again. The
-writer commits first and signals after, so a waiter either read the change already or is
-woken to read it. A signal says only "look again": several coalesce into one wake-up, so
-a watch holds one flag, never a queue.
+passes, and reads again. The writer commits first and signals after, so a waiter either
+read the change already or is woken to read it. A signal says only "look again": several
+coalesce into one wake-up, so a watch holds one flag, never a queue.
 
 Signals reach this replica's watches at once (in memory) and, with a
 :class:`~agent_runtime.db.redis_pubsub.RedisPubSub`, every other replica's: a background
