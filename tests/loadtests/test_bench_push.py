@@ -11,9 +11,9 @@ from loadtests.bench_push import MODES, main, parse, report
 
 
 async def test_a_tiny_run_measures_every_mode(postgres_url: str, redis_url: str) -> None:
+    size = ["--runs", "3", "--run-ms", "5", "--idle-s", "0.5", "--warmup-s", "0.2"]
     args = parse(
-        ["--runs", "3", "--run-ms", "5", "--idle-s", "0.5", "--warmup-s", "0.2"]
-        + ["--replicas", "2", "--postgres-url", postgres_url, "--redis-url", redis_url]
+        [*size, "--replicas", "2", "--postgres-url", postgres_url, "--redis-url", redis_url]
     )
     figures = await main(args)
     assert set(figures["idle"]) == set(MODES)
