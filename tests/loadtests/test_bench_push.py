@@ -15,6 +15,7 @@ async def test_a_tiny_run_measures_every_mode(postgres_url: str, redis_url: str)
     args = parse(
         [*size, "--replicas", "2", "--postgres-url", postgres_url, "--redis-url", redis_url]
     )
+    before = await scratch_databases(postgres_url)
     figures = await main(args)
     assert set(figures["idle"]) == set(MODES)
     assert set(figures["wait"]) == {"poll", "push"}
@@ -26,11 +27,13 @@ async def test_a_tiny_run_measures_every_mode(postgres_url: str, redis_url: str)
     assert figures["idle"]["push-no-redis"]["redis_commands_per_s"] == 0
     text = report(figures, args)
     assert "| push |" in text and "| poll |" in text
+    assert await scratch_databases(postgres_url) <= before  # its own was dropped
+
+
+async def scratch_databases(postgres_url: str) -> int:
     admin = await asyncpg.connect(postgres_url, timeout=10)
     try:
-        left = await admin.fetchval(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'bench_push_%'"
-        )
+        query = "SELECT count(*) FROM pg_database WHERE datname LIKE 'bench_push_%'"
+        return int(await admin.fetchval(query))
     finally:
         await admin.close()
-    assert left == 0
