@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -227,8 +228,9 @@ class RunService:
     ) -> AsyncIterator[bytes]:
         """A run's events after number ``after``, as SSE frames numbered by the run."""
         try:
-            async for seq, name, data in self.events(run.run_id, after):
-                yield encode_event(name, data, str(seq))
+            async with aclosing(self.events(run.run_id, after)) as events:
+                async for seq, name, data in events:
+                    yield encode_event(name, data, str(seq))
         except (asyncio.CancelledError, GeneratorExit):
             if cancel_on_disconnect:
                 await asyncio.shield(self._cancel_quietly(principal, run))
@@ -242,9 +244,9 @@ class RunService:
             while True:
                 local = self.executor.local(run_id)
                 if local is not None:
-                    async for seq, name, data in local.stream.subscribe(after):
-                        after = seq
-                        yield seq, name, data
+                    async with aclosing(local.stream.subscribe(after)) as live:
+                        async for seq, name, data in live:
+                            yield seq, name, data
                     return
                 events = await self.runs.events.read(run_id, after)
                 for seq, name, data in with_gaps(events, after):

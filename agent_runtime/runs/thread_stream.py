@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -140,10 +141,11 @@ class ThreadStreams:
         tenant = principal.tenant_id
         with self._runs.signals.watch(thread_topic(thread_id)) as watch:
             cursor, resume = await self._start(tenant, thread_id, last_event_id)
-            async for event in self._runs_of(
-                principal, thread_id, modes, state_seen, cursor, resume, watch
-            ):
-                yield event
+            # Closed with this one (aclosing), not when collected: watches go at once.
+            runs = self._runs_of(principal, thread_id, modes, state_seen, cursor, resume, watch)
+            async with aclosing(runs):
+                async for event in runs:
+                    yield event
 
     async def _runs_of(
         self,
@@ -176,9 +178,10 @@ class ThreadStreams:
                 after = resume.after
             resume = None
             if after >= 0:
-                async for seq, name, data in self._runs.events(run.run_id, after):
-                    if _wanted(name, data, modes):
-                        yield encode_event(name, data, f"{run.run_id}:{seq}")
+                async with aclosing(self._runs.events(run.run_id, after)) as events:
+                    async for seq, name, data in events:
+                        if _wanted(name, data, modes):
+                            yield encode_event(name, data, f"{run.run_id}:{seq}")
                 if "run_modes" in modes or "lifecycle" in modes:
                     done = {"status": "run_done", "run_id": run.run_id}
                     yield encode_event("metadata", done, f"{run.run_id}:done")
