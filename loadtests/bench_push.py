@@ -225,12 +225,14 @@ async def wait_latency(runtime: RuntimeSettings, runs: int, run_ms: float) -> di
             if done >= 10:
                 latencies.append((answered - ended[started.run.run_id]) * 1000)
         left = a.signals.watching - 1  # the queue loop's own watch stays
+        subscribed = a.signals.subscriptions
     return {
         "runs": runs,
         "p50_ms": statistics.median(latencies),
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": max(latencies),
         "watches_left": left,
+        "redis_subscriptions": subscribed,  # 0: Redis took no part (the poll mode)
     }
 
 
@@ -246,6 +248,7 @@ async def idle_load(
         after = await xact_commit(admin_url, name)
         telemetry.install(None)
         dropped = sum(s.signals.dropped for s in stacks)
+        pending = sum(s.signals.pending for s in stacks)
     return {
         "replicas": count,
         "seconds": idle_s,
@@ -253,6 +256,7 @@ async def idle_load(
         "statements_per_s": sink.calls["postgres"] / idle_s,
         "redis_commands_per_s": sink.calls["redis"] / idle_s,
         "notifications_dropped": dropped,
+        "notifications_pending": pending,
     }
 
 

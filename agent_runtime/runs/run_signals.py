@@ -58,8 +58,7 @@ def thread_topic(thread_id: str) -> str:
 class Watch:
     """One waiter's interest in some topics: a flag raised when any is signalled."""
 
-    def __init__(self, topics: tuple[str, ...], fallback_s: float) -> None:
-        self.topics = topics
+    def __init__(self, fallback_s: float) -> None:
         self.fallback_s = fallback_s
         self._flag = asyncio.Event()
 
@@ -144,7 +143,7 @@ class RunSignals:
     @contextlib.contextmanager
     def watch(self, *topics: str) -> Iterator[Watch]:
         """A watch on ``topics`` for the ``with`` block; take it before reading."""
-        watch = Watch(topics, self.fallback_s)
+        watch = Watch(self.fallback_s)
         registered = self.enabled and self._count < self._max_watchers
         if self.enabled and not registered:
             logger.warning("run signals: %d watches already; this one polls", self._count)

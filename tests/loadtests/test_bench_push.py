@@ -22,6 +22,8 @@ async def test_a_tiny_run_measures_every_mode(postgres_url: str, redis_url: str)
     for wait in figures["wait"].values():
         assert wait["runs"] == 3 and wait["p99_ms"] >= wait["p50_ms"]
         assert wait["watches_left"] == 0
+    assert figures["wait"]["push"]["redis_subscriptions"] >= 1
+    assert figures["wait"]["poll"]["redis_subscriptions"] == 0
     for idle in figures["idle"].values():
         assert idle["replicas"] == 2 and idle["statements_per_s"] >= 0
     assert figures["idle"]["push-no-redis"]["redis_commands_per_s"] == 0
