@@ -224,7 +224,8 @@ async def wait_latency(runtime: RuntimeSettings, runs: int, run_ms: float) -> di
             assert outcome.status == "success", outcome
             if done >= 10:
                 latencies.append((answered - ended[started.run.run_id]) * 1000)
-        left = a.signals.watching - 1  # the queue loop's own watch stays
+        # Only the queue loop's own watch may stay (none when notifications are off).
+        left = a.signals.watching - (1 if a.signals.enabled else 0)
         subscribed = a.signals.subscriptions
     return {
         "runs": runs,
