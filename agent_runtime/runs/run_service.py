@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -236,7 +236,9 @@ class RunService:
                 await asyncio.shield(self._cancel_quietly(principal, run))
             raise
 
-    async def events(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, str, bytes]]:
+    async def events(
+        self, run_id: str, after: int = 0
+    ) -> AsyncGenerator[tuple[int, str, bytes], None]:
         """A run's (number, name, data) events after ``after`` until it ends: live from
         this replica's stream, or polled from the database while the run is queued or runs
         elsewhere (events that could not be stored: an ``error`` event naming them)."""

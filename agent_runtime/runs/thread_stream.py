@@ -27,7 +27,7 @@ started on another replica shows only its ``run_done``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -156,7 +156,7 @@ class ThreadStreams:
         cursor: _Cursor | None,
         resume: _Resume | None,
         watch: Watch,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         tenant = principal.tenant_id
         while True:
             run = await self._next_run(tenant, thread_id, cursor, resume)
