@@ -95,7 +95,8 @@ async def _no_model(request: ChatRequest) -> ChatResult:
 
 
 async def _no_stream(request: ChatRequest) -> AsyncIterator[Any]:
-    for chunk in ():  # a generator that yields nothing before it fails
+    nothing: tuple[Any, ...] = ()
+    for chunk in nothing:  # a generator that yields nothing before it fails
         yield chunk
     raise AssertionError("the benchmark's graph calls no model")
 
