@@ -173,15 +173,20 @@ class RunService:
                 local = self.executor.local(run.run_id)
                 if local is not None:
                     return _outcome(run, await asyncio.shield(local.done))
-                status = await self.runs.status(run.run_id)
-                if status is None or status in FINAL_STATUSES:
-                    return await self._stored_outcome(run, status)
+                # The whole row, not only its status: an ended run's error is in it, so
+                # the answer costs one read less after the wake-up.
+                try:
+                    current: RunRecord | None = await self.runs.get(run.tenant_id, run.run_id)
+                except NotFound:
+                    current = None
+                if current is None or current.status in FINAL_STATUSES:
+                    status = None if current is None else current.status
+                    return await self._stored_outcome(current or run, status)
                 await watch.wait()
 
     async def _stored_outcome(self, run: RunRecord, status: str | None) -> RunOutcome:
+        """The wait body of ``run`` (as read when it ended; gone when ``status`` is None)."""
         output: Any = None
-        if status is not None:
-            run = await self.runs.get(run.tenant_id, run.run_id)
         if status == "error" and run.error:
             output = {"__error__": _error_json(run.error)}
         elif run.thread_id is not None:
