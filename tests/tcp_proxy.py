@@ -42,6 +42,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = _free_port()
         self.connections = 0
+        self.hung = 0  # connections accepted while hanging
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -96,6 +97,7 @@ class TcpProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._hanging:  # read the request, answer nothing, until cut or closed
+            self.hung += 1
             self._open.add(writer)
             with contextlib.suppress(ConnectionError, OSError):
                 while await reader.read(65536):

@@ -1,10 +1,11 @@
-"""Run settings: a run's limits, the run queue's leases, crons, webhooks and thread retention."""
+"""Run settings: a run's limits, the run queue's leases and notifications, crons, webhooks
+and thread retention."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from agent_runtime.config.provider_settings import ENV as _ENV
@@ -24,7 +25,48 @@ class RunSettings(BaseSettings):
     run_lease_s: float = Field(
         default=10.0, gt=0, description="A running run not heartbeated this long is resumed."
     )
-    run_poll_s: float = Field(default=0.5, gt=0, description="Run queue and reaper interval.")
+    # Push, not poll: waiters, joiners, thread streams and the run queue are told of
+    # changes; the database is read on a timer only for messages that were missed.
+    run_notify: bool = Field(
+        default=True,
+        description="Tell waiters, joiners, thread streams and the run queue of changes (in "
+        "memory; across replicas through Redis when AGENT_REDIS_URL is set); off: they poll.",
+    )
+    run_fallback_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each of them checks the database anyway (a missed message, "
+        "no Redis); with AGENT_RUN_NOTIFY off, their poll interval. Also the reaper's.",
+    )
+    run_claim_min_interval_s: float = Field(
+        default=0.05, ge=0, description="Least time between two claims of queued runs."
+    )
+    run_notify_channel: str = Field(
+        default="agent:runs", min_length=1, description="The Redis pub/sub channel."
+    )
+    run_notify_max_watchers: int = Field(
+        default=10_000,
+        ge=1,
+        description="Waits and streams one replica tells at once; more fall back to polling.",
+    )
+    run_notify_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Notifications (and delayed-run timers) a replica holds before Redis "
+        "takes them; more are dropped (the fallback poll catches them).",
+    )
+    run_notify_retry_min_s: float = Field(
+        default=0.1, gt=0, description="First wait before resubscribing to Redis; doubles."
+    )
+    run_notify_retry_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait before resubscribing to Redis."
+    )
+    run_notify_ping_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A quiet subscription is pinged after this; silent 3 times as long: "
+        "reconnected.",
+    )
     run_max_attempts: int = Field(default=3, ge=1, description="Tries when replicas die.")
     run_max_concurrent: int = Field(
         default=64, ge=1, description="Queued runs one orchestrator replica takes at once."
@@ -80,6 +122,14 @@ class RunSettings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhooks to loopback/private addresses (SSRF risk)."
     )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> RunSettings:
+        if self.run_notify_retry_min_s > self.run_notify_retry_max_s:
+            raise ValueError(
+                "AGENT_RUN_NOTIFY_RETRY_MIN_S must not be above AGENT_RUN_NOTIFY_RETRY_MAX_S"
+            )
+        return self
 
     @property
     def default_thread_ttl(self) -> tuple[str, float] | None:

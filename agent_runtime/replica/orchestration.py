@@ -45,11 +45,13 @@ from agent_runtime.execution.tenant_checkpoints import TenantScopedSaver
 from agent_runtime.runs.assistants import AssistantStore
 from agent_runtime.runs.cron_scheduler import CronScheduler
 from agent_runtime.runs.crons import CronRecord
-from agent_runtime.runs.executor import ExecutorSettings, QueueStats, RunExecutor, RunResult
+from agent_runtime.runs.executor import RunExecutor
 from agent_runtime.runs.graph_runner import GraphRunner
+from agent_runtime.runs.local_run import ExecutorSettings, QueueStats, RunResult
 from agent_runtime.runs.run_leases import pending_runs
 from agent_runtime.runs.run_queue import RunStore
 from agent_runtime.runs.run_service import RunService
+from agent_runtime.runs.run_signals import RunSignals, thread_topic
 from agent_runtime.runs.thread_rows import ThreadStore
 from agent_runtime.runs.thread_service import ThreadService
 from agent_runtime.runs.thread_stream import ThreadStreams
@@ -122,6 +124,10 @@ class Orchestration:
             items = ItemStores(storage, settings.items, index=store_index, embed=embed, pool=pool)
             opened.push_async_callback(items.close)
             await items.setup()
+            # Subscribed before the replica serves, so its first waiters hear other replicas.
+            signals = RunSignals.from_settings(settings.runs, settings.limits)
+            opened.push_async_callback(signals.close)
+            await signals.start(ready_timeout_s=settings.limits.redis_timeout_s)
             orchestration = cls(
                 settings,
                 graphs,
@@ -134,6 +140,7 @@ class Orchestration:
                 pool=pool,
                 observer=observer,
                 clock=clock,
+                signals=signals,
             )
             opened.pop_all()  # set up: the replica's close() closes them now
         return orchestration
@@ -152,6 +159,7 @@ class Orchestration:
         pool: Pool | None = None,
         observer: OrchestrationObserver | None,
         clock: Clock = SYSTEM_CLOCK,
+        signals: RunSignals | None = None,
     ) -> None:
         self.pool = pool  # the one Postgres pool of the three above, or None (SQLite)
         self.store = store
@@ -163,6 +171,8 @@ class Orchestration:
         self._observer = observer
         self.graphs = ServedGraphs(graphs, checkpointer=saver, store=items.contextual)
         limits = settings.runs
+        # Push, not poll: in memory, and through Redis when configured (build starts it).
+        self.signals = signals or RunSignals.from_settings(limits, settings.limits)
         runner = GraphRunner(
             self.graphs,
             saver,
@@ -182,7 +192,8 @@ class Orchestration:
         executor_settings = ExecutorSettings(
             heartbeat_s=limits.run_heartbeat_s,
             lease_s=limits.run_lease_s,
-            poll_s=limits.run_poll_s,
+            poll_s=limits.run_fallback_poll_s,
+            claim_min_interval_s=limits.run_claim_min_interval_s,
             max_attempts=limits.run_max_attempts,
             max_concurrent_runs=limits.run_max_concurrent,
             events_flush_attempts=limits.run_events_flush_attempts,
@@ -198,6 +209,7 @@ class Orchestration:
             stop_runs=self._stop_runs,
             items=items,
             checkpoint_timeout_s=settings.storage.db_timeout_s,
+            on_change=lambda thread_id: self.signals.publish(thread_topic(thread_id)),
         )
 
         def executor(runs: RunStore) -> RunExecutor:
@@ -212,6 +224,7 @@ class Orchestration:
                 queue_depth=self._queue_depth,
                 graph_ids=self.graphs.ids(),
                 refusal=self._run_refusal,
+                signals=self.signals,
             )
 
         self.runs = RunService(
@@ -221,6 +234,7 @@ class Orchestration:
             AssistantStore(store, self.graphs.ids()),
             executor,
             max_steps=limits.run_max_steps,
+            signals=self.signals,
             on_temporary_done=self._drop_temporary,
             webhooks=WebhookSender(
                 timeout_s=limits.webhook_timeout_s,
@@ -238,7 +252,7 @@ class Orchestration:
             on_failure=observer.record_cron_failure if observer is not None else None,
         )
         self.thread_streams = ThreadStreams(
-            store, self.runs, self.threads.get_state, poll_s=limits.run_poll_s
+            store, self.runs, self.threads.get_state, poll_s=limits.run_fallback_poll_s
         )
         self._sweep_interval_s = limits.thread_sweep_interval_s
         self._sweep_limit = limits.thread_sweep_limit
@@ -262,7 +276,7 @@ class Orchestration:
     def loops(self) -> list[asyncio.Task[None]]:
         """The replica's background loops (``check_health`` fails when one stopped)."""
         sweeper = [] if self._sweeper is None else [self._sweeper]
-        return [*self.executor.loops(), *self.crons.loops(), *sweeper]
+        return [*self.executor.loops(), *self.crons.loops(), *sweeper, *self.signals.loops()]
 
     async def close(self) -> None:
         await self.crons.close()
@@ -271,6 +285,7 @@ class Orchestration:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.executor.close()
+        await self.signals.close()  # after the executor: its runs handed back are announced
         await self.online_judge.aclose()
         if self.traces is not None:
             await asyncio.to_thread(self.traces.close)

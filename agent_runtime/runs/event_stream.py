@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 from agent_runtime.protocol.sse import json_dumpb
@@ -153,7 +153,7 @@ class RunStream:
         self.closed = True
         self._notify()
 
-    async def subscribe(self, after: int = 0) -> AsyncIterator[Event]:
+    async def subscribe(self, after: int = 0) -> AsyncGenerator[Event, None]:
         """Events numbered above ``after``, then live ones until the run ends."""
         if self._expected:
             self._expected -= 1

@@ -9,12 +9,16 @@ replica) can wait for it or join its stream. The executor:
 - heartbeats its runs' leases in one statement every ``heartbeat_s`` and, from the same
   answer, cancels runs that someone asked to stop (possibly from another replica) or that
   it no longer holds;
-- every ``poll_s`` reaps runs whose replica died (lease older than ``lease_s``) and claims
-  due queued runs while it has capacity;
+- claims due queued runs while it has capacity when told that some are claimable
+  (:mod:`agent_runtime.runs.run_signals`: queued, given back, reaped, a slot freed, a
+  delayed run due), at most once per ``claim_min_interval_s``; and every ``poll_s``
+  reaps runs whose replica died (lease older than ``lease_s``) and claims anyway, for a
+  message that was lost;
+- tells waiters when a run's events are stored and when it ends (after the commit);
 - on close, hands its runs back to the queue so another replica resumes them.
 
 Each run executes inside a log context (:mod:`agent_runtime.core.logs`) naming its tenant,
-thread, run and request; after each poll the executor reports its :class:`QueueStats`
+thread, run and request; after each claim the executor reports its :class:`QueueStats`
 (runs in flight here, and every ``stats_interval_s`` the queue's depth from ``queue_depth``,
 e.g. :func:`agent_runtime.runs.run_leases.pending_runs`) to ``on_stats``, e.g. for gauges.
 """
@@ -29,86 +33,21 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, Field
 
 from agent_runtime.core import logs
 from agent_runtime.core.errors import AgentRuntimeError
-from agent_runtime.core.records import CancelAction, RunRecord, RunStatus
-from agent_runtime.core.timing import RunTimings
+from agent_runtime.core.records import CancelAction, RunRecord
 from agent_runtime.db.driver_errors import driver_error
-from agent_runtime.execution.run_trace import RunTrace
 from agent_runtime.protocol.sse import metadata_payload
-from agent_runtime.runs.event_stream import RunStream
+from agent_runtime.runs.event_stream import Event, RunStream
+from agent_runtime.runs.local_run import ExecutorSettings, LocalRun, QueueStats, RunResult
 from agent_runtime.runs.run_queue import Finished, RunEnd, RunStore
+from agent_runtime.runs.run_signals import QUEUE, RunSignals, events_topic, run_topic, thread_topic
 
 logger = logging.getLogger(__name__)
 
-
-class ExecutorSettings(BaseModel):
-    """Timing of leases and of the queue loop (the run limits live in ``RunLimits``)."""
-
-    heartbeat_s: float = Field(default=1.0, gt=0, description="Lease refresh interval.")
-    lease_s: float = Field(default=10.0, gt=0, description="A run idle this long is reaped.")
-    poll_s: float = Field(default=0.5, gt=0, description="Queue and reaper loop interval.")
-    max_attempts: int = Field(default=3, ge=1, description="Tries of a run whose replica dies.")
-    max_concurrent_runs: int = Field(default=64, ge=1, description="Runs claimed per replica.")
-    stats_interval_s: float = Field(
-        default=5.0, gt=0, description="How often the queue's depth is counted (one query)."
-    )
-    events_flush_attempts: int = Field(
-        default=3, ge=1, description="Tries to store a batch of stream events before it is lost."
-    )
-    events_flush_backoff_s: float = Field(
-        default=0.1, ge=0, description="Wait after a batch's first failed try; doubles each try."
-    )
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """After a poll: runs executing on this replica, and the runs waiting in the queue
-    (pending in the database, every replica's; None when not counted this time)."""
-
-    in_flight: int
-    queued: int | None = None
-
-
-@dataclass
-class RunResult:
-    """How a run ended, for the request waiting on it in this replica."""
-
-    status: RunStatus | None  # None: rolled back
-    output: Any = None  # the wait body (values, ``__interrupt__`` or ``__error__``)
-    timings: RunTimings | None = None  # the graph's model calls (None: it never ran)
-    graph_ms: float = 0.0  # the graph's wall time in this replica
-    trace: RunTrace | None = None  # its spans, when traces are kept
-    error: BaseException | None = None  # what failed it, re-raised to a waiter if a runtime error
-
-
-@dataclass
-class LocalRun:
-    run: RunRecord
-    stream: RunStream
-    done: asyncio.Future[RunResult]
-    task: asyncio.Task[None] | None = None
-    # The graph's own task, which a cancel stops (the run's task then records the end).
-    work: asyncio.Task[Any] | None = None
-    cancel_action: CancelAction | None = None
-    lost: bool = False
-    request_id: str | None = None  # the request that submitted it, for its log lines
-    at_creation: bool = False  # started by the (authenticated) request that created it
-
-    def stop(self, action: CancelAction | None) -> None:
-        """Cancel the graph; ``None`` means the lease was lost (record nothing)."""
-        if self.cancel_action is None and not self.lost:
-            if action is None:
-                self.lost = True
-            else:
-                self.cancel_action = action
-        if self.work is not None and not self.work.done():
-            self.work.cancel()
+# Re-exported: they lived here before agent_runtime.runs.local_run.
+__all__ = ["ExecutorSettings", "LocalRun", "QueueStats", "RunExecutor", "RunResult"]
 
 
 Runner = Callable[[LocalRun], Awaitable[tuple[RunEnd, RunResult]]]
@@ -133,10 +72,13 @@ class RunExecutor:
         on_vanished: Callable[[RunRecord], Awaitable[None]] | None = None,
         graph_ids: Sequence[str] | None = None,
         refusal: Refusal | None = None,
+        signals: RunSignals | None = None,
     ) -> None:
         """``refusal``: asked before a run that was queued, delayed or resumed starts (one
-        its creating request starts has just been authenticated)."""
+        its creating request starts has just been authenticated). ``signals``: the
+        replica's notifier, shared with the run service (in memory only when None)."""
         self.runs = runs
+        self.signals = signals or RunSignals(fallback_s=settings.poll_s)
         # The graphs this replica serves: it claims queued runs of those only.
         self._graph_ids = list(graph_ids) if graph_ids is not None else None
         self._refusal = refusal
@@ -187,6 +129,9 @@ class RunExecutor:
             await self.runs.release([local.run.run_id for local in unfinished], self.worker_id)
         except AgentRuntimeError as exc:
             logger.warning("could not hand %d runs back: %s", len(unfinished), exc.message)
+            return
+        if unfinished:
+            self.signals.publish(QUEUE)  # other replicas take them now, not at their poll
 
     # -- runs ---------------------------------------------------------------------------
     def local(self, run_id: str) -> LocalRun | None:
@@ -203,7 +148,7 @@ class RunExecutor:
         existing = self._local.get(run.run_id)
         if existing is not None:
             return existing
-        sink = self.runs.events.append if self._persist_events(run, at_creation) else None
+        sink = self._store_events if self._persist_events(run, at_creation) else None
         stream = RunStream(
             run.run_id,
             sink=sink,
@@ -228,7 +173,13 @@ class RunExecutor:
         local.task = loop.create_task(
             self._execute(local), name=f"run-{run.run_id}", context=contextvars.Context()
         )
+        # This replica's waiters on the run follow it in memory from now on.
+        self.signals.notify(run_topic(run.run_id))
         return local
+
+    async def _store_events(self, run_id: str, events: Sequence[Event]) -> None:
+        await self.runs.events.append(run_id, events)
+        self.signals.publish(events_topic(run_id))
 
     def cancel(self, run_id: str, action: CancelAction | None) -> bool:
         local = self._local.get(run_id)
@@ -267,6 +218,8 @@ class RunExecutor:
             # Events first, then the status: whoever sees the run ended has all its events.
             await local.stream.close()
             finished = Finished() if local.lost else await self._finish(run, end)
+            if not local.lost:
+                self._announce_end(run, finished)
             if finished.next_run is not None and not self._closing:
                 self.submit(finished.next_run)
             if finished.gone or local.lost:
@@ -289,6 +242,16 @@ class RunExecutor:
             raise
         finally:
             self._local.pop(run.run_id, None)
+
+    def _announce_end(self, run: RunRecord, finished: Finished) -> None:
+        """After the end is committed: its waiters, the thread's streams and, when a
+        slot of its tenant freed for a queued run, the queue."""
+        topics = [run_topic(run.run_id)]
+        if run.thread_id is not None:
+            topics.append(thread_topic(run.thread_id))
+        if finished.queue_waiting:
+            topics.append(QUEUE)
+        self.signals.publish(*topics)
 
     async def _refused(self, local: LocalRun) -> str | None:
         if local.at_creation or self._refusal is None:
@@ -356,18 +319,34 @@ class RunExecutor:
                 self.cancel(run_id, None)
 
     async def _queue_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.poll_s)
-            try:
-                await self.poll()
-            except AgentRuntimeError as exc:
-                logger.warning("run queue poll failed: %s", exc.message)
+        """Claim when told that runs are claimable; reap, and claim anyway, every
+        ``poll_s`` (what a lost message would have said)."""
+        loop = asyncio.get_running_loop()
+        with self.signals.watch(QUEUE) as watch:
+            next_reap = loop.time() + self.settings.poll_s
+            while True:
+                await watch.wait(max(0.0, next_reap - loop.time()))
+                reap = loop.time() >= next_reap
+                if reap:
+                    next_reap = loop.time() + self.settings.poll_s
+                try:
+                    await (self.poll() if reap else self.claim())
+                except AgentRuntimeError as exc:
+                    logger.warning("run queue poll failed: %s", exc.message)
+                # A burst of notifications costs one claim per interval, not one each.
+                await asyncio.sleep(self.settings.claim_min_interval_s)
 
     async def poll(self) -> list[RunRecord]:
         """Reap dead replicas' runs, then claim due queued runs up to capacity."""
         reaped = await self.runs.reap(self.settings.lease_s, self.settings.max_attempts)
         if reaped:
             logger.warning("put back %d runs whose replica stopped: %s", len(reaped), reaped)
+            # Some ended for good (out of attempts); the others wait for a replica.
+            self.signals.publish(QUEUE, *(run_topic(run_id) for run_id in reaped))
+        return await self.claim()
+
+    async def claim(self) -> list[RunRecord]:
+        """Claim due queued runs up to capacity."""
         room = self.settings.max_concurrent_runs - len(self._local)
         claimed: list[RunRecord] = []
         if room > 0 and not self._closing:

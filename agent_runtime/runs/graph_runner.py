@@ -41,7 +41,7 @@ from agent_runtime.protocol.sse import (
     metadata_payload,
     to_jsonable,
 )
-from agent_runtime.runs.executor import LocalRun, RunResult
+from agent_runtime.runs.local_run import LocalRun, RunResult
 from agent_runtime.runs.run_queue import RunEnd
 from agent_runtime.user_app.served_graphs import ServedGraphs
 from agent_runtime.user_app.server_runtime import GraphUse

@@ -104,6 +104,9 @@ class Finished:
 
     next_run: RunRecord | None = None
     gone: bool = False
+    # A slot of the run's tenant freed while another of its runs is due in the queue
+    # (queued at its run limit): the queue should be told.
+    queue_waiting: bool = False
 
 
 def _row(record: RunRecord) -> dict[str, Any]:
@@ -371,8 +374,13 @@ class RunStore(RunLeases):
                 if next_row.graph_id:
                     thread["graph_id"] = next_row.graph_id
             await conn.execute(update(THREADS).where(*thread_where).values(**thread))
+            waiting = False
+            if not due:
+                waiting = (
+                    await conn.execute(self._tenant_due(run.tenant_id, now))
+                ).first() is not None
         if next_row is None or not due:
-            return Finished()
+            return Finished(queue_waiting=waiting)
         claimed = run_record(next_row._mapping).model_copy(
             update={"status": "running", "worker_id": worker_id, "heartbeat_at": now}
         )

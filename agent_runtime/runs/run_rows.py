@@ -54,6 +54,19 @@ class RunRows:
             query = query.with_for_update(skip_locked=True)
         return query
 
+    @staticmethod
+    def _tenant_due(tenant_id: str, now: datetime) -> Any:
+        """One of the tenant's due queued runs, if any (over the status index)."""
+        return (
+            select(RUNS.c.run_id)
+            .where(
+                RUNS.c.status == "pending",
+                RUNS.c.created_at <= now,
+                RUNS.c.tenant_id == tenant_id,
+            )
+            .limit(1)
+        )
+
     # -- reads, cancels, deletes ----------------------------------------------------------
     async def get(self, tenant_id: str, run_id: str, thread_id: str | None = None) -> RunRecord:
         query = select(RUNS).where(RUNS.c.run_id == run_id, RUNS.c.tenant_id == tenant_id)

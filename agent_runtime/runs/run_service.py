@@ -4,7 +4,10 @@
 when its thread is free, claimed) in one transaction before anything else happens; the
 executor then runs it in a task of its own. ``wait`` and ``stream`` follow that task on
 this replica, or, when the run is queued or runs elsewhere, the database (its status and
-its stored events), so double-texting and joins work across replicas.
+its stored events), so double-texting and joins work across replicas. They read the
+database when told that something changed (:mod:`agent_runtime.runs.run_signals`: the
+run's events stored, its end, a change on its thread), and every fallback interval
+otherwise, for a message that was lost.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,14 +29,24 @@ from agent_runtime.protocol.agent_responses import dumps, run_to_wire
 from agent_runtime.protocol.sse import encode_event, event_number
 from agent_runtime.runs.event_rows import FINAL_STATUSES
 from agent_runtime.runs.event_stream import with_gaps
-from agent_runtime.runs.executor import LocalRun, RunExecutor, RunResult
+from agent_runtime.runs.executor import RunExecutor
+from agent_runtime.runs.local_run import LocalRun, RunResult
 from agent_runtime.runs.run_queue import CreatedRun, RunStore
 from agent_runtime.runs.run_request import RunKind, new_run
+from agent_runtime.runs.run_signals import (
+    QUEUE,
+    RunSignals,
+    events_topic,
+    run_topic,
+    thread_topic,
+)
 from agent_runtime.runs.webhooks import WebhookSender
 from agent_runtime.tenancy.audit import record_run_end
 from agent_runtime.tenancy.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
+
+DUE_MARGIN_S = 0.05
 
 
 class AssistantResolver(Protocol):
@@ -70,7 +84,7 @@ class RunService:
         executor_factory: Callable[[RunStore], RunExecutor],
         *,
         max_steps: int,
-        poll_s: float = 0.1,
+        signals: RunSignals | None = None,
         on_temporary_done: Callable[[RunRecord], Awaitable[None]] | None = None,
         webhooks: WebhookSender | None = None,
     ) -> None:
@@ -78,8 +92,11 @@ class RunService:
         self.runs = runs
         self._assistants = assistants
         self.executor = executor_factory(runs)
+        # The replica's notifier: waiters here hear what the executor announces.
+        self.signals = signals or self.executor.signals
+        if self.signals is not self.executor.signals:
+            raise ValueError("the run service and its executor must share one RunSignals")
         self._max_steps = max_steps
-        self._poll_s = poll_s
         self._on_temporary_done = on_temporary_done
         self._webhooks = webhooks
         self._deliveries: set[asyncio.Task[bool]] = set()
@@ -99,12 +116,26 @@ class RunService:
         assistant = await self._assistants.resolve(principal.tenant_id, body.assistant_id)
         new = new_run(principal, thread_id, body, assistant, kind, self._max_steps)
         created = await self.runs.create(new, self.executor.worker_id)
+        self._announce(created, new.after_seconds)
         for run_id in created.superseded:
             self.executor.cancel(run_id, new.multitask_strategy)  # type: ignore[arg-type]
         local = None
         if created.started:
             local = self.executor.submit(created.run, subscriber=kind == "stream", at_creation=True)
         return StartedRun(created, local)
+
+    def _announce(self, created: CreatedRun, after_seconds: float) -> None:
+        """A new run on its thread (streams, and waiters on runs it interrupted) and, when
+        it waits in the queue, the queue: now, and again when a delayed one is due."""
+        run = created.run
+        topics = [] if run.thread_id is None else [thread_topic(run.thread_id)]
+        if not created.started:
+            topics.append(QUEUE)
+            if after_seconds > 0:
+                # A little late: a timer may fire early, and a claim before the run is due
+                # finds nothing (the next chance would be the fallback poll).
+                self.signals.publish_later(after_seconds + DUE_MARGIN_S, QUEUE)
+        self.signals.publish(*topics)
 
     @staticmethod
     def persist_events(run: RunRecord, at_creation: bool) -> bool:
@@ -135,19 +166,27 @@ class RunService:
 
     async def _await_outcome(self, run: RunRecord) -> RunOutcome:
         """Wait for ``run`` to end, here or on another replica; its wait body."""
-        while True:
-            local = self.executor.local(run.run_id)
-            if local is not None:
-                return _outcome(run, await asyncio.shield(local.done))
-            status = await self.runs.status(run.run_id)
-            if status is None or status in FINAL_STATUSES:
-                return await self._stored_outcome(run, status)
-            await asyncio.sleep(self._poll_s)
+        # Its thread too: a pending run interrupted by a double-text ends without a worker.
+        thread = () if run.thread_id is None else (thread_topic(run.thread_id),)
+        with self.signals.watch(run_topic(run.run_id), *thread) as watch:
+            while True:
+                local = self.executor.local(run.run_id)
+                if local is not None:
+                    return _outcome(run, await asyncio.shield(local.done))
+                # The whole row, not only its status: an ended run's error is in it, so
+                # the answer costs one read less after the wake-up.
+                try:
+                    current: RunRecord | None = await self.runs.get(run.tenant_id, run.run_id)
+                except NotFound:
+                    current = None
+                if current is None or current.status in FINAL_STATUSES:
+                    status = None if current is None else current.status
+                    return await self._stored_outcome(current or run, status)
+                await watch.wait()
 
     async def _stored_outcome(self, run: RunRecord, status: str | None) -> RunOutcome:
+        """The wait body of ``run`` (as read when it ended; gone when ``status`` is None)."""
         output: Any = None
-        if status is not None:
-            run = await self.runs.get(run.tenant_id, run.run_id)
         if status == "error" and run.error:
             output = {"__error__": _error_json(run.error)}
         elif run.thread_id is not None:
@@ -194,36 +233,41 @@ class RunService:
     ) -> AsyncIterator[bytes]:
         """A run's events after number ``after``, as SSE frames numbered by the run."""
         try:
-            async for seq, name, data in self.events(run.run_id, after):
-                yield encode_event(name, data, str(seq))
+            async with aclosing(self.events(run.run_id, after)) as events:
+                async for seq, name, data in events:
+                    yield encode_event(name, data, str(seq))
         except (asyncio.CancelledError, GeneratorExit):
             if cancel_on_disconnect:
                 await asyncio.shield(self._cancel_quietly(principal, run))
             raise
 
-    async def events(self, run_id: str, after: int = 0) -> AsyncIterator[tuple[int, str, bytes]]:
+    async def events(
+        self, run_id: str, after: int = 0
+    ) -> AsyncGenerator[tuple[int, str, bytes], None]:
         """A run's (number, name, data) events after ``after`` until it ends: live from
         this replica's stream, or polled from the database while the run is queued or runs
         elsewhere (events that could not be stored: an ``error`` event naming them)."""
-        while True:
-            local = self.executor.local(run_id)
-            if local is not None:
-                async for seq, name, data in local.stream.subscribe(after):
+        with self.signals.watch(run_topic(run_id), events_topic(run_id)) as watch:
+            while True:
+                local = self.executor.local(run_id)
+                if local is not None:
+                    async with aclosing(local.stream.subscribe(after)) as live:
+                        async for seq, name, data in live:
+                            yield seq, name, data
+                    return
+                events = await self.runs.events.read(run_id, after)
+                for seq, name, data in with_gaps(events, after):
                     after = seq
                     yield seq, name, data
-                return
-            events = await self.runs.events.read(run_id, after)
-            for seq, name, data in with_gaps(events, after):
-                after = seq
-                yield seq, name, data
-            if events:
-                continue
-            status = await self.runs.status(run_id)
-            if status is None or status in FINAL_STATUSES:
-                for seq, name, data in with_gaps(await self.runs.events.read(run_id, after), after):
-                    yield seq, name, data
-                return
-            await asyncio.sleep(self._poll_s)
+                if events:
+                    continue
+                status = await self.runs.status(run_id)
+                if status is None or status in FINAL_STATUSES:
+                    rest = await self.runs.events.read(run_id, after)
+                    for seq, name, data in with_gaps(rest, after):
+                        yield seq, name, data
+                    return
+                await watch.wait()
 
     # -- cancel -------------------------------------------------------------------------
     async def cancel(
@@ -246,6 +290,11 @@ class RunService:
             )
         for run in runs:
             self.executor.cancel(run.run_id, action)
+        # Pending ones ended (or went) just now; running ones end on their replica.
+        self.signals.publish(
+            *(run_topic(r.run_id) for r in runs if r.status == "pending"),
+            *{thread_topic(r.thread_id) for r in runs if r.thread_id is not None},
+        )
         if wait:
             for run in runs:
                 await self._await_outcome(run)
@@ -258,6 +307,7 @@ class RunService:
         except AgentRuntimeError as exc:
             logger.warning("run %s: cancel on disconnect failed: %s", run.run_id, exc.message)
         self.executor.cancel(run.run_id, "interrupt")
+        self.signals.publish(run_topic(run.run_id))
 
     # -- after a run --------------------------------------------------------------------
     async def after_run(self, run: RunRecord, result: RunResult) -> None:

@@ -91,7 +91,10 @@ class ThreadService:
         stop_runs: Callable[[Sequence[str]], None] | None = None,
         items: ItemStores | None = None,
         checkpoint_timeout_s: float = 10.0,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_change(thread_id)``: after a thread's state changed outside a run, or it
+        was deleted (committed): its streams are told."""
         self._store = store
         self._threads = threads
         self._graphs = graphs
@@ -101,6 +104,7 @@ class ThreadService:
         self._items = items
         # How long a thread's delete may wait for its checkpoints (AGENT_DB_TIMEOUT_S).
         self._checkpoint_timeout_s = checkpoint_timeout_s
+        self._on_change = on_change
 
     # -- create -------------------------------------------------------------------------
     async def create(self, principal: Principal, body: ThreadCreate) -> dict[str, Any]:
@@ -225,6 +229,8 @@ class ThreadService:
             interrupts=interrupts,
             status=status,
         )
+        if self._on_change is not None:
+            self._on_change(record.thread_id)
 
     async def history(
         self,
@@ -306,6 +312,8 @@ class ThreadService:
                 ) from exc
 
         stopped = await self._threads.delete_cascade(tenant_id, thread_id, purge)
+        if self._on_change is not None:
+            self._on_change(thread_id)
         if stopped and self._stop_runs is not None:
             self._stop_runs(stopped)
 

@@ -4,8 +4,11 @@ As LangGraph Platform does, joining a thread streams the events of its runs one 
 other, in the order they were created: the run in progress and those queued behind it,
 then each new one, for as long as the client stays. After each run comes a ``metadata``
 event ``{"status": "run_done", "run_id": ...}``. The stream ends when the thread is
-deleted (seen at the next poll); the ingress also ends it past its lifetime or when its
-key is revoked (``agent_runtime/api/held_streams.py``).
+deleted; the ingress also ends it past its lifetime or when its key is revoked
+(``agent_runtime/api/held_streams.py``). Between runs the stream reads the database when
+told that the thread changed (a new run, a state update, the delete:
+:mod:`agent_runtime.runs.run_signals`, across replicas through Redis) and every
+``poll_s`` otherwise, for a message that was lost.
 
 Modes (``stream_modes``, one or a comma-separated list; ``run_modes`` by default):
 ``run_modes``: every event of the runs (each run's own ``stream_mode`` decides which);
@@ -23,9 +26,9 @@ started on another replica shows only its ``run_done``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -39,6 +42,7 @@ from agent_runtime.db.metadata import MetadataStore
 from agent_runtime.db.tables import RUNS, THREADS
 from agent_runtime.protocol.sse import encode_event, event_number
 from agent_runtime.runs.run_service import RunService
+from agent_runtime.runs.run_signals import Watch, thread_topic
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +102,9 @@ class ThreadStreams:
         runs: RunService,
         state: StateReader,
         *,
-        poll_s: float = 0.5,
+        poll_s: float = 2.0,
     ) -> None:
+        """``poll_s``: the fallback interval (``AGENT_RUN_FALLBACK_POLL_S``)."""
         self._store = store
         self._runs = runs
         self._state = state
@@ -134,7 +139,25 @@ class ThreadStreams:
         state_seen: datetime | None,
     ) -> AsyncIterator[bytes]:
         tenant = principal.tenant_id
-        cursor, resume = await self._start(tenant, thread_id, last_event_id)
+        with self._runs.signals.watch(thread_topic(thread_id)) as watch:
+            cursor, resume = await self._start(tenant, thread_id, last_event_id)
+            # Closed with this one (aclosing), not when collected: watches go at once.
+            runs = self._runs_of(principal, thread_id, modes, state_seen, cursor, resume, watch)
+            async with aclosing(runs):
+                async for event in runs:
+                    yield event
+
+    async def _runs_of(
+        self,
+        principal: Principal,
+        thread_id: str,
+        modes: Sequence[ThreadStreamMode],
+        state_seen: datetime | None,
+        cursor: _Cursor | None,
+        resume: _Resume | None,
+        watch: Watch,
+    ) -> AsyncGenerator[bytes, None]:
+        tenant = principal.tenant_id
         while True:
             run = await self._next_run(tenant, thread_id, cursor, resume)
             if run is None:
@@ -148,16 +171,17 @@ class ThreadStreams:
                     )
                     if update is not None:
                         yield update
-                await asyncio.sleep(self._poll_s)
+                await watch.wait(self._poll_s)
                 continue
             after = 0
             if resume is not None and resume.run_id == run.run_id:
                 after = resume.after
             resume = None
             if after >= 0:
-                async for seq, name, data in self._runs.events(run.run_id, after):
-                    if _wanted(name, data, modes):
-                        yield encode_event(name, data, f"{run.run_id}:{seq}")
+                async with aclosing(self._runs.events(run.run_id, after)) as events:
+                    async for seq, name, data in events:
+                        if _wanted(name, data, modes):
+                            yield encode_event(name, data, f"{run.run_id}:{seq}")
                 if "run_modes" in modes or "lifecycle" in modes:
                     done = {"status": "run_done", "run_id": run.run_id}
                     yield encode_event("metadata", done, f"{run.run_id}:done")

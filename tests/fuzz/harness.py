@@ -129,7 +129,7 @@ def stack_settings(storage: StorageSettings) -> RuntimeSettings:
         provider=ProviderSettings(_env_file=None),
         fake=FakeProviderSettings(_env_file=None, latency_ms=0),
         serve=ServeSettings(_env_file=None),
-        runs=RunSettings(_env_file=None, run_timeout_s=10, run_poll_s=0.2),
+        runs=RunSettings(_env_file=None, run_timeout_s=10, run_fallback_poll_s=0.2),
         budgets=BudgetSettings(_env_file=None, admin_api_key=SecretStr(ADMIN_KEY)),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import psycopg
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
+from pydantic import SecretStr
 
 from agent_runtime.config.fake_provider_settings import FakeProviderSettings
 from agent_runtime.config.provider_settings import ProviderSettings
@@ -130,6 +132,21 @@ class Finished:
         return None
 
 
+@dataclass(frozen=True)
+class Signals:
+    """How a test replica hears of changes: ``notify`` off polls; ``redis_url`` shares
+    them with the replicas on the same ``channel`` (a test's own, so tests stay apart)."""
+
+    notify: bool = True
+    redis_url: SecretStr | None = None
+    channel: str = field(default_factory=lambda: f"test:runs:{uuid.uuid4().hex}")
+    ping_s: float = 5.0
+
+    @classmethod
+    def shared(cls, redis_url: str, **options: Any) -> Signals:
+        return cls(redis_url=SecretStr(redis_url), **options)
+
+
 @dataclass
 class Replica:
     """An orchestrator replica as the deployment builds it, its parts named for tests."""
@@ -177,14 +194,17 @@ def replica_settings(
     executor: ExecutorSettings,
     run_limits: RunLimits | None,
     items: ItemStoreSettings | None = None,
+    signals: Signals | None = None,
 ) -> RuntimeSettings:
-    """Short leases and polls, so tests see reaps and claims quickly; no Redis."""
+    """Short leases and polls, so tests see reaps and claims quickly; Redis only for the
+    run signals, when ``signals`` names it."""
     limits = run_limits or RunLimits()
+    signals = signals or Signals()
     return RuntimeSettings(
         storage=storage,
         limits=LimitSettings(
             _env_file=None,
-            redis_url=None,
+            redis_url=signals.redis_url,
             max_concurrent_runs=limits.max_concurrent_runs,
             max_queued_runs=limits.max_queued_runs,
         ),
@@ -197,11 +217,17 @@ def replica_settings(
             run_max_steps=50,
             run_heartbeat_s=executor.heartbeat_s,
             run_lease_s=executor.lease_s,
-            run_poll_s=executor.poll_s,
+            run_fallback_poll_s=executor.poll_s,
+            run_claim_min_interval_s=executor.claim_min_interval_s,
             run_max_attempts=executor.max_attempts,
             run_max_concurrent=executor.max_concurrent_runs,
             run_events_flush_attempts=executor.events_flush_attempts,
             run_events_flush_backoff_s=executor.events_flush_backoff_s,
+            run_notify=signals.notify,
+            run_notify_channel=signals.channel,
+            run_notify_retry_min_s=0.05,
+            run_notify_retry_max_s=0.5,
+            run_notify_ping_s=signals.ping_s,
         ),
         items=items if items is not None else ItemStoreSettings(),
     )
@@ -217,6 +243,7 @@ async def replica(
     run_limits: RunLimits | None = None,
     clock: Clock = SYSTEM_CLOCK,
     items: ItemStoreSettings | None = None,
+    signals: Signals | None = None,
 ) -> AsyncIterator[Replica]:
     """A replica running the ``steps`` graph; ``start_loops`` starts its executor's
     loops (the cron and TTL loops stay off: the cron tests run schedulers of their own)."""
@@ -226,6 +253,7 @@ async def replica(
         executor=executor or ExecutorSettings(heartbeat_s=0.2, lease_s=2.0, poll_s=0.2),
         run_limits=run_limits,
         items=items,
+        signals=signals,
     )
     observer = Finished()
     async with local_router() as router:
