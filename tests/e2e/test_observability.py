@@ -65,7 +65,9 @@ def alert_queries() -> dict[str, str]:
 def prometheus_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("prometheus")
     target = f"127.0.0.1:{stack.settings.serve.metrics_port}"
-    config = prometheus.write_config(workdir / "prometheus.yml", [target], scrape_interval="1s")
+    # 2 s: a scrape may take no longer than its interval, and on 2 busy cores Ray's metrics
+    # endpoint has taken more than 1 s to answer (the target then never came up).
+    config = prometheus.write_config(workdir / "prometheus.yml", [target], scrape_interval="2s")
     port = free_port()
     log = workdir / "prometheus.log"
     process = prometheus.start(config, workdir / "data", port, log)
@@ -74,7 +76,7 @@ def prometheus_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
         prometheus.wait_ready(url, timeout_s=30)
         # Ready is not scraped: traffic before the first scrape leaves latency histograms
         # without a rate (NaN quantiles), and the rendered panel empty.
-        wait_scraped(url, timeout_s=30)
+        wait_scraped(url, timeout_s=60)
         yield url
     except TimeoutError as exc:
         raise AssertionError(f"{exc}; its log:\n{log.read_text()[-2000:]}") from None
@@ -90,7 +92,9 @@ def wait_scraped(url: str, timeout_s: float) -> None:
             if result["data"]["result"]:
                 return
             time.sleep(0.5)
-    raise TimeoutError(f"Prometheus scraped no target within {timeout_s} s")
+        targets = client.get("/api/v1/targets").json()["data"]["activeTargets"]
+    errors = [(t["scrapeUrl"], t["lastError"]) for t in targets]
+    raise TimeoutError(f"Prometheus scraped no target within {timeout_s} s: {errors}")
 
 
 async def traffic(stack: Stack, api: Api, store: MetadataStore, spender: Api) -> None:
